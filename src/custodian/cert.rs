@@ -1,0 +1,132 @@
+//! Custodian and exchange certificates: parsing, thumbprints, the checks
+//! Azure makes at download, and dates.
+
+use rsa::traits::PublicKeyParts;
+use sha2::{Digest, Sha256};
+use spki::DecodePublicKey;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use super::pem;
+use super::CustodianError;
+use crate::crypto::b64::{b64u, b64u_decode};
+use crate::format::limits::MIN_RSA_BITS;
+use crate::format::transfer_key::Jwk;
+
+/// A parsed X.509 certificate with an RSA key.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    der: Vec<u8>,
+    pub subject: String,
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Modulus size in bits.
+    pub bits: usize,
+    public_key_der: Vec<u8>,
+}
+
+impl Certificate {
+    /// Reads a certificate from PEM (`CERTIFICATE`) or DER bytes. The key
+    /// must be RSA; its size is checked separately so weak certificates can
+    /// still be shown.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Certificate, CustodianError> {
+        let der = match pem::decode_first_block(bytes) {
+            Some(Ok((label, der))) if label == "CERTIFICATE" => der.to_vec(),
+            Some(Ok((label, _))) => return Err(CustodianError::NotACertificate(format!("it holds a PEM '{label}' block"))),
+            Some(Err(e)) => return Err(CustodianError::NotACertificate(e)),
+            None => bytes.to_vec(),
+        };
+        let (rest, x509) = X509Certificate::from_der(&der).map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CustodianError::NotACertificate(format!("{} stray bytes follow the certificate", rest.len())));
+        }
+        let spki = x509.public_key();
+        let bits = match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => rsa.key_size(),
+            Ok(PublicKey::EC(_)) => return Err(CustodianError::NotRsa("elliptic-curve".into())),
+            Ok(_) => return Err(CustodianError::NotRsa(format!("of algorithm {}", spki.algorithm.algorithm))),
+            Err(e) => return Err(CustodianError::NotACertificate(format!("its public key cannot be read: {e}"))),
+        };
+        let cert = Certificate {
+            subject: x509.subject().to_string(),
+            serial: x509.raw_serial_as_string(),
+            not_before: x509.validity().not_before.to_datetime(),
+            not_after: x509.validity().not_after.to_datetime(),
+            bits,
+            public_key_der: spki.raw.to_vec(),
+            der: der.clone(),
+        };
+        Ok(cert)
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub fn to_pem(&self) -> String {
+        pem::encode("CERTIFICATE", &self.der).to_string()
+    }
+
+    /// `x5t_256` / `x5t#S256`: b64u(SHA-256(DER)), as in the security domain.
+    pub fn x5t_256(&self) -> String {
+        b64u(&Sha256::digest(&self.der))
+    }
+
+    /// SHA-256 of the DER in hex, as `openssl x509 -fingerprint -sha256` shows it.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(Sha256::digest(&self.der))
+    }
+
+    /// The RSA public key, refused below 2048 bits (the service's floor).
+    pub fn rsa_public_key(&self) -> Result<rsa::PublicKey, CustodianError> {
+        if self.bits < MIN_RSA_BITS {
+            return Err(CustodianError::WeakKey { bits: self.bits, min: MIN_RSA_BITS });
+        }
+        rsa::PublicKey::from_public_key_der(&self.public_key_der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))
+    }
+
+    /// Whether `key` is the private half of this certificate's key.
+    pub fn matches(&self, key: &rsa::PublicKey) -> bool {
+        match rsa::PublicKey::from_public_key_der(&self.public_key_der) {
+            Ok(mine) => mine.n() == key.n() && mine.e() == key.e(),
+            Err(_) => false,
+        }
+    }
+
+    /// Days from `now` until the certificate expires (negative once expired).
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.not_after - now).whole_days()
+    }
+
+    pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// The JWK that a download request or a transfer-key response carries.
+    pub fn to_jwk(&self) -> Result<Jwk, CustodianError> {
+        let key = self.rsa_public_key()?;
+        let sha1 = sha1::Sha1::digest(&self.der);
+        Ok(Jwk::for_certificate(&self.der, &key.n_bytes(), &key.e_bytes(), &sha1, &Sha256::digest(&self.der)))
+    }
+
+    /// The certificate of a JWK, checked against the JWK's own `n` and `e`.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Certificate, CustodianError> {
+        let der = jwk.certificate_der().map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
+        let cert = Certificate::from_bytes(&der)?;
+        let key = cert.rsa_public_key()?;
+        let same = |field: &str, mine: &[u8]| -> Result<(), CustodianError> {
+            let theirs = b64u_decode(field, "a JWK member").map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
+            let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map(|i| b[i..].to_vec()).unwrap_or_default();
+            if strip(&theirs) == strip(mine) {
+                Ok(())
+            } else {
+                Err(CustodianError::InvalidRsa("the JWK's n/e do not match the key of its own certificate (x5c)".into()))
+            }
+        };
+        same(&jwk.n, &key.n_bytes())?;
+        same(&jwk.e, &key.e_bytes())?;
+        Ok(cert)
+    }
+}

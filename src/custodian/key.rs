@@ -1,0 +1,188 @@
+//! Custodian private keys: PKCS#8 (plain or passphrase-encrypted) and
+//! traditional PKCS#1, in PEM or DER, as `openssl req -newkey rsa:N` makes
+//! them. Written as encrypted PKCS#8 (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC),
+//! which OpenSSL and the Azure CLI's Python both read.
+
+use pkcs8::pkcs5::pbes2;
+use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncryptedPrivateKeyInfoRef, ObjectIdentifier, PrivateKeyInfoRef};
+use rsa::traits::PublicKeyParts;
+use zeroize::Zeroizing;
+
+use super::pem;
+use super::CustodianError;
+use crate::crypto::rng::CryptoRng;
+use crate::crypto::secret::Passphrase;
+use crate::format::limits::MIN_RSA_BITS;
+
+/// OWASP's 2023 figure for PBKDF2-HMAC-SHA256.
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Refused when a new key is encrypted; a short passphrase is the weak link.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// A key file as read, before any passphrase is applied.
+pub enum KeyFile {
+    Plain(rsa::PrivateKey),
+    /// DER of an `EncryptedPrivateKeyInfo`.
+    Encrypted(Zeroizing<Vec<u8>>),
+}
+
+impl KeyFile {
+    pub fn parse(bytes: &[u8]) -> Result<KeyFile, CustodianError> {
+        match pem::decode_first_block(bytes) {
+            Some(Err(e)) if e == "legacy-encrypted" => Err(CustodianError::LegacyEncryption),
+            Some(Err(e)) => Err(CustodianError::NotAKey(e)),
+            Some(Ok((label, der))) => match label.as_str() {
+                "PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs8(&der)?)),
+                "ENCRYPTED PRIVATE KEY" => {
+                    EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                    Ok(KeyFile::Encrypted(der))
+                }
+                "RSA PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs1(&der)?)),
+                "CERTIFICATE" => Err(CustodianError::NotAKey("it is a certificate, not a private key".into())),
+                other => Err(CustodianError::NotAKey(format!("it holds a PEM '{other}' block"))),
+            },
+            None => {
+                if EncryptedPrivateKeyInfoRef::try_from(bytes).is_ok() {
+                    Ok(KeyFile::Encrypted(Zeroizing::new(bytes.to_vec())))
+                } else if PrivateKeyInfoRef::try_from(bytes).is_ok() {
+                    Ok(KeyFile::Plain(from_pkcs8(bytes)?))
+                } else {
+                    from_pkcs1(bytes).map(KeyFile::Plain).map_err(|_| {
+                        CustodianError::NotAKey("neither PEM nor a DER private key".into())
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, KeyFile::Encrypted(_))
+    }
+
+    /// The key, decrypting with `passphrase` when the file is encrypted.
+    pub fn into_key(self, passphrase: Option<&Passphrase>) -> Result<rsa::PrivateKey, CustodianError> {
+        match self {
+            KeyFile::Plain(key) => Ok(key),
+            KeyFile::Encrypted(der) => {
+                let pass = passphrase.ok_or(CustodianError::NeedsPassphrase)?;
+                let info = EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                // A wrong passphrase shows as bad padding or garbage DER; both mean the same here.
+                let doc = info.decrypt(pass.expose().as_bytes()).map_err(|_| CustodianError::WrongPassphrase)?;
+                from_pkcs8(doc.as_bytes()).map_err(|e| match e {
+                    CustodianError::NotAKey(_) => CustodianError::WrongPassphrase,
+                    other => other,
+                })
+            }
+        }
+    }
+}
+
+fn from_pkcs8(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {
+    let info = PrivateKeyInfoRef::try_from(der).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+    if info.algorithm.oid != RSA_ENCRYPTION {
+        return Err(CustodianError::NotRsa(format!("of algorithm {}", info.algorithm.oid)));
+    }
+    checked(rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))?)
+}
+
+fn from_pkcs1(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {
+    use pkcs1::DecodeRsaPrivateKey;
+    checked(rsa::PrivateKey::from_pkcs1_der(der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))?)
+}
+
+/// Refuses keys below 2048 bits and keys whose parts do not add up.
+fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
+    let bits = key.n().bit_width() as usize;
+    if bits < MIN_RSA_BITS {
+        return Err(CustodianError::WeakKey { bits, min: MIN_RSA_BITS });
+    }
+    key.validate().map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
+    Ok(key)
+}
+
+/// Refuses passphrases too short to resist an offline guess.
+pub fn check_passphrase_strength(pass: &Passphrase) -> Result<(), String> {
+    let chars = pass.expose().chars().count();
+    if chars < MIN_PASSPHRASE_CHARS {
+        return Err(format!("a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"));
+    }
+    Ok(())
+}
+
+/// `-----BEGIN ENCRYPTED PRIVATE KEY-----` under `passphrase`.
+pub fn to_encrypted_pem_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    key: &rsa::PrivateKey,
+    passphrase: &Passphrase,
+) -> Result<Zeroizing<String>, CustodianError> {
+    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let info = PrivateKeyInfoRef::try_from(der.as_bytes()).map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    rng.fill_bytes(&mut iv);
+    let params = pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, iv)
+        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let enc = info
+        .encrypt_with_params(params, passphrase.expose().as_bytes())
+        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+    Ok(pem::encode("ENCRYPTED PRIVATE KEY", enc.as_bytes()))
+}
+
+/// `-----BEGIN PRIVATE KEY-----`, unencrypted (only on explicit request).
+pub fn to_plain_pem(key: &rsa::PrivateKey) -> Result<Zeroizing<String>, CustodianError> {
+    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
+    Ok(pem::encode("PRIVATE KEY", der.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{rsa_2048, test_rng};
+
+    #[test]
+    fn encrypted_round_trip_and_wrong_passphrase() {
+        let key = rsa_2048();
+        let pass = Passphrase::new("correct horse battery".into());
+        let pem = to_encrypted_pem_with_rng(&mut test_rng(9), key, &pass).unwrap();
+        assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let file = KeyFile::parse(pem.as_bytes()).unwrap();
+        assert!(file.is_encrypted());
+        let back = KeyFile::parse(pem.as_bytes()).unwrap().into_key(Some(&pass)).unwrap();
+        assert_eq!(back.n(), key.n());
+        let wrong = Passphrase::new("incorrect horse battery".into());
+        assert_eq!(file.into_key(Some(&wrong)).err(), Some(CustodianError::WrongPassphrase));
+        assert_eq!(KeyFile::parse(pem.as_bytes()).unwrap().into_key(None).err(), Some(CustodianError::NeedsPassphrase));
+    }
+
+    #[test]
+    fn plain_pkcs8_and_pkcs1_in_pem_and_der() {
+        use pkcs1::EncodeRsaPrivateKey;
+        let key = rsa_2048();
+        let pkcs8_pem = to_plain_pem(key).unwrap();
+        let pkcs8_der = key.to_pkcs8_der().unwrap();
+        let pkcs1_pem = key.to_pkcs1_pem(pkcs1::LineEnding::LF).unwrap();
+        let pkcs1_der = key.to_pkcs1_der().unwrap();
+        for bytes in [pkcs8_pem.as_bytes(), pkcs8_der.as_bytes(), pkcs1_pem.as_bytes(), pkcs1_der.as_bytes()] {
+            let k = KeyFile::parse(bytes).unwrap().into_key(None).unwrap();
+            assert_eq!(k.n(), key.n());
+        }
+    }
+
+    #[test]
+    fn not_keys() {
+        assert!(matches!(KeyFile::parse(b"hello"), Err(CustodianError::NotAKey(_))));
+        let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(KeyFile::parse(legacy).err(), Some(CustodianError::LegacyEncryption));
+        let cert = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(KeyFile::parse(cert), Err(CustodianError::NotAKey(m)) if m.contains("certificate")));
+    }
+
+    #[test]
+    fn short_passphrases_are_refused() {
+        assert!(check_passphrase_strength(&Passphrase::new("short".into())).is_err());
+        assert!(check_passphrase_strength(&Passphrase::new("twelve chars".into())).is_ok());
+    }
+}

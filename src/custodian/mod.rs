@@ -1,0 +1,32 @@
+//! Custodians: their RSA wrapping keys and self-signed certificates, read
+//! and written in the forms OpenSSL and the Azure CLI use.
+
+pub mod cert;
+pub mod key;
+pub mod keygen;
+pub mod pem;
+
+use thiserror::Error;
+
+/// Why a certificate or key file could not be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CustodianError {
+    #[error("it is not a certificate in PEM or DER form: {0}")]
+    NotACertificate(String),
+    #[error("it is not a private key in PEM or DER form (PKCS#8, encrypted PKCS#8 or PKCS#1): {0}")]
+    NotAKey(String),
+    #[error("its key is {0}, not RSA")]
+    NotRsa(String),
+    #[error("its RSA key is {bits} bits; at least {min} are required")]
+    WeakKey { bits: usize, min: usize },
+    #[error("its RSA key is not valid: {0}")]
+    InvalidRsa(String),
+    #[error("it is encrypted and needs a passphrase")]
+    NeedsPassphrase,
+    #[error("the passphrase does not open it")]
+    WrongPassphrase,
+    #[error("it is encrypted in the legacy OpenSSL format (Proc-Type: 4,ENCRYPTED), which is not supported")]
+    LegacyEncryption,
+    #[error("{0}")]
+    Generation(String),
+}

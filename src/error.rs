@@ -1,0 +1,108 @@
+//! The library's error: what happened, naming the file or custodian it
+//! concerns. The CLI adds what to do about it and picks the exit code from
+//! [`Error::kind`].
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::crypto::CryptoError;
+use crate::custodian::CustodianError;
+use crate::format::FormatError;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{} already exists; it is never overwritten", path.display())]
+    OutputExists { path: PathBuf },
+    #[error("{} is a directory, not a file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{} is {size} bytes; no {what} is larger than {limit} bytes, so it was not read", path.display())]
+    TooLarge { path: PathBuf, size: u64, limit: u64, what: &'static str },
+    #[error("{} is not a valid security-domain file: {source}", path.display())]
+    SecurityDomain { path: PathBuf, source: FormatError },
+    #[error("{} is not a valid restore blob: {source}", path.display())]
+    RestoreBlob { path: PathBuf, source: FormatError },
+    #[error("the certificate {label} cannot be used: {source}")]
+    Certificate { label: String, source: CustodianError },
+    #[error("the key {label} cannot be used: {source}")]
+    Key { label: String, source: CustodianError },
+    #[error("the key {key} does not belong to the certificate {cert}")]
+    KeyCertMismatch { key: String, cert: String },
+    #[error("the certificate {cert} (x5t_256 {x5t_256}) has no share in this security domain")]
+    CertNotInSd { cert: String, x5t_256: String },
+    #[error("the key {key} opens none of the {shares} shares in this security domain")]
+    KeyOpensNoShare { key: String, shares: usize },
+    #[error("the share of {who} failed its integrity check: {source}")]
+    ShareIntegrity { who: String, source: CryptoError },
+    #[error("the share of {who} was already opened; each custodian counts once")]
+    DuplicateCustodian { who: String },
+    #[error("{}", not_enough(.opened, .needed, .failures))]
+    NotEnoughShares { opened: Vec<String>, needed: usize, failures: Vec<String> },
+    #[error("the shares do not rebuild the master key: {reason}")]
+    SharesInconsistent { reason: String },
+    #[error("data item '{tag}' failed its integrity check: {source}")]
+    ItemIntegrity { tag: String, source: CryptoError },
+    #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
+    WrongExchangeKey { blob: String, ours: String },
+    #[error("{0}")]
+    WeakParameters(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Crypto(String),
+    #[error("{0}")]
+    Instance(String),
+}
+
+fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String {
+    let mut msg = format!(
+        "not enough custodians: {} share(s) opened{}, {needed} needed",
+        opened.len(),
+        if opened.is_empty() { String::new() } else { format!(" ({})", opened.join(", ")) }
+    );
+    for f in failures {
+        msg.push_str(&format!("\n  - {f}"));
+    }
+    msg
+}
+
+/// Families of errors, one exit code each (see the README and man pages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A file or argument is malformed, weak or refused.
+    Input,
+    /// A tag, passphrase or key check failed: the data or key is not the right one.
+    Integrity,
+    /// Fewer shares than the quorum could be opened.
+    Quorum,
+    /// The file system said no.
+    Io,
+    /// The instance (or emulator) refused or could not be reached.
+    Instance,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use CustodianError as C;
+        match self {
+            Error::Read { .. } | Error::Write { .. } => ErrorKind::Io,
+            Error::Key { source: C::WrongPassphrase, .. } => ErrorKind::Integrity,
+            Error::KeyCertMismatch { .. }
+            | Error::CertNotInSd { .. }
+            | Error::KeyOpensNoShare { .. }
+            | Error::ShareIntegrity { .. }
+            | Error::SharesInconsistent { .. }
+            | Error::ItemIntegrity { .. }
+            | Error::WrongExchangeKey { .. } => ErrorKind::Integrity,
+            Error::NotEnoughShares { .. } => ErrorKind::Quorum,
+            Error::Instance(_) => ErrorKind::Instance,
+            _ => ErrorKind::Input,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,155 @@
+//! Reading inputs with a size limit, and writing outputs so that a path holds
+//! either nothing or the complete new file: temporary file in the same
+//! folder, fsync, rename without replacing, fsync of the folder.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Reads `path` whole, refusing directories and anything over `limit` bytes
+/// before reading it.
+pub fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    let meta = fs::metadata(path).map_err(read_err)?;
+    if meta.is_dir() {
+        return Err(Error::NotAFile { path: path.to_path_buf() });
+    }
+    if meta.len() > limit {
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: meta.len(), limit, what });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow between stat and read; never take more than the limit.
+    fs::File::open(path).map_err(read_err)?.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit, what });
+    }
+    Ok(bytes)
+}
+
+/// Fails early, before any slow or secret work, when an output is taken.
+pub fn ensure_absent(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(Error::NotAFile { path: path.to_path_buf() }),
+        Ok(_) => Err(Error::OutputExists { path: path.to_path_buf() }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// How a new file is to be readable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 0644: certificates, security domains, reports.
+    Public,
+    /// 0600: private keys.
+    Private,
+}
+
+/// Writes `bytes` to `path`, which must not exist. Atomic: on any failure
+/// nothing is left at `path` and the temporary file is removed.
+pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
+    ensure_absent(path)?;
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hsm-ceremony-")
+        .suffix(".tmp")
+        .permissions(permissions(mode))
+        .tempfile_in(&dir)
+        .map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::OutputExists { path: path.to_path_buf() }
+        } else {
+            write_err(e.error)
+        }
+    })?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Replaces `path` atomically (state files of the emulator and the log's
+/// companions, never a ceremony output).
+pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hsm-ceremony-")
+        .suffix(".tmp")
+        .permissions(permissions(mode))
+        .tempfile_in(&dir)
+        .map_err(write_err)?;
+    tmp.write_all(bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path).map_err(|e| write_err(e.error))?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(unix)]
+fn permissions(mode: Mode) -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(match mode {
+        Mode::Public => 0o644,
+        Mode::Private => 0o600,
+    })
+}
+
+#[cfg(not(unix))]
+fn permissions(_mode: Mode) -> fs::Permissions {
+    fs::metadata(".").map(|m| m.permissions()).expect("current directory")
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes the rename durable; not every file system allows it, and the data
+    // itself is already synced.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_overwrites_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.json");
+        write_new(&p, b"one", Mode::Public).unwrap();
+        assert!(matches!(write_new(&p, b"two", Mode::Public), Err(Error::OutputExists { .. })));
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
+        assert!(matches!(write_new(dir.path(), b"x", Mode::Public), Err(Error::NotAFile { .. })));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.key");
+        write_new(&p, b"k", Mode::Private).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn read_limited_refuses_large_files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        fs::write(&p, vec![b'x'; 100]).unwrap();
+        assert!(matches!(read_limited(&p, 99, "test file"), Err(Error::TooLarge { .. })));
+        assert_eq!(read_limited(&p, 100, "test file").unwrap().len(), 100);
+        assert!(matches!(read_limited(dir.path(), 100, "test file"), Err(Error::NotAFile { .. })));
+    }
+}

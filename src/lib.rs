@@ -1,0 +1,26 @@
+//! `hsm-ceremony`: offline security-domain ceremonies for Azure Key Vault
+//! Managed HSM, byte-compatible with the Azure CLI and service.
+//!
+//! The layers, from the bottom up:
+//!
+//! - [`crypto`]: the primitives the format names — base64url, the SP 800-108
+//!   KDF, A256CBC-HS512, compact JWE, Shamir over GF(257) — and the wrappers
+//!   that keep secrets out of logs and wipe them on drop.
+//! - [`format`]: the files — security domain, restore blob, transfer key.
+//! - [`custodian`]: custodians' RSA keys and certificates.
+//! - [`recovery`]: shares → master key → restore blob; split; rotate.
+//! - [`files`]: size-limited reads and atomic, never-overwriting writes.
+//!
+//! None of these knows about the command line or the network.
+
+pub mod crypto;
+pub mod custodian;
+pub mod error;
+pub mod files;
+pub mod format;
+pub mod recovery;
+
+pub use error::{Error, ErrorKind, Result};
+
+#[cfg(test)]
+pub(crate) mod test_support;
