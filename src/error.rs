@@ -30,6 +30,8 @@ pub enum Error {
     Certificate { label: String, source: CustodianError },
     #[error("the key {label} cannot be used: {source}")]
     Key { label: String, source: CustodianError },
+    #[error("{} can be read by other users of this machine; a private key must be readable by its owner only", path.display())]
+    KeyFileExposed { path: PathBuf },
     #[error("the key {key} does not belong to the certificate {cert}")]
     KeyCertMismatch { key: String, cert: String },
     #[error("the certificate {cert} (x5t_256 {x5t_256}) has no share in this security domain")]

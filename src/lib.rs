@@ -9,15 +9,18 @@
 //! - [`format`]: the files — security domain, restore blob, transfer key.
 //! - [`custodian`]: custodians' RSA keys and certificates.
 //! - [`recovery`]: shares → master key → restore blob; split; rotate.
-//! - [`files`]: size-limited reads and atomic, never-overwriting writes.
+//! - [`files`], [`inputs`]: size-limited reads, atomic never-overwriting
+//!   writes, and loading inputs with errors that name the file.
 //!
 //! None of these knows about the command line or the network.
 
+pub mod cli;
 pub mod crypto;
 pub mod custodian;
 pub mod error;
 pub mod files;
 pub mod format;
+pub mod inputs;
 pub mod recovery;
 
 pub use error::{Error, ErrorKind, Result};

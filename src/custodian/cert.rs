@@ -95,6 +95,11 @@ impl Certificate {
         }
     }
 
+    /// Whether two certificates carry the same public key.
+    pub fn same_key_as(&self, other: &Certificate) -> bool {
+        self.public_key_der == other.public_key_der
+    }
+
     /// Days from `now` until the certificate expires (negative once expired).
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
         (self.not_after - now).whole_days()

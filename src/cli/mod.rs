@@ -1,0 +1,75 @@
+//! The command line: clap definitions (one file per command group), prompts
+//! and output. Everything that is not parsing, asking or printing lives in
+//! the library layers below.
+
+pub mod custodian;
+pub mod demo;
+pub mod errors;
+pub mod keys;
+pub mod output;
+pub mod passphrase;
+pub mod restore;
+pub mod sd;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  2  usage error (bad flags or arguments)
+  3  bad input: a malformed, weak or refused file or parameter, or an output that already exists
+  4  integrity failure: a wrong passphrase, key or certificate, or a tampered file
+  5  not enough custodians to meet the quorum
+  6  file-system error
+  7  the instance refused or could not be reached
+
+Start with: hsm-ceremony demo";
+
+/// Offline security-domain ceremonies for Azure Key Vault Managed HSM.
+#[derive(Parser, Debug)]
+#[command(name = "hsm-ceremony", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Print only results, warnings and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Custodian keys and certificates: keygen, show, verify.
+    #[command(subcommand)]
+    Custodian(custodian::CustodianCommand),
+    /// Security-domain files: check-certs, inspect, split.
+    #[command(subcommand)]
+    Sd(sd::SdCommand),
+    /// Open a quorum of shares and write the restore blob for an exchange key.
+    RestoreBlob(restore::RestoreBlobArgs),
+    /// Run a whole ceremony and recovery in a temporary folder, no prompts.
+    #[command(after_help = "Example:\n  hsm-ceremony demo\n  hsm-ceremony demo --keep ./demo-run")]
+    Demo(demo::DemoArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    output::set_quiet(cli.quiet);
+    match cli.command {
+        Command::Custodian(cmd) => custodian::run(cmd),
+        Command::Sd(cmd) => sd::run(cmd),
+        Command::RestoreBlob(args) => restore::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// Keeps secrets out of core dumps and away from same-user debuggers.
+pub fn harden_process() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls with constant arguments.
+    unsafe {
+        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}

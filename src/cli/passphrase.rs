@@ -1,0 +1,174 @@
+//! Where passphrases come from: the hidden prompt, a file, an inherited file
+//! descriptor, or the environment — never the command line, except the Azure
+//! CLI's `--passwords`, kept for compatibility with a warning.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::crypto::secret::Passphrase;
+use crate::custodian::key::check_passphrase_strength;
+use crate::error::{Error, Result};
+use crate::files::read_limited;
+
+/// The variable read when no other passphrase source is given (automation).
+pub const ENV_VAR: &str = "HSM_CEREMONY_PASSPHRASE";
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct PassphraseArgs {
+    /// Read passphrases from FILE: one file for every key, or one file per
+    /// key in the order the keys are given. The first line is the passphrase.
+    #[arg(long = "passphrase-file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Read passphrases from an inherited file descriptor, one line per key
+    /// in order (e.g. `--passphrase-fd 3 3<secrets`).
+    #[arg(long = "passphrase-fd", value_name = "FD")]
+    pub fd: Option<i32>,
+}
+
+/// Hands out one passphrase per key, from the sources given.
+pub struct Passphrases {
+    files: Vec<PathBuf>,
+    fd: Option<BufReader<File>>,
+    passwords: Option<Vec<String>>,
+    /// How many keys the command will ask for (files map one to one).
+    keys: usize,
+}
+
+/// A passphrase and whether it was typed (typed ones may be asked again).
+pub struct Given {
+    pub passphrase: Passphrase,
+    pub typed: bool,
+}
+
+impl Passphrases {
+    pub fn new(args: &PassphraseArgs, passwords: Option<Vec<String>>, keys: usize) -> Result<Self> {
+        if args.files.len() > 1 && args.files.len() != keys {
+            return Err(Error::Usage(format!(
+                "{} --passphrase-file options were given for {keys} key(s); give one file for all keys, or exactly one per key",
+                args.files.len()
+            )));
+        }
+        if let Some(list) = &passwords {
+            eprintln!(
+                "warning: --passwords puts passphrases on the command line, where every user of this machine can read them \
+                 (ps, /proc). Prefer the prompt, --passphrase-file or --passphrase-fd."
+            );
+            if list.len() != keys {
+                return Err(Error::Usage(format!("--passwords has {} entries for {keys} key(s); give one per key, empty for an unencrypted key", list.len())));
+            }
+        }
+        let fd = match args.fd {
+            Some(fd) => Some(BufReader::new(open_fd(fd)?)),
+            None => None,
+        };
+        Ok(Passphrases { files: args.files.clone(), fd, passwords, keys })
+    }
+
+    /// True when no source but the terminal is available.
+    fn interactive_only(&self) -> bool {
+        self.files.is_empty() && self.fd.is_none() && self.passwords.is_none() && std::env::var_os(ENV_VAR).is_none()
+    }
+
+    /// The passphrase for key `index` (0-based) named `label`, or `None`
+    /// when `--passwords` says the key is not encrypted.
+    pub fn for_key(&mut self, index: usize, label: &str, attempt: usize) -> Result<Option<Given>> {
+        if let Some(list) = &self.passwords {
+            let entry = &list[index];
+            return Ok((!entry.is_empty()).then(|| Given { passphrase: Passphrase::new(entry.clone()), typed: false }));
+        }
+        if !self.files.is_empty() {
+            let file = if self.files.len() == 1 { &self.files[0] } else { &self.files[index] };
+            return Ok(Some(Given { passphrase: read_passphrase_file(file)?, typed: false }));
+        }
+        if let Some(reader) = &mut self.fd {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            reader.read_line(&mut line).map_err(|e| Error::Usage(format!("cannot read a passphrase from --passphrase-fd: {e}")))?;
+            if line.is_empty() {
+                return Err(Error::Usage(format!("--passphrase-fd ran out of lines before the passphrase for {label}")));
+            }
+            return Ok(Some(Given { passphrase: Passphrase::new(strip_newline(&line)), typed: false }));
+        }
+        if let Ok(value) = std::env::var(ENV_VAR) {
+            return Ok(Some(Given { passphrase: Passphrase::new(value), typed: false }));
+        }
+        let prompt = if attempt == 0 {
+            format!("Passphrase for {label}")
+        } else {
+            format!("Passphrase for {label} (try {} of 3)", attempt + 1)
+        };
+        Ok(Some(Given { passphrase: prompt_hidden(&prompt, None)?, typed: true }))
+    }
+
+    /// A new passphrase for custodian `name` (asked twice when typed), checked
+    /// for strength.
+    pub fn new_for(&mut self, index: usize, name: &str) -> Result<Passphrase> {
+        if self.interactive_only() {
+            for _ in 0..3 {
+                let pass = prompt_hidden(&format!("New passphrase for custodian {name}"), Some(name))?;
+                match check_passphrase_strength(&pass) {
+                    Ok(()) => return Ok(pass),
+                    Err(why) => eprintln!("{why}; please choose another."),
+                }
+            }
+            return Err(Error::WeakParameters(format!("no acceptable passphrase was chosen for {name}")));
+        }
+        let given = self.for_key(index, name, 0)?.ok_or_else(|| {
+            Error::Usage(format!("an empty passphrase was given for {name}; use --insecure-unencrypted-key to mean no passphrase"))
+        })?;
+        check_passphrase_strength(&given.passphrase).map_err(|why| Error::WeakParameters(format!("the passphrase for {name} is too weak: {why}")))?;
+        Ok(given.passphrase)
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys
+    }
+}
+
+fn strip_newline(line: &str) -> String {
+    line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(line).to_string()
+}
+
+fn read_passphrase_file(path: &PathBuf) -> Result<Passphrase> {
+    let bytes = zeroize::Zeroizing::new(read_limited(path, 64 * 1024, "passphrase file")?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not UTF-8 text", path.display())))?;
+    let first = text.split('\n').next().unwrap_or("");
+    Ok(Passphrase::new(first.strip_suffix('\r').unwrap_or(first).to_string()))
+}
+
+fn prompt_hidden(prompt: &str, confirm_for: Option<&str>) -> Result<Passphrase> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!(
+            "{prompt}: no terminal to ask on; give --passphrase-file, --passphrase-fd or {ENV_VAR}"
+        )));
+    }
+    let mut input = dialoguer::Password::new().with_prompt(prompt);
+    if confirm_for.is_some() {
+        input = input.with_confirmation("Repeat it", "The two entries differ; try again.");
+    }
+    input
+        .interact()
+        .map(Passphrase::new)
+        .map_err(|e| Error::Usage(format!("could not read the passphrase: {e}")))
+}
+
+#[cfg(unix)]
+fn open_fd(fd: i32) -> Result<File> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(Error::Usage(format!("--passphrase-fd {fd} is a standard stream; use 3 or above")));
+    }
+    // SAFETY: the descriptor is inherited for exactly this purpose and owned from here on;
+    // fcntl checks it is open first.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(Error::Usage(format!("--passphrase-fd {fd} is not an open file descriptor")));
+    }
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+#[cfg(not(unix))]
+fn open_fd(_fd: i32) -> Result<File> {
+    Err(Error::Usage("--passphrase-fd is only available on Unix".into()))
+}

@@ -1,0 +1,106 @@
+//! `hsm-ceremony restore-blob`: a quorum opens its shares and the data items
+//! are re-encrypted for a target instance's exchange key (spec §6). Flags
+//! also answer to the Azure CLI's names, so an `az` runbook translates one to
+//! one.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::keys;
+use super::output::{print_json, warn};
+use super::passphrase::{PassphraseArgs, Passphrases};
+use crate::crypto::rng::os_rng;
+use crate::error::{Error, Result};
+use crate::files::{self, Mode};
+use crate::format::sdfile::SecurityDomain;
+use crate::recovery::{self, Quorum, Recovered};
+use crate::{inputs, say};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  hsm-ceremony restore-blob --sd-file sd.json --sd-exchange-key exchange.cer \\\n      \
+    --sd-wrapping-keys cert_0.key cert_2.key --out restore-blob.json\n  \
+    # the same with the Azure CLI's flag names:\n  \
+    hsm-ceremony restore-blob --sd-file sd.json --sd-exchange-key exchange.cer \\\n      \
+    --sd-wrapping-keys cert_0.key cert_2.key --sd-file-restore-blob restore-blob.json")]
+pub struct RestoreBlobArgs {
+    /// The security-domain file, as downloaded.
+    #[arg(long)]
+    pub sd_file: PathBuf,
+    /// The target instance's exchange-key certificate (PEM or DER).
+    #[arg(long)]
+    pub sd_exchange_key: PathBuf,
+    /// Custodians' private keys, tried in order until the quorum is met; only
+    /// as many custodians as needed are asked for their passphrase.
+    #[arg(long, required = true, num_args = 1..)]
+    pub sd_wrapping_keys: Vec<PathBuf>,
+    /// Certificates to pair keys with. Default: the .cer beside each key, else
+    /// the share the key opens.
+    #[arg(long = "cert", num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// Where to write the restore blob (must not exist).
+    #[arg(long, visible_alias = "sd-file-restore-blob")]
+    pub out: PathBuf,
+    /// Azure CLI compatibility: one passphrase per key in order, "" for an
+    /// unencrypted key. Every user of this machine can read the command line:
+    /// prefer the prompt, --passphrase-file or --passphrase-fd.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    pub passwords: Option<Vec<String>>,
+    #[command(flatten)]
+    pub passphrases: PassphraseArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens shares from `key_paths` in order until `sd`'s quorum is met. A
+/// custodian who cannot contribute is reported and skipped.
+pub fn gather_quorum(sd: &SecurityDomain, key_paths: &[PathBuf], cert_paths: &[PathBuf], pass: &mut Passphrases) -> Result<Recovered> {
+    let pool = keys::cert_pool(cert_paths)?;
+    let mut quorum = Quorum::new(sd);
+    for (i, path) in key_paths.iter().enumerate() {
+        if quorum.is_met() {
+            say!("Quorum met; {} remaining key(s) not needed.", key_paths.len() - i);
+            break;
+        }
+        let outcome = keys::open(path, i, &pool, pass).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone())));
+        match outcome {
+            Ok((x, who)) => say!("share x={x} opened for {who} ({} of {} needed)", quorum.opened().len(), quorum.needed()),
+            Err(e @ Error::Usage(_)) => return Err(e),
+            Err(e) => {
+                warn(&format!("{e}; going on with the next key"));
+                quorum.record_failure(&e);
+            }
+        }
+    }
+    quorum.finish()
+}
+
+pub fn run(args: &RestoreBlobArgs) -> Result<()> {
+    files::ensure_absent(&args.out)?;
+    let sd = inputs::security_domain(&args.sd_file)?;
+    let exchange = inputs::certificate(&args.sd_exchange_key)?;
+    exchange
+        .rsa_public_key()
+        .map_err(|source| Error::Certificate { label: inputs::label(&args.sd_exchange_key), source })?;
+    let mut pass = Passphrases::new(&args.passphrases, args.passwords.clone(), args.sd_wrapping_keys.len())?;
+    let recovered = gather_quorum(&sd, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
+    let blob = recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)?;
+    files::write_new(&args.out, blob.to_json().as_bytes(), Mode::Public)?;
+    if args.json {
+        print_json(&json!({
+            "out": args.out, "exchange_key_x5t_256": exchange.x5t_256(), "items": recovered.items.len(),
+            "custodians": recovered.custodians.iter().map(|(x5t, who)| json!({"x5t_256": x5t, "who": who})).collect::<Vec<_>>(),
+        }));
+    } else {
+        say!(
+            "wrote {}: {} data items re-encrypted for exchange key {} (x5t_256 {}).",
+            args.out.display(),
+            recovered.items.len(),
+            args.sd_exchange_key.display(),
+            exchange.x5t_256()
+        );
+        say!("Upload it with: az keyvault security-domain upload --hsm-name <HSM_NAME> --restore-blob --sd-file {}", args.out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `hsm-ceremony sd …`: check certificates before the download, inspect a
+//! security domain, and split a new one for a local instance.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::custodian::cert_warnings;
+use super::output::{print_json, warn};
+use crate::crypto::rng::os_rng;
+use crate::crypto::secret::{MasterKey, SecretBytes};
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::files::{self, read_limited, Mode};
+use crate::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
+use crate::recovery::{self, PlainItem};
+use crate::{inputs, say};
+
+#[derive(Subcommand, Debug)]
+pub enum SdCommand {
+    /// Check custodian certificates as Azure will at download, and print the `az` line to run.
+    #[command(after_help = "Example:\n  hsm-ceremony sd check-certs --quorum 2 cert_0.cer cert_1.cer cert_2.cer")]
+    CheckCerts(CheckCertsArgs),
+    /// Show what a security-domain file holds: quorum, shares, items.
+    #[command(after_help = "Example:\n  hsm-ceremony sd inspect sd.json --certs cert_0.cer cert_1.cer cert_2.cer")]
+    Inspect(InspectArgs),
+    /// Make a new security domain (Azure format) for a local instance.
+    #[command(after_help = "Example:\n  hsm-ceremony sd split --certs a.cer b.cer c.cer --quorum 2 --random-contents --out sd.json")]
+    Split(SplitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckCertsArgs {
+    /// The quorum M (how many custodians are needed to recover).
+    #[arg(long)]
+    pub quorum: usize,
+    /// The custodians' certificates, in the order they will be given to `az`.
+    #[arg(required = true)]
+    pub certs: Vec<PathBuf>,
+    /// Accept 2 custodians (a local instance; Azure wants 3 to 10).
+    #[arg(long)]
+    pub local: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The security-domain file.
+    pub sd_file: PathBuf,
+    /// Certificates to match against the shares.
+    #[arg(long, num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("contents").required(true).args(["items", "random_contents"])))]
+pub struct SplitArgs {
+    /// The custodians' certificates; shares follow this order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// The quorum M.
+    #[arg(long)]
+    pub quorum: usize,
+    /// A data item: TAG=FILE (repeatable; order is kept).
+    #[arg(long = "item", value_name = "TAG=FILE")]
+    pub items: Vec<String>,
+    /// Three random items with the real tags and sizes.
+    #[arg(long)]
+    pub random_contents: bool,
+    /// Where to write the security domain (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Accept 2 custodians (the file then only serves a local instance).
+    #[arg(long)]
+    pub local: bool,
+}
+
+pub fn run(cmd: SdCommand) -> Result<()> {
+    match cmd {
+        SdCommand::CheckCerts(args) => check_certs(&args),
+        SdCommand::Inspect(args) => inspect(&args),
+        SdCommand::Split(args) => split(&args).map(|_| ()),
+    }
+}
+
+fn load_certs(paths: &[PathBuf]) -> Result<Vec<(String, Certificate)>> {
+    paths.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?))).collect()
+}
+
+fn check_certs(args: &CheckCertsArgs) -> Result<()> {
+    let profile = if args.local { Profile::Local } else { Profile::Azure };
+    let certs = load_certs(&args.certs)?;
+    let now = OffsetDateTime::now_utc();
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    if let Err(why) = limits::check_quorum(certs.len(), args.quorum, profile) {
+        problems.push(why);
+    }
+    for (i, (label, cert)) in certs.iter().enumerate() {
+        if let Err(e) = cert.rsa_public_key() {
+            problems.push(format!("{label}: {e}"));
+        }
+        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
+            problems.push(format!("{label} is the same certificate as {other}"));
+        } else if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
+            problems.push(format!("{label} has the same key as {other}; each custodian needs their own key"));
+        }
+        if now < cert.not_before || cert.days_left(now) < 0 {
+            problems.push(format!("{label}: it is not valid now ({} to {})", super::output::date(cert.not_before), super::output::date(cert.not_after)));
+        } else {
+            warnings.extend(cert_warnings(cert, now).into_iter().map(|w| format!("{label}: {w}")));
+        }
+    }
+    let az = format!(
+        "az keyvault security-domain download --hsm-name <HSM_NAME> --sd-wrapping-keys {} --sd-quorum {} --security-domain-file <SD_FILE>",
+        args.certs.iter().map(|p| shell_word(&p.display().to_string())).collect::<Vec<_>>().join(" "),
+        args.quorum
+    );
+    if args.json {
+        print_json(&json!({
+            "ok": problems.is_empty(), "problems": problems, "warnings": warnings,
+            "custodians": certs.iter().map(|(l, c)| json!({"file": l, "x5t#S256": c.x5t_256(), "bits": c.bits})).collect::<Vec<_>>(),
+            "az": problems.is_empty().then_some(&az),
+        }));
+    } else {
+        for w in &warnings {
+            warn(w);
+        }
+        if problems.is_empty() {
+            say!("{} certificates, quorum {}: all checks pass.", certs.len(), args.quorum);
+            for (label, cert) in &certs {
+                say!("  {label}  x5t#S256 {}", cert.x5t_256());
+            }
+            say!("On the connected workstation, run:");
+            println!("{az}");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::WeakParameters(format!("the certificates are not ready for the download:\n  - {}", problems.join("\n  - "))))
+    }
+}
+
+fn shell_word(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/+=:@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn inspect(args: &InspectArgs) -> Result<()> {
+    let bytes = read_limited(&args.sd_file, MAX_SD_FILE_BYTES, "security-domain file")?;
+    let sd = inputs::security_domain(&args.sd_file)?;
+    let certs = load_certs(&args.certs)?;
+    let fingerprint = hex::encode(Sha256::digest(&bytes));
+    let owner = |x5t: &str| certs.iter().find(|(_, c)| c.x5t_256() == x5t).map(|(l, _)| l.clone());
+    let items: Vec<(String, usize)> = (0..sd.enc_data.data.len())
+        .map(|i| Ok((sd.enc_data.data[i].tag.clone(), sd.item_jwe(i).map_err(|e| Error::Crypto(e.to_string()))?.ciphertext.len())))
+        .collect::<Result<_>>()?;
+    let unmatched: Vec<&String> = certs.iter().filter(|(_, c)| sd.share_index(&c.x5t_256()).is_none()).map(|(l, _)| l).collect();
+    if args.json {
+        print_json(&json!({
+            "file": args.sd_file, "sha256": fingerprint, "version": sd.version,
+            "required": sd.required(), "shares": sd.share_count(), "kdf": sd.enc_data.kdf,
+            "enc_shares": sd.shared_keys.enc_shares.iter().enumerate().map(|(i, s)| json!({
+                "position": i + 1, "x5t_256": s.x5t_256, "certificate": owner(&s.x5t_256),
+            })).collect::<Vec<_>>(),
+            "items": items.iter().map(|(t, n)| json!({"tag": t, "ciphertext_bytes": n})).collect::<Vec<_>>(),
+            "certificates_without_share": unmatched,
+        }));
+        return Ok(());
+    }
+    println!("security domain {}", args.sd_file.display());
+    println!("  SHA-256       {fingerprint}");
+    println!("  version       {}", sd.version);
+    println!("  quorum        {} of {} custodians", sd.required(), sd.share_count());
+    println!("  shares (RSA-OAEP-256 + A256CBC-HS512):");
+    for (i, s) in sd.shared_keys.enc_shares.iter().enumerate() {
+        let who = match owner(&s.x5t_256) {
+            Some(l) => format!("  {l}"),
+            None if certs.is_empty() => String::new(),
+            None => "  (no certificate given)".into(),
+        };
+        println!("    {}  x5t_256 {}{who}", i + 1, s.x5t_256);
+    }
+    println!("  data items ({}, dir + A256CBC-HS512):", sd.enc_data.kdf);
+    for (tag, n) in &items {
+        println!("    {tag:<26} {n} bytes of ciphertext");
+    }
+    for l in unmatched {
+        warn(&format!("{l} has no share in this security domain"));
+    }
+    Ok(())
+}
+
+/// Reads `TAG=FILE` items.
+fn read_items(specs: &[String]) -> Result<Vec<PlainItem>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (tag, file) = spec
+                .split_once('=')
+                .filter(|(t, f)| !t.is_empty() && !f.is_empty())
+                .ok_or_else(|| Error::Usage(format!("--item '{spec}' is not TAG=FILE")))?;
+            let bytes = read_limited(std::path::Path::new(file), MAX_SD_FILE_BYTES / 2, "data item")?;
+            Ok(PlainItem { tag: tag.to_string(), plaintext: SecretBytes::new(bytes) })
+        })
+        .collect()
+}
+
+pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> {
+    files::ensure_absent(&args.out)?;
+    let profile = if args.local { Profile::Local } else { Profile::Azure };
+    let certs = load_certs(&args.certs)?;
+    let mut rng = os_rng();
+    let items = if args.random_contents { recovery::random_items_with_rng(&mut rng) } else { read_items(&args.items)? };
+    let master = MasterKey::generate_with_rng(&mut rng);
+    let sd = recovery::split_with_rng(&mut rng, &master, &items, &certs, args.quorum, profile)?;
+    drop(master);
+    files::write_new(&args.out, sd.to_json().as_bytes(), Mode::Public)?;
+    say!(
+        "wrote {}: {} of {} custodians, {} data items; the master key was never written and is gone from memory.",
+        args.out.display(),
+        args.quorum,
+        certs.len(),
+        items.len()
+    );
+    Ok(sd)
+}
