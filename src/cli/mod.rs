@@ -4,6 +4,7 @@
 
 pub mod custodian;
 pub mod demo;
+pub mod docs;
 pub mod errors;
 pub mod keys;
 pub mod output;
@@ -51,6 +52,8 @@ pub enum Command {
     /// Run a whole ceremony and recovery in a temporary folder, no prompts.
     #[command(after_help = "Example:\n  hsm-ceremony demo\n  hsm-ceremony demo --keep ./demo-run")]
     Demo(demo::DemoArgs),
+    /// Print shell completions for bash, zsh or fish.
+    Completions(docs::CompletionsArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sd(cmd) => sd::run(cmd),
         Command::RestoreBlob(args) => restore::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Completions(args) => docs::completions(&args),
     }
 }
 
