@@ -50,6 +50,8 @@ pub enum Error {
     ItemIntegrity { tag: String, source: CryptoError },
     #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
     WrongExchangeKey { blob: String, ours: String },
+    #[error("the manifest is refused: {0}")]
+    ManifestRefused(String),
     #[error("{0}")]
     WeakParameters(String),
     #[error("{0}")]
@@ -99,7 +101,8 @@ impl Error {
             | Error::ShareIntegrity { .. }
             | Error::SharesInconsistent { .. }
             | Error::ItemIntegrity { .. }
-            | Error::WrongExchangeKey { .. } => ErrorKind::Integrity,
+            | Error::WrongExchangeKey { .. }
+            | Error::ManifestRefused(_) => ErrorKind::Integrity,
             Error::NotEnoughShares { .. } => ErrorKind::Quorum,
             Error::Instance(_) => ErrorKind::Instance,
             _ => ErrorKind::Input,

@@ -14,6 +14,7 @@
 //!
 //! None of these knows about the command line or the network.
 
+pub mod ceremony;
 pub mod cli;
 pub mod crypto;
 pub mod custodian;

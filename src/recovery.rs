@@ -267,6 +267,24 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
     Ok(sd)
 }
 
+/// Rotation: the recovered master key split afresh (new random polynomials)
+/// to a new custodian set, the data items carried over unchanged, so the new
+/// file restores to exactly the same contents.
+pub fn rotate_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    old: &SecurityDomain,
+    recovered: &Recovered,
+    certs: &[(String, Certificate)],
+    quorum: usize,
+    profile: Profile,
+) -> Result<SecurityDomain> {
+    let mut sd = split_with_rng(rng, &recovered.master_key, &recovered.items, certs, quorum, profile)?;
+    sd.enc_data = old.enc_data.clone();
+    // The carried-over items must open under the key just split.
+    decrypt_items(&sd.enc_data, &recovered.master_key)?;
+    Ok(sd)
+}
+
 fn check_items(items: &[PlainItem]) -> Result<()> {
     if items.is_empty() {
         return Err(Error::Usage("a security domain needs at least one data item".into()));
@@ -425,6 +443,29 @@ mod tests {
         let err = open_share(&sd, &key(0, true)).err().unwrap();
         assert!(matches!(err, Error::ShareIntegrity { .. }));
         assert!(err.to_string().contains(&custodians()[0].name));
+    }
+
+    #[test]
+    fn rotation_keeps_contents_and_locks_out_the_old_set() {
+        let (old, master, items) = setup(3, 2);
+        let mut q = Quorum::new(&old);
+        q.add(&key(0, true)).unwrap();
+        q.add(&key(1, true)).unwrap();
+        let rec = q.finish().unwrap();
+        let c = custodians();
+        let new_certs: Vec<(String, Certificate)> = c[2..5].iter().map(|c| (c.name.clone(), c.cert.clone())).collect();
+        let new = rotate_with_rng(&mut test_rng(25), &old, &rec, &new_certs, 3, Profile::Azure).unwrap();
+        assert_eq!(new.to_json().contains(&old.enc_data.data[0].compact_jwe), true, "items carried over unchanged");
+        assert_ne!(new.shared_keys.enc_shares[0].enc_key, old.shared_keys.enc_shares[2].enc_key);
+        let mut q = Quorum::new(&new);
+        for i in 2..5 {
+            q.add(&key(i, true)).unwrap();
+        }
+        let again = q.finish().unwrap();
+        assert_eq!(again.master_key.expose(), master.expose());
+        assert_eq!(contents_fingerprint(&again.items), contents_fingerprint(&items));
+        assert!(matches!(open_share(&new, &key(0, true)), Err(Error::CertNotInSd { .. })));
+        assert!(matches!(open_share(&new, &key(1, false)), Err(Error::KeyOpensNoShare { .. })));
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub fn advice(err: &Error) -> Option<String> {
                 .into()
         }
         Error::WrongExchangeKey { .. } => "Fetch the exchange key of the instance you upload to, and build the blob for it.".into(),
+        Error::ManifestRefused(_) => {
+            "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
+                .into()
+        }
         Error::WeakParameters(_) => "Choose stronger parameters; see --help for what is accepted.".into(),
         Error::Write { .. } => "Check the disk has room and the folder is writable; nothing was left at the output path.".into(),
         Error::Read { .. } => "Check the path and its permissions.".into(),

@@ -1,0 +1,237 @@
+//! Quorum health: per custodian, whether their certificate is usable and
+//! when they last proved possession or took part in a drill; for the quorum,
+//! how many custodians can be lost before recovery becomes impossible.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::log::Line;
+use crate::custodian::cert::Certificate;
+use crate::format::limits::MIN_RSA_BITS;
+use crate::format::sdfile::SecurityDomain;
+
+/// Certificates expiring sooner than this put the quorum at risk.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    AtRisk,
+    CannotRecover,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CustodianHealth {
+    pub position: usize,
+    pub x5t_256: String,
+    pub certificate: Option<String>,
+    pub bits: Option<usize>,
+    pub days_left: Option<i64>,
+    pub usable: bool,
+    pub last_proof: Option<String>,
+    pub last_drill: Option<String>,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub required: usize,
+    pub custodians: Vec<CustodianHealth>,
+    pub usable: usize,
+    /// How many more custodians can be lost before recovery is impossible.
+    pub can_lose: i64,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+/// Assesses `sd` (whose file has SHA-256 `sd_sha256`) with the custodians'
+/// certificates and, when given, the ceremony log.
+pub fn assess(sd: &SecurityDomain, sd_sha256: &str, certs: &[(String, Certificate)], log: Option<&[Line]>, now: OffsetDateTime) -> Health {
+    let mut reasons = Vec::new();
+    let custodians: Vec<CustodianHealth> = sd
+        .shared_keys
+        .enc_shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let cert = certs.iter().find(|(_, c)| c.x5t_256() == share.x5t_256);
+            let mut problems = Vec::new();
+            let (usable, bits, days_left) = match cert {
+                None => {
+                    problems.push("no certificate was given for this share".to_string());
+                    (false, None, None)
+                }
+                Some((_, c)) => {
+                    let days = c.days_left(now);
+                    let mut ok = true;
+                    if c.bits < MIN_RSA_BITS {
+                        problems.push(format!("RSA-{} is below {MIN_RSA_BITS} bits", c.bits));
+                        ok = false;
+                    }
+                    if now < c.not_before {
+                        problems.push("the certificate is not yet valid".into());
+                        ok = false;
+                    } else if days < 0 {
+                        problems.push(format!("the certificate expired {} days ago", -days));
+                        ok = false;
+                    } else if days < EXPIRY_WARNING_DAYS {
+                        problems.push(format!("the certificate expires in {days} days"));
+                    }
+                    (ok, Some(c.bits), Some(days))
+                }
+            };
+            let (last_proof, last_drill) = match log {
+                Some(lines) => {
+                    let proof = last_time(lines, |l| {
+                        l.entry.command == "custodian verify"
+                            && l.entry.outcome == "ok"
+                            && l.entry.inputs.iter().any(|f| f.sha256 == sd_sha256)
+                            && l.entry.thumbprints.contains(&share.x5t_256)
+                    });
+                    if proof.is_none() {
+                        problems.push("has never proved possession of this security domain's share".into());
+                    }
+                    let drill = last_time(lines, |l| {
+                        l.entry.command == "drill" && l.entry.outcome == "ok" && l.entry.thumbprints.contains(&share.x5t_256)
+                    });
+                    (proof, drill)
+                }
+                None => (None, None),
+            };
+            CustodianHealth {
+                position: i + 1,
+                x5t_256: share.x5t_256.clone(),
+                certificate: cert.map(|(l, _)| l.clone()),
+                bits,
+                days_left,
+                usable,
+                last_proof,
+                last_drill,
+                problems,
+            }
+        })
+        .collect();
+    let required = sd.required();
+    let usable = custodians.iter().filter(|c| c.usable).count();
+    let can_lose = usable as i64 - required as i64;
+    let mut verdict = Verdict::Healthy;
+    if usable < required {
+        verdict = Verdict::CannotRecover;
+        reasons.push(format!("only {usable} of {} custodians are usable and {required} are needed", custodians.len()));
+    } else {
+        if can_lose == 0 {
+            reasons.push(format!("losing one more custodian makes recovery impossible ({usable} usable, {required} needed)"));
+        }
+        for c in custodians.iter().filter(|c| c.usable) {
+            if c.days_left.map(|d| d < EXPIRY_WARNING_DAYS).unwrap_or(false) {
+                reasons.push(format!("custodian {} ({}): certificate expires in {} days", c.position, c.x5t_256, c.days_left.unwrap_or(0)));
+            }
+            if log.is_some() && c.last_proof.is_none() {
+                reasons.push(format!("custodian {} ({}) has never proved possession", c.position, c.x5t_256));
+            }
+        }
+        if let Some(lines) = log {
+            if let Some(why) = superseded(lines, sd_sha256) {
+                reasons.push(why);
+            }
+        }
+        if !reasons.is_empty() {
+            verdict = Verdict::AtRisk;
+        }
+    }
+    Health { required, custodians, usable, can_lose, verdict, reasons }
+}
+
+fn last_time(lines: &[Line], pred: impl Fn(&Line) -> bool) -> Option<String> {
+    lines.iter().rev().find(|l| pred(l)).map(|l| l.time.clone())
+}
+
+/// Whether the log names a later custodian set's security domain than this one.
+fn superseded(lines: &[Line], sd_sha256: &str) -> Option<String> {
+    let epoch_of = |l: &Line| l.entry.details.get("epoch").and_then(|e| e.as_u64());
+    let ours = lines
+        .iter()
+        .filter(|l| l.entry.outputs.iter().any(|f| f.sha256 == sd_sha256))
+        .filter_map(epoch_of)
+        .max()?;
+    let newest = lines.iter().filter(|l| l.entry.outcome == "ok").filter_map(epoch_of).max()?;
+    (newest > ours).then(|| format!("this security domain is of custodian-set epoch {ours}, superseded by epoch {newest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ceremony::log::{Entry, FileRef};
+    use crate::crypto::secret::MasterKey;
+    use crate::format::limits::Profile;
+    use crate::recovery::{random_items_with_rng, split_with_rng};
+    use crate::test_support::{custodians, test_rng};
+    use time::Duration;
+
+    fn sd(n: usize, m: usize) -> SecurityDomain {
+        let mut rng = test_rng(40);
+        let certs: Vec<(String, Certificate)> = custodians()[..n].iter().map(|c| (c.name.clone(), c.cert.clone())).collect();
+        let master = MasterKey::generate_with_rng(&mut rng);
+        let items = random_items_with_rng(&mut rng);
+        split_with_rng(&mut rng, &master, &items, &certs, m, Profile::Azure).unwrap()
+    }
+
+    fn certs(n: usize) -> Vec<(String, Certificate)> {
+        custodians()[..n].iter().map(|c| (c.name.clone(), c.cert.clone())).collect()
+    }
+
+    fn proof(x5t: &str, seq: u64) -> Line {
+        Line {
+            seq,
+            time: "2026-11-01T00:00:00Z".into(),
+            prev: String::new(),
+            entry: Entry {
+                command: "custodian verify".into(),
+                inputs: vec![FileRef { path: "sd.json".into(), sha256: "abc".into() }],
+                thumbprints: vec![x5t.into()],
+                outcome: "ok".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn all_fine_is_healthy() {
+        let sd = sd(4, 2);
+        let log: Vec<Line> = sd.shared_keys.enc_shares.iter().enumerate().map(|(i, s)| proof(&s.x5t_256, i as u64)).collect();
+        let h = assess(&sd, "abc", &certs(4), Some(&log), OffsetDateTime::now_utc());
+        assert_eq!(h.verdict, Verdict::Healthy, "{:?}", h.reasons);
+        assert_eq!(h.can_lose, 2);
+    }
+
+    #[test]
+    fn a_certificate_expiring_in_ten_days_is_at_risk() {
+        let sd = sd(4, 2);
+        // Seen from 355 days on, the 365-day certificates expire in about 10 days.
+        let later = OffsetDateTime::now_utc() + Duration::days(355);
+        let h = assess(&sd, "abc", &certs(4), None, later);
+        assert_eq!(h.verdict, Verdict::AtRisk);
+        assert!(h.reasons.iter().any(|r| r.contains("expires in")), "{:?}", h.reasons);
+    }
+
+    #[test]
+    fn n_minus_m_plus_one_expired_cannot_recover() {
+        let sd = sd(3, 2);
+        // Two of three (N - M + 1) certificates given as expired: seen after expiry, only one is usable.
+        let after = OffsetDateTime::now_utc() + Duration::days(400);
+        let h = assess(&sd, "abc", &certs(3), None, after);
+        assert_eq!(h.verdict, Verdict::CannotRecover);
+        let h = assess(&sd, "abc", &certs(3)[..1], None, OffsetDateTime::now_utc());
+        assert_eq!(h.verdict, Verdict::CannotRecover, "missing certificates count as lost");
+    }
+
+    #[test]
+    fn a_custodian_who_never_proved_possession_is_at_risk() {
+        let sd = sd(4, 2);
+        let log: Vec<Line> = sd.shared_keys.enc_shares[..3].iter().enumerate().map(|(i, s)| proof(&s.x5t_256, i as u64)).collect();
+        let h = assess(&sd, "abc", &certs(4), Some(&log), OffsetDateTime::now_utc());
+        assert_eq!(h.verdict, Verdict::AtRisk);
+        assert!(h.reasons.iter().any(|r| r.contains("custodian 4") && r.contains("never proved")), "{:?}", h.reasons);
+    }
+}

@@ -1,0 +1,313 @@
+//! The ceremony log: one JSON line per ceremony step, each carrying the
+//! SHA-256 of the line before it, so that removing, reordering or editing a
+//! line is detected. A companion `<log>.head` records the count and last
+//! hash, so truncation is detected too. Never holds a secret.
+//!
+//! Appends take an exclusive `flock` on the log, so two processes appending
+//! at once still leave one valid chain.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::files::{self, Mode};
+
+/// `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The log's default file name, beside the security domain.
+pub const DEFAULT_NAME: &str = "ceremony-log.jsonl";
+const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A file the step read or wrote, by fingerprint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl FileRef {
+    /// Fingerprints `path` as it is now; `None` if it cannot be read.
+    pub fn of(path: &Path) -> Option<FileRef> {
+        let bytes = files::read_limited(path, MAX_LOG_BYTES, "file").ok()?;
+        Some(FileRef { path: path.display().to_string(), sha256: hex::encode(Sha256::digest(&bytes)) })
+    }
+}
+
+/// What a step records. `details` is free-form but must never carry a secret.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<FileRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<FileRef>,
+    /// Certificate thumbprints (x5t#S256) of the custodians concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thumbprints: Vec<String>,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+/// One line as stored: the entry with its place in the chain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Line {
+    pub seq: u64,
+    pub time: String,
+    pub prev: String,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Head {
+    lines: u64,
+    last: String,
+}
+
+fn head_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".head");
+    log.with_file_name(name)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The default log for a step whose main file is `anchor`: beside it.
+pub fn default_beside(anchor: &Path) -> PathBuf {
+    match anchor.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(DEFAULT_NAME),
+        _ => PathBuf::from(DEFAULT_NAME),
+    }
+}
+
+struct Locked(File);
+
+impl Locked {
+    fn open(path: &Path) -> Result<Locked> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(Error::Write { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
+            }
+        }
+        Ok(Locked(file))
+    }
+}
+
+/// The last complete line of the log (without its newline), and how many
+/// lines there are.
+fn last_line(file: &mut File, path: &Path) -> Result<(u64, Option<Vec<u8>>)> {
+    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    let len = file.seek(SeekFrom::End(0)).map_err(read_err)?;
+    if len > MAX_LOG_BYTES {
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: len, limit: MAX_LOG_BYTES, what: "ceremony log" });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut all = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut all).map_err(read_err)?;
+    if !all.is_empty() && !all.ends_with(b"\n") {
+        return Err(Error::Usage(format!(
+            "{} ends in a partial line; run `hsm-ceremony log verify {}` before appending",
+            path.display(),
+            path.display()
+        )));
+    }
+    let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    Ok((lines.len() as u64, lines.last().map(|l| l.to_vec())))
+}
+
+/// Appends `entry` to the log at `path` (created if absent); returns the line.
+pub fn append(path: &Path, entry: Entry) -> Result<Line> {
+    append_at(path, entry, OffsetDateTime::now_utc())
+}
+
+pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line> {
+    let mut locked = Locked::open(path)?;
+    let (count, last) = last_line(&mut locked.0, path)?;
+    let prev = last.as_deref().map(sha256_hex).unwrap_or_else(|| GENESIS.to_string());
+    let line = Line {
+        seq: count + 1,
+        time: now.format(&time::format_description::well_known::Rfc3339).expect("UTC times format"),
+        prev,
+        entry,
+    };
+    let mut text = serde_json::to_string(&line).expect("plain data serialises");
+    let hash = sha256_hex(text.as_bytes());
+    text.push('\n');
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    // One write of the whole line: O_APPEND keeps it in one piece.
+    locked.0.write_all(text.as_bytes()).map_err(write_err)?;
+    locked.0.sync_all().map_err(write_err)?;
+    let head = serde_json::to_vec(&Head { lines: line.seq, last: hash }).expect("plain data serialises");
+    files::replace(&head_path(path), &head, Mode::Public)?;
+    Ok(line)
+}
+
+/// Why a log fails verification: the first broken line (1-based) and why.
+#[derive(Debug, PartialEq)]
+pub struct Broken {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// Reads and checks the whole chain; returns its lines or the first break.
+pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
+    let bytes = files::read_limited(path, MAX_LOG_BYTES, "ceremony log")?;
+    let head: Option<Head> = std::fs::read(head_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(check_chain(&bytes, head.as_ref()))
+}
+
+fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Line>, Broken> {
+    let mut lines = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut raw_lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let complete = bytes.is_empty() || bytes.ends_with(b"\n");
+    if raw_lines.last().map(|l| l.is_empty()).unwrap_or(false) {
+        raw_lines.pop();
+    }
+    for (i, raw) in raw_lines.iter().enumerate() {
+        let n = i as u64 + 1;
+        let broken = |reason: String| Broken { line: n, reason };
+        if i + 1 == raw_lines.len() && !complete {
+            return Err(broken("the last line is cut short (no newline): the log was truncated mid-line".into()));
+        }
+        let line: Line = serde_json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
+        if line.prev != prev {
+            return Err(broken("its prev hash does not match the line before it: a line was edited, removed or moved".into()));
+        }
+        if line.seq != n {
+            return Err(broken(format!("it says it is line {} but it is line {n}", line.seq)));
+        }
+        if !serde_json::to_string(&line).map(|t| t.as_bytes() == *raw).unwrap_or(false) {
+            return Err(broken("it is not in the canonical form the tool writes: it was edited".into()));
+        }
+        prev = sha256_hex(raw);
+        lines.push(line);
+    }
+    match head {
+        Some(h) if h.lines != lines.len() as u64 || h.last != prev => Err(Broken {
+            line: lines.len() as u64 + 1,
+            reason: format!(
+                "the log has {} lines but its .head file records {}: lines were removed from the end, or the head is stale",
+                lines.len(),
+                h.lines
+            ),
+        }),
+        None if !lines.is_empty() => Err(Broken { line: lines.len() as u64 + 1, reason: "the .head file beside the log is missing".into() }),
+        _ => Ok(lines),
+    }
+}
+
+/// The hash of a line as the next line's `prev` names it (for countersigning).
+pub fn line_hash(line: &Line) -> String {
+    sha256_hex(serde_json::to_string(line).expect("plain data serialises").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> Entry {
+        Entry { command: format!("step {i}"), outcome: "ok".into(), thumbprints: vec![format!("t{i}")], ..Default::default() }
+    }
+
+    fn log_with(n: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_NAME);
+        for i in 0..n {
+            append(&path, entry(i)).unwrap();
+        }
+        (dir, path)
+    }
+
+    fn head_of(path: &Path) -> Head {
+        serde_json::from_slice(&std::fs::read(head_path(path)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_fresh_chain_verifies() {
+        let (_d, path) = log_with(5);
+        let lines = verify(&path).unwrap().unwrap();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0].prev, GENESIS);
+        assert_eq!(lines[4].entry.command, "step 4");
+    }
+
+    /// Every single-byte change of every line is caught.
+    #[test]
+    fn every_mutation_is_caught() {
+        let (_d, path) = log_with(3);
+        let bytes = std::fs::read(&path).unwrap();
+        let head = head_of(&path);
+        for i in 0..bytes.len() {
+            if bytes[i] == b'\n' {
+                continue;
+            }
+            let mut bad = bytes.clone();
+            bad[i] = if bad[i] == b'x' { b'y' } else { b'x' };
+            assert!(check_chain(&bad, Some(&head)).is_err(), "change at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn deletion_reordering_and_truncation_are_caught() {
+        let (_d, path) = log_with(4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head = head_of(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        let join = |v: Vec<&str>| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let deleted = join(vec![lines[0], lines[2], lines[3]]);
+        assert_eq!(check_chain(deleted.as_bytes(), Some(&head)).unwrap_err().line, 2);
+        let swapped = join(vec![lines[0], lines[2], lines[1], lines[3]]);
+        assert_eq!(check_chain(swapped.as_bytes(), Some(&head)).unwrap_err().line, 2);
+        let truncated = join(vec![lines[0], lines[1], lines[2]]);
+        assert!(check_chain(truncated.as_bytes(), Some(&head)).unwrap_err().reason.contains("removed from the end"));
+        let cut = &text[..text.len() - 10];
+        assert!(check_chain(cut.as_bytes(), Some(&head)).is_err());
+        assert!(check_chain(b"", Some(&head)).is_err(), "emptied log");
+        assert!(check_chain(text.as_bytes(), None).is_err(), "missing head");
+    }
+
+    #[test]
+    fn appending_to_a_partial_line_is_refused() {
+        let (_d, path) = log_with(2);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":3").unwrap();
+        assert!(append(&path, entry(9)).is_err());
+    }
+
+    #[test]
+    fn concurrent_appends_leave_one_chain() {
+        let (_d, path) = log_with(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = path.clone();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        append(&path, entry(t * 1000 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(verify(&path).unwrap().unwrap().len(), 200);
+    }
+}

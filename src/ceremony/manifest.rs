@@ -1,0 +1,174 @@
+//! The ceremony manifest: the parameters of a split, download or rotation
+//! (N, M, every certificate thumbprint in order, the custodian set's epoch,
+//! a random nonce), signed by each custodian before anything is split, so
+//! the parameters cannot be swapped after they agreed (the rekey
+//! "bait-and-switch").
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::signing;
+use crate::crypto::b64::b64u;
+use crate::crypto::rng::CryptoRng;
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+
+/// What the custodians agree to. Its compact JSON is what they sign.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Terms {
+    pub version: u32,
+    /// `split`, `download` or `rotate`.
+    pub purpose: String,
+    pub custodians: usize,
+    pub quorum: usize,
+    /// x5t#S256 of every certificate, in share order.
+    pub certificates: Vec<String>,
+    /// The custodian set's number; each new set gets the next one.
+    pub epoch: u64,
+    pub nonce: String,
+    pub created: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Signature {
+    pub x5t_256: String,
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub terms: Terms,
+    #[serde(default)]
+    pub signatures: Vec<Signature>,
+}
+
+pub const PURPOSES: [&str; 3] = ["split", "download", "rotate"];
+
+impl Manifest {
+    pub fn new_with_rng<R: CryptoRng + ?Sized>(
+        rng: &mut R,
+        purpose: &str,
+        certs: &[Certificate],
+        quorum: usize,
+        epoch: u64,
+        now: OffsetDateTime,
+    ) -> Result<Manifest> {
+        if !PURPOSES.contains(&purpose) {
+            return Err(Error::Usage(format!("purpose '{purpose}' is not one of {}", PURPOSES.join(", "))));
+        }
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        Ok(Manifest {
+            terms: Terms {
+                version: 1,
+                purpose: purpose.into(),
+                custodians: certs.len(),
+                quorum,
+                certificates: certs.iter().map(Certificate::x5t_256).collect(),
+                epoch,
+                nonce: b64u(&nonce),
+                created: now.format(&time::format_description::well_known::Rfc3339).expect("UTC times format"),
+            },
+            signatures: Vec::new(),
+        })
+    }
+
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data serialises")
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.terms).expect("plain data serialises")
+    }
+
+    /// Adds `cert`'s custodian's signature. They must be one of the
+    /// manifest's custodians, and sign once.
+    pub fn sign(&mut self, key: &rsa::PrivateKey, cert: &Certificate) -> Result<()> {
+        let x5t = cert.x5t_256();
+        if !cert.matches(&key.to_public_key()) {
+            return Err(Error::Usage("the key does not belong to the certificate given".into()));
+        }
+        if !self.terms.certificates.contains(&x5t) {
+            return Err(Error::Usage(format!("the certificate {x5t} is not one of this manifest's custodians")));
+        }
+        if self.signatures.iter().any(|s| s.x5t_256 == x5t) {
+            return Err(Error::Usage(format!("the custodian {x5t} has already signed this manifest")));
+        }
+        let signature = signing::sign(key, &self.signed_bytes()).map_err(Error::Crypto)?;
+        self.signatures.push(Signature { x5t_256: x5t, signature });
+        Ok(())
+    }
+
+    /// Refuses unless the manifest's terms are exactly these parameters and
+    /// at least `min_signatures` distinct custodians of the set signed them.
+    pub fn check(&self, purpose: &str, certs: &[Certificate], quorum: usize, min_signatures: usize) -> Result<()> {
+        let refuse = |why: String| Err(Error::ManifestRefused(why));
+        let t = &self.terms;
+        if t.purpose != purpose {
+            return refuse(format!("it was signed for a {}, not a {purpose}", t.purpose));
+        }
+        if t.custodians != certs.len() || t.quorum != quorum {
+            return refuse(format!(
+                "it says {} of {} custodians, but this {purpose} is {quorum} of {}",
+                t.quorum,
+                t.custodians,
+                certs.len()
+            ));
+        }
+        let given: Vec<String> = certs.iter().map(Certificate::x5t_256).collect();
+        if given != t.certificates {
+            return refuse("its certificates (or their order) differ from the ones given".into());
+        }
+        let message = self.signed_bytes();
+        let mut valid: Vec<&str> = Vec::new();
+        for s in &self.signatures {
+            match certs.iter().find(|c| c.x5t_256() == s.x5t_256) {
+                Some(cert) if signing::verify(cert, &message, &s.signature) => {
+                    if !valid.contains(&s.x5t_256.as_str()) {
+                        valid.push(&s.x5t_256);
+                    }
+                }
+                _ => return refuse(format!("the signature of {} does not verify: the terms were changed after signing", s.x5t_256)),
+            }
+        }
+        if valid.len() < min_signatures {
+            return refuse(format!("{} custodian(s) signed it; {min_signatures} are required", valid.len()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{custodians, test_rng};
+
+    fn certs(n: usize) -> Vec<Certificate> {
+        custodians()[..n].iter().map(|c| c.cert.clone()).collect()
+    }
+
+    #[test]
+    fn signed_terms_pass_and_swapped_terms_fail() {
+        let c = custodians();
+        let mut m = Manifest::new_with_rng(&mut test_rng(30), "split", &certs(3), 2, 1, OffsetDateTime::now_utc()).unwrap();
+        assert!(m.check("split", &certs(3), 2, 3).is_err(), "no signatures yet");
+        for cu in &c[..3] {
+            m.sign(&cu.key, &cu.cert).unwrap();
+        }
+        assert!(m.sign(&c[0].key, &c[0].cert).is_err(), "twice");
+        assert!(m.sign(&c[3].key, &c[3].cert).is_err(), "outsider");
+        let m = Manifest::from_json(m.to_json().as_bytes()).unwrap();
+        m.check("split", &certs(3), 2, 3).unwrap();
+        assert!(m.check("split", &certs(3), 3, 3).is_err(), "other quorum");
+        assert!(m.check("rotate", &certs(3), 2, 3).is_err(), "other purpose");
+        let swapped = vec![c[0].cert.clone(), c[1].cert.clone(), c[3].cert.clone()];
+        assert!(m.check("split", &swapped, 2, 3).is_err(), "other certificate");
+        let mut edited = m.clone();
+        edited.terms.quorum = 3;
+        assert!(edited.check("split", &certs(3), 3, 3).is_err(), "terms edited after signing");
+    }
+}

@@ -1,0 +1,8 @@
+//! The ceremony's records: the hash-chained log, the manifest custodians sign
+//! before a split, rotations, drill reports and quorum health.
+
+pub mod health;
+pub mod log;
+pub mod manifest;
+pub mod rotation;
+pub mod signing;
