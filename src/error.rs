@@ -50,6 +50,8 @@ pub enum Error {
     ItemIntegrity { tag: String, source: CryptoError },
     #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
     WrongExchangeKey { blob: String, ours: String },
+    #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
+    LogBroken { path: PathBuf, line: u64, reason: String },
     #[error("the manifest is refused: {0}")]
     ManifestRefused(String),
     #[error("{0}")]
@@ -102,7 +104,8 @@ impl Error {
             | Error::SharesInconsistent { .. }
             | Error::ItemIntegrity { .. }
             | Error::WrongExchangeKey { .. }
-            | Error::ManifestRefused(_) => ErrorKind::Integrity,
+            | Error::ManifestRefused(_)
+            | Error::LogBroken { .. } => ErrorKind::Integrity,
             Error::NotEnoughShares { .. } => ErrorKind::Quorum,
             Error::Instance(_) => ErrorKind::Instance,
             _ => ErrorKind::Input,

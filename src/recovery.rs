@@ -57,6 +57,8 @@ pub struct OpenedShare {
     pub x5t_256: String,
     pub who: String,
     share: Share,
+    /// The key that opened it: one key counts once, whatever its certificates.
+    opened_by: rsa::PublicKey,
 }
 
 impl OpenedShare {
@@ -105,7 +107,8 @@ fn finish_share(sd: &SecurityDomain, index: usize, ck: &CustodianKey, bytes: &Se
             source: CryptoError::ShareMalformed(format!("it covers {} bytes, a master key has {}", share.len(), MasterKey::LEN)),
         });
     }
-    Ok(OpenedShare { index, x5t_256: sd.shared_keys.enc_shares[index].x5t_256.clone(), who: ck.who(), share })
+    let x5t_256 = sd.shared_keys.enc_shares[index].x5t_256.clone();
+    Ok(OpenedShare { index, x5t_256, who: ck.who(), share, opened_by: ck.public_key.clone() })
 }
 
 /// Collects opened shares until the quorum is met, remembering why other
@@ -145,7 +148,7 @@ impl<'a> Quorum<'a> {
     /// to record it with [`Quorum::record_failure`] and go on.
     pub fn add(&mut self, ck: &CustodianKey) -> Result<&OpenedShare> {
         let opened = open_share(self.sd, ck)?;
-        if self.opened.iter().any(|o| o.index == opened.index) {
+        if self.opened.iter().any(|o| o.index == opened.index || o.opened_by == opened.opened_by) {
             return Err(Error::DuplicateCustodian { who: ck.who() });
         }
         self.opened.push(opened);
@@ -248,6 +251,10 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
     for (i, (label, cert)) in certs.iter().enumerate() {
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
             return Err(Error::WeakParameters(format!("{label} and {other} are the same certificate; each custodian needs their own")));
+        }
+        // Two certificates of one key would give one person two shares.
+        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
+            return Err(Error::WeakParameters(format!("{label} has the same key as {other}; each custodian needs their own key")));
         }
     }
     let shares = shamir::split_with_rng(rng, master.expose(), certs.len() as u8, quorum as u8)

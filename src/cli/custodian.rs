@@ -341,8 +341,11 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     };
     let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
     let ck = keys::open(&args.key, 0, &pool, &mut pass)?;
-    if let (Some(p), None) = (&args.cert, &ck.cert) {
-        return Err(Error::KeyCertMismatch { key: inputs::label(&args.key), cert: inputs::label(p) });
+    // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
+    if let (Some(p), Some((_, given))) = (&args.cert, pool.first()) {
+        if !given.matches(&ck.public_key) {
+            return Err(Error::KeyCertMismatch { key: inputs::label(&args.key), cert: inputs::label(p) });
+        }
     }
     let opened = recovery::open_share(&sd, &ck)?;
     let v = Verified { x: opened.x(), position: opened.index + 1, of: sd.share_count(), x5t_256: opened.x5t_256.clone() };

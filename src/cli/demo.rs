@@ -31,7 +31,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let temp;
     let dir: PathBuf = match &args.keep {
         Some(d) => {
-            files::ensure_absent(d)?;
+            // A folder, not a file: an existing one is "already exists", not "not a file".
+            if std::fs::symlink_metadata(d).is_ok() {
+                return Err(Error::OutputExists { path: d.clone() });
+            }
             std::fs::create_dir_all(d).map_err(|source| Error::Write { path: d.clone(), source })?;
             d.clone()
         }

@@ -66,6 +66,10 @@ pub fn advice(err: &Error) -> Option<String> {
                 .into()
         }
         Error::WrongExchangeKey { .. } => "Fetch the exchange key of the instance you upload to, and build the blob for it.".into(),
+        Error::LogBroken { .. } => {
+            "Keep the log as evidence and compare it with the paper record and other copies; do not append to it until the break is explained."
+                .into()
+        }
         Error::ManifestRefused(_) => {
             "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
                 .into()

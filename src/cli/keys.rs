@@ -11,10 +11,23 @@ use crate::recovery::CustodianKey;
 
 use super::passphrase::Passphrases;
 
+/// A custodian's key in memory, for signing as well as unwrapping.
+pub struct OpenedKey {
+    pub label: String,
+    pub key: rsa::PrivateKey,
+    pub cert: Option<(String, Certificate)>,
+}
+
+/// Opens the key at `path` for share unwrapping; see [`open_rsa`].
+pub fn open(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &mut Passphrases) -> Result<CustodianKey> {
+    let k = open_rsa(path, index, pool, pass)?;
+    Ok(CustodianKey::from_rsa(k.label, k.key, k.cert))
+}
+
 /// Opens the key at `path` (key `index` of the command's keys). The
 /// certificate is the first of `pool` whose key matches, else the `.cer`
 /// beside the key (which must then match), else none.
-pub fn open(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &mut Passphrases) -> Result<CustodianKey> {
+pub fn open_rsa(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &mut Passphrases) -> Result<OpenedKey> {
     let label = inputs::label(path);
     let file = inputs::key_file(path)?;
     let key = if file.is_encrypted() {
@@ -49,7 +62,7 @@ pub fn open(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &m
             None => None,
         },
     };
-    Ok(CustodianKey::from_rsa(label, key, cert))
+    Ok(OpenedKey { label, key, cert })
 }
 
 /// Loads `--cert` files for pairing.

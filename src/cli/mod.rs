@@ -7,9 +7,13 @@ pub mod demo;
 pub mod docs;
 pub mod errors;
 pub mod keys;
+pub mod log;
+pub mod manifest;
 pub mod output;
 pub mod passphrase;
+pub mod record;
 pub mod restore;
+pub mod rotate;
 pub mod sd;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +29,8 @@ Exit codes:
   5  not enough custodians to meet the quorum
   6  file-system error
   7  the instance refused or could not be reached
+  8  sd health: the quorum is at risk
+  9  sd health: the security domain cannot be recovered
 
 Start with: hsm-ceremony demo";
 
@@ -35,6 +41,13 @@ pub struct Cli {
     /// Print only results, warnings and errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// The ceremony log to append to (default: ceremony-log.jsonl beside the
+    /// security domain, or in the output folder).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<std::path::PathBuf>,
+    /// Do not record this step in the ceremony log.
+    #[arg(long, global = true, conflicts_with = "log")]
+    pub no_log: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,6 +62,14 @@ pub enum Command {
     Sd(sd::SdCommand),
     /// Open a quorum of shares and write the restore blob for an exchange key.
     RestoreBlob(restore::RestoreBlobArgs),
+    /// Re-split the master key to a new custodian set, verified before it takes effect.
+    Rotate(rotate::RotateCmd),
+    /// The terms custodians sign before a split, download or rotation.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
+    /// The hash-chained ceremony log: verify, show, sign.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// Run a whole ceremony and recovery in a temporary folder, no prompts.
     #[command(after_help = "Example:\n  hsm-ceremony demo\n  hsm-ceremony demo --keep ./demo-run")]
     Demo(demo::DemoArgs),
@@ -58,10 +79,14 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     output::set_quiet(cli.quiet);
+    record::set(record::LogChoice { log: cli.log.clone(), no_log: cli.no_log });
     match cli.command {
         Command::Custodian(cmd) => custodian::run(cmd),
         Command::Sd(cmd) => sd::run(cmd),
         Command::RestoreBlob(args) => restore::run(&args),
+        Command::Rotate(cmd) => rotate::run(cmd),
+        Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Completions(args) => docs::completions(&args),
     }

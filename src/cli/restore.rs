@@ -45,7 +45,7 @@ pub struct RestoreBlobArgs {
     /// Azure CLI compatibility: one passphrase per key in order, "" for an
     /// unencrypted key. Every user of this machine can read the command line:
     /// prefer the prompt, --passphrase-file or --passphrase-fd.
-    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    #[arg(long, num_args = 1..)]
     pub passwords: Option<Vec<String>>,
     #[command(flatten)]
     pub passphrases: PassphraseArgs,
@@ -66,7 +66,8 @@ pub fn gather_quorum(sd: &SecurityDomain, key_paths: &[PathBuf], cert_paths: &[P
         let outcome = keys::open(path, i, &pool, pass).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone())));
         match outcome {
             Ok((x, who)) => say!("share x={x} opened for {who} ({} of {} needed)", quorum.opened().len(), quorum.needed()),
-            Err(e @ Error::Usage(_)) => return Err(e),
+            // Files set up wrongly (exposed key, key and .cer that differ) are fixed by the operator, not skipped.
+            Err(e @ (Error::Usage(_) | Error::KeyFileExposed { .. } | Error::KeyCertMismatch { .. })) => return Err(e),
             Err(e) => {
                 warn(&format!("{e}; going on with the next key"));
                 quorum.record_failure(&e);

@@ -225,7 +225,15 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
     let master = MasterKey::generate_with_rng(&mut rng);
     let sd = recovery::split_with_rng(&mut rng, &master, &items, &certs, args.quorum, profile)?;
     drop(master);
-    files::write_new(&args.out, sd.to_json().as_bytes(), Mode::Public)?;
+    let json = sd.to_json();
+    // Never write a file that no reader (this tool included) would accept.
+    if json.len() as u64 > MAX_SD_FILE_BYTES {
+        return Err(Error::WeakParameters(format!(
+            "the data items make a security domain of {} bytes, more than the {MAX_SD_FILE_BYTES} any reader accepts; use smaller items",
+            json.len()
+        )));
+    }
+    files::write_new(&args.out, json.as_bytes(), Mode::Public)?;
     say!(
         "wrote {}: {} of {} custodians, {} data items; the master key was never written and is gone from memory.",
         args.out.display(),

@@ -1,0 +1,148 @@
+//! `hsm-ceremony log …`: verify the chain, show a timeline, countersign a line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::keys;
+use super::output::print_json;
+use super::passphrase::{PassphraseArgs, Passphrases};
+use crate::ceremony::log::{self, Entry};
+use crate::ceremony::signing;
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::{inputs, say};
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// Check the hash chain; print the first broken line.
+    #[command(after_help = "Example:\n  hsm-ceremony log verify ceremony-log.jsonl")]
+    Verify(LogFileArgs),
+    /// Print a readable timeline.
+    #[command(after_help = "Example:\n  hsm-ceremony log show ceremony-log.jsonl")]
+    Show(LogFileArgs),
+    /// Countersign a line with a custodian's wrapping key (who was present).
+    #[command(after_help = "Example:\n  hsm-ceremony log sign ceremony-log.jsonl --line 7 --key alice.key")]
+    Sign(SignArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogFileArgs {
+    pub log: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The ceremony log.
+    pub log_file: PathBuf,
+    /// The line to countersign (1-based).
+    #[arg(long)]
+    pub line: u64,
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The custodian's certificate (default: the .cer beside the key).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrases: PassphraseArgs,
+}
+
+pub fn run(cmd: LogCommand) -> Result<()> {
+    match cmd {
+        LogCommand::Verify(args) => verify(&args),
+        LogCommand::Show(args) => show(&args),
+        LogCommand::Sign(args) => sign(&args),
+    }
+}
+
+fn verified(path: &std::path::Path) -> Result<Vec<log::Line>> {
+    log::verify(path)?.map_err(|b| Error::LogBroken { path: path.to_path_buf(), line: b.line, reason: b.reason })
+}
+
+fn verify(args: &LogFileArgs) -> Result<()> {
+    let lines = verified(&args.log)?;
+    // Countersignatures must verify against the certificate they carry.
+    for l in &lines {
+        if l.entry.command == "log sign" {
+            check_countersignature(&lines, l).map_err(|reason| Error::LogBroken { path: args.log.clone(), line: l.seq, reason })?;
+        }
+    }
+    if args.json {
+        print_json(&json!({"ok": true, "lines": lines.len(), "last": lines.last().map(log::line_hash)}));
+    } else {
+        println!("{}: {} lines, chain intact", args.log.display(), lines.len());
+        if let Some(last) = lines.last() {
+            say!("last line hash {} (write it in the paper record)", log::line_hash(last));
+        }
+    }
+    Ok(())
+}
+
+fn check_countersignature(lines: &[log::Line], l: &log::Line) -> std::result::Result<(), String> {
+    let d = &l.entry.details;
+    let seq = d.get("line").and_then(|v| v.as_u64()).ok_or("a countersignature without a line number")?;
+    let target = lines.get(seq.saturating_sub(1) as usize).filter(|t| t.seq == seq).ok_or("it countersigns a line that does not exist")?;
+    let cert_der = d.get("certificate").and_then(|v| v.as_str()).ok_or("it carries no certificate")?;
+    let cert = crate::crypto::b64::b64u_decode(cert_der, "certificate")
+        .ok()
+        .and_then(|der| Certificate::from_bytes(&der).ok())
+        .ok_or("its certificate cannot be read")?;
+    let signature = d.get("signature").and_then(|v| v.as_str()).ok_or("it carries no signature")?;
+    if !l.entry.thumbprints.contains(&cert.x5t_256()) {
+        return Err("its thumbprint is not its certificate's".into());
+    }
+    if !signing::verify(&cert, log::line_hash(target).as_bytes(), signature) {
+        return Err(format!("the countersignature of line {seq} does not verify"));
+    }
+    Ok(())
+}
+
+fn show(args: &LogFileArgs) -> Result<()> {
+    let lines = verified(&args.log)?;
+    if args.json {
+        print_json(&serde_json::to_value(&lines).expect("plain data"));
+        return Ok(());
+    }
+    for l in &lines {
+        let e = &l.entry;
+        println!("{:>4}  {}  {:<22} {}", l.seq, l.time, e.command, e.outcome);
+        for f in e.inputs.iter().map(|f| ("in ", f)).chain(e.outputs.iter().map(|f| ("out", f))) {
+            println!("        {} {}  sha256 {}", f.0, f.1.path, &f.1.sha256[..16]);
+        }
+        for t in &e.thumbprints {
+            println!("        custodian {t}");
+        }
+    }
+    Ok(())
+}
+
+fn sign(args: &SignArgs) -> Result<()> {
+    let lines = verified(&args.log_file)?;
+    let target = lines
+        .iter()
+        .find(|l| l.seq == args.line)
+        .ok_or_else(|| Error::Usage(format!("{} has no line {}", args.log_file.display(), args.line)))?;
+    let pool = keys::cert_pool(args.cert.as_slice())?;
+    let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
+    let ck = keys::open_rsa(&args.key, 0, &pool, &mut pass)?;
+    let (_, cert) = ck.cert.ok_or_else(|| Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into()))?;
+    let signature = signing::sign(&ck.key, log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
+    log::append(
+        &args.log_file,
+        Entry {
+            command: "log sign".into(),
+            thumbprints: vec![cert.x5t_256()],
+            outcome: "ok".into(),
+            details: json!({
+                "line": args.line, "line_sha256": log::line_hash(target), "signature": signature,
+                "certificate": crate::crypto::b64::b64u(cert.der()),
+            }),
+            ..Default::default()
+        },
+    )?;
+    println!("line {} countersigned by {} ({})", args.line, inputs::label(&args.key), cert.x5t_256());
+    Ok(())
+}

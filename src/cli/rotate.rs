@@ -1,0 +1,208 @@
+//! `hsm-ceremony rotate …`: re-split the same master key to a new custodian
+//! set, in two phases: a pending file that the new custodians prove they can
+//! open, then `finalize` (or `cancel`).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::manifest::ManifestCheck;
+use super::passphrase::{PassphraseArgs, Passphrases};
+use super::record;
+use super::restore::gather_quorum;
+use crate::ceremony::log::{self, Entry, FileRef};
+use crate::ceremony::rotation::{self, Record, State};
+use crate::crypto::rng::os_rng;
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::files::{self, Mode};
+use crate::format::limits::Profile;
+use crate::{inputs, recovery, say};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = "Examples:\n  hsm-ceremony rotate --sd-file sd.json --sd-wrapping-keys old_0.key old_1.key \\\n      \
+    --new-certs new_0.cer new_1.cer new_2.cer new_3.cer new_4.cer --quorum 3 --out sd-epoch2.json\n  \
+    hsm-ceremony custodian verify --sd-file sd-epoch2.json.pending --key new_0.key   # each new custodian\n  \
+    hsm-ceremony rotate finalize --record sd-epoch2.json.rotation.json")]
+pub struct RotateCmd {
+    #[command(subcommand)]
+    pub sub: Option<RotateSub>,
+    #[command(flatten)]
+    pub start: StartArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// The current security-domain file.
+    #[arg(long, required = true)]
+    pub sd_file: Option<PathBuf>,
+    /// Current custodians' keys, tried in order until the quorum opens.
+    #[arg(long, required = true, num_args = 1..)]
+    pub sd_wrapping_keys: Vec<PathBuf>,
+    /// Certificates to pair the current keys with.
+    #[arg(long = "cert", num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// The new custodians' certificates, in share order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub new_certs: Vec<PathBuf>,
+    /// The new quorum M.
+    #[arg(long, required = true)]
+    pub quorum: Option<usize>,
+    /// The new file; written as OUT.pending with a record OUT.rotation.json.
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// The file only serves a local instance (allows 2 custodians).
+    #[arg(long)]
+    pub local: bool,
+    /// Finalize only once every new custodian (not just M) has proved possession.
+    #[arg(long)]
+    pub require_all: bool,
+    /// The new custodian set's epoch (default: the manifest's, else one more than the log's highest).
+    #[arg(long)]
+    pub epoch: Option<u64>,
+    #[command(flatten)]
+    pub manifest: ManifestCheck,
+    #[command(flatten)]
+    pub passphrases: PassphraseArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RotateSub {
+    /// Make the new file current and retire the old one, once enough new custodians proved possession.
+    Finalize(RecordArg),
+    /// Discard a pending rotation; the current file is untouched.
+    Cancel(RecordArg),
+    /// Show a rotation's state and who has proved possession.
+    Status(RecordArg),
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArg {
+    /// The rotation record (OUT.rotation.json).
+    #[arg(long)]
+    pub record: PathBuf,
+}
+
+pub fn run(cmd: RotateCmd) -> Result<()> {
+    match cmd.sub {
+        None => start(&cmd.start),
+        Some(RotateSub::Finalize(a)) => finalize(&a.record),
+        Some(RotateSub::Cancel(a)) => cancel(&a.record),
+        Some(RotateSub::Status(a)) => status(&a.record),
+    }
+}
+
+fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T> {
+    v.as_ref().ok_or_else(|| Error::Usage(format!("{flag} is required")))
+}
+
+fn next_epoch(log_path: Option<&Path>) -> u64 {
+    let highest = log_path
+        .and_then(|p| log::verify(p).ok())
+        .and_then(|r| r.ok())
+        .and_then(|lines| lines.iter().filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64())).max());
+    highest.unwrap_or(1) + 1
+}
+
+fn start(args: &StartArgs) -> Result<()> {
+    let sd_path = required(&args.sd_file, "--sd-file")?;
+    let out = required(&args.out, "--out")?;
+    let quorum = *required(&args.quorum, "--quorum")?;
+    let pending = rotation::pending_path(out);
+    let record_path = rotation::record_path(out);
+    for p in [out, &pending, &record_path] {
+        files::ensure_absent(p)?;
+    }
+    let old = inputs::security_domain(sd_path)?;
+    let new_certs: Vec<(String, Certificate)> =
+        args.new_certs.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?))).collect::<Result<_>>()?;
+    let plain: Vec<Certificate> = new_certs.iter().map(|(_, c)| c.clone()).collect();
+    let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
+    let log_path = record::log_path(out);
+    let epoch = signed_epoch.or(args.epoch).unwrap_or_else(|| next_epoch(log_path.as_deref()));
+    let profile = if args.local { Profile::Local } else { Profile::Azure };
+    let thumbprints: Vec<String> = plain.iter().map(Certificate::x5t_256).collect();
+    let entry = Entry {
+        command: "rotate".into(),
+        inputs: record::refs(&[sd_path]),
+        thumbprints: thumbprints.clone(),
+        details: json!({"phase": "pending", "epoch": epoch, "quorum": quorum, "custodians": new_certs.len()}),
+        ..Default::default()
+    };
+    record::logged(out, entry, |entry| {
+        let mut pass = Passphrases::new(&args.passphrases, None, args.sd_wrapping_keys.len())?;
+        let recovered = gather_quorum(&old, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
+        let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
+        drop(recovered);
+        files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
+        let pending_ref = FileRef::of(&pending).ok_or_else(|| Error::Read {
+            path: pending.clone(),
+            source: std::io::Error::other("the file just written cannot be read back"),
+        })?;
+        entry.outputs = vec![pending_ref.clone()];
+        let rec = Record {
+            version: 1,
+            state: State::Pending,
+            old: FileRef::of(sd_path).expect("read above"),
+            pending: pending_ref,
+            target: out.display().to_string(),
+            quorum,
+            custodians: thumbprints.clone(),
+            required_proofs: if args.require_all { new_certs.len() } else { quorum },
+            epoch,
+            log: log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        };
+        rec.save_new(&record_path)?;
+        Ok(())
+    })?;
+    say!("wrote {} (pending) and {}", pending.display(), record_path.display());
+    say!("The master key was split to {} new custodians, {} needed; it was never written and is wiped.", new_certs.len(), quorum);
+    say!("Next: each new custodian runs `hsm-ceremony custodian verify --sd-file {} --key THEIR.key`,", pending.display());
+    say!("then: hsm-ceremony rotate finalize --record {}", record_path.display());
+    Ok(())
+}
+
+fn finalize(record_path: &Path) -> Result<()> {
+    let mut rec = Record::load(record_path)?;
+    let entry = Entry {
+        command: "rotate finalize".into(),
+        inputs: vec![rec.old.clone()],
+        thumbprints: rec.custodians.clone(),
+        details: json!({"epoch": rec.epoch, "retired": rotation::retired_path(Path::new(&rec.old.path))}),
+        ..Default::default()
+    };
+    let anchor = PathBuf::from(&rec.target);
+    record::logged(&anchor, entry, |entry| {
+        rec.finalize(record_path)?;
+        entry.outputs = record::refs(&[Path::new(&rec.target)]);
+        Ok(())
+    })?;
+    println!(
+        "rotation finalized: {} is current (epoch {}); the old file is retired as {}",
+        rec.target,
+        rec.epoch,
+        rotation::retired_path(Path::new(&rec.old.path)).display()
+    );
+    Ok(())
+}
+
+fn cancel(record_path: &Path) -> Result<()> {
+    let mut rec = Record::load(record_path)?;
+    let entry = Entry { command: "rotate cancel".into(), inputs: vec![rec.pending.clone()], ..Default::default() };
+    record::logged(&PathBuf::from(&rec.target), entry, |_| rec.cancel(record_path))?;
+    println!("rotation cancelled: {} removed; {} is unchanged", rec.pending.path, rec.old.path);
+    Ok(())
+}
+
+fn status(record_path: &Path) -> Result<()> {
+    let rec = Record::load(record_path)?;
+    let proved = rec.proofs()?;
+    println!("rotation {:?}, epoch {}: {} new custodians, quorum {}", rec.state, rec.epoch, rec.custodians.len(), rec.quorum);
+    for t in &rec.custodians {
+        println!("  {}  {t}", if proved.contains(t) { "proved " } else { "pending" });
+    }
+    println!("{} of the {} proofs required", proved.len(), rec.required_proofs);
+    Ok(())
+}
