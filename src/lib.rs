@@ -11,13 +11,18 @@
 //! - [`recovery`]: shares → master key → restore blob; split; rotate.
 //! - [`files`]: size-limited reads and atomic, never-overwriting writes.
 //!
-//! None of these knows about the command line or the network.
+//! None of these knows about the command line or the network. Above them:
+//!
+//! - [`instance`]: the HTTP client for a real or emulated instance.
+//! - [`emulator`]: the emulated Managed HSM (server, state, auth, key store).
 
 pub mod crypto;
 pub mod custodian;
+pub mod emulator;
 pub mod error;
 pub mod files;
 pub mod format;
+pub mod instance;
 pub mod recovery;
 
 pub use error::{Error, ErrorKind, Result};
