@@ -10,7 +10,11 @@ mod cli {
 }
 
 #[derive(Parser)]
-#[command(name = "hsm-ceremony", version, about = "Offline security-domain ceremonies for Azure Key Vault Managed HSM")]
+#[command(
+    name = "hsm-ceremony",
+    version,
+    about = "Offline security-domain ceremonies for Azure Key Vault Managed HSM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -60,7 +60,11 @@ pub enum EmulatorCommand {
 
 pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
     match cmd {
-        EmulatorCommand::Serve { state, listen, insecure_http } => {
+        EmulatorCommand::Serve {
+            state,
+            listen,
+            insecure_http,
+        } => {
             let mut config = emulator::Config::new(state);
             config.listen = listen;
             config.tls = !insecure_http;
@@ -73,7 +77,11 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
                 let _ = out.flush();
             })
         }
-        EmulatorCommand::Token { state, principal, roles } => {
+        EmulatorCommand::Token {
+            state,
+            principal,
+            roles,
+        } => {
             let roles: Vec<Role> = roles.into_iter().map(Role::from).collect();
             let token = emulator::issue_token(&state, &principal, &roles)?;
             println!("{token}");

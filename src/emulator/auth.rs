@@ -66,7 +66,9 @@ impl Need {
     fn allows(self, roles: &[Role]) -> bool {
         match self {
             Need::Administrator => roles.contains(&Role::Administrator),
-            Need::Crypto => roles.iter().any(|r| matches!(r, Role::CryptoOfficer | Role::CryptoUser)),
+            Need::Crypto => roles
+                .iter()
+                .any(|r| matches!(r, Role::CryptoOfficer | Role::CryptoUser)),
         }
     }
 }
@@ -79,8 +81,12 @@ pub enum Decision {
     /// Credentials that are malformed or not ours.
     Unauthorized(&'static str),
     /// A known principal without the role.
-    Forbidden { principal: String },
-    Allowed { principal: String },
+    Forbidden {
+        principal: String,
+    },
+    Allowed {
+        principal: String,
+    },
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -106,13 +112,24 @@ fn hash(token: &str) -> String {
 
 fn read_file(path: &Path) -> Result<TokenFile> {
     if !path.exists() {
-        return Ok(TokenFile { format: 1, tokens: Vec::new() });
+        return Ok(TokenFile {
+            format: 1,
+            tokens: Vec::new(),
+        });
     }
     let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
-    let file: TokenFile = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{} is not a token file of this emulator: {e}", path.display())))?;
+    let file: TokenFile = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not a token file of this emulator: {e}",
+            path.display()
+        ))
+    })?;
     if file.format != 1 {
-        return Err(Error::Usage(format!("{} has format {}, only 1 is understood", path.display(), file.format)));
+        return Err(Error::Usage(format!(
+            "{} has format {}, only 1 is understood",
+            path.display(),
+            file.format
+        )));
     }
     Ok(file)
 }
@@ -120,7 +137,9 @@ fn read_file(path: &Path) -> Result<TokenFile> {
 fn check_principal(principal: &str) -> Result<()> {
     let ok = !principal.is_empty()
         && principal.len() <= 64
-        && principal.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+        && principal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -145,8 +164,14 @@ pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| Error::Write { path: lock_path.clone(), source })?;
-    lock.lock().map_err(|source| Error::Write { path: lock_path.clone(), source })?;
+        .map_err(|source| Error::Write {
+            path: lock_path.clone(),
+            source,
+        })?;
+    lock.lock().map_err(|source| Error::Write {
+        path: lock_path.clone(),
+        source,
+    })?;
     let path = state_dir.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
     let mut secret = [0u8; 32];
@@ -168,8 +193,12 @@ pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<
 
 /// Pure decision on one header against the known records.
 fn decide_with(records: &[TokenRecord], header: Option<&[u8]>, need: Need) -> Decision {
-    let Some(header) = header else { return Decision::Challenge };
-    let Ok(text) = std::str::from_utf8(header) else { return Decision::Unauthorized("the Authorization header is not text") };
+    let Some(header) = header else {
+        return Decision::Challenge;
+    };
+    let Ok(text) = std::str::from_utf8(header) else {
+        return Decision::Unauthorized("the Authorization header is not text");
+    };
     let Some((scheme, token)) = text.trim().split_once(' ') else {
         return Decision::Unauthorized("the Authorization header is not 'Bearer <token>'");
     };
@@ -177,11 +206,17 @@ fn decide_with(records: &[TokenRecord], header: Option<&[u8]>, need: Need) -> De
         return Decision::Unauthorized("the Authorization header is not 'Bearer <token>'");
     }
     let presented = hash(token.trim());
-    let found = records.iter().find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
+    let found = records
+        .iter()
+        .find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
     match found {
         None => Decision::Unauthorized("the token was not issued by this instance"),
-        Some(r) if need.allows(&r.roles) => Decision::Allowed { principal: r.principal.clone() },
-        Some(r) => Decision::Forbidden { principal: r.principal.clone() },
+        Some(r) if need.allows(&r.roles) => Decision::Allowed {
+            principal: r.principal.clone(),
+        },
+        Some(r) => Decision::Forbidden {
+            principal: r.principal.clone(),
+        },
     }
 }
 
@@ -214,7 +249,10 @@ impl Authenticator {
     pub fn open(state_dir: &Path) -> Result<Authenticator> {
         let path = state_dir.join(TOKENS_FILE);
         let records = read_file(&path)?.tokens;
-        Ok(Authenticator { cache: Mutex::new((stamp(&path), records)), path })
+        Ok(Authenticator {
+            cache: Mutex::new((stamp(&path), records)),
+            path,
+        })
     }
 
     pub fn decide(&self, header: Option<&[u8]>, need: Need) -> Decision {
@@ -243,17 +281,57 @@ mod tests {
         let auth = Authenticator::open(dir.path()).unwrap();
         let h = |t: &str| format!("Bearer {t}").into_bytes();
         assert_eq!(auth.decide(None, Need::Administrator), Decision::Challenge);
-        assert_eq!(auth.decide(Some(&h(&admin)), Need::Administrator), Decision::Allowed { principal: "alice".into() });
-        assert_eq!(auth.decide(Some(&h(&admin)), Need::Crypto), Decision::Forbidden { principal: "alice".into() });
-        assert_eq!(auth.decide(Some(&h(&user)), Need::Crypto), Decision::Allowed { principal: "bob".into() });
-        assert_eq!(auth.decide(Some(&h(&user)), Need::Administrator), Decision::Forbidden { principal: "bob".into() });
-        assert_eq!(auth.decide(Some(&h(&owner)), Need::Crypto), Decision::Forbidden { principal: "owner".into() });
-        assert!(matches!(auth.decide(Some(&h("hsmemu_nope")), Need::Crypto), Decision::Unauthorized(_)));
-        assert!(matches!(auth.decide(Some(admin.as_bytes()), Need::Administrator), Decision::Unauthorized(_)));
-        assert!(matches!(auth.decide(Some(format!("Basic {admin}").as_bytes()), Need::Administrator), Decision::Unauthorized(_)));
+        assert_eq!(
+            auth.decide(Some(&h(&admin)), Need::Administrator),
+            Decision::Allowed {
+                principal: "alice".into()
+            }
+        );
+        assert_eq!(
+            auth.decide(Some(&h(&admin)), Need::Crypto),
+            Decision::Forbidden {
+                principal: "alice".into()
+            }
+        );
+        assert_eq!(
+            auth.decide(Some(&h(&user)), Need::Crypto),
+            Decision::Allowed {
+                principal: "bob".into()
+            }
+        );
+        assert_eq!(
+            auth.decide(Some(&h(&user)), Need::Administrator),
+            Decision::Forbidden {
+                principal: "bob".into()
+            }
+        );
+        assert_eq!(
+            auth.decide(Some(&h(&owner)), Need::Crypto),
+            Decision::Forbidden {
+                principal: "owner".into()
+            }
+        );
+        assert!(matches!(
+            auth.decide(Some(&h("hsmemu_nope")), Need::Crypto),
+            Decision::Unauthorized(_)
+        ));
+        assert!(matches!(
+            auth.decide(Some(admin.as_bytes()), Need::Administrator),
+            Decision::Unauthorized(_)
+        ));
+        assert!(matches!(
+            auth.decide(
+                Some(format!("Basic {admin}").as_bytes()),
+                Need::Administrator
+            ),
+            Decision::Unauthorized(_)
+        ));
         // A token issued while the server runs is seen; the file holds no token in the clear.
         let late = issue_token(dir.path(), "carol", &[Role::CryptoOfficer]).unwrap();
-        assert!(matches!(auth.decide(Some(&h(&late)), Need::Crypto), Decision::Allowed { .. }));
+        assert!(matches!(
+            auth.decide(Some(&h(&late)), Need::Crypto),
+            Decision::Allowed { .. }
+        ));
         let stored = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&late) && !stored.contains(&admin));
         assert!(issue_token(dir.path(), "bad name", &[]).is_err());

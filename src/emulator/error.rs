@@ -13,23 +13,47 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "BadParameter", message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "BadParameter",
+            message: message.into(),
+        }
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::CONFLICT, code: "Conflict", message: message.into() }
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code: "Conflict",
+            message: message.into(),
+        }
     }
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, code, message: message.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message: message.into(),
+        }
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::FORBIDDEN, code: "Forbidden", message: message.into() }
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "Forbidden",
+            message: message.into(),
+        }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::UNAUTHORIZED, code: "Unauthorized", message: message.into() }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthorized",
+            message: message.into(),
+        }
     }
     /// A failure of the emulator itself (disk full, ...): the caller did nothing wrong.
     pub fn internal(err: impl std::fmt::Display) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError", message: err.to_string() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError",
+            message: err.to_string(),
+        }
     }
 
     pub fn body(&self) -> String {

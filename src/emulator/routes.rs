@@ -21,7 +21,15 @@ use crate::custodian::cert::Certificate;
 use crate::format::transfer_key::{Jwk, TransferKeyResponse};
 
 /// The api-versions the Azure CLI and the SDKs send.
-pub const API_VERSIONS: [&str; 7] = ["7.2", "7.3", "7.4", "7.5", "7.6", "7.6-preview.2", "2025-07-01"];
+pub const API_VERSIONS: [&str; 7] = [
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "7.6-preview.2",
+    "2025-07-01",
+];
 /// Largest request body read: a download request with 10 certificates is ~25 KB.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -52,9 +60,11 @@ enum Route<'a> {
 impl Route<'_> {
     fn need(self) -> Need {
         match self {
-            Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
-                Need::Administrator
-            }
+            Route::Download
+            | Route::DownloadPending
+            | Route::TransferKey
+            | Route::Upload
+            | Route::UploadPending => Need::Administrator,
             _ => Need::Crypto,
         }
     }
@@ -75,15 +85,27 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         (["keys", name, "backup"], _, true) => Some(Route::BackupKey(name)),
         (["keys", name], true, _) => Some(Route::GetKey(name, None)),
         // The SDK asks for `/keys/{name}/` when no version is given.
-        (["keys", name, version], true, _) => Some(Route::GetKey(name, (!version.is_empty()).then_some(*version))),
+        (["keys", name, version], true, _) => Some(Route::GetKey(
+            name,
+            (!version.is_empty()).then_some(*version),
+        )),
         _ => None,
     };
     match found {
         Some(r) => Ok(r),
-        None if path.trim_matches('/').starts_with("securitydomain") || path.trim_matches('/').starts_with("keys") => {
-            Err(ApiError { status: StatusCode::METHOD_NOT_ALLOWED, code: "MethodNotAllowed", message: format!("{method} {path} is not supported") })
+        None if path.trim_matches('/').starts_with("securitydomain")
+            || path.trim_matches('/').starts_with("keys") =>
+        {
+            Err(ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "MethodNotAllowed",
+                message: format!("{method} {path} is not supported"),
+            })
         }
-        None => Err(ApiError::not_found("NotFound", format!("{path} is not an endpoint of this instance"))),
+        None => Err(ApiError::not_found(
+            "NotFound",
+            format!("{path} is not an endpoint of this instance"),
+        )),
     }
 }
 
@@ -95,7 +117,9 @@ fn api_version(query: Option<&str>) -> Result<String, ApiError> {
         .find(|(k, _)| *k == "api-version")
         .map(|(_, v)| v.to_string());
     match found {
-        None => Err(ApiError::bad_request("the api-version query parameter is required (for example ?api-version=7.5)")),
+        None => Err(ApiError::bad_request(
+            "the api-version query parameter is required (for example ?api-version=7.5)",
+        )),
         Some(v) if API_VERSIONS.contains(&v.as_str()) => Ok(v),
         Some(v) => Err(ApiError::bad_request(format!(
             "the api-version '{v}' is not supported; supported versions: {}",
@@ -120,7 +144,10 @@ fn origin(app: &App, host: Option<&HeaderValue>) -> String {
 fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     resp
 }
 
@@ -150,16 +177,23 @@ fn plain(err: ApiError) -> Failure {
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(_) => Err(ApiError::bad_request(format!("the request body could not be read or is larger than {MAX_BODY} bytes"))),
+        Err(_) => Err(ApiError::bad_request(format!(
+            "the request body could not be read or is larger than {MAX_BODY} bytes"
+        ))),
     }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -191,7 +225,10 @@ struct ValueBody {
     value: String,
 }
 
-async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Failure> {
+async fn handle_inner(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Failure> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let route = route(&parts.method, &path).map_err(plain)?;
@@ -203,10 +240,18 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"{origin}\"",
         app.tenant
     );
-    match app.auth.decide(parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()), route.need()) {
+    match app.auth.decide(
+        parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()),
+        route.need(),
+    ) {
         Decision::Allowed { .. } => {}
         Decision::Challenge => {
-            return Err((ApiError::unauthorized("a bearer token is required; this answer carries the challenge"), Some(challenge)))
+            return Err((
+                ApiError::unauthorized(
+                    "a bearer token is required; this answer carries the challenge",
+                ),
+                Some(challenge),
+            ))
         }
         Decision::Unauthorized(why) => return Err((ApiError::unauthorized(why), Some(challenge))),
         Decision::Forbidden { principal } => {
@@ -214,7 +259,9 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
                 Need::Administrator => "the Administrator local role",
                 Need::Crypto => "a Crypto Officer or Crypto User local role",
             };
-            return Err(plain(ApiError::forbidden(format!("the principal '{principal}' does not hold {role}"))));
+            return Err(plain(ApiError::forbidden(format!(
+                "the principal '{principal}' does not hold {role}"
+            ))));
         }
     }
 
@@ -222,13 +269,18 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
     let result = match route {
         Route::Download => {
             let body = read_body(body).await.map_err(plain)?;
-            let req: DownloadRequest = parse(&body, "download request ({\"certificates\": [JWK...], \"required\": M})").map_err(plain)?;
+            let req: DownloadRequest = parse(
+                &body,
+                "download request ({\"certificates\": [JWK...], \"required\": M})",
+            )
+            .map_err(plain)?;
             let a = app.clone();
             let sd = blocking(move || {
                 let mut certs = Vec::with_capacity(req.certificates.len());
                 for (i, jwk) in req.certificates.iter().enumerate() {
                     let label = format!("certificate {}", i + 1);
-                    let cert = Certificate::from_jwk(jwk).map_err(|e| ApiError::bad_request(format!("{label}: {e}")))?;
+                    let cert = Certificate::from_jwk(jwk)
+                        .map_err(|e| ApiError::bad_request(format!("{label}: {e}")))?;
                     certs.push((label, cert));
                 }
                 let quorum = usize::try_from(req.required).unwrap_or(usize::MAX);
@@ -236,37 +288,63 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             })
             .await
             .map_err(plain)?;
-            let mut resp = json_response(StatusCode::ACCEPTED, json!({"value": sd.to_json()}).to_string());
-            async_header(&mut resp, &origin, "/securitydomain/download/pending", &api_version);
+            let mut resp = json_response(
+                StatusCode::ACCEPTED,
+                json!({"value": sd.to_json()}).to_string(),
+            );
+            async_header(
+                &mut resp,
+                &origin,
+                "/securitydomain/download/pending",
+                &api_version,
+            );
             Ok(resp)
         }
         Route::DownloadPending => match lock(&app.instance).download_status() {
             Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
-            None => Err(ApiError::not_found("NotFound", "no security-domain download was made on this instance")),
+            None => Err(ApiError::not_found(
+                "NotFound",
+                "no security-domain download was made on this instance",
+            )),
         },
         Route::UploadPending => match lock(&app.instance).upload_status() {
             Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
-            None => Err(ApiError::not_found("NotFound", "no security-domain upload was made on this instance")),
+            None => Err(ApiError::not_found(
+                "NotFound",
+                "no security-domain upload was made on this instance",
+            )),
         },
         Route::TransferKey => {
             let a = app.clone();
-            let cert = blocking(move || lock(&a.instance).transfer_key(&mut os_rng())).await.map_err(plain)?;
+            let cert = blocking(move || lock(&a.instance).transfer_key(&mut os_rng()))
+                .await
+                .map_err(plain)?;
             let mut jwk = cert.to_jwk().map_err(|e| plain(ApiError::internal(e)))?;
             jwk.kid = Some(format!("{origin}/keys/sdexchangekey"));
-            let body = serde_json::to_string(&TransferKeyResponse::for_jwk(&jwk)).expect("plain data serialises");
+            let body = serde_json::to_string(&TransferKeyResponse::for_jwk(&jwk))
+                .expect("plain data serialises");
             Ok(json_response(StatusCode::OK, body))
         }
         Route::Upload => {
             let body = read_body(body).await.map_err(plain)?;
-            let req: ValueBody = parse(&body, "upload request ({\"value\": \"<restore blob>\"})").map_err(plain)?;
+            let req: ValueBody =
+                parse(&body, "upload request ({\"value\": \"<restore blob>\"})").map_err(plain)?;
             lock(&app.instance).begin_upload().map_err(plain)?;
             let a = app.clone();
             // Processed in the background, as the service does; the pending endpoint reports the outcome.
             tokio::task::spawn_blocking(move || {
                 let _ = lock(&a.instance).finish_upload(&mut os_rng(), &req.value);
             });
-            let mut resp = json_response(StatusCode::ACCEPTED, json!({"status": "InProgress", "status_details": ""}).to_string());
-            async_header(&mut resp, &origin, "/securitydomain/upload/pending", &api_version);
+            let mut resp = json_response(
+                StatusCode::ACCEPTED,
+                json!({"status": "InProgress", "status_details": ""}).to_string(),
+            );
+            async_header(
+                &mut resp,
+                &origin,
+                "/securitydomain/upload/pending",
+                &api_version,
+            );
             Ok(resp)
         }
         Route::CreateKey(name) => {
@@ -278,7 +356,14 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             let (a, name, origin) = (app.clone(), name.to_string(), origin.clone());
             blocking(move || {
                 let pkcs8 = keys::generate(&mut os_rng(), &spec)?;
-                lock(&a.keys).create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix())
+                lock(&a.keys).create(
+                    &mut os_rng(),
+                    &origin,
+                    &name,
+                    spec,
+                    &pkcs8,
+                    super::now_unix(),
+                )
             })
             .await
             .map(|v| json_response(StatusCode::OK, v.to_string()))
@@ -286,7 +371,9 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         Route::GetKey(name, version) => {
             keys::check_name(name).map_err(plain)?;
             require_activated(&app).map_err(plain)?;
-            lock(&app.keys).get(&origin, name, version).map(|v| json_response(StatusCode::OK, v.to_string()))
+            lock(&app.keys)
+                .get(&origin, name, version)
+                .map(|v| json_response(StatusCode::OK, v.to_string()))
         }
         Route::BackupKey(name) => {
             keys::check_name(name).map_err(plain)?;
@@ -298,8 +385,11 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         Route::RestoreKey => {
             let sealing = require_activated(&app).map_err(plain)?;
             let body = read_body(body).await.map_err(plain)?;
-            let req: ValueBody = parse(&body, "key restore request ({\"value\": \"<backup>\"})").map_err(plain)?;
-            lock(&app.keys).restore(&origin, &req.value, &sealing).map(|v| json_response(StatusCode::OK, v.to_string()))
+            let req: ValueBody =
+                parse(&body, "key restore request ({\"value\": \"<backup>\"})").map_err(plain)?;
+            lock(&app.keys)
+                .restore(&origin, &req.value, &sealing)
+                .map(|v| json_response(StatusCode::OK, v.to_string()))
         }
     };
     result.map_err(plain)
@@ -308,7 +398,9 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
 /// Key operations need a security domain; returns the backup sealing key.
 fn require_activated(app: &App) -> Result<zeroize::Zeroizing<[u8; 32]>, ApiError> {
     lock(&app.instance).backup_key().ok_or_else(|| {
-        ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
+        ApiError::bad_request(
+            "the instance is not activated: download or upload a security domain before using keys",
+        )
     })
 }
 
@@ -319,13 +411,34 @@ mod tests {
     #[test]
     fn routes_and_versions() {
         assert!(route(&Method::POST, "/securitydomain/download").is_ok());
-        assert!(matches!(route(&Method::GET, "/keys/canary/"), Ok(Route::GetKey("canary", None))));
-        assert!(matches!(route(&Method::GET, "/keys/canary/abc"), Ok(Route::GetKey("canary", Some("abc")))));
-        assert!(matches!(route(&Method::POST, "/keys/restore"), Ok(Route::RestoreKey)));
-        assert_eq!(route(&Method::DELETE, "/securitydomain/upload").err().unwrap().status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(route(&Method::GET, "/secrets/x").err().unwrap().status, StatusCode::NOT_FOUND);
+        assert!(matches!(
+            route(&Method::GET, "/keys/canary/"),
+            Ok(Route::GetKey("canary", None))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/keys/canary/abc"),
+            Ok(Route::GetKey("canary", Some("abc")))
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/keys/restore"),
+            Ok(Route::RestoreKey)
+        ));
+        assert_eq!(
+            route(&Method::DELETE, "/securitydomain/upload")
+                .err()
+                .unwrap()
+                .status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&Method::GET, "/secrets/x").err().unwrap().status,
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(api_version(Some("api-version=7.5")).unwrap(), "7.5");
-        assert_eq!(api_version(Some("x=1&api-version=2025-07-01")).unwrap(), "2025-07-01");
+        assert_eq!(
+            api_version(Some("x=1&api-version=2025-07-01")).unwrap(),
+            "2025-07-01"
+        );
         assert!(api_version(None).is_err());
         assert!(api_version(Some("api-version=9.9")).is_err());
     }

@@ -73,7 +73,10 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| Error::Write { path: path.clone(), source })?;
+        .map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(_) => Err(Error::Usage(format!(
@@ -95,11 +98,19 @@ fn prepare(config: &Config) -> Result<Prepared> {
     let instance = Instance::open(&config.state_dir)?;
     let keys = KeyStore::open(&config.state_dir)?;
     let auth = Authenticator::open(&config.state_dir)?;
-    let material = if config.tls { Some(tls::load_or_create(&config.state_dir)?) } else { None };
+    let material = if config.tls {
+        Some(tls::load_or_create(&config.state_dir)?)
+    } else {
+        None
+    };
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
-    listener.set_nonblocking(true).map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local_addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let scheme = if config.tls { "https" } else { "http" };
     let url = format!("{scheme}://{local_addr}");
     let app = Arc::new(App {
@@ -111,9 +122,19 @@ fn prepare(config: &Config) -> Result<Prepared> {
         port: local_addr.port(),
         tenant: config.tenant.clone(),
     });
-    let ready = Ready { url, local_addr, ca_pem_path: material.as_ref().map(|m| m.ca_pem_path.clone()) };
+    let ready = Ready {
+        url,
+        local_addr,
+        ca_pem_path: material.as_ref().map(|m| m.ca_pem_path.clone()),
+    };
     let tls = material.map(|m| tokio_rustls::TlsAcceptor::from(m.config));
-    Ok(Prepared { app, listener, tls, ready, _lock: lock })
+    Ok(Prepared {
+        app,
+        listener,
+        tls,
+        ready,
+        _lock: lock,
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -124,7 +145,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Usage(format!("cannot start the emulator's runtime: {e}")))
 }
 
-async fn accept_loop(p: &Prepared, listener: std::net::TcpListener, mut shutdown: oneshot::Receiver<()>) {
+async fn accept_loop(
+    p: &Prepared,
+    listener: std::net::TcpListener,
+    mut shutdown: oneshot::Receiver<()>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(_) => return,
@@ -147,10 +172,14 @@ async fn accept_loop(p: &Prepared, listener: std::net::TcpListener, mut shutdown
                 async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
             });
             let mut builder = http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             match acceptor {
                 Some(acceptor) => {
-                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
                         let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                     }
                 }
@@ -171,7 +200,10 @@ pub fn serve_blocking(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(
     let prepared = prepare(&config)?;
     let rt = runtime()?;
     on_ready(&prepared.ready);
-    let listener = prepared.listener.try_clone().map_err(|e| Error::Usage(e.to_string()))?;
+    let listener = prepared
+        .listener
+        .try_clone()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     // The sender is kept alive so the loop runs until the process ends.
     let (_keep, shutdown) = oneshot::channel();
     rt.block_on(accept_loop(&prepared, listener, shutdown));
@@ -232,5 +264,9 @@ pub fn spawn(config: Config) -> Result<RunningEmulator> {
             rt.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(|e| Error::Usage(format!("cannot start the emulator thread: {e}")))?;
-    Ok(RunningEmulator { ready, shutdown: Some(tx), thread: Some(thread) })
+    Ok(RunningEmulator {
+        ready,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
 }

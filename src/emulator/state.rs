@@ -56,7 +56,10 @@ pub struct Operation {
 
 impl Operation {
     fn new(status: OpStatus, details: impl Into<String>) -> Self {
-        Operation { status, status_details: details.into() }
+        Operation {
+            status,
+            status_details: details.into(),
+        }
     }
 }
 
@@ -70,7 +73,14 @@ impl Clone for Domain {
     fn clone(&self) -> Self {
         Domain {
             master: MasterKey::from_slice(self.master.expose()).expect("32 bytes"),
-            items: self.items.iter().map(|i| PlainItem { tag: i.tag.clone(), plaintext: i.plaintext.clone() }).collect(),
+            items: self
+                .items
+                .iter()
+                .map(|i| PlainItem {
+                    tag: i.tag.clone(),
+                    plaintext: i.plaintext.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -126,26 +136,47 @@ struct StateFile {
 }
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("{} is not a state file of this emulator: {why}", path.display()))
+    Error::Usage(format!(
+        "{} is not a state file of this emulator: {why}",
+        path.display()
+    ))
 }
 
 impl Snapshot {
     fn provisioned() -> Snapshot {
-        Snapshot { status: Status::Provisioned, exchange: None, domain: None, download: None, upload: None }
+        Snapshot {
+            status: Status::Provisioned,
+            exchange: None,
+            domain: None,
+            download: None,
+            upload: None,
+        }
     }
 
     fn to_file(&self) -> Result<Zeroizing<Vec<u8>>> {
         use pkcs8::EncodePrivateKey;
         let exchange = match &self.exchange {
             Some(x) => Some(ExchangeFile {
-                key_pkcs8: b64u(x.key.to_pkcs8_der().map_err(|e| Error::Crypto(e.to_string()))?.as_bytes()),
+                key_pkcs8: b64u(
+                    x.key
+                        .to_pkcs8_der()
+                        .map_err(|e| Error::Crypto(e.to_string()))?
+                        .as_bytes(),
+                ),
                 cert_der: b64u(x.cert.der()),
             }),
             None => None,
         };
         let domain = self.domain.as_ref().map(|d| DomainFile {
             master_key: b64u(d.master.expose()),
-            items: d.items.iter().map(|i| ItemFile { tag: i.tag.clone(), data: b64u(i.plaintext.expose()) }).collect(),
+            items: d
+                .items
+                .iter()
+                .map(|i| ItemFile {
+                    tag: i.tag.clone(),
+                    data: b64u(i.plaintext.expose()),
+                })
+                .collect(),
         });
         let file = StateFile {
             format: 1,
@@ -155,20 +186,28 @@ impl Snapshot {
             download: self.download.clone(),
             upload: self.upload.clone(),
         };
-        Ok(Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises")))
+        Ok(Zeroizing::new(
+            serde_json::to_vec(&file).expect("plain data serialises"),
+        ))
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<Snapshot> {
         use pkcs8::DecodePrivateKey;
         let file: StateFile = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
         if file.format != 1 {
-            return Err(corrupt(path, format!("format {} is not understood", file.format)));
+            return Err(corrupt(
+                path,
+                format!("format {} is not understood", file.format),
+            ));
         }
         let exchange = match file.exchange {
             Some(x) => {
-                let der = Zeroizing::new(b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?);
+                let der = Zeroizing::new(
+                    b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?,
+                );
                 let key = rsa::PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(path, e))?;
-                let cert_der = b64u_decode(&x.cert_der, "exchange certificate").map_err(|e| corrupt(path, e))?;
+                let cert_der = b64u_decode(&x.cert_der, "exchange certificate")
+                    .map_err(|e| corrupt(path, e))?;
                 let cert = Certificate::from_bytes(&cert_der).map_err(|e| corrupt(path, e))?;
                 Some(Exchange { key, cert })
             }
@@ -176,25 +215,43 @@ impl Snapshot {
         };
         let domain = match file.domain {
             Some(d) => {
-                let mk = Zeroizing::new(b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?);
-                let master = MasterKey::from_slice(&mk).ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
+                let mk = Zeroizing::new(
+                    b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?,
+                );
+                let master = MasterKey::from_slice(&mk)
+                    .ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
                 let mut items = Vec::new();
                 for i in d.items {
                     let data = b64u_decode(&i.data, "item").map_err(|e| corrupt(path, e))?;
-                    items.push(PlainItem { tag: i.tag, plaintext: SecretBytes::new(data) });
+                    items.push(PlainItem {
+                        tag: i.tag,
+                        plaintext: SecretBytes::new(data),
+                    });
                 }
                 Some(Domain { master, items })
             }
             None => None,
         };
-        let snap = Snapshot { status: file.status, exchange, domain, download: file.download, upload: file.upload };
+        let snap = Snapshot {
+            status: file.status,
+            exchange,
+            domain,
+            download: file.download,
+            upload: file.upload,
+        };
         let consistent = match snap.status {
             Status::Provisioned => snap.domain.is_none() && snap.exchange.is_none(),
             Status::Recovering => snap.domain.is_none() && snap.exchange.is_some(),
             Status::Activated => snap.domain.is_some(),
         };
         if !consistent {
-            return Err(corrupt(path, format!("a {:?} instance cannot hold what this one holds", snap.status)));
+            return Err(corrupt(
+                path,
+                format!(
+                    "a {:?} instance cannot hold what this one holds",
+                    snap.status
+                ),
+            ));
         }
         Ok(snap)
     }
@@ -206,7 +263,10 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| Error::Write { path: dir.to_path_buf(), source })
+    builder.create(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// What a state directory holds, for drills and tests (no secrets).
@@ -232,7 +292,10 @@ pub fn inspect(state_dir: &Path) -> Result<InstanceSummary> {
 fn summary(snap: &Snapshot) -> InstanceSummary {
     InstanceSummary {
         status: snap.status,
-        contents_fingerprint: snap.domain.as_ref().map(|d| recovery::contents_fingerprint(&d.items)),
+        contents_fingerprint: snap
+            .domain
+            .as_ref()
+            .map(|d| recovery::contents_fingerprint(&d.items)),
         download: snap.download.clone(),
         upload: snap.upload.clone(),
     }
@@ -242,7 +305,11 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     if !path.exists() {
         return Ok(Snapshot::provisioned());
     }
-    let bytes = Zeroizing::new(files::read_limited(path, MAX_STATE_BYTES, "emulator state file")?);
+    let bytes = Zeroizing::new(files::read_limited(
+        path,
+        MAX_STATE_BYTES,
+        "emulator state file",
+    )?);
     Snapshot::from_file(path, &bytes)
 }
 
@@ -259,7 +326,12 @@ impl Instance {
         let path = state_dir.join(STATE_FILE);
         let snap = read_snapshot(&path)?;
         let mut inst = Instance { path, snap };
-        if inst.snap.upload.as_ref().is_some_and(|u| u.status == OpStatus::InProgress) {
+        if inst
+            .snap
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.status == OpStatus::InProgress)
+        {
             let mut next = inst.snap.clone();
             next.upload = Some(Operation::new(
                 OpStatus::Failed,
@@ -315,8 +387,15 @@ impl Instance {
             (_, Some(d)) => d.clone(),
             (_, None) => Domain { master: MasterKey::generate_with_rng(rng), items: recovery::random_items_with_rng(rng) },
         };
-        let sd = recovery::split_with_rng(rng, &domain.master, &domain.items, certs, quorum, Profile::Azure)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sd = recovery::split_with_rng(
+            rng,
+            &domain.master,
+            &domain.items,
+            certs,
+            quorum,
+            Profile::Azure,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
         next.status = Status::Activated;
         next.domain = Some(domain);
         next.download = Some(Operation::new(OpStatus::Success, ""));
@@ -325,9 +404,14 @@ impl Instance {
     }
 
     /// `GET /securitydomain/upload`: the exchange certificate, made once.
-    pub fn transfer_key<R: CryptoRng + ?Sized>(&mut self, rng: &mut R) -> std::result::Result<Certificate, ApiError> {
+    pub fn transfer_key<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> std::result::Result<Certificate, ApiError> {
         if self.snap.status == Status::Activated {
-            return Err(ApiError::bad_request("the instance is already activated; it takes no security-domain upload"));
+            return Err(ApiError::bad_request(
+                "the instance is already activated; it takes no security-domain upload",
+            ));
         }
         if let Some(x) = &self.snap.exchange {
             return Ok(x.cert.clone());
@@ -343,7 +427,10 @@ impl Instance {
         .map_err(ApiError::internal)?;
         let mut next = self.snap.clone();
         next.status = Status::Recovering;
-        next.exchange = Some(Exchange { key, cert: cert.clone() });
+        next.exchange = Some(Exchange {
+            key,
+            cert: cert.clone(),
+        });
         self.commit(next).map_err(ApiError::internal)?;
         Ok(cert)
     }
@@ -362,7 +449,12 @@ impl Instance {
             }
             Status::Recovering => {}
         }
-        if self.snap.upload.as_ref().is_some_and(|u| u.status == OpStatus::InProgress) {
+        if self
+            .snap
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.status == OpStatus::InProgress)
+        {
             return Err(ApiError::conflict("an upload is already in progress"));
         }
         let mut next = self.snap.clone();
@@ -372,28 +464,43 @@ impl Instance {
 
     /// Second half: opens the blob with the exchange key and, if every item
     /// opens, becomes a clone of the original instance in one write.
-    pub fn finish_upload<R: CryptoRng + ?Sized>(&mut self, rng: &mut R, blob_json: &str) -> Result<()> {
+    pub fn finish_upload<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        blob_json: &str,
+    ) -> Result<()> {
         let outcome = self.open_blob(blob_json);
         let mut next = self.snap.clone();
         match outcome {
             Ok(items) => {
                 next.status = Status::Activated;
                 // The blob's fresh master key is not kept: contents are what make a clone.
-                next.domain = Some(Domain { master: MasterKey::generate_with_rng(rng), items });
+                next.domain = Some(Domain {
+                    master: MasterKey::generate_with_rng(rng),
+                    items,
+                });
                 next.upload = Some(Operation::new(OpStatus::Success, ""));
             }
             Err(why) => next.upload = Some(Operation::new(OpStatus::Failed, why)),
         }
         if let Err(e) = self.commit(next) {
-            self.snap.upload = Some(Operation::new(OpStatus::Failed, format!("the instance could not record the upload: {e}")));
+            self.snap.upload = Some(Operation::new(
+                OpStatus::Failed,
+                format!("the instance could not record the upload: {e}"),
+            ));
             return Err(e);
         }
         Ok(())
     }
 
     fn open_blob(&self, blob_json: &str) -> std::result::Result<Vec<PlainItem>, String> {
-        let exchange = self.snap.exchange.as_ref().ok_or("the instance has no exchange key")?;
-        let blob = RestoreBlob::from_json(blob_json.as_bytes()).map_err(|e| format!("the restore blob is malformed: {e}"))?;
+        let exchange = self
+            .snap
+            .exchange
+            .as_ref()
+            .ok_or("the instance has no exchange key")?;
+        let blob = RestoreBlob::from_json(blob_json.as_bytes())
+            .map_err(|e| format!("the restore blob is malformed: {e}"))?;
         recovery::open_restore_blob(&blob, &exchange.key, &exchange.cert).map_err(|e| e.to_string())
     }
 
@@ -421,7 +528,10 @@ mod tests {
     use crate::test_support::{custodians, test_rng};
 
     fn certs(range: std::ops::Range<usize>) -> Vec<(String, Certificate)> {
-        custodians()[range].iter().map(|c| (c.name.clone(), c.cert.clone())).collect()
+        custodians()[range]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect()
     }
 
     #[test]
@@ -429,8 +539,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut inst = Instance::open(dir.path()).unwrap();
         assert_eq!(inst.status(), Status::Provisioned);
-        assert!(inst.download(&mut test_rng(1), &certs(0..2), 2).is_err(), "2 custodians refused");
-        assert!(!dir.path().join(STATE_FILE).exists(), "a refusal writes nothing");
+        assert!(
+            inst.download(&mut test_rng(1), &certs(0..2), 2).is_err(),
+            "2 custodians refused"
+        );
+        assert!(
+            !dir.path().join(STATE_FILE).exists(),
+            "a refusal writes nothing"
+        );
         let sd = inst.download(&mut test_rng(1), &certs(0..3), 2).unwrap();
         assert_eq!(sd.share_count(), 3);
         let before = inst.summary();
@@ -440,7 +556,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(STATE_FILE)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(STATE_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // Activated: no transfer key, no upload; a second download keeps the contents.
@@ -448,7 +567,10 @@ mod tests {
         assert!(inst.transfer_key(&mut test_rng(2)).is_err());
         assert!(inst.begin_upload().is_err());
         inst.download(&mut test_rng(3), &certs(1..4), 3).unwrap();
-        assert_eq!(inst.summary().contents_fingerprint, before.contents_fingerprint);
+        assert_eq!(
+            inst.summary().contents_fingerprint,
+            before.contents_fingerprint
+        );
     }
 
     #[test]
@@ -458,7 +580,12 @@ mod tests {
         let sd = a.download(&mut test_rng(4), &certs(0..3), 2).unwrap();
         let mut q = recovery::Quorum::new(&sd);
         for c in &custodians()[..2] {
-            q.add(&recovery::CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None)).unwrap();
+            q.add(&recovery::CustodianKey::from_rsa(
+                c.name.clone(),
+                c.key.clone(),
+                None,
+            ))
+            .unwrap();
         }
         let items = q.finish().unwrap().items;
 
@@ -467,7 +594,11 @@ mod tests {
         assert!(b.begin_upload().is_err(), "no transfer key yet");
         let exchange = b.transfer_key(&mut test_rng(5)).unwrap();
         assert_eq!(b.status(), Status::Recovering);
-        assert_eq!(b.transfer_key(&mut test_rng(6)).unwrap().der(), exchange.der(), "made once");
+        assert_eq!(
+            b.transfer_key(&mut test_rng(6)).unwrap().der(),
+            exchange.der(),
+            "made once"
+        );
 
         // Wrong exchange key: failed, still recovering.
         let other = &custodians()[4].cert;
@@ -485,14 +616,26 @@ mod tests {
         drop(b);
         let mut b = Instance::open(dir_b.path()).unwrap();
         assert_eq!(b.upload_status().unwrap().status, OpStatus::Failed);
-        assert!(b.upload_status().unwrap().status_details.contains("restarted"));
+        assert!(b
+            .upload_status()
+            .unwrap()
+            .status_details
+            .contains("restarted"));
 
-        let good = recovery::build_restore_blob_with_rng(&mut test_rng(9), &items, &exchange).unwrap();
+        let good =
+            recovery::build_restore_blob_with_rng(&mut test_rng(9), &items, &exchange).unwrap();
         b.begin_upload().unwrap();
         b.finish_upload(&mut test_rng(10), &good.to_json()).unwrap();
         assert_eq!(b.status(), Status::Activated);
-        assert_eq!(b.summary().contents_fingerprint, a.summary().contents_fingerprint);
-        assert_eq!(&b.backup_key().unwrap()[..], &a.backup_key().unwrap()[..], "backups from A open on B");
+        assert_eq!(
+            b.summary().contents_fingerprint,
+            a.summary().contents_fingerprint
+        );
+        assert_eq!(
+            &b.backup_key().unwrap()[..],
+            &a.backup_key().unwrap()[..],
+            "backups from A open on B"
+        );
         assert_eq!(inspect(dir_b.path()).unwrap(), b.summary());
     }
 
@@ -502,6 +645,9 @@ mod tests {
         fs::write(dir.path().join(STATE_FILE), b"{\"format\":1,").unwrap();
         assert!(Instance::open(dir.path()).is_err());
         fs::write(dir.path().join(STATE_FILE), br#"{"format":1,"status":"activated","exchange":null,"domain":null,"download":null,"upload":null}"#).unwrap();
-        assert!(Instance::open(dir.path()).is_err(), "activated without a domain");
+        assert!(
+            Instance::open(dir.path()).is_err(),
+            "activated without a domain"
+        );
     }
 }

@@ -58,7 +58,10 @@ pub struct InstanceClient {
 
 impl std::fmt::Debug for InstanceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceClient").field("base", &self.base).field("api_version", &self.api_version).finish()
+        f.debug_struct("InstanceClient")
+            .field("base", &self.base)
+            .field("api_version", &self.api_version)
+            .finish()
     }
 }
 
@@ -86,13 +89,19 @@ impl InstanceClient {
     ///
     /// Errors: a URL that is not http(s), plain HTTP to a non-loopback host,
     /// or an unreadable CA file.
-    pub fn new(url: &str, token: impl Into<String>, ca_pem: Option<&Path>) -> Result<InstanceClient> {
+    pub fn new(
+        url: &str,
+        token: impl Into<String>,
+        ca_pem: Option<&Path>,
+    ) -> Result<InstanceClient> {
         let base = url.trim_end_matches('/').to_string();
         let rest = if let Some(r) = base.strip_prefix("https://") {
             r
         } else if let Some(r) = base.strip_prefix("http://") {
             let host = r.split('/').next().unwrap_or("");
-            let loopback = host.starts_with("127.0.0.1:") || host.starts_with("localhost:") || host.starts_with("[::1]:");
+            let loopback = host.starts_with("127.0.0.1:")
+                || host.starts_with("localhost:")
+                || host.starts_with("[::1]:");
             if !loopback {
                 return Err(inst(format!("{url}: plain HTTP is only allowed to a local emulator (127.0.0.1, localhost, [::1])")));
             }
@@ -101,7 +110,9 @@ impl InstanceClient {
             return Err(inst(format!("{url} is not an https:// URL")));
         };
         if rest.is_empty() || rest.contains('?') || rest.contains('#') {
-            return Err(inst(format!("{url} is not an instance URL (https://host[:port])")));
+            return Err(inst(format!(
+                "{url} is not an instance URL (https://host[:port])"
+            )));
         }
         let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(path) = ca_pem {
@@ -163,7 +174,12 @@ impl InstanceClient {
         let url = self.url_for(path);
         let bearer = format!("Bearer {}", self.token);
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &bearer).header("Accept", "application/json").call(),
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &bearer)
+                .header("Accept", "application/json")
+                .call(),
             (_, body) => self
                 .agent
                 .post(&url)
@@ -172,19 +188,26 @@ impl InstanceClient {
                 .content_type("application/json")
                 .send(body.unwrap_or_default()),
         };
-        let mut resp = result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
+        let mut resp =
+            result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_string()
-            .map_err(|e| inst(format!("{method} {path}: the answer could not be read: {e}")))?;
+            .map_err(|e| {
+                inst(format!(
+                    "{method} {path}: the answer could not be read: {e}"
+                ))
+            })?;
         if (200..300).contains(&status) {
             return Ok((status, text));
         }
         let detail = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) if !b.error.message.is_empty() => format!("{} ({})", b.error.message, b.error.code),
+            Ok(b) if !b.error.message.is_empty() => {
+                format!("{} ({})", b.error.message, b.error.code)
+            }
             _ => text.chars().take(300).collect(),
         };
         let hint = match status {
@@ -192,7 +215,9 @@ impl InstanceClient {
             403 => " — the principal lacks the local role for this operation",
             _ => "",
         };
-        Err(inst(format!("{method} {path} was refused with {status}: {detail}{hint}")))
+        Err(inst(format!(
+            "{method} {path} was refused with {status}: {detail}{hint}"
+        )))
     }
 
     fn poll(&self, path: &str, what: &str) -> Result<OperationStatus> {
@@ -203,7 +228,10 @@ impl InstanceClient {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(inst(format!("the {what} was still {} after {:?}; check its status later", status.status, self.poll_timeout)));
+                return Err(inst(format!(
+                    "the {what} was still {} after {:?}; check its status later",
+                    status.status, self.poll_timeout
+                )));
             }
             std::thread::sleep(self.poll_interval);
         }
@@ -211,7 +239,11 @@ impl InstanceClient {
 
     fn operation_status(&self, path: &str) -> Result<OperationStatus> {
         let (_, text) = self.request("GET", path, None)?;
-        serde_json::from_str(&text).map_err(|e| inst(format!("GET {path}: the answer is not an operation status: {e}")))
+        serde_json::from_str(&text).map_err(|e| {
+            inst(format!(
+                "GET {path}: the answer is not an operation status: {e}"
+            ))
+        })
     }
 
     /// Downloads the security domain wrapped to `certs` with quorum `quorum`
@@ -221,7 +253,12 @@ impl InstanceClient {
         let jwks = certs
             .iter()
             .enumerate()
-            .map(|(i, c)| c.to_jwk().map_err(|source| Error::Certificate { label: format!("certificate {}", i + 1), source }))
+            .map(|(i, c)| {
+                c.to_jwk().map_err(|source| Error::Certificate {
+                    label: format!("certificate {}", i + 1),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let body = json!({"certificates": jwks, "required": quorum}).to_string();
         let (_, text) = self.request("POST", "/securitydomain/download", Some(body))?;
@@ -229,13 +266,22 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| inst(format!("POST /securitydomain/download: the answer carries no security domain: {e}")))?;
-        SecurityDomain::from_json(v.value.as_bytes())
-            .map_err(|e| inst(format!("the security domain the instance sent is not valid: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            inst(format!(
+                "POST /securitydomain/download: the answer carries no security domain: {e}"
+            ))
+        })?;
+        SecurityDomain::from_json(v.value.as_bytes()).map_err(|e| {
+            inst(format!(
+                "the security domain the instance sent is not valid: {e}"
+            ))
+        })?;
         let status = self.poll("/securitydomain/download/pending", "activation")?;
         if status.is_failed() {
-            return Err(inst(format!("the instance reports the download failed: {}", status.status_details)));
+            return Err(inst(format!(
+                "the instance reports the download failed: {}",
+                status.status_details
+            )));
         }
         Ok(v.value)
     }
@@ -248,9 +294,15 @@ impl InstanceClient {
     /// n/e must be its certificate's key, RSA of at least 2048 bits).
     pub fn transfer_key(&self) -> Result<Certificate> {
         let (_, text) = self.request("GET", "/securitydomain/upload", None)?;
-        let jwk = TransferKeyResponse::parse(text.as_bytes())
-            .map_err(|e| inst(format!("GET /securitydomain/upload: the transfer key is malformed: {e}")))?;
-        Certificate::from_jwk(&jwk).map_err(|source| Error::Certificate { label: "the instance's transfer key".into(), source })
+        let jwk = TransferKeyResponse::parse(text.as_bytes()).map_err(|e| {
+            inst(format!(
+                "GET /securitydomain/upload: the transfer key is malformed: {e}"
+            ))
+        })?;
+        Certificate::from_jwk(&jwk).map_err(|source| Error::Certificate {
+            label: "the instance's transfer key".into(),
+            source,
+        })
     }
 
     /// Starts the upload of `blob` without waiting.
@@ -265,7 +317,10 @@ impl InstanceClient {
         self.start_upload(blob)?;
         let status = self.poll("/securitydomain/upload/pending", "upload")?;
         if status.is_failed() {
-            return Err(inst(format!("the instance refused the restore blob: {}", status.status_details)));
+            return Err(inst(format!(
+                "the instance refused the restore blob: {}",
+                status.status_details
+            )));
         }
         Ok(())
     }
@@ -276,9 +331,12 @@ impl InstanceClient {
     }
 
     fn key_info(path: &str, text: &str) -> Result<KeyInfo> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
-        let kid = v["key"]["kid"].as_str().ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?.to_string();
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
+        let kid = v["key"]["kid"]
+            .as_str()
+            .ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?
+            .to_string();
         let mut parts = kid.rsplit('/');
         let version = parts.next().unwrap_or_default().to_string();
         let name = parts.next().unwrap_or_default().to_string();
@@ -288,7 +346,11 @@ impl InstanceClient {
     /// Creates an RSA-HSM 2048 key (a canary).
     pub fn create_rsa_key(&self, name: &str) -> Result<KeyInfo> {
         let path = format!("/keys/{name}/create");
-        let (_, text) = self.request("POST", &path, Some(json!({"kty": "RSA-HSM", "key_size": 2048}).to_string()))?;
+        let (_, text) = self.request(
+            "POST",
+            &path,
+            Some(json!({"kty": "RSA-HSM", "key_size": 2048}).to_string()),
+        )?;
         Self::key_info(&path, &text)
     }
 
@@ -307,12 +369,17 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
         Ok(v.value)
     }
 
     pub fn restore_key(&self, backup: &str) -> Result<KeyInfo> {
-        let (_, text) = self.request("POST", "/keys/restore", Some(json!({"value": backup}).to_string()))?;
+        let (_, text) = self.request(
+            "POST",
+            "/keys/restore",
+            Some(json!({"value": backup}).to_string()),
+        )?;
         Self::key_info("/keys/restore", &text)
     }
 }
