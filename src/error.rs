@@ -13,40 +13,23 @@ use crate::format::FormatError;
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{} already exists; it is never overwritten", path.display())]
     OutputExists { path: PathBuf },
     #[error("{} is a directory, not a file", path.display())]
     NotAFile { path: PathBuf },
     #[error("{} is {size} bytes; no {what} is larger than {limit} bytes, so it was not read", path.display())]
-    TooLarge {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-        what: &'static str,
-    },
+    TooLarge { path: PathBuf, size: u64, limit: u64, what: &'static str },
     #[error("{} is not a valid security-domain file: {source}", path.display())]
     SecurityDomain { path: PathBuf, source: FormatError },
     #[error("{} is not a valid restore blob: {source}", path.display())]
     RestoreBlob { path: PathBuf, source: FormatError },
     #[error("the certificate {label} cannot be used: {source}")]
-    Certificate {
-        label: String,
-        source: CustodianError,
-    },
+    Certificate { label: String, source: CustodianError },
     #[error("the key {label} cannot be used: {source}")]
-    Key {
-        label: String,
-        source: CustodianError,
-    },
+    Key { label: String, source: CustodianError },
     #[error("the key {key} does not belong to the certificate {cert}")]
     KeyCertMismatch { key: String, cert: String },
     #[error("the certificate {cert} (x5t_256 {x5t_256}) has no share in this security domain")]
@@ -58,11 +41,7 @@ pub enum Error {
     #[error("the share of {who} was already opened; each custodian counts once")]
     DuplicateCustodian { who: String },
     #[error("{}", not_enough(.opened, .needed, .failures))]
-    NotEnoughShares {
-        opened: Vec<String>,
-        needed: usize,
-        failures: Vec<String>,
-    },
+    NotEnoughShares { opened: Vec<String>, needed: usize, failures: Vec<String> },
     #[error("the shares do not rebuild the master key: {reason}")]
     SharesInconsistent { reason: String },
     #[error("data item '{tag}' failed its integrity check: {source}")]
@@ -83,11 +62,7 @@ fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String 
     let mut msg = format!(
         "not enough custodians: {} share(s) opened{}, {needed} needed",
         opened.len(),
-        if opened.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", opened.join(", "))
-        }
+        if opened.is_empty() { String::new() } else { format!(" ({})", opened.join(", ")) }
     );
     for f in failures {
         msg.push_str(&format!("\n  - {f}"));
@@ -115,10 +90,7 @@ impl Error {
         use CustodianError as C;
         match self {
             Error::Read { .. } | Error::Write { .. } => ErrorKind::Io,
-            Error::Key {
-                source: C::WrongPassphrase,
-                ..
-            } => ErrorKind::Integrity,
+            Error::Key { source: C::WrongPassphrase, .. } => ErrorKind::Integrity,
             Error::KeyCertMismatch { .. }
             | Error::CertNotInSd { .. }
             | Error::KeyOpensNoShare { .. }

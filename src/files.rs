@@ -11,38 +11,19 @@ use crate::error::{Error, Result};
 /// Reads `path` whole, refusing directories and anything over `limit` bytes
 /// before reading it.
 pub fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
-    let read_err = |source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
     let meta = fs::metadata(path).map_err(read_err)?;
     if meta.is_dir() {
-        return Err(Error::NotAFile {
-            path: path.to_path_buf(),
-        });
+        return Err(Error::NotAFile { path: path.to_path_buf() });
     }
     if meta.len() > limit {
-        return Err(Error::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-            limit,
-            what,
-        });
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: meta.len(), limit, what });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow between stat and read; never take more than the limit.
-    fs::File::open(path)
-        .map_err(read_err)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
+    fs::File::open(path).map_err(read_err)?.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
     if bytes.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-            limit,
-            what,
-        });
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit, what });
     }
     Ok(bytes)
 }
@@ -50,12 +31,8 @@ pub fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 /// Fails early, before any slow or secret work, when an output is taken.
 pub fn ensure_absent(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(Error::NotAFile {
-            path: path.to_path_buf(),
-        }),
-        Ok(_) => Err(Error::OutputExists {
-            path: path.to_path_buf(),
-        }),
+        Ok(meta) if meta.is_dir() => Err(Error::NotAFile { path: path.to_path_buf() }),
+        Ok(_) => Err(Error::OutputExists { path: path.to_path_buf() }),
         Err(_) => Ok(()),
     }
 }
@@ -73,10 +50,7 @@ pub enum Mode {
 /// nothing is left at `path` and the temporary file is removed.
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     ensure_absent(path)?;
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
@@ -88,9 +62,7 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::OutputExists {
-                path: path.to_path_buf(),
-            }
+            Error::OutputExists { path: path.to_path_buf() }
         } else {
             write_err(e.error)
         }
@@ -102,10 +74,7 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
 /// Replaces `path` atomically (state files of the emulator and the log's
 /// companions, never a ceremony output).
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
@@ -138,9 +107,7 @@ fn permissions(mode: Mode) -> fs::Permissions {
 
 #[cfg(not(unix))]
 fn permissions(_mode: Mode) -> fs::Permissions {
-    fs::metadata(".")
-        .map(|m| m.permissions())
-        .expect("current directory")
+    fs::metadata(".").map(|m| m.permissions()).expect("current directory")
 }
 
 fn sync_dir(dir: &Path) {
@@ -160,20 +127,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.json");
         write_new(&p, b"one", Mode::Public).unwrap();
-        assert!(matches!(
-            write_new(&p, b"two", Mode::Public),
-            Err(Error::OutputExists { .. })
-        ));
+        assert!(matches!(write_new(&p, b"two", Mode::Public), Err(Error::OutputExists { .. })));
         assert_eq!(fs::read(&p).unwrap(), b"one");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary left behind"
-        );
-        assert!(matches!(
-            write_new(dir.path(), b"x", Mode::Public),
-            Err(Error::NotAFile { .. })
-        ));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
+        assert!(matches!(write_new(dir.path(), b"x", Mode::Public), Err(Error::NotAFile { .. })));
     }
 
     #[cfg(unix)]
@@ -183,10 +140,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.key");
         write_new(&p, b"k", Mode::Private).unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -194,14 +148,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big");
         fs::write(&p, vec![b'x'; 100]).unwrap();
-        assert!(matches!(
-            read_limited(&p, 99, "test file"),
-            Err(Error::TooLarge { .. })
-        ));
+        assert!(matches!(read_limited(&p, 99, "test file"), Err(Error::TooLarge { .. })));
         assert_eq!(read_limited(&p, 100, "test file").unwrap().len(), 100);
-        assert!(matches!(
-            read_limited(dir.path(), 100, "test file"),
-            Err(Error::NotAFile { .. })
-        ));
+        assert!(matches!(read_limited(dir.path(), 100, "test file"), Err(Error::NotAFile { .. })));
     }
 }

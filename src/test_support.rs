@@ -29,9 +29,7 @@ pub fn custodians() -> &'static [TestCustodian] {
                 let mut rng = test_rng(1000 + i);
                 let key = keygen::generate_key_with_rng(&mut rng, 2048).unwrap();
                 let name = format!("custodian{i}");
-                let cert =
-                    keygen::self_signed_certificate_with_rng(&mut rng, &key, &name, 365, now)
-                        .unwrap();
+                let cert = keygen::self_signed_certificate_with_rng(&mut rng, &key, &name, 365, now).unwrap();
                 TestCustodian { name, key, cert }
             })
             .collect()

@@ -12,8 +12,7 @@ pub fn sp108_kdf(ki: &[u8], label: &[u8], context: &[u8], out_bits: u32) -> Zero
     let mut out = Zeroizing::new(Vec::with_capacity(out_len + 64));
     let mut counter: u32 = 1;
     while out.len() < out_len {
-        let mut mac =
-            <Hmac<Sha512> as KeyInit>::new_from_slice(ki).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(ki).expect("HMAC takes any key length");
         mac.update(&counter.to_be_bytes());
         mac.update(label);
         mac.update(&[0]);

@@ -70,17 +70,13 @@ impl Share {
                 _ => {}
             }
             if v as u32 >= PRIME {
-                return Err(CryptoError::ShareMalformed(format!(
-                    "word {i} holds {v}, above the field's 256"
-                )));
+                return Err(CryptoError::ShareMalformed(format!("word {i} holds {v}, above the field's 256")));
             }
             values.push(v);
         }
         let x = x.expect("share is not empty");
         if x == 0 || x > MAX_X {
-            return Err(CryptoError::ShareMalformed(format!(
-                "x={x} is outside 1..={MAX_X}"
-            )));
+            return Err(CryptoError::ShareMalformed(format!("x={x} is outside 1..={MAX_X}")));
         }
         Ok(Share { x, values })
     }
@@ -116,25 +112,15 @@ pub(crate) fn random_element<R: CryptoRng + ?Sized>(rng: &mut R) -> u32 {
 
 /// Splits `secret` into `n` shares, any `m` of which rebuild it. Shares get
 /// x = 1..=n in order.
-pub fn split_with_rng<R: CryptoRng + ?Sized>(
-    rng: &mut R,
-    secret: &[u8],
-    n: u8,
-    m: u8,
-) -> Result<Vec<Share>, CryptoError> {
+pub fn split_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, secret: &[u8], n: u8, m: u8) -> Result<Vec<Share>, CryptoError> {
     if m < 2 || m > n || n > MAX_X {
-        return Err(CryptoError::ShamirParams(format!(
-            "{m}-of-{n} is not a valid quorum (need 2 <= M <= N <= {MAX_X})"
-        )));
+        return Err(CryptoError::ShamirParams(format!("{m}-of-{n} is not a valid quorum (need 2 <= M <= N <= {MAX_X})")));
     }
     if secret.is_empty() {
         return Err(CryptoError::ShamirParams("the secret is empty".into()));
     }
     let mut shares: Vec<Share> = (1..=n)
-        .map(|x| Share {
-            x,
-            values: Zeroizing::new(Vec::with_capacity(secret.len())),
-        })
+        .map(|x| Share { x, values: Zeroizing::new(Vec::with_capacity(secret.len())) })
         .collect();
     let mut coefficients = Zeroizing::new(vec![0u32; m as usize]);
     for &byte in secret {
@@ -145,10 +131,7 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
         for share in shares.iter_mut() {
             // Horner's rule at x.
             let x = share.x as u32;
-            let v = coefficients
-                .iter()
-                .rev()
-                .fold(0, |acc, &c| (mul(acc, x) + c) % PRIME);
+            let v = coefficients.iter().rev().fold(0, |acc, &c| (mul(acc, x) + c) % PRIME);
             share.values.push(v as u16);
         }
     }
@@ -158,9 +141,7 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
 /// Lagrange interpolation at 0 over all given shares. The caller passes the
 /// quorum; extra consistent shares do no harm.
 pub fn combine(shares: &[&Share]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let first = shares
-        .first()
-        .ok_or_else(|| CryptoError::SharesInconsistent("no shares were given".into()))?;
+    let first = shares.first().ok_or_else(|| CryptoError::SharesInconsistent("no shares were given".into()))?;
     for (i, a) in shares.iter().enumerate() {
         if a.len() != first.len() {
             return Err(CryptoError::SharesInconsistent(format!(
@@ -172,10 +153,7 @@ pub fn combine(shares: &[&Share]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
             )));
         }
         if shares[..i].iter().any(|b| b.x == a.x) {
-            return Err(CryptoError::SharesInconsistent(format!(
-                "two shares carry the same x={}",
-                a.x
-            )));
+            return Err(CryptoError::SharesInconsistent(format!("two shares carry the same x={}", a.x)));
         }
     }
     // Lagrange basis at 0: l_j = prod_{k != j} x_k / (x_k - x_j). Public values only.
@@ -225,10 +203,7 @@ mod tests {
 
     #[test]
     fn wire_encoding_is_little_endian_with_x_on_top() {
-        let share = Share {
-            x: 3,
-            values: Zeroizing::new(vec![0, 256, 0xab]),
-        };
+        let share = Share { x: 3, values: Zeroizing::new(vec![0, 256, 0xab]) };
         // (3 << 9) | v, little-endian.
         assert_eq!(&share.to_bytes()[..], &[0x00, 0x06, 0x00, 0x07, 0xab, 0x06]);
         let back = Share::from_bytes(&share.to_bytes()).unwrap();
@@ -261,17 +236,9 @@ mod tests {
         assert!(combine(&[&a[0], &a[0]]).is_err(), "duplicate x");
         assert!(combine(&[]).is_err());
         // Two shares that interpolate to 256 at 0: f(1) = 0, f(2) = 1 gives f(0) = -1 = 256.
-        let s1 = Share {
-            x: 1,
-            values: Zeroizing::new(vec![0]),
-        };
-        let s2 = Share {
-            x: 2,
-            values: Zeroizing::new(vec![1]),
-        };
-        assert!(
-            matches!(combine(&[&s1, &s2]), Err(CryptoError::SharesInconsistent(m)) if m.contains("256"))
-        );
+        let s1 = Share { x: 1, values: Zeroizing::new(vec![0]) };
+        let s2 = Share { x: 2, values: Zeroizing::new(vec![1]) };
+        assert!(matches!(combine(&[&s1, &s2]), Err(CryptoError::SharesInconsistent(m)) if m.contains("256")));
     }
 
     #[test]
@@ -298,15 +265,9 @@ mod tests {
         }
         let total: u32 = counts.iter().sum();
         let expected = total as f64 / PRIME as f64;
-        let chi2: f64 = counts
-            .iter()
-            .map(|&c| (c as f64 - expected).powi(2) / expected)
-            .sum();
+        let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
         assert!(counts[256] > 0, "256 never drawn");
-        assert!(
-            chi2 < 330.5,
-            "chi-square {chi2} says the coefficients are biased"
-        );
+        assert!(chi2 < 330.5, "chi-square {chi2} says the coefficients are biased");
     }
 
     #[test]
@@ -317,10 +278,7 @@ mod tests {
             counts[random_element(&mut rng) as usize] += 1;
         }
         let expected = 400.0;
-        let chi2: f64 = counts
-            .iter()
-            .map(|&c| (c as f64 - expected).powi(2) / expected)
-            .sum();
+        let chi2: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
         assert!(chi2 < 330.5, "chi-square {chi2}");
     }
 
@@ -368,14 +326,8 @@ mod tests {
                 let all = refs(&shares);
                 // Every window of m consecutive shares (cyclic) is a quorum.
                 for start in 0..n as usize {
-                    let chosen: Vec<&Share> = (0..m as usize)
-                        .map(|k| all[(start + k) % n as usize])
-                        .collect();
-                    assert_eq!(
-                        &combine(&chosen).unwrap()[..],
-                        &secret[..],
-                        "{m}-of-{n} from {start}"
-                    );
+                    let chosen: Vec<&Share> = (0..m as usize).map(|k| all[(start + k) % n as usize]).collect();
+                    assert_eq!(&combine(&chosen).unwrap()[..], &secret[..], "{m}-of-{n} from {start}");
                 }
             }
         }

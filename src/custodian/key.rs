@@ -4,10 +4,7 @@
 //! which OpenSSL and the Azure CLI's Python both read.
 
 use pkcs8::pkcs5::pbes2;
-use pkcs8::{
-    DecodePrivateKey, EncodePrivateKey, EncryptedPrivateKeyInfoRef, ObjectIdentifier,
-    PrivateKeyInfoRef,
-};
+use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncryptedPrivateKeyInfoRef, ObjectIdentifier, PrivateKeyInfoRef};
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
@@ -39,17 +36,12 @@ impl KeyFile {
             Some(Ok((label, der))) => match label.as_str() {
                 "PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs8(&der)?)),
                 "ENCRYPTED PRIVATE KEY" => {
-                    EncryptedPrivateKeyInfoRef::try_from(&der[..])
-                        .map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                    EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
                     Ok(KeyFile::Encrypted(der))
                 }
                 "RSA PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs1(&der)?)),
-                "CERTIFICATE" => Err(CustodianError::NotAKey(
-                    "it is a certificate, not a private key".into(),
-                )),
-                other => Err(CustodianError::NotAKey(format!(
-                    "it holds a PEM '{other}' block"
-                ))),
+                "CERTIFICATE" => Err(CustodianError::NotAKey("it is a certificate, not a private key".into())),
+                other => Err(CustodianError::NotAKey(format!("it holds a PEM '{other}' block"))),
             },
             None => {
                 if EncryptedPrivateKeyInfoRef::try_from(bytes).is_ok() {
@@ -70,20 +62,14 @@ impl KeyFile {
     }
 
     /// The key, decrypting with `passphrase` when the file is encrypted.
-    pub fn into_key(
-        self,
-        passphrase: Option<&Passphrase>,
-    ) -> Result<rsa::PrivateKey, CustodianError> {
+    pub fn into_key(self, passphrase: Option<&Passphrase>) -> Result<rsa::PrivateKey, CustodianError> {
         match self {
             KeyFile::Plain(key) => Ok(key),
             KeyFile::Encrypted(der) => {
                 let pass = passphrase.ok_or(CustodianError::NeedsPassphrase)?;
-                let info = EncryptedPrivateKeyInfoRef::try_from(&der[..])
-                    .map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                let info = EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
                 // A wrong passphrase shows as bad padding or garbage DER; both mean the same here.
-                let doc = info
-                    .decrypt(pass.expose().as_bytes())
-                    .map_err(|_| CustodianError::WrongPassphrase)?;
+                let doc = info.decrypt(pass.expose().as_bytes()).map_err(|_| CustodianError::WrongPassphrase)?;
                 from_pkcs8(doc.as_bytes()).map_err(|e| match e {
                     CustodianError::NotAKey(_) => CustodianError::WrongPassphrase,
                     other => other,
@@ -94,39 +80,25 @@ impl KeyFile {
 }
 
 fn from_pkcs8(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {
-    let info =
-        PrivateKeyInfoRef::try_from(der).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+    let info = PrivateKeyInfoRef::try_from(der).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
     if info.algorithm.oid != RSA_ENCRYPTION {
-        return Err(CustodianError::NotRsa(format!(
-            "of algorithm {}",
-            info.algorithm.oid
-        )));
+        return Err(CustodianError::NotRsa(format!("of algorithm {}", info.algorithm.oid)));
     }
-    checked(
-        rsa::PrivateKey::from_pkcs8_der(der)
-            .map_err(|e| CustodianError::InvalidRsa(e.to_string()))?,
-    )
+    checked(rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))?)
 }
 
 fn from_pkcs1(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {
     use pkcs1::DecodeRsaPrivateKey;
-    checked(
-        rsa::PrivateKey::from_pkcs1_der(der)
-            .map_err(|e| CustodianError::InvalidRsa(e.to_string()))?,
-    )
+    checked(rsa::PrivateKey::from_pkcs1_der(der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))?)
 }
 
 /// Refuses keys below 2048 bits and keys whose parts do not add up.
 fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
     let bits = key.n().bit_width() as usize;
     if bits < MIN_RSA_BITS {
-        return Err(CustodianError::WeakKey {
-            bits,
-            min: MIN_RSA_BITS,
-        });
+        return Err(CustodianError::WeakKey { bits, min: MIN_RSA_BITS });
     }
-    key.validate()
-        .map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
+    key.validate().map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
     Ok(key)
 }
 
@@ -134,9 +106,7 @@ fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
 pub fn check_passphrase_strength(pass: &Passphrase) -> Result<(), String> {
     let chars = pass.expose().chars().count();
     if chars < MIN_PASSPHRASE_CHARS {
-        return Err(format!(
-            "a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"
-        ));
+        return Err(format!("a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"));
     }
     Ok(())
 }
@@ -147,11 +117,8 @@ pub fn to_encrypted_pem_with_rng<R: CryptoRng + ?Sized>(
     key: &rsa::PrivateKey,
     passphrase: &Passphrase,
 ) -> Result<Zeroizing<String>, CustodianError> {
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| CustodianError::Generation(e.to_string()))?;
-    let info = PrivateKeyInfoRef::try_from(der.as_bytes())
-        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let info = PrivateKeyInfoRef::try_from(der.as_bytes()).map_err(|e| CustodianError::Generation(e.to_string()))?;
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     rng.fill_bytes(&mut salt);
@@ -166,9 +133,7 @@ pub fn to_encrypted_pem_with_rng<R: CryptoRng + ?Sized>(
 
 /// `-----BEGIN PRIVATE KEY-----`, unencrypted (only on explicit request).
 pub fn to_plain_pem(key: &rsa::PrivateKey) -> Result<Zeroizing<String>, CustodianError> {
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
     Ok(pem::encode("PRIVATE KEY", der.as_bytes()))
 }
 
@@ -185,20 +150,11 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let file = KeyFile::parse(pem.as_bytes()).unwrap();
         assert!(file.is_encrypted());
-        let back = KeyFile::parse(pem.as_bytes())
-            .unwrap()
-            .into_key(Some(&pass))
-            .unwrap();
+        let back = KeyFile::parse(pem.as_bytes()).unwrap().into_key(Some(&pass)).unwrap();
         assert_eq!(back.n(), key.n());
         let wrong = Passphrase::new("incorrect horse battery".into());
-        assert_eq!(
-            file.into_key(Some(&wrong)).err(),
-            Some(CustodianError::WrongPassphrase)
-        );
-        assert_eq!(
-            KeyFile::parse(pem.as_bytes()).unwrap().into_key(None).err(),
-            Some(CustodianError::NeedsPassphrase)
-        );
+        assert_eq!(file.into_key(Some(&wrong)).err(), Some(CustodianError::WrongPassphrase));
+        assert_eq!(KeyFile::parse(pem.as_bytes()).unwrap().into_key(None).err(), Some(CustodianError::NeedsPassphrase));
     }
 
     #[test]
@@ -209,12 +165,7 @@ mod tests {
         let pkcs8_der = key.to_pkcs8_der().unwrap();
         let pkcs1_pem = key.to_pkcs1_pem(pkcs1::LineEnding::LF).unwrap();
         let pkcs1_der = key.to_pkcs1_der().unwrap();
-        for bytes in [
-            pkcs8_pem.as_bytes(),
-            pkcs8_der.as_bytes(),
-            pkcs1_pem.as_bytes(),
-            pkcs1_der.as_bytes(),
-        ] {
+        for bytes in [pkcs8_pem.as_bytes(), pkcs8_der.as_bytes(), pkcs1_pem.as_bytes(), pkcs1_der.as_bytes()] {
             let k = KeyFile::parse(bytes).unwrap().into_key(None).unwrap();
             assert_eq!(k.n(), key.n());
         }
@@ -222,19 +173,11 @@ mod tests {
 
     #[test]
     fn not_keys() {
-        assert!(matches!(
-            KeyFile::parse(b"hello"),
-            Err(CustodianError::NotAKey(_))
-        ));
+        assert!(matches!(KeyFile::parse(b"hello"), Err(CustodianError::NotAKey(_))));
         let legacy = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-        assert_eq!(
-            KeyFile::parse(legacy).err(),
-            Some(CustodianError::LegacyEncryption)
-        );
+        assert_eq!(KeyFile::parse(legacy).err(), Some(CustodianError::LegacyEncryption));
         let cert = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(
-            matches!(KeyFile::parse(cert), Err(CustodianError::NotAKey(m)) if m.contains("certificate"))
-        );
+        assert!(matches!(KeyFile::parse(cert), Err(CustodianError::NotAKey(m)) if m.contains("certificate")));
     }
 
     #[test]

@@ -13,9 +13,7 @@ use thiserror::Error;
 pub enum CustodianError {
     #[error("it is not a certificate in PEM or DER form: {0}")]
     NotACertificate(String),
-    #[error(
-        "it is not a private key in PEM or DER form (PKCS#8, encrypted PKCS#8 or PKCS#1): {0}"
-    )]
+    #[error("it is not a private key in PEM or DER form (PKCS#8, encrypted PKCS#8 or PKCS#1): {0}")]
     NotAKey(String),
     #[error("its key is {0}, not RSA")]
     NotRsa(String),

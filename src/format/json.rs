@@ -9,27 +9,11 @@ use std::io;
 struct PythonStyle;
 
 impl Formatter for PythonStyle {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
     }
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
     }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
@@ -50,9 +34,6 @@ mod tests {
     #[test]
     fn python_separators() {
         let v = serde_json::json!({"a": [1, 2], "b": {"c": "d"}});
-        assert_eq!(
-            super::to_python_style(&v),
-            r#"{"a": [1, 2], "b": {"c": "d"}}"#
-        );
+        assert_eq!(super::to_python_style(&v), r#"{"a": [1, 2], "b": {"c": "d"}}"#);
     }
 }

@@ -18,18 +18,11 @@ pub enum FormatError {
     #[error("it is not valid JSON for this file: {0}")]
     Json(String),
     #[error("{field} is {got}, it must be {want}")]
-    Field {
-        field: String,
-        got: String,
-        want: String,
-    },
+    Field { field: String, got: String, want: String },
     #[error("{0}")]
     Invalid(String),
     #[error("{location}: {source}")]
-    Jwe {
-        location: String,
-        source: CryptoError,
-    },
+    Jwe { location: String, source: CryptoError },
 }
 
 /// Parses JSON into `T`, naming the path of a field that is wrong.
@@ -47,15 +40,7 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 }
 
 impl FormatError {
-    pub(crate) fn field(
-        field: impl Into<String>,
-        got: impl ToString,
-        want: impl Into<String>,
-    ) -> Self {
-        FormatError::Field {
-            field: field.into(),
-            got: got.to_string(),
-            want: want.into(),
-        }
+    pub(crate) fn field(field: impl Into<String>, got: impl ToString, want: impl Into<String>) -> Self {
+        FormatError::Field { field: field.into(), got: got.to_string(), want: want.into() }
     }
 }
