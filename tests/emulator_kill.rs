@@ -150,7 +150,10 @@ fn sigkill_during_recovery_never_half_activates() {
         std::thread::sleep(Duration::from_millis(*delay));
         drop(s);
         let summary = emulator::inspect(&dir).expect("state parses after SIGKILL");
-        eprintln!("round {round}: killed {delay} ms after the upload: {:?}", summary.status);
+        eprintln!(
+            "round {round}: killed {delay} ms after the upload: {:?}",
+            summary.status
+        );
         match summary.status {
             Status::Recovering => assert_eq!(summary.contents_fingerprint, None),
             Status::Activated => assert_eq!(
