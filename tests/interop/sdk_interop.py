@@ -245,6 +245,7 @@ def main():
         def transfer_key_on_b():
             client = b.sd_client(api_version="7.5")  # what the Azure CLI sends
             tk = client.get_transfer_key()
+            print(f"     (the SDK hands transfer_key over as {type(tk.transfer_key).__name__})")
             jwk = tk.transfer_key if not isinstance(tk.transfer_key, str) else json.loads(tk.transfer_key)
             if not isinstance(jwk, dict):
                 jwk = json.loads(json.dumps(jwk.as_dict() if hasattr(jwk, "as_dict") else dict(jwk)))
