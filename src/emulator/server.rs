@@ -98,8 +98,10 @@ fn prepare(config: &Config) -> Result<Prepared> {
     let instance = Instance::open(&config.state_dir)?;
     let keys = KeyStore::open(&config.state_dir)?;
     let auth = Authenticator::open(&config.state_dir)?;
+    // An absolute CA path stays valid for clients started elsewhere.
+    let dir = std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
     let material = if config.tls {
-        Some(tls::load_or_create(&config.state_dir)?)
+        Some(tls::load_or_create(&dir)?)
     } else {
         None
     };
