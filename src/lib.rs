@@ -12,16 +12,23 @@
 //! - [`files`], [`inputs`]: size-limited reads, atomic never-overwriting
 //!   writes, and loading inputs with errors that name the file.
 //!
-//! None of these knows about the command line or the network.
+//! None of these knows about the command line or the network. Above them:
+//!
+//! - [`ceremony`]: the ceremony log, manifests, rotations, drills, health.
+//! - [`instance`]: the HTTP client for a real or emulated instance.
+//! - [`emulator`]: the emulated Managed HSM (server, state, auth, key store).
+//! - [`cli`]: the command line (parsing, prompts, output).
 
 pub mod ceremony;
 pub mod cli;
 pub mod crypto;
 pub mod custodian;
+pub mod emulator;
 pub mod error;
 pub mod files;
 pub mod format;
 pub mod inputs;
+pub mod instance;
 pub mod recovery;
 
 pub use error::{Error, ErrorKind, Result};

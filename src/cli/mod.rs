@@ -5,6 +5,7 @@
 pub mod custodian;
 pub mod demo;
 pub mod docs;
+pub mod emulator;
 pub mod errors;
 pub mod keys;
 pub mod log;
@@ -67,6 +68,9 @@ pub enum Command {
     /// The terms custodians sign before a split, download or rotation.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
+    /// Run an emulated Managed HSM on loopback, and issue tokens for it.
+    #[command(subcommand)]
+    Emulator(emulator::EmulatorCommand),
     /// The hash-chained ceremony log: verify, show, sign.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -87,6 +91,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rotate(cmd) => rotate::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Emulator(cmd) => emulator::run(cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Completions(args) => docs::completions(&args),
     }

@@ -1,0 +1,274 @@
+//! Serving: binds a loopback socket, speaks HTTP/1.1 over TLS (plain HTTP
+//! only when asked), and runs either in the foreground ([`serve_blocking`])
+//! or on a background thread with its own runtime ([`spawn`]).
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::oneshot;
+
+use super::auth::Authenticator;
+use super::keys::KeyStore;
+use super::routes::{self, App};
+use super::state::{self, Instance};
+use super::tls;
+use crate::error::{Error, Result};
+
+/// How to run one emulated instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The instance: its state, tokens, keys and TLS identity.
+    pub state_dir: PathBuf,
+    /// Must be a loopback address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// HTTPS (the default). Plain HTTP is for tests that ask for it.
+    pub tls: bool,
+    /// Tenant named in the challenge's `authorization` URL.
+    pub tenant: String,
+}
+
+impl Config {
+    /// HTTPS on 127.0.0.1, ephemeral port.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            state_dir: state_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: true,
+            tenant: "00000000-0000-0000-0000-000000000000".into(),
+        }
+    }
+}
+
+/// Where a started emulator can be reached.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    /// `https://127.0.0.1:PORT` (or `http://` without TLS).
+    pub url: String,
+    pub local_addr: SocketAddr,
+    /// The CA certificate clients must trust (TLS only).
+    pub ca_pem_path: Option<PathBuf>,
+}
+
+struct Prepared {
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ready: Ready,
+    _lock: File,
+}
+
+/// Holds the state directory exclusively: two servers on one instance would
+/// overwrite each other's state.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(Error::Usage(format!(
+            "another emulator is already serving {}; one instance is one state directory",
+            dir.display()
+        ))),
+    }
+}
+
+fn prepare(config: &Config) -> Result<Prepared> {
+    if !config.listen.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "{} is not a loopback address; the emulator only listens on 127.0.0.1 or ::1",
+            config.listen
+        )));
+    }
+    state::ensure_dir(&config.state_dir)?;
+    let lock = lock_dir(&config.state_dir)?;
+    let instance = Instance::open(&config.state_dir)?;
+    let keys = KeyStore::open(&config.state_dir)?;
+    let auth = Authenticator::open(&config.state_dir)?;
+    // An absolute CA path stays valid for clients started elsewhere.
+    let dir = std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+    let material = if config.tls {
+        Some(tls::load_or_create(&dir)?)
+    } else {
+        None
+    };
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let scheme = if config.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{local_addr}");
+    let app = Arc::new(App {
+        instance: Mutex::new(instance),
+        keys: Mutex::new(keys),
+        auth,
+        bound_origin: url.clone(),
+        scheme,
+        port: local_addr.port(),
+        tenant: config.tenant.clone(),
+    });
+    let ready = Ready {
+        url,
+        local_addr,
+        ca_pem_path: material.as_ref().map(|m| m.ca_pem_path.clone()),
+    };
+    let tls = material.map(|m| tokio_rustls::TlsAcceptor::from(m.config));
+    Ok(Prepared {
+        app,
+        listener,
+        tls,
+        ready,
+        _lock: lock,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the emulator's runtime: {e}")))
+}
+
+async fn accept_loop(
+    p: &Prepared,
+    listener: std::net::TcpListener,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(_) => return,
+    };
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors or similar: back off instead of spinning.
+                Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue; }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = p.app.clone();
+        let acceptor = p.tls.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            match acceptor {
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves in the foreground until the process ends. `on_ready` is called
+/// once the socket is bound, so the caller can print the URL and CA path.
+///
+/// Errors: the state directory is locked by another server, unreadable or
+/// damaged, the address is not loopback or cannot be bound.
+pub fn serve_blocking(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<()> {
+    let prepared = prepare(&config)?;
+    let rt = runtime()?;
+    on_ready(&prepared.ready);
+    let listener = prepared
+        .listener
+        .try_clone()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    // The sender is kept alive so the loop runs until the process ends.
+    let (_keep, shutdown) = oneshot::channel();
+    rt.block_on(accept_loop(&prepared, listener, shutdown));
+    Ok(())
+}
+
+/// An emulator running on a background thread; stopped when dropped.
+pub struct RunningEmulator {
+    ready: Ready,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    pub fn url(&self) -> &str {
+        &self.ready.url
+    }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.ready.local_addr
+    }
+    /// `None` when serving plain HTTP.
+    pub fn ca_pem_path(&self) -> Option<&Path> {
+        self.ready.ca_pem_path.as_deref()
+    }
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts an emulator on a background thread with its own runtime (for
+/// `demo`, drills and tests). Returns once it accepts connections.
+///
+/// Errors: as [`serve_blocking`].
+pub fn spawn(config: Config) -> Result<RunningEmulator> {
+    let prepared = prepare(&config)?;
+    let rt = runtime()?;
+    let ready = prepared.ready.clone();
+    let (tx, rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("hsm-emulator".into())
+        .spawn(move || {
+            let prepared = prepared;
+            if let Ok(listener) = prepared.listener.try_clone() {
+                rt.block_on(accept_loop(&prepared, listener, rx));
+            }
+            // Open connections and background uploads get a moment to finish.
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(|e| Error::Usage(format!("cannot start the emulator thread: {e}")))?;
+    Ok(RunningEmulator {
+        ready,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,653 @@
+//! One instance's life cycle and its durable state (`instance.json`, 0600):
+//! provisioned → activated, or provisioned → recovering → activated.
+//!
+//! Every change builds the next state in full, writes it with one atomic
+//! rename ([`files::replace`]) and only then adopts it in memory, so a crash
+//! or kill -9 leaves either the old state or the new one, never a mix.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::error::ApiError;
+use crate::crypto::b64::{b64u, b64u_decode};
+use crate::crypto::kdf::sp108_kdf;
+use crate::crypto::rng::CryptoRng;
+use crate::crypto::secret::{MasterKey, SecretBytes};
+use crate::custodian::cert::Certificate;
+use crate::custodian::keygen;
+use crate::error::{Error, Result};
+use crate::files::{self, Mode};
+use crate::format::limits::Profile;
+use crate::format::restore_blob::RestoreBlob;
+use crate::format::sdfile::SecurityDomain;
+use crate::recovery::{self, PlainItem};
+
+pub const STATE_FILE: &str = "instance.json";
+const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+/// Label of the key that seals key backups (see [`Instance::backup_key`]).
+const BACKUP_KEY_LABEL: &[u8] = b"hsm-ceremony emulator key backup";
+
+/// Where an instance is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Provisioned,
+    Recovering,
+    Activated,
+}
+
+/// The state of a long-running operation, spelled exactly as the SDK expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpStatus {
+    Success,
+    InProgress,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    pub status: OpStatus,
+    pub status_details: String,
+}
+
+impl Operation {
+    fn new(status: OpStatus, details: impl Into<String>) -> Self {
+        Operation {
+            status,
+            status_details: details.into(),
+        }
+    }
+}
+
+/// The security domain an activated instance holds.
+struct Domain {
+    master: MasterKey,
+    items: Vec<PlainItem>,
+}
+
+impl Clone for Domain {
+    fn clone(&self) -> Self {
+        Domain {
+            master: MasterKey::from_slice(self.master.expose()).expect("32 bytes"),
+            items: self
+                .items
+                .iter()
+                .map(|i| PlainItem {
+                    tag: i.tag.clone(),
+                    plaintext: i.plaintext.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The exchange key of a recovering instance; the private half never leaves.
+#[derive(Clone)]
+struct Exchange {
+    key: rsa::PrivateKey,
+    cert: Certificate,
+}
+
+#[derive(Clone)]
+struct Snapshot {
+    status: Status,
+    exchange: Option<Exchange>,
+    domain: Option<Domain>,
+    download: Option<Operation>,
+    upload: Option<Operation>,
+}
+
+// ---- on disk ----
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemFile {
+    tag: String,
+    data: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainFile {
+    master_key: String,
+    items: Vec<ItemFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeFile {
+    key_pkcs8: String,
+    cert_der: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    format: u32,
+    status: Status,
+    exchange: Option<ExchangeFile>,
+    domain: Option<DomainFile>,
+    download: Option<Operation>,
+    upload: Option<Operation>,
+}
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Usage(format!(
+        "{} is not a state file of this emulator: {why}",
+        path.display()
+    ))
+}
+
+impl Snapshot {
+    fn provisioned() -> Snapshot {
+        Snapshot {
+            status: Status::Provisioned,
+            exchange: None,
+            domain: None,
+            download: None,
+            upload: None,
+        }
+    }
+
+    fn to_file(&self) -> Result<Zeroizing<Vec<u8>>> {
+        use pkcs8::EncodePrivateKey;
+        let exchange = match &self.exchange {
+            Some(x) => Some(ExchangeFile {
+                key_pkcs8: b64u(
+                    x.key
+                        .to_pkcs8_der()
+                        .map_err(|e| Error::Crypto(e.to_string()))?
+                        .as_bytes(),
+                ),
+                cert_der: b64u(x.cert.der()),
+            }),
+            None => None,
+        };
+        let domain = self.domain.as_ref().map(|d| DomainFile {
+            master_key: b64u(d.master.expose()),
+            items: d
+                .items
+                .iter()
+                .map(|i| ItemFile {
+                    tag: i.tag.clone(),
+                    data: b64u(i.plaintext.expose()),
+                })
+                .collect(),
+        });
+        let file = StateFile {
+            format: 1,
+            status: self.status,
+            exchange,
+            domain,
+            download: self.download.clone(),
+            upload: self.upload.clone(),
+        };
+        Ok(Zeroizing::new(
+            serde_json::to_vec(&file).expect("plain data serialises"),
+        ))
+    }
+
+    fn from_file(path: &Path, bytes: &[u8]) -> Result<Snapshot> {
+        use pkcs8::DecodePrivateKey;
+        let file: StateFile = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
+        if file.format != 1 {
+            return Err(corrupt(
+                path,
+                format!("format {} is not understood", file.format),
+            ));
+        }
+        let exchange = match file.exchange {
+            Some(x) => {
+                let der = Zeroizing::new(
+                    b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?,
+                );
+                let key = rsa::PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(path, e))?;
+                let cert_der = b64u_decode(&x.cert_der, "exchange certificate")
+                    .map_err(|e| corrupt(path, e))?;
+                let cert = Certificate::from_bytes(&cert_der).map_err(|e| corrupt(path, e))?;
+                Some(Exchange { key, cert })
+            }
+            None => None,
+        };
+        let domain = match file.domain {
+            Some(d) => {
+                let mk = Zeroizing::new(
+                    b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?,
+                );
+                let master = MasterKey::from_slice(&mk)
+                    .ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
+                let mut items = Vec::new();
+                for i in d.items {
+                    let data = b64u_decode(&i.data, "item").map_err(|e| corrupt(path, e))?;
+                    items.push(PlainItem {
+                        tag: i.tag,
+                        plaintext: SecretBytes::new(data),
+                    });
+                }
+                Some(Domain { master, items })
+            }
+            None => None,
+        };
+        let snap = Snapshot {
+            status: file.status,
+            exchange,
+            domain,
+            download: file.download,
+            upload: file.upload,
+        };
+        let consistent = match snap.status {
+            Status::Provisioned => snap.domain.is_none() && snap.exchange.is_none(),
+            Status::Recovering => snap.domain.is_none() && snap.exchange.is_some(),
+            Status::Activated => snap.domain.is_some(),
+        };
+        if !consistent {
+            return Err(corrupt(
+                path,
+                format!(
+                    "a {:?} instance cannot hold what this one holds",
+                    snap.status
+                ),
+            ));
+        }
+        Ok(snap)
+    }
+}
+
+/// Creates the state directory (0700) if needed.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// What a state directory holds, for drills and tests (no secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSummary {
+    pub status: Status,
+    /// [`recovery::contents_fingerprint`] of the security domain, when activated.
+    pub contents_fingerprint: Option<String>,
+    pub download: Option<Operation>,
+    pub upload: Option<Operation>,
+}
+
+/// Reads the state of `state_dir` without changing it. A directory never
+/// served is `provisioned`.
+///
+/// Errors: the state file is unreadable or not one of ours.
+pub fn inspect(state_dir: &Path) -> Result<InstanceSummary> {
+    let path = state_dir.join(STATE_FILE);
+    let snap = read_snapshot(&path)?;
+    Ok(summary(&snap))
+}
+
+fn summary(snap: &Snapshot) -> InstanceSummary {
+    InstanceSummary {
+        status: snap.status,
+        contents_fingerprint: snap
+            .domain
+            .as_ref()
+            .map(|d| recovery::contents_fingerprint(&d.items)),
+        download: snap.download.clone(),
+        upload: snap.upload.clone(),
+    }
+}
+
+fn read_snapshot(path: &Path) -> Result<Snapshot> {
+    if !path.exists() {
+        return Ok(Snapshot::provisioned());
+    }
+    let bytes = Zeroizing::new(files::read_limited(
+        path,
+        MAX_STATE_BYTES,
+        "emulator state file",
+    )?);
+    Snapshot::from_file(path, &bytes)
+}
+
+/// A served instance: its state in memory, mirrored on disk.
+pub(crate) struct Instance {
+    path: PathBuf,
+    snap: Snapshot,
+}
+
+impl Instance {
+    /// Loads the instance. An upload that was in progress when the previous
+    /// server died is marked failed: nothing of it was adopted.
+    pub fn open(state_dir: &Path) -> Result<Instance> {
+        let path = state_dir.join(STATE_FILE);
+        let snap = read_snapshot(&path)?;
+        let mut inst = Instance { path, snap };
+        if inst
+            .snap
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.status == OpStatus::InProgress)
+        {
+            let mut next = inst.snap.clone();
+            next.upload = Some(Operation::new(
+                OpStatus::Failed,
+                "the instance restarted while the upload was processed; nothing was applied, upload the blob again",
+            ));
+            inst.commit(next)?;
+        }
+        Ok(inst)
+    }
+
+    fn commit(&mut self, next: Snapshot) -> Result<()> {
+        files::replace(&self.path, &next.to_file()?, Mode::Private)?;
+        self.snap = next;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn status(&self) -> Status {
+        self.snap.status
+    }
+
+    #[cfg(test)]
+    pub fn summary(&self) -> InstanceSummary {
+        summary(&self.snap)
+    }
+
+    pub fn download_status(&self) -> Option<&Operation> {
+        self.snap.download.as_ref()
+    }
+
+    pub fn upload_status(&self) -> Option<&Operation> {
+        self.snap.upload.as_ref()
+    }
+
+    /// `POST /securitydomain/download`. A provisioned instance draws a master
+    /// key and the three items and activates. An activated one wraps its
+    /// existing security domain to the new certificates (same master key and
+    /// contents, fresh shares): key backups keep restoring. A recovering one
+    /// refuses: it is waiting for an upload.
+    pub fn download<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        certs: &[(String, Certificate)],
+        quorum: usize,
+    ) -> std::result::Result<SecurityDomain, ApiError> {
+        let mut next = self.snap.clone();
+        let domain = match (&self.snap.status, &self.snap.domain) {
+            (Status::Recovering, _) => {
+                return Err(ApiError::bad_request(
+                    "the instance is in recovery mode (a transfer key was issued): upload a security domain to activate it",
+                ))
+            }
+            (_, Some(d)) => d.clone(),
+            (_, None) => Domain { master: MasterKey::generate_with_rng(rng), items: recovery::random_items_with_rng(rng) },
+        };
+        let sd = recovery::split_with_rng(
+            rng,
+            &domain.master,
+            &domain.items,
+            certs,
+            quorum,
+            Profile::Azure,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        next.status = Status::Activated;
+        next.domain = Some(domain);
+        next.download = Some(Operation::new(OpStatus::Success, ""));
+        self.commit(next).map_err(ApiError::internal)?;
+        Ok(sd)
+    }
+
+    /// `GET /securitydomain/upload`: the exchange certificate, made once.
+    pub fn transfer_key<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> std::result::Result<Certificate, ApiError> {
+        if self.snap.status == Status::Activated {
+            return Err(ApiError::bad_request(
+                "the instance is already activated; it takes no security-domain upload",
+            ));
+        }
+        if let Some(x) = &self.snap.exchange {
+            return Ok(x.cert.clone());
+        }
+        let key = keygen::generate_key_with_rng(rng, 2048).map_err(ApiError::internal)?;
+        let cert = keygen::self_signed_certificate_with_rng(
+            rng,
+            &key,
+            "hsm-ceremony emulator exchange key",
+            30,
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(ApiError::internal)?;
+        let mut next = self.snap.clone();
+        next.status = Status::Recovering;
+        next.exchange = Some(Exchange {
+            key,
+            cert: cert.clone(),
+        });
+        self.commit(next).map_err(ApiError::internal)?;
+        Ok(cert)
+    }
+
+    /// First half of `POST /securitydomain/upload`: records that an upload is
+    /// under way (so a restart reports it failed rather than forgetting it).
+    pub fn begin_upload(&mut self) -> std::result::Result<(), ApiError> {
+        match self.snap.status {
+            Status::Activated => {
+                return Err(ApiError::bad_request("the instance is already activated; it takes no security-domain upload"))
+            }
+            Status::Provisioned => {
+                return Err(ApiError::bad_request(
+                    "the instance has no transfer key yet: GET /securitydomain/upload first and build the restore blob for that key",
+                ))
+            }
+            Status::Recovering => {}
+        }
+        if self
+            .snap
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.status == OpStatus::InProgress)
+        {
+            return Err(ApiError::conflict("an upload is already in progress"));
+        }
+        let mut next = self.snap.clone();
+        next.upload = Some(Operation::new(OpStatus::InProgress, ""));
+        self.commit(next).map_err(ApiError::internal)
+    }
+
+    /// Second half: opens the blob with the exchange key and, if every item
+    /// opens, becomes a clone of the original instance in one write.
+    pub fn finish_upload<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        blob_json: &str,
+    ) -> Result<()> {
+        let outcome = self.open_blob(blob_json);
+        let mut next = self.snap.clone();
+        match outcome {
+            Ok(items) => {
+                next.status = Status::Activated;
+                // The blob's fresh master key is not kept: contents are what make a clone.
+                next.domain = Some(Domain {
+                    master: MasterKey::generate_with_rng(rng),
+                    items,
+                });
+                next.upload = Some(Operation::new(OpStatus::Success, ""));
+            }
+            Err(why) => next.upload = Some(Operation::new(OpStatus::Failed, why)),
+        }
+        if let Err(e) = self.commit(next) {
+            self.snap.upload = Some(Operation::new(
+                OpStatus::Failed,
+                format!("the instance could not record the upload: {e}"),
+            ));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn open_blob(&self, blob_json: &str) -> std::result::Result<Vec<PlainItem>, String> {
+        let exchange = self
+            .snap
+            .exchange
+            .as_ref()
+            .ok_or("the instance has no exchange key")?;
+        let blob = RestoreBlob::from_json(blob_json.as_bytes())
+            .map_err(|e| format!("the restore blob is malformed: {e}"))?;
+        recovery::open_restore_blob(&blob, &exchange.key, &exchange.cert).map_err(|e| e.to_string())
+    }
+
+    /// The AES-256 key that seals key backups, derived from the security
+    /// domain's contents: only an instance holding the same contents opens them.
+    pub fn backup_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+        let domain = self.snap.domain.as_ref()?;
+        let mut ki = Zeroizing::new(Vec::new());
+        for item in &domain.items {
+            ki.extend_from_slice(&(item.tag.len() as u64).to_be_bytes());
+            ki.extend_from_slice(item.tag.as_bytes());
+            ki.extend_from_slice(&(item.plaintext.len() as u64).to_be_bytes());
+            ki.extend_from_slice(item.plaintext.expose());
+        }
+        let k = sp108_kdf(&ki, BACKUP_KEY_LABEL, b"", 256);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&k);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{custodians, test_rng};
+
+    fn certs(range: std::ops::Range<usize>) -> Vec<(String, Certificate)> {
+        custodians()[range]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn download_activates_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inst = Instance::open(dir.path()).unwrap();
+        assert_eq!(inst.status(), Status::Provisioned);
+        assert!(
+            inst.download(&mut test_rng(1), &certs(0..2), 2).is_err(),
+            "2 custodians refused"
+        );
+        assert!(
+            !dir.path().join(STATE_FILE).exists(),
+            "a refusal writes nothing"
+        );
+        let sd = inst.download(&mut test_rng(1), &certs(0..3), 2).unwrap();
+        assert_eq!(sd.share_count(), 3);
+        let before = inst.summary();
+        assert_eq!(before.status, Status::Activated);
+        let again = Instance::open(dir.path()).unwrap();
+        assert_eq!(again.summary(), before);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(STATE_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Activated: no transfer key, no upload; a second download keeps the contents.
+        let mut inst = again;
+        assert!(inst.transfer_key(&mut test_rng(2)).is_err());
+        assert!(inst.begin_upload().is_err());
+        inst.download(&mut test_rng(3), &certs(1..4), 3).unwrap();
+        assert_eq!(
+            inst.summary().contents_fingerprint,
+            before.contents_fingerprint
+        );
+    }
+
+    #[test]
+    fn upload_clones_contents_and_failures_leave_it_recovering() {
+        let dir_a = tempfile::tempdir().unwrap();
+        let mut a = Instance::open(dir_a.path()).unwrap();
+        let sd = a.download(&mut test_rng(4), &certs(0..3), 2).unwrap();
+        let mut q = recovery::Quorum::new(&sd);
+        for c in &custodians()[..2] {
+            q.add(&recovery::CustodianKey::from_rsa(
+                c.name.clone(),
+                c.key.clone(),
+                None,
+            ))
+            .unwrap();
+        }
+        let items = q.finish().unwrap().items;
+
+        let dir_b = tempfile::tempdir().unwrap();
+        let mut b = Instance::open(dir_b.path()).unwrap();
+        assert!(b.begin_upload().is_err(), "no transfer key yet");
+        let exchange = b.transfer_key(&mut test_rng(5)).unwrap();
+        assert_eq!(b.status(), Status::Recovering);
+        assert_eq!(
+            b.transfer_key(&mut test_rng(6)).unwrap().der(),
+            exchange.der(),
+            "made once"
+        );
+
+        // Wrong exchange key: failed, still recovering.
+        let other = &custodians()[4].cert;
+        let wrong = recovery::build_restore_blob_with_rng(&mut test_rng(7), &items, other).unwrap();
+        b.begin_upload().unwrap();
+        assert!(b.begin_upload().is_err(), "one upload at a time");
+        b.finish_upload(&mut test_rng(8), &wrong.to_json()).unwrap();
+        let s = b.summary();
+        assert_eq!(s.status, Status::Recovering);
+        assert_eq!(s.upload.as_ref().unwrap().status, OpStatus::Failed);
+        assert!(s.upload.unwrap().status_details.contains("exchange key"));
+
+        // An interrupted upload is reported failed after a restart.
+        b.begin_upload().unwrap();
+        drop(b);
+        let mut b = Instance::open(dir_b.path()).unwrap();
+        assert_eq!(b.upload_status().unwrap().status, OpStatus::Failed);
+        assert!(b
+            .upload_status()
+            .unwrap()
+            .status_details
+            .contains("restarted"));
+
+        let good =
+            recovery::build_restore_blob_with_rng(&mut test_rng(9), &items, &exchange).unwrap();
+        b.begin_upload().unwrap();
+        b.finish_upload(&mut test_rng(10), &good.to_json()).unwrap();
+        assert_eq!(b.status(), Status::Activated);
+        assert_eq!(
+            b.summary().contents_fingerprint,
+            a.summary().contents_fingerprint
+        );
+        assert_eq!(
+            &b.backup_key().unwrap()[..],
+            &a.backup_key().unwrap()[..],
+            "backups from A open on B"
+        );
+        assert_eq!(inspect(dir_b.path()).unwrap(), b.summary());
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_refused_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), b"{\"format\":1,").unwrap();
+        assert!(Instance::open(dir.path()).is_err());
+        fs::write(dir.path().join(STATE_FILE), br#"{"format":1,"status":"activated","exchange":null,"domain":null,"download":null,"upload":null}"#).unwrap();
+        assert!(
+            Instance::open(dir.path()).is_err(),
+            "activated without a domain"
+        );
+    }
+}

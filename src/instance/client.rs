@@ -1,0 +1,385 @@
+//! [`InstanceClient`]: one instance URL, one bearer token, an optional
+//! private CA; every failure becomes [`Error::Instance`] with the status code
+//! and the service's own message.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::format::restore_blob::RestoreBlob;
+use crate::format::sdfile::SecurityDomain;
+use crate::format::transfer_key::TransferKeyResponse;
+
+/// What the Azure CLI of today sends.
+pub const DEFAULT_API_VERSION: &str = "7.5";
+const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A long-running operation's state as the pending endpoints report it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct OperationStatus {
+    /// `Success`, `InProgress` or `Failed`.
+    pub status: String,
+    #[serde(default)]
+    pub status_details: String,
+}
+
+impl OperationStatus {
+    pub fn is_success(&self) -> bool {
+        self.status.eq_ignore_ascii_case("success") || self.status.eq_ignore_ascii_case("succeeded")
+    }
+    pub fn is_failed(&self) -> bool {
+        self.status.eq_ignore_ascii_case("failed")
+    }
+}
+
+/// A key as the instance describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub name: String,
+    /// `<instance>/keys/<name>/<version>`.
+    pub kid: String,
+    pub version: String,
+}
+
+/// A client for one instance. The token is never shown by `Debug`.
+pub struct InstanceClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    api_version: String,
+    poll_timeout: Duration,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for InstanceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceClient")
+            .field("base", &self.base)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
+}
+
+fn inst(msg: impl Into<String>) -> Error {
+    Error::Instance(msg.into())
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ErrorInner {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl InstanceClient {
+    /// A client for `url` (`https://...`; `http://` only for a loopback
+    /// emulator). `ca_pem` is a CA certificate to trust instead of the public
+    /// roots (the emulator's `ca.pem`).
+    ///
+    /// Errors: a URL that is not http(s), plain HTTP to a non-loopback host,
+    /// or an unreadable CA file.
+    pub fn new(
+        url: &str,
+        token: impl Into<String>,
+        ca_pem: Option<&Path>,
+    ) -> Result<InstanceClient> {
+        let base = url.trim_end_matches('/').to_string();
+        let rest = if let Some(r) = base.strip_prefix("https://") {
+            r
+        } else if let Some(r) = base.strip_prefix("http://") {
+            let host = r.split('/').next().unwrap_or("");
+            let loopback = host.starts_with("127.0.0.1:")
+                || host.starts_with("localhost:")
+                || host.starts_with("[::1]:");
+            if !loopback {
+                return Err(inst(format!("{url}: plain HTTP is only allowed to a local emulator (127.0.0.1, localhost, [::1])")));
+            }
+            r
+        } else {
+            return Err(inst(format!("{url} is not an https:// URL")));
+        };
+        if rest.is_empty() || rest.contains('?') || rest.contains('#') {
+            return Err(inst(format!(
+                "{url} is not an instance URL (https://host[:port])"
+            )));
+        }
+        let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+        if let Some(path) = ca_pem {
+            let bytes = crate::files::read_limited(path, 256 * 1024, "CA certificate")?;
+            let cert = Certificate::from_bytes(&bytes).ok();
+            // The emulator's CA is ECDSA, which `Certificate` (RSA only) refuses; take the PEM as is.
+            let der = match cert {
+                Some(c) => c.der().to_vec(),
+                None => match crate::custodian::pem::decode_first_block(&bytes) {
+                    Some(Ok((label, der))) if label == "CERTIFICATE" => der.to_vec(),
+                    _ => return Err(inst(format!("{} is not a PEM certificate", path.display()))),
+                },
+            };
+            let root = ureq::tls::Certificate::from_der(&der).to_owned();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![root])));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .user_agent("hsm-ceremony")
+            .build()
+            .into();
+        Ok(InstanceClient {
+            base,
+            token: token.into(),
+            agent,
+            api_version: DEFAULT_API_VERSION.into(),
+            poll_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(250),
+        })
+    }
+
+    pub fn with_api_version(mut self, v: impl Into<String>) -> Self {
+        self.api_version = v.into();
+        self
+    }
+
+    /// How long [`download`](Self::download) and [`upload`](Self::upload)
+    /// poll before giving up, and how often.
+    pub fn with_polling(mut self, timeout: Duration, interval: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self.poll_interval = interval;
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn url_for(&self, path: &str) -> String {
+        format!("{}{path}?api-version={}", self.base, self.api_version)
+    }
+
+    /// Sends one request; returns the status and body of a 2xx answer.
+    fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
+        let url = self.url_for(path);
+        let bearer = format!("Bearer {}", self.token);
+        let result = match (method, body) {
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &bearer)
+                .header("Accept", "application/json")
+                .call(),
+            (_, body) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &bearer)
+                .header("Accept", "application/json")
+                .content_type("application/json")
+                .send(body.unwrap_or_default()),
+        };
+        let mut resp =
+            result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .map_err(|e| {
+                inst(format!(
+                    "{method} {path}: the answer could not be read: {e}"
+                ))
+            })?;
+        if (200..300).contains(&status) {
+            return Ok((status, text));
+        }
+        let detail = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) if !b.error.message.is_empty() => {
+                format!("{} ({})", b.error.message, b.error.code)
+            }
+            _ => text.chars().take(300).collect(),
+        };
+        let hint = match status {
+            401 => " — the token was refused; issue a new one for this instance",
+            403 => " — the principal lacks the local role for this operation",
+            _ => "",
+        };
+        Err(inst(format!(
+            "{method} {path} was refused with {status}: {detail}{hint}"
+        )))
+    }
+
+    fn poll(&self, path: &str, what: &str) -> Result<OperationStatus> {
+        let deadline = Instant::now() + self.poll_timeout;
+        loop {
+            let status = self.operation_status(path)?;
+            if status.is_success() || status.is_failed() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(inst(format!(
+                    "the {what} was still {} after {:?}; check its status later",
+                    status.status, self.poll_timeout
+                )));
+            }
+            std::thread::sleep(self.poll_interval);
+        }
+    }
+
+    fn operation_status(&self, path: &str) -> Result<OperationStatus> {
+        let (_, text) = self.request("GET", path, None)?;
+        serde_json::from_str(&text).map_err(|e| {
+            inst(format!(
+                "GET {path}: the answer is not an operation status: {e}"
+            ))
+        })
+    }
+
+    /// Downloads the security domain wrapped to `certs` with quorum `quorum`
+    /// (activating a new instance) and waits for the activation to finish.
+    /// Returns the security-domain JSON exactly as the instance sent it.
+    pub fn download(&self, certs: &[Certificate], quorum: usize) -> Result<String> {
+        let jwks = certs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.to_jwk().map_err(|source| Error::Certificate {
+                    label: format!("certificate {}", i + 1),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let body = json!({"certificates": jwks, "required": quorum}).to_string();
+        let (_, text) = self.request("POST", "/securitydomain/download", Some(body))?;
+        #[derive(Deserialize)]
+        struct Value {
+            value: String,
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
+            inst(format!(
+                "POST /securitydomain/download: the answer carries no security domain: {e}"
+            ))
+        })?;
+        SecurityDomain::from_json(v.value.as_bytes()).map_err(|e| {
+            inst(format!(
+                "the security domain the instance sent is not valid: {e}"
+            ))
+        })?;
+        let status = self.poll("/securitydomain/download/pending", "activation")?;
+        if status.is_failed() {
+            return Err(inst(format!(
+                "the instance reports the download failed: {}",
+                status.status_details
+            )));
+        }
+        Ok(v.value)
+    }
+
+    pub fn download_status(&self) -> Result<OperationStatus> {
+        self.operation_status("/securitydomain/download/pending")
+    }
+
+    /// The exchange key of an instance in recovery mode, checked (its JWK's
+    /// n/e must be its certificate's key, RSA of at least 2048 bits).
+    pub fn transfer_key(&self) -> Result<Certificate> {
+        let (_, text) = self.request("GET", "/securitydomain/upload", None)?;
+        let jwk = TransferKeyResponse::parse(text.as_bytes()).map_err(|e| {
+            inst(format!(
+                "GET /securitydomain/upload: the transfer key is malformed: {e}"
+            ))
+        })?;
+        Certificate::from_jwk(&jwk).map_err(|source| Error::Certificate {
+            label: "the instance's transfer key".into(),
+            source,
+        })
+    }
+
+    /// Starts the upload of `blob` without waiting.
+    pub fn start_upload(&self, blob: &RestoreBlob) -> Result<()> {
+        self.request("POST", "/securitydomain/upload", Some(blob.upload_body()))?;
+        Ok(())
+    }
+
+    /// Uploads `blob` and polls until the instance reports `Success` (Ok) or
+    /// `Failed` (an error carrying its reason), within the polling timeout.
+    pub fn upload(&self, blob: &RestoreBlob) -> Result<()> {
+        self.start_upload(blob)?;
+        let status = self.poll("/securitydomain/upload/pending", "upload")?;
+        if status.is_failed() {
+            return Err(inst(format!(
+                "the instance refused the restore blob: {}",
+                status.status_details
+            )));
+        }
+        Ok(())
+    }
+
+    /// The state of the last upload (`GET /securitydomain/upload/pending`).
+    pub fn status(&self) -> Result<OperationStatus> {
+        self.operation_status("/securitydomain/upload/pending")
+    }
+
+    fn key_info(path: &str, text: &str) -> Result<KeyInfo> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
+        let kid = v["key"]["kid"]
+            .as_str()
+            .ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?
+            .to_string();
+        let mut parts = kid.rsplit('/');
+        let version = parts.next().unwrap_or_default().to_string();
+        let name = parts.next().unwrap_or_default().to_string();
+        Ok(KeyInfo { name, kid, version })
+    }
+
+    /// Creates an RSA-HSM 2048 key (a canary).
+    pub fn create_rsa_key(&self, name: &str) -> Result<KeyInfo> {
+        let path = format!("/keys/{name}/create");
+        let (_, text) = self.request(
+            "POST",
+            &path,
+            Some(json!({"kty": "RSA-HSM", "key_size": 2048}).to_string()),
+        )?;
+        Self::key_info(&path, &text)
+    }
+
+    pub fn get_key(&self, name: &str) -> Result<KeyInfo> {
+        let path = format!("/keys/{name}");
+        let (_, text) = self.request("GET", &path, None)?;
+        Self::key_info(&path, &text)
+    }
+
+    /// The opaque backup of `name` (base64url), restorable only on an
+    /// instance with the same security domain.
+    pub fn backup_key(&self, name: &str) -> Result<String> {
+        let path = format!("/keys/{name}/backup");
+        let (_, text) = self.request("POST", &path, Some(String::new()))?;
+        #[derive(Deserialize)]
+        struct Value {
+            value: String,
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
+        Ok(v.value)
+    }
+
+    pub fn restore_key(&self, backup: &str) -> Result<KeyInfo> {
+        let (_, text) = self.request(
+            "POST",
+            "/keys/restore",
+            Some(json!({"value": backup}).to_string()),
+        )?;
+        Self::key_info("/keys/restore", &text)
+    }
+}

@@ -1,0 +1,451 @@
+//! The emulated Managed HSM end to end, in process: download and its
+//! refusals, challenge auth and roles, transfer key, upload and its failures,
+//! and the canary key that proves a recovered instance is a clone.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::emulator::{self, Role, Status};
+use hsm_ceremony::format::restore_blob::RestoreBlob;
+use hsm_ceremony::format::sdfile::SecurityDomain;
+use hsm_ceremony::instance::InstanceClient;
+use hsm_ceremony::recovery;
+
+use common::{custodians, raw, rng, start, Emu};
+
+fn admin(emu: &Emu) -> InstanceClient {
+    emu.client(&[Role::Administrator, Role::CryptoOfficer])
+}
+
+fn certs(range: std::ops::Range<usize>) -> Vec<Certificate> {
+    custodians()[range].iter().map(|c| c.cert.clone()).collect()
+}
+
+fn status_of(dir: &Path) -> Status {
+    emulator::inspect(dir).unwrap().status
+}
+
+fn weak_certificate(dir: &Path) -> Certificate {
+    let key = dir.join("weak.key");
+    let cer = dir.join("weak.cer");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "2", "-subj", "/CN=weak",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cer)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Certificate::from_bytes(&std::fs::read(&cer).unwrap()).unwrap()
+}
+
+/// POSTs a download request with these JWKs; returns (status, body).
+fn download_raw(
+    emu: &Emu,
+    token: &str,
+    jwks: Vec<serde_json::Value>,
+    required: i64,
+) -> (u16, String) {
+    let body = serde_json::json!({"certificates": jwks, "required": required}).to_string();
+    let r = raw(
+        emu,
+        "POST",
+        "/securitydomain/download?api-version=7.5",
+        Some(token),
+        Some(&body),
+    );
+    (r.status, r.body)
+}
+
+fn jwk(c: &Certificate) -> serde_json::Value {
+    serde_json::to_value(c.to_jwk().unwrap()).unwrap()
+}
+
+#[test]
+fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate() {
+    let emu = start();
+    let token = emu.token("admin", &[Role::Administrator]);
+    let c = certs(0..4);
+    let weak = weak_certificate(emu.dir());
+    let mut weak_jwk = jwk(&c[0]);
+    // A JWK for the 1024-bit certificate, built by hand since to_jwk refuses it.
+    {
+        use base64::Engine;
+        weak_jwk["x5c"] =
+            serde_json::json!([base64::engine::general_purpose::STANDARD.encode(weak.der())]);
+    }
+    let mut mismatched = jwk(&c[0]);
+    mismatched["n"] = jwk(&c[1])["n"].clone();
+    let cases: Vec<(Vec<serde_json::Value>, i64, &str)> = vec![
+        (vec![jwk(&c[0]), jwk(&c[1])], 2, "2 custodians"),
+        (vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], 1, "quorum of 1"),
+        (vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], 4, "quorum of 4"),
+        (vec![jwk(&c[0]), jwk(&c[1]), weak_jwk], 2, "1024 bits"),
+        (vec![jwk(&c[0]), jwk(&c[1]), mismatched], 2, "do not match"),
+        (
+            vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[0])],
+            2,
+            "same certificate",
+        ),
+        (vec![jwk(&c[0]); 11], 2, "11 custodians"),
+    ];
+    for (jwks, m, reason) in cases {
+        let (status, body) = download_raw(&emu, &token, jwks, m);
+        assert_eq!(status, 400, "{reason}: {body}");
+        assert!(body.contains(reason), "expected '{reason}' in {body}");
+        assert!(body.contains("\"error\""), "{body}");
+        assert_eq!(
+            status_of(emu.dir()),
+            Status::Provisioned,
+            "{reason} changed the state"
+        );
+    }
+    let (status, _) = download_raw(&emu, &token, vec![], 2);
+    assert_eq!(status, 400);
+    assert_eq!(
+        raw(
+            &emu,
+            "POST",
+            "/securitydomain/download?api-version=7.5",
+            Some(&token),
+            Some("{not json")
+        )
+        .status,
+        400
+    );
+
+    let client = admin(&emu);
+    let text = client.download(&c[..3], 2).unwrap();
+    let sd = SecurityDomain::from_json(text.as_bytes()).unwrap();
+    assert_eq!((sd.share_count(), sd.required()), (3, 2));
+    let tags: Vec<&str> = sd.enc_data.data.iter().map(|d| d.tag.as_str()).collect();
+    assert_eq!(
+        tags,
+        [
+            "hsm_backup",
+            "base_enclave_backup",
+            "partition_enclave_backup"
+        ]
+    );
+    assert_eq!(status_of(emu.dir()), Status::Activated);
+    assert!(client.download_status().unwrap().is_success());
+    // The raw answer: 202, the header carries the request's api-version, statuses exact.
+    let r = raw(&emu, "POST", "/securitydomain/download?api-version=2025-07-01", Some(&token), Some(&serde_json::json!({"certificates": [jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], "required": 3}).to_string()));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        r.async_op.as_deref(),
+        Some(
+            format!(
+                "{}/securitydomain/download/pending?api-version=2025-07-01",
+                emu.url()
+            )
+            .as_str()
+        )
+    );
+    let pending = raw(
+        &emu,
+        "GET",
+        "/securitydomain/download/pending?api-version=2025-07-01",
+        Some(&token),
+        None,
+    );
+    assert_eq!(pending.body, r#"{"status":"Success","status_details":""}"#);
+    // Activated: no transfer key.
+    let err = client.transfer_key().unwrap_err().to_string();
+    assert!(
+        err.contains("400") && err.contains("already activated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn challenge_auth_and_roles() {
+    let emu = start();
+    // No token: 401 with the challenge, even for a body that is not JSON (it is never read).
+    let r = raw(
+        &emu,
+        "POST",
+        "/securitydomain/download?api-version=7.5",
+        None,
+        Some("this is not json"),
+    );
+    assert_eq!(r.status, 401);
+    let challenge = r.www_authenticate.expect("challenge header");
+    assert!(
+        challenge.starts_with("Bearer authorization=\"https://login.microsoftonline.com/"),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("resource=\"{}\"", emu.url())),
+        "{challenge}"
+    );
+    assert!(r.body.contains("\"Unauthorized\""));
+    // Wrong token: 401.
+    let r = raw(
+        &emu,
+        "GET",
+        "/securitydomain/upload?api-version=7.5",
+        Some("hsmemu_notissued"),
+        None,
+    );
+    assert_eq!(r.status, 401);
+    // Missing api-version: 400.
+    let owner = emu.token("subscription-owner", &[]);
+    assert_eq!(
+        raw(&emu, "GET", "/securitydomain/upload", Some(&owner), None).status,
+        400
+    );
+    assert_eq!(
+        raw(
+            &emu,
+            "GET",
+            "/securitydomain/upload?api-version=6.0",
+            Some(&owner),
+            None
+        )
+        .status,
+        400
+    );
+    // No local role: 403, and nothing happened.
+    let jwks: Vec<serde_json::Value> = certs(0..3).iter().map(jwk).collect();
+    let (status, body) = download_raw(&emu, &owner, jwks.clone(), 2);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("subscription-owner"), "{body}");
+    assert_eq!(
+        raw(
+            &emu,
+            "GET",
+            "/securitydomain/upload?api-version=7.5",
+            Some(&owner),
+            None
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        status_of(emu.dir()),
+        Status::Provisioned,
+        "the transfer key was not made"
+    );
+    // A crypto role does not open security-domain operations.
+    let user = emu.token("app", &[Role::CryptoUser]);
+    assert_eq!(download_raw(&emu, &user, jwks.clone(), 2).0, 403);
+    assert_eq!(status_of(emu.dir()), Status::Provisioned);
+    // An administrator does not get keys.
+    let admin_token = emu.token("admin", &[Role::Administrator]);
+    assert_eq!(download_raw(&emu, &admin_token, jwks, 2).0, 202);
+    let r = raw(
+        &emu,
+        "POST",
+        "/keys/canary/create?api-version=7.5",
+        Some(&admin_token),
+        Some(r#"{"kty":"RSA"}"#),
+    );
+    assert_eq!(r.status, 403);
+    let r = raw(
+        &emu,
+        "POST",
+        "/keys/canary/create?api-version=7.5",
+        Some(&user),
+        Some(r#"{"kty":"RSA"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = raw(
+        &emu,
+        "GET",
+        "/keys/canary?api-version=7.5",
+        Some(&owner),
+        None,
+    );
+    assert_eq!(r.status, 403);
+}
+
+fn recovered_items(sd_json: &str) -> Vec<recovery::PlainItem> {
+    let sd = SecurityDomain::from_json(sd_json.as_bytes()).unwrap();
+    let mut q = recovery::Quorum::new(&sd);
+    for c in &custodians()[1..3] {
+        q.add(&recovery::CustodianKey::from_rsa(
+            c.name.clone(),
+            c.key.clone(),
+            Some((c.name.clone(), c.cert.clone())),
+        ))
+        .unwrap();
+    }
+    q.finish().unwrap().items
+}
+
+#[test]
+fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
+    // Instance A: activated, with a canary key backed up.
+    let a = start();
+    let ca = admin(&a);
+    let sd_a = ca.download(&certs(0..3), 2).unwrap();
+    let canary = ca.create_rsa_key("canary").unwrap();
+    assert_eq!(canary.name, "canary");
+    assert!(canary.kid.starts_with(&format!("{}/keys/canary/", a.url())));
+    let backup = ca.backup_key("canary").unwrap();
+    let items = recovered_items(&sd_a);
+
+    // Instance B: recovering.
+    let b = start();
+    let cb = admin(&b).with_polling(Duration::from_secs(20), Duration::from_millis(20));
+    assert!(cb
+        .restore_key(&backup)
+        .unwrap_err()
+        .to_string()
+        .contains("not activated"));
+    let exchange = cb.transfer_key().unwrap();
+    assert_eq!(status_of(b.dir()), Status::Recovering);
+    assert_eq!(
+        cb.transfer_key().unwrap().der(),
+        exchange.der(),
+        "one exchange key per instance"
+    );
+    let fingerprint_before = emulator::inspect(b.dir()).unwrap();
+
+    // Another instance's exchange key.
+    let c = start();
+    let other_exchange = admin(&c).transfer_key().unwrap();
+    let wrong =
+        recovery::build_restore_blob_with_rng(&mut rng(30), &items, &other_exchange).unwrap();
+    let err = cb.upload(&wrong).unwrap_err().to_string();
+    assert!(err.contains("another exchange key"), "{err}");
+    assert_eq!(status_of(b.dir()), Status::Recovering);
+    assert!(cb.status().unwrap().is_failed());
+
+    // A tampered item is named.
+    let mut tampered =
+        recovery::build_restore_blob_with_rng(&mut rng(31), &items, &exchange).unwrap();
+    {
+        let jwe = &mut tampered.enc_data.data[1].compact_jwe;
+        let mut parts: Vec<String> = jwe.split('.').map(String::from).collect();
+        let mut ct = hsm_ceremony::crypto::b64::b64u_decode(&parts[3], "ct").unwrap();
+        ct[10] ^= 0x40;
+        parts[3] = hsm_ceremony::crypto::b64::b64u(&ct);
+        *jwe = parts.join(".");
+    }
+    let err = cb.upload(&tampered).unwrap_err().to_string();
+    assert!(err.contains("base_enclave_backup"), "{err}");
+    assert_eq!(status_of(b.dir()), Status::Recovering);
+
+    // A malformed blob fails with a reason; a malformed request body is a 400.
+    let token = b.token("admin2", &[Role::Administrator]);
+    let r = raw(
+        &b,
+        "POST",
+        "/securitydomain/upload?api-version=7.5",
+        Some(&token),
+        Some(r#"{"value": "{\"EncData\": 1}"}"#),
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.async_op.as_deref(),
+        Some(format!("{}/securitydomain/upload/pending?api-version=7.5", b.url()).as_str())
+    );
+    let st = common::wait_terminal(&b, &token);
+    assert!(
+        st.contains("\"Failed\"") && st.contains("malformed"),
+        "{st}"
+    );
+    assert_eq!(
+        raw(
+            &b,
+            "POST",
+            "/securitydomain/upload?api-version=7.5",
+            Some(&token),
+            Some("[]")
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        emulator::inspect(b.dir()).unwrap().contents_fingerprint,
+        fingerprint_before.contents_fingerprint
+    );
+    assert_eq!(status_of(b.dir()), Status::Recovering);
+
+    // The good blob: Success, same contents, the canary restores.
+    let good = recovery::build_restore_blob_with_rng(&mut rng(32), &items, &exchange).unwrap();
+    let good = RestoreBlob::from_json(good.to_json().as_bytes()).unwrap();
+    cb.upload(&good).unwrap();
+    assert!(cb.status().unwrap().is_success());
+    let summary_a = emulator::inspect(a.dir()).unwrap();
+    let summary_b = emulator::inspect(b.dir()).unwrap();
+    assert_eq!(summary_b.status, Status::Activated);
+    assert_eq!(
+        summary_b.contents_fingerprint,
+        summary_a.contents_fingerprint
+    );
+    let restored = cb.restore_key(&backup).unwrap();
+    assert_eq!(restored.version, canary.version);
+    assert!(restored.kid.starts_with(b.url()));
+    assert_eq!(cb.get_key("canary").unwrap().version, canary.version);
+    assert!(cb
+        .restore_key(&backup)
+        .unwrap_err()
+        .to_string()
+        .contains("409"));
+
+    // Upload to an activated instance: 400.
+    let err = cb.start_upload(&good).unwrap_err().to_string();
+    assert!(
+        err.contains("400") && err.contains("already activated"),
+        "{err}"
+    );
+    assert_eq!(emulator::inspect(b.dir()).unwrap(), summary_b);
+
+    // Instance D, with its own security domain, refuses A's backup.
+    let d = start();
+    let cd = admin(&d);
+    cd.download(&certs(2..5), 3).unwrap();
+    let err = cd.restore_key(&backup).unwrap_err().to_string();
+    assert!(
+        err.contains("400") && err.contains("another security domain"),
+        "{err}"
+    );
+    assert!(cd
+        .get_key("canary")
+        .unwrap_err()
+        .to_string()
+        .contains("404"));
+}
+
+#[test]
+fn state_survives_a_restart_and_one_server_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start_in(dir.path());
+    let client = admin(&emu);
+    client.download(&certs(0..3), 2).unwrap();
+    let key = client.create_rsa_key("canary").unwrap();
+    let before = emulator::inspect(dir.path()).unwrap();
+    let second = emulator::spawn(emulator::Config::new(dir.path()));
+    assert!(
+        second.is_err(),
+        "a second server on the same state directory is refused"
+    );
+    let ca_before = std::fs::read(dir.path().join(emulator::CA_FILE)).unwrap();
+    drop(client);
+    drop(emu);
+    let emu = Emu::start_in(dir.path());
+    assert_eq!(emulator::inspect(dir.path()).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.path().join(emulator::CA_FILE)).unwrap(),
+        ca_before,
+        "same CA after a restart"
+    );
+    let client = admin(&emu);
+    assert_eq!(client.get_key("canary").unwrap().version, key.version);
+    let mut config = emulator::Config::new(tempfile::tempdir().unwrap().path());
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    assert!(emulator::spawn(config).is_err(), "non-loopback refused");
+}
