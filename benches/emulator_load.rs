@@ -114,9 +114,7 @@ fn main() {
         .map(|i| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(900 + i);
             let key = keygen::generate_key_with_rng(&mut rng, 2048).unwrap();
-            let cert =
-                keygen::self_signed_certificate_with_rng(&mut rng, &key, &format!("c{i}"), 30, now)
-                    .unwrap();
+            let cert = keygen::self_signed_certificate_with_rng(&mut rng, &key, &format!("c{i}"), 30, now).unwrap();
             (key, cert)
         })
         .collect();
@@ -146,26 +144,18 @@ fn main() {
             let sd = SecurityDomain::from_json(sd_json.as_bytes()).map_err(|e| e.to_string())?;
             let mut q = recovery::Quorum::new(&sd);
             for (n, (key, _)) in custodians.iter().take(2).enumerate() {
-                q.add(&recovery::CustodianKey::from_rsa(
-                    format!("c{n}"),
-                    key.clone(),
-                    None,
-                ))
-                .map_err(|e| e.to_string())?;
+                q.add(&recovery::CustodianKey::from_rsa(format!("c{n}"), key.clone(), None))
+                    .map_err(|e| e.to_string())?;
             }
             let items = q.finish().map_err(|e| e.to_string())?.items;
             let exchange = dst.transfer_key().map_err(|e| e.to_string())?;
             let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + i as u64);
-            let blob = recovery::build_restore_blob_with_rng(&mut rng, &items, &exchange)
-                .map_err(|e| e.to_string())?;
+            let blob = recovery::build_restore_blob_with_rng(&mut rng, &items, &exchange).map_err(|e| e.to_string())?;
             dst.upload(&blob).map_err(|e| e.to_string())?;
             Ok(())
         }));
     }
-    let errors: Vec<String> = handles
-        .into_iter()
-        .filter_map(|h| h.join().unwrap().err())
-        .collect();
+    let errors: Vec<String> = handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect();
     let drill_time = started.elapsed();
     for e in &errors {
         eprintln!("drill error: {e}");
@@ -173,10 +163,7 @@ fn main() {
     drop(targets);
 
     // 2. Status-poll throughput and latency.
-    let url = format!(
-        "{}/securitydomain/download/pending?api-version=7.5",
-        source.url
-    );
+    let url = format!("{}/securitydomain/download/pending?api-version=7.5", source.url);
     let token = emulator::issue_token(&source.dir, "poller", &[Role::Administrator]).unwrap();
     let ca = std::fs::read(&source.ca).unwrap();
     let deadline = Instant::now() + POLL_BUDGET;

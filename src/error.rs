@@ -21,7 +21,12 @@ pub enum Error {
     #[error("{} is a directory, not a file", path.display())]
     NotAFile { path: PathBuf },
     #[error("{} is {size} bytes; no {what} is larger than {limit} bytes, so it was not read", path.display())]
-    TooLarge { path: PathBuf, size: u64, limit: u64, what: &'static str },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+        what: &'static str,
+    },
     #[error("{} is not a valid security-domain file: {source}", path.display())]
     SecurityDomain { path: PathBuf, source: FormatError },
     #[error("{} is not a valid restore blob: {source}", path.display())]
@@ -43,7 +48,11 @@ pub enum Error {
     #[error("the share of {who} was already opened; each custodian counts once")]
     DuplicateCustodian { who: String },
     #[error("{}", not_enough(.opened, .needed, .failures))]
-    NotEnoughShares { opened: Vec<String>, needed: usize, failures: Vec<String> },
+    NotEnoughShares {
+        opened: Vec<String>,
+        needed: usize,
+        failures: Vec<String>,
+    },
     #[error("the shares do not rebuild the master key: {reason}")]
     SharesInconsistent { reason: String },
     #[error("data item '{tag}' failed its integrity check: {source}")]
@@ -68,7 +77,11 @@ fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String 
     let mut msg = format!(
         "not enough custodians: {} share(s) opened{}, {needed} needed",
         opened.len(),
-        if opened.is_empty() { String::new() } else { format!(" ({})", opened.join(", ")) }
+        if opened.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", opened.join(", "))
+        }
     );
     for f in failures {
         msg.push_str(&format!("\n  - {f}"));
@@ -96,7 +109,10 @@ impl Error {
         use CustodianError as C;
         match self {
             Error::Read { .. } | Error::Write { .. } => ErrorKind::Io,
-            Error::Key { source: C::WrongPassphrase, .. } => ErrorKind::Integrity,
+            Error::Key {
+                source: C::WrongPassphrase,
+                ..
+            } => ErrorKind::Integrity,
             Error::KeyCertMismatch { .. }
             | Error::CertNotInSd { .. }
             | Error::KeyOpensNoShare { .. }

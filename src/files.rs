@@ -11,19 +11,38 @@ use crate::error::{Error, Result};
 /// Reads `path` whole, refusing directories and anything over `limit` bytes
 /// before reading it.
 pub fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
-    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(read_err)?;
     if meta.is_dir() {
-        return Err(Error::NotAFile { path: path.to_path_buf() });
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     if meta.len() > limit {
-        return Err(Error::TooLarge { path: path.to_path_buf(), size: meta.len(), limit, what });
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit,
+            what,
+        });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow between stat and read; never take more than the limit.
-    fs::File::open(path).map_err(read_err)?.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    fs::File::open(path)
+        .map_err(read_err)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     if bytes.len() as u64 > limit {
-        return Err(Error::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit, what });
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit,
+            what,
+        });
     }
     Ok(bytes)
 }
@@ -31,8 +50,12 @@ pub fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 /// Fails early, before any slow or secret work, when an output is taken.
 pub fn ensure_absent(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(Error::NotAFile { path: path.to_path_buf() }),
-        Ok(_) => Err(Error::OutputExists { path: path.to_path_buf() }),
+        Ok(meta) if meta.is_dir() => Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        Ok(_) => Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        }),
         Err(_) => Ok(()),
     }
 }
@@ -50,7 +73,10 @@ pub enum Mode {
 /// nothing is left at `path` and the temporary file is removed.
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     ensure_absent(path)?;
-    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
@@ -62,7 +88,9 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::OutputExists { path: path.to_path_buf() }
+            Error::OutputExists {
+                path: path.to_path_buf(),
+            }
         } else {
             write_err(e.error)
         }
@@ -74,7 +102,10 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
 /// Replaces `path` atomically (state files of the emulator and the log's
 /// companions, never a ceremony output).
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
-    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
@@ -127,10 +158,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.json");
         write_new(&p, b"one", Mode::Public).unwrap();
-        assert!(matches!(write_new(&p, b"two", Mode::Public), Err(Error::OutputExists { .. })));
+        assert!(matches!(
+            write_new(&p, b"two", Mode::Public),
+            Err(Error::OutputExists { .. })
+        ));
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
-        assert!(matches!(write_new(dir.path(), b"x", Mode::Public), Err(Error::NotAFile { .. })));
+        assert!(matches!(
+            write_new(dir.path(), b"x", Mode::Public),
+            Err(Error::NotAFile { .. })
+        ));
     }
 
     #[cfg(unix)]
@@ -150,6 +187,9 @@ mod tests {
         fs::write(&p, vec![b'x'; 100]).unwrap();
         assert!(matches!(read_limited(&p, 99, "test file"), Err(Error::TooLarge { .. })));
         assert_eq!(read_limited(&p, 100, "test file").unwrap().len(), 100);
-        assert!(matches!(read_limited(dir.path(), 100, "test file"), Err(Error::NotAFile { .. })));
+        assert!(matches!(
+            read_limited(dir.path(), 100, "test file"),
+            Err(Error::NotAFile { .. })
+        ));
     }
 }

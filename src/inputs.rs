@@ -17,12 +17,18 @@ pub fn label(path: &Path) -> String {
 
 pub fn security_domain(path: &Path) -> Result<SecurityDomain> {
     let bytes = read_limited(path, MAX_SD_FILE_BYTES, "security-domain file")?;
-    SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain { path: path.to_path_buf(), source })
+    SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub fn restore_blob(path: &Path) -> Result<RestoreBlob> {
     let bytes = read_limited(path, MAX_SD_FILE_BYTES, "restore blob")?;
-    RestoreBlob::from_json(&bytes).map_err(|source| Error::RestoreBlob { path: path.to_path_buf(), source })
+    RestoreBlob::from_json(&bytes).map_err(|source| Error::RestoreBlob {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A certificate, PEM or DER whatever the extension. Weak keys are still
@@ -30,15 +36,23 @@ pub fn restore_blob(path: &Path) -> Result<RestoreBlob> {
 /// enforce the floor.
 pub fn certificate(path: &Path) -> Result<Certificate> {
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES, "certificate")?;
-    Certificate::from_bytes(&bytes).map_err(|source| Error::Certificate { label: label(path), source })
+    Certificate::from_bytes(&bytes).map_err(|source| Error::Certificate {
+        label: label(path),
+        source,
+    })
 }
 
 pub fn key_file(path: &Path) -> Result<KeyFile> {
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES, "private key file")?;
     if readable_by_others(path) {
-        return Err(Error::KeyFileExposed { path: path.to_path_buf() });
+        return Err(Error::KeyFileExposed {
+            path: path.to_path_buf(),
+        });
     }
-    KeyFile::parse(&bytes).map_err(|source| Error::Key { label: label(path), source })
+    KeyFile::parse(&bytes).map_err(|source| Error::Key {
+        label: label(path),
+        source,
+    })
 }
 
 /// The certificate the Azure CLI expects beside a key: `cert_0.key` →

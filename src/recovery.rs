@@ -38,7 +38,12 @@ pub struct CustodianKey {
 impl CustodianKey {
     pub fn from_rsa(label: impl Into<String>, key: rsa::PrivateKey, cert: Option<(String, Certificate)>) -> Self {
         let public_key = key.to_public_key();
-        CustodianKey { label: label.into(), unwrapper: Box::new(key), public_key, cert }
+        CustodianKey {
+            label: label.into(),
+            unwrapper: Box::new(key),
+            public_key,
+            cert,
+        }
     }
 
     /// The name used in messages: the certificate when there is one.
@@ -73,14 +78,20 @@ pub fn open_share(sd: &SecurityDomain, ck: &CustodianKey) -> Result<OpenedShare>
     match &ck.cert {
         Some((cert_label, cert)) => {
             if !cert.matches(&ck.public_key) {
-                return Err(Error::KeyCertMismatch { key: ck.label.clone(), cert: cert_label.clone() });
+                return Err(Error::KeyCertMismatch {
+                    key: ck.label.clone(),
+                    cert: cert_label.clone(),
+                });
             }
             let x5t = cert.x5t_256();
-            let index = sd
-                .share_index(&x5t)
-                .ok_or_else(|| Error::CertNotInSd { cert: cert_label.clone(), x5t_256: x5t.clone() })?;
+            let index = sd.share_index(&x5t).ok_or_else(|| Error::CertNotInSd {
+                cert: cert_label.clone(),
+                x5t_256: x5t.clone(),
+            })?;
             let jwe = sd.share_jwe(index).map_err(|e| Error::Crypto(e.to_string()))?;
-            let bytes = jwe.decrypt_with(ck.unwrapper.as_ref()).map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
+            let bytes = jwe
+                .decrypt_with(ck.unwrapper.as_ref())
+                .map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
             finish_share(sd, index, ck, &bytes)
         }
         None => {
@@ -91,10 +102,15 @@ pub fn open_share(sd: &SecurityDomain, ck: &CustodianKey) -> Result<OpenedShare>
                     // OAEP fails for every share that is not this key's.
                     Err(_) => continue,
                 };
-                let bytes = jwe.decrypt_with_key(cek.expose()).map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
+                let bytes = jwe
+                    .decrypt_with_key(cek.expose())
+                    .map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
                 return finish_share(sd, index, ck, &bytes);
             }
-            Err(Error::KeyOpensNoShare { key: ck.label.clone(), shares: sd.share_count() })
+            Err(Error::KeyOpensNoShare {
+                key: ck.label.clone(),
+                shares: sd.share_count(),
+            })
         }
     }
 }
@@ -104,11 +120,21 @@ fn finish_share(sd: &SecurityDomain, index: usize, ck: &CustodianKey, bytes: &Se
     if share.len() != MasterKey::LEN {
         return Err(Error::ShareIntegrity {
             who: ck.who(),
-            source: CryptoError::ShareMalformed(format!("it covers {} bytes, a master key has {}", share.len(), MasterKey::LEN)),
+            source: CryptoError::ShareMalformed(format!(
+                "it covers {} bytes, a master key has {}",
+                share.len(),
+                MasterKey::LEN
+            )),
         });
     }
     let x5t_256 = sd.shared_keys.enc_shares[index].x5t_256.clone();
-    Ok(OpenedShare { index, x5t_256, who: ck.who(), share, opened_by: ck.public_key.clone() })
+    Ok(OpenedShare {
+        index,
+        x5t_256,
+        who: ck.who(),
+        share,
+        opened_by: ck.public_key.clone(),
+    })
 }
 
 /// Collects opened shares until the quorum is met, remembering why other
@@ -129,7 +155,11 @@ pub struct Recovered {
 
 impl<'a> Quorum<'a> {
     pub fn new(sd: &'a SecurityDomain) -> Self {
-        Quorum { sd, opened: Vec::new(), failures: Vec::new() }
+        Quorum {
+            sd,
+            opened: Vec::new(),
+            failures: Vec::new(),
+        }
     }
 
     pub fn needed(&self) -> usize {
@@ -148,7 +178,11 @@ impl<'a> Quorum<'a> {
     /// to record it with [`Quorum::record_failure`] and go on.
     pub fn add(&mut self, ck: &CustodianKey) -> Result<&OpenedShare> {
         let opened = open_share(self.sd, ck)?;
-        if self.opened.iter().any(|o| o.index == opened.index || o.opened_by == opened.opened_by) {
+        if self
+            .opened
+            .iter()
+            .any(|o| o.index == opened.index || o.opened_by == opened.opened_by)
+        {
             return Err(Error::DuplicateCustodian { who: ck.who() });
         }
         self.opened.push(opened);
@@ -181,8 +215,17 @@ impl<'a> Quorum<'a> {
             },
             other => other,
         })?;
-        let custodians = self.opened.iter().take(self.needed()).map(|o| (o.x5t_256.clone(), o.who.clone())).collect();
-        Ok(Recovered { master_key, items, custodians })
+        let custodians = self
+            .opened
+            .iter()
+            .take(self.needed())
+            .map(|o| (o.x5t_256.clone(), o.who.clone()))
+            .collect();
+        Ok(Recovered {
+            master_key,
+            items,
+            custodians,
+        })
     }
 }
 
@@ -203,8 +246,14 @@ pub fn decrypt_items(enc_data: &EncData, master: &MasterKey) -> Result<Vec<Plain
             let jwe = sdfile::item_jwe(item).map_err(|e| Error::Crypto(e.to_string()))?;
             let plaintext = jwe
                 .decrypt_with_key(&item_key(master, &item.tag)[..])
-                .map_err(|source| Error::ItemIntegrity { tag: item.tag.clone(), source })?;
-            Ok(PlainItem { tag: item.tag.clone(), plaintext })
+                .map_err(|source| Error::ItemIntegrity {
+                    tag: item.tag.clone(),
+                    source,
+                })?;
+            Ok(PlainItem {
+                tag: item.tag.clone(),
+                plaintext,
+            })
         })
         .collect()
 }
@@ -215,7 +264,12 @@ pub fn encrypt_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, items: &[Plain
         data: items
             .iter()
             .map(|item| DataItem {
-                compact_jwe: jwe::encrypt_dir_with_rng(rng, &item_key(master, &item.tag), &item.tag, item.plaintext.expose()),
+                compact_jwe: jwe::encrypt_dir_with_rng(
+                    rng,
+                    &item_key(master, &item.tag),
+                    &item.tag,
+                    item.plaintext.expose(),
+                ),
                 tag: item.tag.clone(),
             })
             .collect(),
@@ -232,7 +286,10 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
             // PKCS#7 always adds 1..=16 bytes; a full block of padding keeps the size exact.
             let mut bytes = vec![0u8; ct_len - 16];
             rng.fill_bytes(&mut bytes);
-            PlainItem { tag: tag.to_string(), plaintext: SecretBytes::new(bytes) }
+            PlainItem {
+                tag: tag.to_string(),
+                plaintext: SecretBytes::new(bytes),
+            }
         })
         .collect()
 }
@@ -250,27 +307,43 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
     check_items(items)?;
     for (i, (label, cert)) in certs.iter().enumerate() {
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
-            return Err(Error::WeakParameters(format!("{label} and {other} are the same certificate; each custodian needs their own")));
+            return Err(Error::WeakParameters(format!(
+                "{label} and {other} are the same certificate; each custodian needs their own"
+            )));
         }
         // Two certificates of one key would give one person two shares.
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
-            return Err(Error::WeakParameters(format!("{label} has the same key as {other}; each custodian needs their own key")));
+            return Err(Error::WeakParameters(format!(
+                "{label} has the same key as {other}; each custodian needs their own key"
+            )));
         }
     }
     let shares = shamir::split_with_rng(rng, master.expose(), certs.len() as u8, quorum as u8)
         .map_err(|e| Error::WeakParameters(e.to_string()))?;
     let mut enc_shares = Vec::with_capacity(certs.len());
     for ((label, cert), share) in certs.iter().zip(&shares) {
-        let public = cert.rsa_public_key().map_err(|source| Error::Certificate { label: label.clone(), source })?;
-        let enc_key = jwe::encrypt_rsa_oaep256_with_rng(rng, &public, &share.to_bytes()).map_err(|e| Error::Crypto(e.to_string()))?;
-        enc_shares.push(EncShare { enc_key, x5t_256: cert.x5t_256() });
+        let public = cert.rsa_public_key().map_err(|source| Error::Certificate {
+            label: label.clone(),
+            source,
+        })?;
+        let enc_key = jwe::encrypt_rsa_oaep256_with_rng(rng, &public, &share.to_bytes())
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        enc_shares.push(EncShare {
+            enc_key,
+            x5t_256: cert.x5t_256(),
+        });
     }
     let sd = SecurityDomain {
         enc_data: encrypt_items_with_rng(rng, items, master),
-        shared_keys: SharedKeys { enc_shares, key_algorithm: sdfile::KEY_ALGORITHM.into(), required: quorum as u64 },
+        shared_keys: SharedKeys {
+            enc_shares,
+            key_algorithm: sdfile::KEY_ALGORITHM.into(),
+            required: quorum as u64,
+        },
         version: sdfile::VERSION,
     };
-    sd.validate().map_err(|e| Error::Crypto(format!("internal check of the new security domain failed: {e}")))?;
+    sd.validate()
+        .map_err(|e| Error::Crypto(format!("internal check of the new security domain failed: {e}")))?;
     Ok(sd)
 }
 
@@ -298,7 +371,10 @@ fn check_items(items: &[PlainItem]) -> Result<()> {
     }
     for (i, item) in items.iter().enumerate() {
         if item.tag.is_empty() || items[..i].iter().any(|o| o.tag == item.tag) {
-            return Err(Error::Usage(format!("data item tags must be non-empty and distinct ('{}')", item.tag)));
+            return Err(Error::Usage(format!(
+                "data item tags must be non-empty and distinct ('{}')",
+                item.tag
+            )));
         }
     }
     Ok(())
@@ -312,26 +388,42 @@ pub fn build_restore_blob_with_rng<R: CryptoRng + ?Sized>(
     exchange: &Certificate,
 ) -> Result<RestoreBlob> {
     check_items(items)?;
-    let public = exchange
-        .rsa_public_key()
-        .map_err(|source| Error::Certificate { label: "the exchange key".into(), source })?;
+    let public = exchange.rsa_public_key().map_err(|source| Error::Certificate {
+        label: "the exchange key".into(),
+        source,
+    })?;
     let fresh = MasterKey::generate_with_rng(rng);
     let enc_data = encrypt_items_with_rng(rng, items, &fresh);
-    let enc_key = jwe::encrypt_rsa_oaep256_with_rng(rng, &public, fresh.expose()).map_err(|e| Error::Crypto(e.to_string()))?;
-    Ok(RestoreBlob { enc_data, wrapped_key: WrappedKey { enc_key, x5t_256: exchange.x5t_256() } })
+    let enc_key =
+        jwe::encrypt_rsa_oaep256_with_rng(rng, &public, fresh.expose()).map_err(|e| Error::Crypto(e.to_string()))?;
+    Ok(RestoreBlob {
+        enc_data,
+        wrapped_key: WrappedKey {
+            enc_key,
+            x5t_256: exchange.x5t_256(),
+        },
+    })
 }
 
 /// What an instance does with an uploaded blob: check it is for its exchange
 /// key, unwrap the master key, open every item.
-pub fn open_restore_blob(blob: &RestoreBlob, exchange_key: &dyn KeyUnwrapper, exchange_cert: &Certificate) -> Result<Vec<PlainItem>> {
+pub fn open_restore_blob(
+    blob: &RestoreBlob,
+    exchange_key: &dyn KeyUnwrapper,
+    exchange_cert: &Certificate,
+) -> Result<Vec<PlainItem>> {
     let ours = exchange_cert.x5t_256();
     if blob.wrapped_key.x5t_256 != ours {
-        return Err(Error::WrongExchangeKey { blob: blob.wrapped_key.x5t_256.clone(), ours });
+        return Err(Error::WrongExchangeKey {
+            blob: blob.wrapped_key.x5t_256.clone(),
+            ours,
+        });
     }
     let jwe: CompactJwe = blob.wrapped_key_jwe().map_err(|e| Error::Crypto(e.to_string()))?;
-    let key = jwe
-        .decrypt_with(exchange_key)
-        .map_err(|source| Error::ShareIntegrity { who: "the wrapped master key".into(), source })?;
+    let key = jwe.decrypt_with(exchange_key).map_err(|source| Error::ShareIntegrity {
+        who: "the wrapped master key".into(),
+        source,
+    })?;
     let master = MasterKey::from_slice(key.expose()).ok_or_else(|| Error::ShareIntegrity {
         who: "the wrapped master key".into(),
         source: CryptoError::ShareMalformed(format!("it is {} bytes, not 32", key.len())),
@@ -362,14 +454,21 @@ mod tests {
         let mut rng = test_rng(20);
         let master = MasterKey::generate_with_rng(&mut rng);
         let items = random_items_with_rng(&mut rng);
-        let certs: Vec<(String, Certificate)> = custodians()[..n].iter().map(|c| (c.name.clone(), c.cert.clone())).collect();
+        let certs: Vec<(String, Certificate)> = custodians()[..n]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect();
         let sd = split_with_rng(&mut rng, &master, &items, &certs, m, Profile::Azure).unwrap();
         (sd, master, items)
     }
 
     fn key(i: usize, with_cert: bool) -> CustodianKey {
         let c = &custodians()[i];
-        CustodianKey::from_rsa(c.name.clone(), c.key.clone(), with_cert.then(|| (format!("{}.cer", c.name), c.cert.clone())))
+        CustodianKey::from_rsa(
+            c.name.clone(),
+            c.key.clone(),
+            with_cert.then(|| (format!("{}.cer", c.name), c.cert.clone())),
+        )
     }
 
     #[test]
@@ -394,7 +493,10 @@ mod tests {
         assert!(!text.contains(&hex::encode(master.expose())));
         // Another instance's exchange key is refused by thumbprint.
         let other = &custodians()[3];
-        assert!(matches!(open_restore_blob(&blob, &other.key, &other.cert), Err(Error::WrongExchangeKey { .. })));
+        assert!(matches!(
+            open_restore_blob(&blob, &other.key, &other.cert),
+            Err(Error::WrongExchangeKey { .. })
+        ));
     }
 
     #[test]
@@ -408,7 +510,10 @@ mod tests {
         let err = q.finish().err().unwrap();
         let msg = err.to_string();
         assert!(matches!(err, Error::NotEnoughShares { needed: 3, .. }));
-        assert!(msg.contains("1 share(s) opened") && msg.contains(&custodians()[0].name) && msg.contains("3 needed"), "{msg}");
+        assert!(
+            msg.contains("1 share(s) opened") && msg.contains(&custodians()[0].name) && msg.contains("3 needed"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -416,7 +521,10 @@ mod tests {
         let (sd, _, _) = setup(3, 2);
         let c = &custodians();
         let mismatched = CustodianKey::from_rsa("k0", c[0].key.clone(), Some(("c1.cer".into(), c[1].cert.clone())));
-        assert!(matches!(open_share(&sd, &mismatched), Err(Error::KeyCertMismatch { .. })));
+        assert!(matches!(
+            open_share(&sd, &mismatched),
+            Err(Error::KeyCertMismatch { .. })
+        ));
         let outsider = CustodianKey::from_rsa("k3", c[3].key.clone(), Some(("c3.cer".into(), c[3].cert.clone())));
         assert!(matches!(open_share(&sd, &outsider), Err(Error::CertNotInSd { .. })));
         let mut q = Quorum::new(&sd);
@@ -442,10 +550,21 @@ mod tests {
     #[test]
     fn tampered_share_is_named() {
         let (mut sd, _, _) = setup(3, 2);
-        let parts: Vec<String> = sd.shared_keys.enc_shares[0].enc_key.split('.').map(String::from).collect();
+        let parts: Vec<String> = sd.shared_keys.enc_shares[0]
+            .enc_key
+            .split('.')
+            .map(String::from)
+            .collect();
         let mut ct = crate::crypto::b64::b64u_decode(&parts[3], "c").unwrap();
         ct[5] ^= 1;
-        let tampered = [parts[0].clone(), parts[1].clone(), parts[2].clone(), crate::crypto::b64::b64u(&ct), parts[4].clone()].join(".");
+        let tampered = [
+            parts[0].clone(),
+            parts[1].clone(),
+            parts[2].clone(),
+            crate::crypto::b64::b64u(&ct),
+            parts[4].clone(),
+        ]
+        .join(".");
         sd.shared_keys.enc_shares[0].enc_key = tampered;
         let err = open_share(&sd, &key(0, true)).err().unwrap();
         assert!(matches!(err, Error::ShareIntegrity { .. }));
@@ -462,8 +581,15 @@ mod tests {
         let c = custodians();
         let new_certs: Vec<(String, Certificate)> = c[2..5].iter().map(|c| (c.name.clone(), c.cert.clone())).collect();
         let new = rotate_with_rng(&mut test_rng(25), &old, &rec, &new_certs, 3, Profile::Azure).unwrap();
-        assert_eq!(new.to_json().contains(&old.enc_data.data[0].compact_jwe), true, "items carried over unchanged");
-        assert_ne!(new.shared_keys.enc_shares[0].enc_key, old.shared_keys.enc_shares[2].enc_key);
+        assert_eq!(
+            new.to_json().contains(&old.enc_data.data[0].compact_jwe),
+            true,
+            "items carried over unchanged"
+        );
+        assert_ne!(
+            new.shared_keys.enc_shares[0].enc_key,
+            old.shared_keys.enc_shares[2].enc_key
+        );
         let mut q = Quorum::new(&new);
         for i in 2..5 {
             q.add(&key(i, true)).unwrap();
@@ -471,8 +597,14 @@ mod tests {
         let again = q.finish().unwrap();
         assert_eq!(again.master_key.expose(), master.expose());
         assert_eq!(contents_fingerprint(&again.items), contents_fingerprint(&items));
-        assert!(matches!(open_share(&new, &key(0, true)), Err(Error::CertNotInSd { .. })));
-        assert!(matches!(open_share(&new, &key(1, false)), Err(Error::KeyOpensNoShare { .. })));
+        assert!(matches!(
+            open_share(&new, &key(0, true)),
+            Err(Error::CertNotInSd { .. })
+        ));
+        assert!(matches!(
+            open_share(&new, &key(1, false)),
+            Err(Error::KeyOpensNoShare { .. })
+        ));
     }
 
     #[test]

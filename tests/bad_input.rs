@@ -40,8 +40,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
     let text = std::fs::read_to_string(AZURE_SD).unwrap();
     let share1 = format!("share 1 (x5t_256 {}): ", AZURE_X5T[0]);
     vec![
-        ("truncated.json", text[..1000].as_bytes().to_vec(), "it is not valid JSON for this file: at EncData.data[0].compact_jwe".into()),
-        ("not-json.json", b"{\"EncData\": [".to_vec(), "it is not valid JSON".into()),
+        (
+            "truncated.json",
+            text[..1000].as_bytes().to_vec(),
+            "it is not valid JSON for this file: at EncData.data[0].compact_jwe".into(),
+        ),
+        (
+            "not-json.json",
+            b"{\"EncData\": [".to_vec(),
+            "it is not valid JSON".into(),
+        ),
         ("empty.json", Vec::new(), "it is not valid JSON".into()),
         (
             "no-required.json",
@@ -62,24 +70,47 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
             with(|v| v["SharedKeys"]["key_algorithm"] = json!("shamir")),
             "SharedKeys.key_algorithm is 'shamir', it must be 'shamir_share'".into(),
         ),
-        ("version-3.json", with(|v| v["version"] = json!(3)), "version is 3, it must be 2".into()),
-        ("kdf.json", with(|v| v["EncData"]["kdf"] = json!("hkdf")), "EncData.kdf is 'hkdf', it must be 'sp108_kdf'".into()),
-        ("required-1.json", with(|v| v["SharedKeys"]["required"] = json!(1)), "SharedKeys.required is 1, it must be between 2 and 10".into()),
-        ("required-11.json", with(|v| v["SharedKeys"]["required"] = json!(11)), "SharedKeys.required is 11, it must be between 2 and 10".into()),
-        ("required-4.json", with(|v| v["SharedKeys"]["required"] = json!(4)), "the number of shares is 3, it must be between the quorum (4) and 10".into()),
+        (
+            "version-3.json",
+            with(|v| v["version"] = json!(3)),
+            "version is 3, it must be 2".into(),
+        ),
+        (
+            "kdf.json",
+            with(|v| v["EncData"]["kdf"] = json!("hkdf")),
+            "EncData.kdf is 'hkdf', it must be 'sp108_kdf'".into(),
+        ),
+        (
+            "required-1.json",
+            with(|v| v["SharedKeys"]["required"] = json!(1)),
+            "SharedKeys.required is 1, it must be between 2 and 10".into(),
+        ),
+        (
+            "required-11.json",
+            with(|v| v["SharedKeys"]["required"] = json!(11)),
+            "SharedKeys.required is 11, it must be between 2 and 10".into(),
+        ),
+        (
+            "required-4.json",
+            with(|v| v["SharedKeys"]["required"] = json!(4)),
+            "the number of shares is 3, it must be between the quorum (4) and 10".into(),
+        ),
         (
             "required-minus-1.json",
             with(|v| v["SharedKeys"]["required"] = json!(-1)),
-            "it is not valid JSON for this file: at SharedKeys.required: invalid value: integer `-1`, expected u64".into(),
+            "it is not valid JSON for this file: at SharedKeys.required: invalid value: integer `-1`, expected u64"
+                .into(),
         ),
         (
             "required-string.json",
             with(|v| v["SharedKeys"]["required"] = json!("2")),
-            "it is not valid JSON for this file: at SharedKeys.required: invalid type: string \"2\", expected u64".into(),
+            "it is not valid JSON for this file: at SharedKeys.required: invalid type: string \"2\", expected u64"
+                .into(),
         ),
         (
             "duplicate-key.json",
-            text.replace(r#""required":2"#, r#""required":2,"required":3"#).into_bytes(),
+            text.replace(r#""required":2"#, r#""required":2,"required":3"#)
+                .into_bytes(),
             "it is not valid JSON for this file: at SharedKeys: duplicate field `required`".into(),
         ),
         (
@@ -97,8 +128,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
             share0(|k| k.rsplitn(2, '.').nth(1).unwrap().to_string()),
             format!("{share1}a compact JWE must have 5 parts separated by '.', this one has 4"),
         ),
-        ("six-parts.json", share0(|k| format!("{k}.AAAA")), format!("{share1}a compact JWE must have 5 parts separated by '.', this one has 6")),
-        ("bad-base64.json", share0(|k| replace_part(k, 2, "!!!!!!!!!!!!!!!!!!!!!!")), format!("{share1}the JWE IV is not valid base64url")),
+        (
+            "six-parts.json",
+            share0(|k| format!("{k}.AAAA")),
+            format!("{share1}a compact JWE must have 5 parts separated by '.', this one has 6"),
+        ),
+        (
+            "bad-base64.json",
+            share0(|k| replace_part(k, 2, "!!!!!!!!!!!!!!!!!!!!!!")),
+            format!("{share1}the JWE IV is not valid base64url"),
+        ),
         (
             "padded-base64.json",
             share0(|k| {
@@ -107,11 +146,31 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
             }),
             format!("{share1}the JWE IV is not valid base64url"),
         ),
-        ("tag-31.json", share0(|k| mutate_jwe(k, 4, |t| t.truncate(31))), format!("{share1}the JWE authentication tag is 31 bytes, it must be 32")),
-        ("tag-33.json", share0(|k| mutate_jwe(k, 4, |t| t.push(0))), format!("{share1}the JWE authentication tag is 33 bytes, it must be 32")),
-        ("alg-rsa1_5.json", share0(|k| replace_part(k, 0, &header("RSA1_5"))), format!("{share1}the JWE uses algorithm 'RSA1_5', which is refused")),
-        ("alg-none.json", share0(|k| replace_part(k, 0, &header("none"))), format!("{share1}the JWE uses algorithm 'none', which is refused")),
-        ("alg-dir-share.json", share0(|k| replace_part(k, 0, &header("dir"))), format!("{share1}the JWE header is not valid: a 'dir' JWE must have an empty encrypted key")),
+        (
+            "tag-31.json",
+            share0(|k| mutate_jwe(k, 4, |t| t.truncate(31))),
+            format!("{share1}the JWE authentication tag is 31 bytes, it must be 32"),
+        ),
+        (
+            "tag-33.json",
+            share0(|k| mutate_jwe(k, 4, |t| t.push(0))),
+            format!("{share1}the JWE authentication tag is 33 bytes, it must be 32"),
+        ),
+        (
+            "alg-rsa1_5.json",
+            share0(|k| replace_part(k, 0, &header("RSA1_5"))),
+            format!("{share1}the JWE uses algorithm 'RSA1_5', which is refused"),
+        ),
+        (
+            "alg-none.json",
+            share0(|k| replace_part(k, 0, &header("none"))),
+            format!("{share1}the JWE uses algorithm 'none', which is refused"),
+        ),
+        (
+            "alg-dir-share.json",
+            share0(|k| replace_part(k, 0, &header("dir"))),
+            format!("{share1}the JWE header is not valid: a 'dir' JWE must have an empty encrypted key"),
+        ),
         (
             "item-kid.json",
             with(|v| {
@@ -144,9 +203,7 @@ fn inspect_refuses_each_bad_file() {
         dir.write(name, &bytes);
         dir.run(&["sd", "inspect", name]).fails(
             EXIT_INPUT,
-            &[&format!(
-                "error: {name} is not a valid security-domain file: {why}"
-            )],
+            &[&format!("error: {name} is not a valid security-domain file: {why}")],
         );
     }
     // Control: the unmodified fixture, re-serialised the same way, is accepted.
@@ -178,9 +235,7 @@ fn restore_blob_refuses_each_bad_file_and_writes_nothing() {
         ]);
         out.fails(
             EXIT_INPUT,
-            &[&format!(
-                "error: {name} is not a valid security-domain file: {why}"
-            )],
+            &[&format!("error: {name} is not a valid security-domain file: {why}")],
         );
         dir.assert_absent("blob.json");
     }
@@ -194,8 +249,7 @@ fn a_file_over_the_size_limit_is_refused_without_parsing() {
     bytes.resize(5 * 1024 * 1024, b' ');
     dir.write("big.json", &bytes);
     let msg = "big.json is 5242880 bytes; no security-domain file is larger than 4194304 bytes, so it was not read";
-    dir.run(&["sd", "inspect", "big.json"])
-        .fails(EXIT_INPUT, &[msg]);
+    dir.run(&["sd", "inspect", "big.json"]).fails(EXIT_INPUT, &[msg]);
     dir.ceremony();
     dir.run(&[
         "restore-blob",
@@ -259,12 +313,9 @@ fn a_replaced_share_is_caught_by_the_items() {
     dir.ceremony();
     let cert = hsm_ceremony::inputs::certificate(&fixtures().path("c1.cer")).unwrap();
     let bogus = shamir::split_with_rng(&mut os_rng(), &[0x5a; 32], 3, 2).unwrap();
-    let enc_key = jwe::encrypt_rsa_oaep256_with_rng(
-        &mut os_rng(),
-        &cert.rsa_public_key().unwrap(),
-        &bogus[1].to_bytes(),
-    )
-    .unwrap();
+    let enc_key =
+        jwe::encrypt_rsa_oaep256_with_rng(&mut os_rng(), &cert.rsa_public_key().unwrap(), &bogus[1].to_bytes())
+            .unwrap();
     let mut sd = util::read_json(&dir.join("sd.json"));
     sd["SharedKeys"]["enc_shares"][1]["enc_key"] = enc_key.into();
     std::fs::remove_file(dir.join("sd.json")).unwrap();
@@ -303,14 +354,10 @@ fn a_replaced_share_is_caught_by_the_items() {
     // interpolation leaves the field first. Both are the same verdict.
     out.fails(
         EXIT_INTEGRITY,
-        &[
-            "error: the shares do not rebuild the master key",
-            "tampered with",
-        ],
+        &["error: the shares do not rebuild the master key", "tampered with"],
     );
     assert!(
-        out.stderr.contains("does not open data item 'hsm_backup'")
-            || out.stderr.contains("inconsistent"),
+        out.stderr.contains("does not open data item 'hsm_backup'") || out.stderr.contains("inconsistent"),
         "{}",
         out.stderr
     );
@@ -384,12 +431,8 @@ fn a_share_copied_to_another_custodian_is_caught() {
         .unwrap();
     let share0 = sd.share_jwe(0).unwrap().decrypt_with(&key0).unwrap();
     let cert1 = hsm_ceremony::inputs::certificate(&f.path("c1.cer")).unwrap();
-    let copied = jwe::encrypt_rsa_oaep256_with_rng(
-        &mut os_rng(),
-        &cert1.rsa_public_key().unwrap(),
-        share0.expose(),
-    )
-    .unwrap();
+    let copied =
+        jwe::encrypt_rsa_oaep256_with_rng(&mut os_rng(), &cert1.rsa_public_key().unwrap(), share0.expose()).unwrap();
     let mut v = util::read_json(&dir.join("sd.json"));
     v["SharedKeys"]["enc_shares"][1]["enc_key"] = copied.into();
     dir.remove("sd.json");

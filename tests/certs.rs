@@ -10,8 +10,8 @@ fn weak_cert(dir: &Dir) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "weak.key", "-out",
-            "weak.cer", "-days", "365", "-subj", "/CN=weak",
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "weak.key", "-out", "weak.cer", "-days", "365",
+            "-subj", "/CN=weak",
         ],
     );
 }
@@ -92,13 +92,7 @@ fn show_json_parses_with_warnings() {
     assert_eq!(list[0]["x5t#S256"], fixtures().x5t[1]);
     assert_eq!(list[0]["warnings"].as_array().unwrap().len(), 0);
     assert_eq!(list[1]["bits"], 1024);
-    assert!(
-        list[1]["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("1024 bits"),
-        "{v}"
-    );
+    assert!(list[1]["warnings"][0].as_str().unwrap().contains("1024 bits"), "{v}");
 }
 
 #[test]
@@ -117,21 +111,9 @@ fn check_certs_ok_prints_the_az_line() {
     for i in 0..3 {
         dir.custodian(i);
     }
-    let out = dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "c1.cer",
-        "c2.cer",
-    ]);
+    let out = dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "c2.cer"]);
     out.ok();
-    let az = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("az "))
-        .expect("an az line");
+    let az = out.stdout.lines().find(|l| l.starts_with("az ")).expect("an az line");
     assert_eq!(
         az,
         "az keyvault security-domain download --hsm-name <HSM_NAME> --sd-wrapping-keys c0.cer c1.cer c2.cer --sd-quorum 2 --security-domain-file <SD_FILE>"
@@ -160,21 +142,10 @@ fn check_certs_refuses_two_custodians_unless_local() {
     dir.custodian(1);
     let out = dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer"]);
     out.fails(EXIT_INPUT, &["2 custodians is outside the allowed 3 to 10"]);
-    assert!(
-        !out.stdout.contains("az keyvault"),
-        "no az line for a refused set"
-    );
-    dir.run(&[
-        "sd",
-        "check-certs",
-        "--local",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "c1.cer",
-    ])
-    .ok()
-    .stdout_has("--sd-quorum 2");
+    assert!(!out.stdout.contains("az keyvault"), "no az line for a refused set");
+    dir.run(&["sd", "check-certs", "--local", "--quorum", "2", "c0.cer", "c1.cer"])
+        .ok()
+        .stdout_has("--sd-quorum 2");
 }
 
 #[test]
@@ -183,26 +154,10 @@ fn check_certs_refuses_quorum_out_of_range() {
     for i in 0..3 {
         dir.custodian(i);
     }
-    dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "1",
-        "c0.cer",
-        "c1.cer",
-        "c2.cer",
-    ])
-    .fails(EXIT_INPUT, &["a quorum of 1 is outside"]);
-    dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "4",
-        "c0.cer",
-        "c1.cer",
-        "c2.cer",
-    ])
-    .fails(EXIT_INPUT, &["a quorum of 4 is outside the allowed 2 to 3"]);
+    dir.run(&["sd", "check-certs", "--quorum", "1", "c0.cer", "c1.cer", "c2.cer"])
+        .fails(EXIT_INPUT, &["a quorum of 1 is outside"]);
+    dir.run(&["sd", "check-certs", "--quorum", "4", "c0.cer", "c1.cer", "c2.cer"])
+        .fails(EXIT_INPUT, &["a quorum of 4 is outside the allowed 2 to 3"]);
 }
 
 #[test]
@@ -211,16 +166,8 @@ fn check_certs_refuses_a_duplicate_certificate() {
     dir.custodian(0);
     dir.custodian(1);
     std::fs::copy(dir.join("c0.cer"), dir.join("copy.cer")).unwrap();
-    dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "c1.cer",
-        "copy.cer",
-    ])
-    .fails(EXIT_INPUT, &["copy.cer is the same certificate as c0.cer"]);
+    dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "copy.cer"])
+        .fails(EXIT_INPUT, &["copy.cer is the same certificate as c0.cer"]);
 }
 
 #[test]
@@ -229,15 +176,7 @@ fn check_certs_refuses_rsa_1024() {
     dir.custodian(0);
     dir.custodian(1);
     weak_cert(&dir);
-    let out = dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "weak.cer",
-        "c1.cer",
-    ]);
+    let out = dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "weak.cer", "c1.cer"]);
     out.fails(
         EXIT_INPUT,
         &["weak.cer: its RSA key is 1024 bits; at least 2048 are required"],
@@ -274,15 +213,7 @@ fn check_certs_json_on_failure_still_parses() {
     let dir = Dir::new("check-json-fail");
     dir.custodian(0);
     dir.custodian(1);
-    let out = dir.run(&[
-        "sd",
-        "check-certs",
-        "--json",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "c1.cer",
-    ]);
+    let out = dir.run(&["sd", "check-certs", "--json", "--quorum", "2", "c0.cer", "c1.cer"]);
     out.fails(EXIT_INPUT, &["2 custodians is outside"]);
     let v = out.json();
     assert_eq!(v["ok"], false);

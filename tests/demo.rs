@@ -35,9 +35,7 @@ fn demo_runs_and_the_contents_match() {
 #[test]
 fn demo_keep_leaves_a_ceremony_to_look_at() {
     let dir = Dir::new("demo-keep");
-    dir.run(&["demo", "--keep", "run"])
-        .ok()
-        .stdout_has("They match");
+    dir.run(&["demo", "--keep", "run"]).ok().stdout_has("They match");
     let run = |name: &str| dir.join("run").join(name);
     for name in ["cert_0.key", "cert_1.key", "cert_2.key", "exchange.key"] {
         assert_eq!(util::mode_of(&run(name)), 0o600, "{name}");
@@ -70,9 +68,7 @@ fn demo_keep_leaves_a_ceremony_to_look_at() {
     // Regression: --keep never reuses a folder, and says so ("already exists",
     // not "is a directory, not a file").
     let before = std::fs::read_dir(dir.join("run")).unwrap().count();
-    dir.run(&["demo", "--keep", "run"]).fails(
-        EXIT_INPUT,
-        &["error: run already exists", "Choose another output path"],
-    );
+    dir.run(&["demo", "--keep", "run"])
+        .fails(EXIT_INPUT, &["error: run already exists", "Choose another output path"]);
     assert_eq!(std::fs::read_dir(dir.join("run")).unwrap().count(), before);
 }

@@ -33,8 +33,7 @@ fn weak_certificate(dir: &Path) -> Certificate {
     let cer = dir.join("weak.cer");
     let out = std::process::Command::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "2", "-subj", "/CN=weak",
-            "-keyout",
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "2", "-subj", "/CN=weak", "-keyout",
         ])
         .arg(&key)
         .arg("-out")
@@ -50,12 +49,7 @@ fn weak_certificate(dir: &Path) -> Certificate {
 }
 
 /// POSTs a download request with these JWKs; returns (status, body).
-fn download_raw(
-    emu: &Emu,
-    token: &str,
-    jwks: Vec<serde_json::Value>,
-    required: i64,
-) -> (u16, String) {
+fn download_raw(emu: &Emu, token: &str, jwks: Vec<serde_json::Value>, required: i64) -> (u16, String) {
     let body = serde_json::json!({"certificates": jwks, "required": required}).to_string();
     let r = raw(
         emu,
@@ -81,8 +75,7 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
     // A JWK for the 1024-bit certificate, built by hand since to_jwk refuses it.
     {
         use base64::Engine;
-        weak_jwk["x5c"] =
-            serde_json::json!([base64::engine::general_purpose::STANDARD.encode(weak.der())]);
+        weak_jwk["x5c"] = serde_json::json!([base64::engine::general_purpose::STANDARD.encode(weak.der())]);
     }
     let mut mismatched = jwk(&c[0]);
     mismatched["n"] = jwk(&c[1])["n"].clone();
@@ -92,11 +85,7 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
         (vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], 4, "quorum of 4"),
         (vec![jwk(&c[0]), jwk(&c[1]), weak_jwk], 2, "1024 bits"),
         (vec![jwk(&c[0]), jwk(&c[1]), mismatched], 2, "do not match"),
-        (
-            vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[0])],
-            2,
-            "same certificate",
-        ),
+        (vec![jwk(&c[0]), jwk(&c[1]), jwk(&c[0])], 2, "same certificate"),
         (vec![jwk(&c[0]); 11], 2, "11 custodians"),
     ];
     for (jwks, m, reason) in cases {
@@ -104,11 +93,7 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
         assert_eq!(status, 400, "{reason}: {body}");
         assert!(body.contains(reason), "expected '{reason}' in {body}");
         assert!(body.contains("\"error\""), "{body}");
-        assert_eq!(
-            status_of(emu.dir()),
-            Status::Provisioned,
-            "{reason} changed the state"
-        );
+        assert_eq!(status_of(emu.dir()), Status::Provisioned, "{reason} changed the state");
     }
     let (status, _) = download_raw(&emu, &token, vec![], 2);
     assert_eq!(status, 400);
@@ -129,28 +114,21 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
     let sd = SecurityDomain::from_json(text.as_bytes()).unwrap();
     assert_eq!((sd.share_count(), sd.required()), (3, 2));
     let tags: Vec<&str> = sd.enc_data.data.iter().map(|d| d.tag.as_str()).collect();
-    assert_eq!(
-        tags,
-        [
-            "hsm_backup",
-            "base_enclave_backup",
-            "partition_enclave_backup"
-        ]
-    );
+    assert_eq!(tags, ["hsm_backup", "base_enclave_backup", "partition_enclave_backup"]);
     assert_eq!(status_of(emu.dir()), Status::Activated);
     assert!(client.download_status().unwrap().is_success());
     // The raw answer: 202, the header carries the request's api-version, statuses exact.
-    let r = raw(&emu, "POST", "/securitydomain/download?api-version=2025-07-01", Some(&token), Some(&serde_json::json!({"certificates": [jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], "required": 3}).to_string()));
+    let r = raw(
+        &emu,
+        "POST",
+        "/securitydomain/download?api-version=2025-07-01",
+        Some(&token),
+        Some(&serde_json::json!({"certificates": [jwk(&c[0]), jwk(&c[1]), jwk(&c[2])], "required": 3}).to_string()),
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(
         r.async_op.as_deref(),
-        Some(
-            format!(
-                "{}/securitydomain/download/pending?api-version=2025-07-01",
-                emu.url()
-            )
-            .as_str()
-        )
+        Some(format!("{}/securitydomain/download/pending?api-version=2025-07-01", emu.url()).as_str())
     );
     let pending = raw(
         &emu,
@@ -162,10 +140,7 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
     assert_eq!(pending.body, r#"{"status":"Success","status_details":""}"#);
     // Activated: no transfer key.
     let err = client.transfer_key().unwrap_err().to_string();
-    assert!(
-        err.contains("400") && err.contains("already activated"),
-        "{err}"
-    );
+    assert!(err.contains("400") && err.contains("already activated"), "{err}");
 }
 
 #[test]
@@ -260,13 +235,7 @@ fn challenge_auth_and_roles() {
         Some(r#"{"kty":"RSA"}"#),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = raw(
-        &emu,
-        "GET",
-        "/keys/canary?api-version=7.5",
-        Some(&owner),
-        None,
-    );
+    let r = raw(&emu, "GET", "/keys/canary?api-version=7.5", Some(&owner), None);
     assert_eq!(r.status, 403);
 }
 
@@ -316,16 +285,14 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     // Another instance's exchange key.
     let c = start();
     let other_exchange = admin(&c).transfer_key().unwrap();
-    let wrong =
-        recovery::build_restore_blob_with_rng(&mut rng(30), &items, &other_exchange).unwrap();
+    let wrong = recovery::build_restore_blob_with_rng(&mut rng(30), &items, &other_exchange).unwrap();
     let err = cb.upload(&wrong).unwrap_err().to_string();
     assert!(err.contains("another exchange key"), "{err}");
     assert_eq!(status_of(b.dir()), Status::Recovering);
     assert!(cb.status().unwrap().is_failed());
 
     // A tampered item is named.
-    let mut tampered =
-        recovery::build_restore_blob_with_rng(&mut rng(31), &items, &exchange).unwrap();
+    let mut tampered = recovery::build_restore_blob_with_rng(&mut rng(31), &items, &exchange).unwrap();
     {
         let jwe = &mut tampered.enc_data.data[1].compact_jwe;
         let mut parts: Vec<String> = jwe.split('.').map(String::from).collect();
@@ -353,10 +320,7 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
         Some(format!("{}/securitydomain/upload/pending?api-version=7.5", b.url()).as_str())
     );
     let st = common::wait_terminal(&b, &token);
-    assert!(
-        st.contains("\"Failed\"") && st.contains("malformed"),
-        "{st}"
-    );
+    assert!(st.contains("\"Failed\"") && st.contains("malformed"), "{st}");
     assert_eq!(
         raw(
             &b,
@@ -382,26 +346,16 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     let summary_a = emulator::inspect(a.dir()).unwrap();
     let summary_b = emulator::inspect(b.dir()).unwrap();
     assert_eq!(summary_b.status, Status::Activated);
-    assert_eq!(
-        summary_b.contents_fingerprint,
-        summary_a.contents_fingerprint
-    );
+    assert_eq!(summary_b.contents_fingerprint, summary_a.contents_fingerprint);
     let restored = cb.restore_key(&backup).unwrap();
     assert_eq!(restored.version, canary.version);
     assert!(restored.kid.starts_with(b.url()));
     assert_eq!(cb.get_key("canary").unwrap().version, canary.version);
-    assert!(cb
-        .restore_key(&backup)
-        .unwrap_err()
-        .to_string()
-        .contains("409"));
+    assert!(cb.restore_key(&backup).unwrap_err().to_string().contains("409"));
 
     // Upload to an activated instance: 400.
     let err = cb.start_upload(&good).unwrap_err().to_string();
-    assert!(
-        err.contains("400") && err.contains("already activated"),
-        "{err}"
-    );
+    assert!(err.contains("400") && err.contains("already activated"), "{err}");
     assert_eq!(emulator::inspect(b.dir()).unwrap(), summary_b);
 
     // Instance D, with its own security domain, refuses A's backup.
@@ -409,15 +363,8 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     let cd = admin(&d);
     cd.download(&certs(2..5), 3).unwrap();
     let err = cd.restore_key(&backup).unwrap_err().to_string();
-    assert!(
-        err.contains("400") && err.contains("another security domain"),
-        "{err}"
-    );
-    assert!(cd
-        .get_key("canary")
-        .unwrap_err()
-        .to_string()
-        .contains("404"));
+    assert!(err.contains("400") && err.contains("another security domain"), "{err}");
+    assert!(cd.get_key("canary").unwrap_err().to_string().contains("404"));
 }
 
 #[test]

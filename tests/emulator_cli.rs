@@ -26,11 +26,7 @@ fn token_prints_only_the_token_and_stores_only_its_hash() {
         .arg(&state)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
@@ -53,15 +49,7 @@ fn token_prints_only_the_token_and_stores_only_its_hash() {
 fn bad_arguments_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     bin()
-        .args([
-            "emulator",
-            "token",
-            "--principal",
-            "x",
-            "--role",
-            "owner",
-            "--state",
-        ])
+        .args(["emulator", "token", "--principal", "x", "--role", "owner", "--state"])
         .arg(dir.path())
         .assert()
         .code(2);
@@ -77,8 +65,5 @@ fn bad_arguments_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-    assert!(
-        out.stdout.is_empty(),
-        "nothing is listening, so nothing is announced"
-    );
+    assert!(out.stdout.is_empty(), "nothing is listening, so nothing is announced");
 }

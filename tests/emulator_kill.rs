@@ -64,11 +64,7 @@ fn serve(dir: &Path) -> Served {
             served.ca = PathBuf::from(ca);
         }
     }
-    assert!(
-        served.url.starts_with("https://127.0.0.1:"),
-        "{}",
-        served.url
-    );
+    assert!(served.url.starts_with("https://127.0.0.1:"), "{}", served.url);
     assert_eq!(served.ca, dir.join("ca.pem"));
     served
 }
@@ -84,29 +80,16 @@ fn sigkill_during_recovery_never_half_activates() {
     let a = start();
     let ca = a.client(&[Role::Administrator, Role::CryptoOfficer]);
     let sd = ca
-        .download(
-            &custodians()[..3]
-                .iter()
-                .map(|c| c.cert.clone())
-                .collect::<Vec<_>>(),
-            2,
-        )
+        .download(&custodians()[..3].iter().map(|c| c.cert.clone()).collect::<Vec<_>>(), 2)
         .unwrap();
     ca.create_rsa_key("canary").unwrap();
     let backup = ca.backup_key("canary").unwrap();
-    let original = emulator::inspect(a.dir())
-        .unwrap()
-        .contents_fingerprint
-        .unwrap();
+    let original = emulator::inspect(a.dir()).unwrap().contents_fingerprint.unwrap();
     let sd = SecurityDomain::from_json(sd.as_bytes()).unwrap();
     let mut q = recovery::Quorum::new(&sd);
     for c in &custodians()[..2] {
-        q.add(&recovery::CustodianKey::from_rsa(
-            c.name.clone(),
-            c.key.clone(),
-            None,
-        ))
-        .unwrap();
+        q.add(&recovery::CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None))
+            .unwrap();
     }
     let items = q.finish().unwrap().items;
 
@@ -114,8 +97,7 @@ fn sigkill_during_recovery_never_half_activates() {
     let delays_ms = [0u64, 1, 2, 5, 10, 30];
     for (round, delay) in delays_ms.iter().enumerate() {
         let dir = tmp.path().join(format!("b{round}"));
-        let token =
-            emulator::issue_token(&dir, "admin", &[Role::Administrator, Role::CryptoUser]).unwrap();
+        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator, Role::CryptoUser]).unwrap();
 
         // Kill while the exchange key may be being made.
         let s = serve(&dir);
@@ -131,9 +113,7 @@ fn sigkill_during_recovery_never_half_activates() {
         std::thread::sleep(Duration::from_millis(*delay));
         drop(s);
         let _ = getter.join();
-        let status = emulator::inspect(&dir)
-            .expect("state parses after SIGKILL")
-            .status;
+        let status = emulator::inspect(&dir).expect("state parses after SIGKILL").status;
         assert!(
             matches!(status, Status::Provisioned | Status::Recovering),
             "round {round}: {status:?}"
@@ -143,9 +123,7 @@ fn sigkill_during_recovery_never_half_activates() {
         let s = serve(&dir);
         let c = client(&s, &token);
         let exchange = c.transfer_key().unwrap();
-        let blob =
-            recovery::build_restore_blob_with_rng(&mut rng(100 + round as u64), &items, &exchange)
-                .unwrap();
+        let blob = recovery::build_restore_blob_with_rng(&mut rng(100 + round as u64), &items, &exchange).unwrap();
         c.start_upload(&blob).unwrap();
         std::thread::sleep(Duration::from_millis(*delay));
         drop(s);
@@ -156,10 +134,7 @@ fn sigkill_during_recovery_never_half_activates() {
         );
         match summary.status {
             Status::Recovering => assert_eq!(summary.contents_fingerprint, None),
-            Status::Activated => assert_eq!(
-                summary.contents_fingerprint.as_deref(),
-                Some(original.as_str())
-            ),
+            Status::Activated => assert_eq!(summary.contents_fingerprint.as_deref(), Some(original.as_str())),
             Status::Provisioned => panic!("round {round}: the exchange key was lost"),
         }
 
@@ -183,10 +158,7 @@ fn sigkill_during_recovery_never_half_activates() {
         }
         let after = emulator::inspect(&dir).unwrap();
         assert_eq!(after.status, Status::Activated);
-        assert_eq!(
-            after.contents_fingerprint.as_deref(),
-            Some(original.as_str())
-        );
+        assert_eq!(after.contents_fingerprint.as_deref(), Some(original.as_str()));
         c.restore_key(&backup).unwrap();
     }
 }

@@ -10,9 +10,7 @@ fn real_azure_file_text() {
     let dir = Dir::new("inspect-azure");
     let out = dir.run(&["sd", "inspect", AZURE_SD]);
     out.ok()
-        .stdout_has(
-            "SHA-256       38976a398607b702b614a786cbe23e0855c7ba8c31dbcc388c74c1f7eedf0eee",
-        )
+        .stdout_has("SHA-256       38976a398607b702b614a786cbe23e0855c7ba8c31dbcc388c74c1f7eedf0eee")
         .stdout_has("version       2")
         .stdout_has("quorum        2 of 3 custodians");
     for (i, x5t) in AZURE_X5T.iter().enumerate() {
@@ -59,12 +57,7 @@ fn real_azure_file_json_gives_the_same_numbers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| {
-            (
-                i["tag"].as_str().unwrap(),
-                i["ciphertext_bytes"].as_u64().unwrap(),
-            )
-        })
+        .map(|i| (i["tag"].as_str().unwrap(), i["ciphertext_bytes"].as_u64().unwrap()))
         .collect();
     assert_eq!(
         items,
@@ -88,10 +81,7 @@ fn certificates_not_in_the_azure_file_are_named() {
         .run(&["sd", "inspect", "--json", AZURE_SD, "--certs", "c0.cer"])
         .ok()
         .json();
-    assert_eq!(
-        v["certificates_without_share"],
-        serde_json::json!(["c0.cer"])
-    );
+    assert_eq!(v["certificates_without_share"], serde_json::json!(["c0.cer"]));
     assert!(v["enc_shares"]
         .as_array()
         .unwrap()
@@ -110,11 +100,7 @@ fn certs_name_which_share_each_owns() {
     ]);
     out.ok().stdout_has("quorum        2 of 3 custodians");
     for i in 0..3 {
-        out.stdout_has(&format!(
-            "    {}  x5t_256 {}  c{i}.cer\n",
-            i + 1,
-            fixtures().x5t[i]
-        ));
+        out.stdout_has(&format!("    {}  x5t_256 {}  c{i}.cer\n", i + 1, fixtures().x5t[i]));
     }
     out.stderr_has("warning: c3.cer has no share in this security domain");
     let v = dir

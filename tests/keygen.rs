@@ -31,22 +31,12 @@ fn single_custodian_with_passphrase_file() {
         "alice.pass",
     ]);
     out.ok().stdout_has("custodian alice");
-    assert_eq!(
-        dir.mode("alice.key"),
-        0o600,
-        "the private key is for its owner only"
-    );
+    assert_eq!(dir.mode("alice.key"), 0o600, "the private key is for its owner only");
     let key = dir.read_string("alice.key");
-    assert!(
-        key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"),
-        "{key}"
-    );
+    assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"), "{key}");
     assert!(!key.contains("BEGIN PRIVATE KEY"));
     let cer = dir.read_string("alice.cer");
-    assert!(
-        cer.starts_with("-----BEGIN CERTIFICATE-----\n")
-            && cer.trim_end().ends_with("-----END CERTIFICATE-----")
-    );
+    assert!(cer.starts_with("-----BEGIN CERTIFICATE-----\n") && cer.trim_end().ends_with("-----END CERTIFICATE-----"));
     dir.assert_files(&["alice.cer", "alice.key", "alice.pass"]);
 
     // The printed thumbprint is the certificate's, as `show` and the SD name it.
@@ -92,10 +82,7 @@ fn batch_of_three_with_prefix() {
         "p",
     ]);
     // Three distinct custodians, not one key three times.
-    let x: Vec<&str> = list
-        .iter()
-        .map(|m| m["x5t#S256"].as_str().unwrap())
-        .collect();
+    let x: Vec<&str> = list.iter().map(|m| m["x5t#S256"].as_str().unwrap()).collect();
     assert!(x[0] != x[1] && x[1] != x[2] && x[0] != x[2], "{x:?}");
 }
 
@@ -181,11 +168,7 @@ fn no_passphrase_source_and_no_terminal_is_a_usage_error() {
     let out = dir.run(&["custodian", "keygen", "--name", "erin", "--bits", "2048"]);
     out.fails(
         EXIT_USAGE,
-        &[
-            "no terminal",
-            "--passphrase-file",
-            "HSM_CEREMONY_PASSPHRASE",
-        ],
+        &["no terminal", "--passphrase-file", "HSM_CEREMONY_PASSPHRASE"],
     );
     dir.assert_files(&[]);
 }
@@ -193,12 +176,9 @@ fn no_passphrase_source_and_no_terminal_is_a_usage_error() {
 #[test]
 fn passphrase_from_environment_is_used() {
     let dir = Dir::new("keygen-env");
-    let out = dir.run_with(
-        &["custodian", "keygen", "--name", "env", "--bits", "2048"],
-        |c| {
-            c.env("HSM_CEREMONY_PASSPHRASE", PASS);
-        },
-    );
+    let out = dir.run_with(&["custodian", "keygen", "--name", "env", "--bits", "2048"], |c| {
+        c.env("HSM_CEREMONY_PASSPHRASE", PASS);
+    });
     out.ok();
     dir.write("p", PASS);
     dir.copy(&["sd.json"]);
@@ -238,30 +218,19 @@ fn insecure_unencrypted_key_is_plain_pkcs8_and_warned() {
 fn bad_names_days_and_folders_are_refused() {
     let dir = Dir::new("keygen-bad-args");
     dir.write("p", PASS);
-    let base = [
-        "custodian",
-        "keygen",
-        "--bits",
-        "2048",
-        "--passphrase-file",
-        "p",
-    ];
+    let base = ["custodian", "keygen", "--bits", "2048", "--passphrase-file", "p"];
     let with = |extra: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);
         dir.run(&a)
     };
-    with(&["--name", "../escape"])
-        .fails(EXIT_USAGE, &["'../escape' is not a usable custodian name"]);
+    with(&["--name", "../escape"]).fails(EXIT_USAGE, &["'../escape' is not a usable custodian name"]);
     with(&["--name", "x", "--days", "4000"]).fails(EXIT_INPUT, &["--days 4000"]);
-    with(&["--name", "x", "--out-dir", "missing"])
-        .fails(EXIT_USAGE, &["missing", "does not exist"]);
+    with(&["--name", "x", "--out-dir", "missing"]).fails(EXIT_USAGE, &["missing", "does not exist"]);
     with(&["--count", "11", "--prefix", "c"]).fails(EXIT_USAGE, &["--count 11"]);
     dir.write("q", PASS);
-    with(&["--count", "3", "--prefix", "c", "--passphrase-file", "q"]).fails(
-        EXIT_USAGE,
-        &["2 --passphrase-file options were given for 3 key(s)"],
-    );
+    with(&["--count", "3", "--prefix", "c", "--passphrase-file", "q"])
+        .fails(EXIT_USAGE, &["2 --passphrase-file options were given for 3 key(s)"]);
     dir.remove("q");
     dir.assert_files(&["p"]);
 }

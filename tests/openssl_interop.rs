@@ -37,9 +37,7 @@ fn openssl_plain(dir: &Dir, name: &str) {
     );
     // OpenSSL may create the key 0644; the tool refuses that.
     dir.chmod(&key, 0o600);
-    assert!(dir
-        .read_string(&key)
-        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(dir.read_string(&key).starts_with("-----BEGIN PRIVATE KEY-----"));
 }
 
 /// Opens `blob` with the shared exchange key, as an instance would.
@@ -87,9 +85,7 @@ fn openssl_made_custodians_split_verify_and_restore() {
     assert!(dir
         .read_string("b.key")
         .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-    dir.run(&["custodian", "show", "b.cer"])
-        .ok()
-        .stdout_has("RSA-3072");
+    dir.run(&["custodian", "show", "b.cer"]).ok().stdout_has("RSA-3072");
 
     dir.run(&[
         "sd",
@@ -105,16 +101,9 @@ fn openssl_made_custodians_split_verify_and_restore() {
         "sd.json",
     ])
     .ok();
-    dir.run(&[
-        "custodian",
-        "verify",
-        "--sd-file",
-        "sd.json",
-        "--key",
-        "a.key",
-    ])
-    .ok()
-    .stdout_has("share x=1 of 3 opens for a.key (certificate a.cer)");
+    dir.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", "a.key"])
+        .ok()
+        .stdout_has("share x=1 of 3 opens for a.key (certificate a.cer)");
     dir.run(&[
         "custodian",
         "verify",
@@ -165,12 +154,7 @@ fn openssl_made_custodians_split_verify_and_restore() {
     );
     assert_eq!(ab, bc);
     // Azure CLI style: "" for the unencrypted OpenSSL key.
-    restore(
-        &["a.key", "b.key", "--passwords", "", PASS_B],
-        &[],
-        "az.json",
-    )
-    .ok();
+    restore(&["a.key", "b.key", "--passwords", "", PASS_B], &[], "az.json").ok();
     assert_eq!(blob_fingerprint(&dir.join("az.json")), ab);
 }
 
@@ -180,10 +164,7 @@ fn pkcs1_and_der_forms_work() {
     dir.custodian(0);
     dir.custodian(1);
     openssl_plain(&dir, "a");
-    openssl(
-        &dir,
-        &["rsa", "-in", "a.key", "-traditional", "-out", "pkcs1.pem"],
-    );
+    openssl(&dir, &["rsa", "-in", "a.key", "-traditional", "-out", "pkcs1.pem"]);
     openssl(
         &dir,
         &[
@@ -211,10 +192,7 @@ fn pkcs1_and_der_forms_work() {
             "pkcs1.der",
         ],
     );
-    openssl(
-        &dir,
-        &["x509", "-in", "a.cer", "-outform", "DER", "-out", "a.der"],
-    );
+    openssl(&dir, &["x509", "-in", "a.cer", "-outform", "DER", "-out", "a.der"]);
     for k in ["pkcs1.pem", "pkcs8.der", "pkcs1.der"] {
         dir.chmod(k, 0o600);
     }
@@ -224,14 +202,8 @@ fn pkcs1_and_der_forms_work() {
     assert_eq!(dir.read("a.der")[0], 0x30, "a DER SEQUENCE");
 
     // The DER certificate is the same certificate: same thumbprint.
-    let pem = dir
-        .run(&["custodian", "show", "--json", "a.cer"])
-        .ok()
-        .json();
-    let der = dir
-        .run(&["custodian", "show", "--json", "a.der"])
-        .ok()
-        .json();
+    let pem = dir.run(&["custodian", "show", "--json", "a.cer"]).ok().json();
+    let der = dir.run(&["custodian", "show", "--json", "a.der"]).ok().json();
     assert_eq!(pem[0]["x5t#S256"], der[0]["x5t#S256"]);
 
     dir.run(&[
@@ -260,9 +232,7 @@ fn pkcs1_and_der_forms_work() {
             "a.der",
         ])
         .ok()
-        .stdout_has(&format!(
-            "share x=2 of 3 opens for {key} (certificate a.der)"
-        ));
+        .stdout_has(&format!("share x=2 of 3 opens for {key} (certificate a.der)"));
     }
     dir.copy(&["exchange.cer"]);
     dir.run(&[
@@ -304,9 +274,7 @@ fn legacy_encrypted_pem_is_refused_with_the_conversion_command() {
         ],
     );
     dir.chmod("legacy.key", 0o600);
-    assert!(dir
-        .read_string("legacy.key")
-        .contains("Proc-Type: 4,ENCRYPTED"));
+    assert!(dir.read_string("legacy.key").contains("Proc-Type: 4,ENCRYPTED"));
     dir.write("p", "legacy passphrase");
     dir.run(&[
         "custodian",
@@ -332,21 +300,10 @@ fn legacy_encrypted_pem_is_refused_with_the_conversion_command() {
 fn openssl_opens_our_encrypted_keys() {
     let dir = Dir::new("ossl-reads-keys");
     dir.custodian(0);
-    openssl(
-        &dir,
-        &["pkey", "-in", "c0.key", "-passin", "file:c0.pass", "-noout"],
-    );
+    openssl(&dir, &["pkey", "-in", "c0.key", "-passin", "file:c0.pass", "-noout"]);
     let text = openssl(
         &dir,
-        &[
-            "pkey",
-            "-in",
-            "c0.key",
-            "-passin",
-            "file:c0.pass",
-            "-text",
-            "-noout",
-        ],
+        &["pkey", "-in", "c0.key", "-passin", "file:c0.pass", "-text", "-noout"],
     );
     assert!(text.contains("Private-Key: (2048 bit"), "{text}");
     // The key is PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC.
@@ -357,14 +314,7 @@ fn openssl_opens_our_encrypted_keys() {
     // Control: OpenSSL does refuse a wrong passphrase, so the success above means something.
     dir.write("wrong.pass", "not the passphrase at all");
     let status = Command::new("openssl")
-        .args([
-            "pkey",
-            "-in",
-            "c0.key",
-            "-passin",
-            "file:wrong.pass",
-            "-noout",
-        ])
+        .args(["pkey", "-in", "c0.key", "-passin", "file:wrong.pass", "-noout"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -377,11 +327,7 @@ fn openssl_opens_our_encrypted_keys() {
 fn openssl_fingerprint_matches_ours() {
     let dir = Dir::new("ossl-fingerprint");
     dir.custodian(3);
-    let ours = dir
-        .run(&["custodian", "show", "c3.cer"])
-        .ok()
-        .stdout
-        .clone();
+    let ours = dir.run(&["custodian", "show", "c3.cer"]).ok().stdout.clone();
     let ours = ours
         .lines()
         .find(|l| l.trim_start().starts_with("SHA-256"))
@@ -390,18 +336,12 @@ fn openssl_fingerprint_matches_ours() {
         .nth(1)
         .unwrap()
         .to_string();
-    let theirs = openssl(
-        &dir,
-        &["x509", "-in", "c3.cer", "-noout", "-fingerprint", "-sha256"],
-    );
+    let theirs = openssl(&dir, &["x509", "-in", "c3.cer", "-noout", "-fingerprint", "-sha256"]);
     let theirs = theirs.trim().split_once('=').expect("Fingerprint=...").1;
     assert_eq!(ours, theirs);
     assert_eq!(ours.len(), 32 * 3 - 1);
     // And OpenSSL reads our certificate's key as RSA-2048 with our subject.
-    let text = openssl(
-        &dir,
-        &["x509", "-in", "c3.cer", "-noout", "-subject", "-text"],
-    );
+    let text = openssl(&dir, &["x509", "-in", "c3.cer", "-noout", "-subject", "-text"]);
     assert!(text.contains("CN = c3") || text.contains("CN=c3"), "{text}");
     assert!(text.contains("(2048 bit)"), "{text}");
 }

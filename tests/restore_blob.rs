@@ -215,8 +215,7 @@ fn only_as_many_keys_as_the_quorum_are_opened() {
             "never-read.pass",
         ],
     );
-    out.ok()
-        .stdout_has("Quorum met; 1 remaining key(s) not needed.");
+    out.ok().stdout_has("Quorum met; 1 remaining key(s) not needed.");
     assert!(
         !out.stdout.contains("c2.key"),
         "the third key was not touched: {}",
@@ -228,12 +227,7 @@ fn only_as_many_keys_as_the_quorum_are_opened() {
     let out = restore(
         &dir,
         &["c0.key", "c1.key"],
-        &[
-            "--passphrase-file",
-            "c0.pass",
-            "--passphrase-file",
-            "never-read.pass",
-        ],
+        &["--passphrase-file", "c0.pass", "--passphrase-file", "never-read.pass"],
     );
     out.fails(EXIT_QUORUM, &["never-read.pass"]);
     dir.assert_absent("blob.json");
@@ -242,14 +236,7 @@ fn only_as_many_keys_as_the_quorum_are_opened() {
 #[test]
 fn keys_without_any_certificate_find_their_shares() {
     let dir = Dir::new("restore-no-cer");
-    dir.copy(&[
-        "sd.json",
-        "exchange.cer",
-        "c2.key",
-        "c2.pass",
-        "c1.key",
-        "c1.pass",
-    ]);
+    dir.copy(&["sd.json", "exchange.cer", "c2.key", "c2.pass", "c1.key", "c1.pass"]);
     let out = restore(&dir, &["c2.key", "c1.key"], &strs(&pass_files(&[2, 1])));
     out.ok()
         .stdout_has("share x=3 opened for c2.key (1 of 2 needed)")
@@ -263,14 +250,7 @@ fn keys_without_any_certificate_find_their_shares() {
 #[test]
 fn certificates_given_with_cert_pair_keys_by_content() {
     let dir = Dir::new("restore-cert-pool");
-    dir.copy(&[
-        "sd.json",
-        "exchange.cer",
-        "c0.key",
-        "c0.pass",
-        "c2.key",
-        "c2.pass",
-    ]);
+    dir.copy(&["sd.json", "exchange.cer", "c0.key", "c0.pass", "c2.key", "c2.pass"]);
     std::fs::copy(fixtures().path("c0.cer"), dir.join("first.pem")).unwrap();
     std::fs::copy(fixtures().path("c2.cer"), dir.join("second.pem")).unwrap();
     let p = pass_files(&[0, 2]);
@@ -289,12 +269,7 @@ fn wrong_passphrase_names_the_key_and_writes_nothing() {
     let out = restore(
         &dir,
         &["c0.key", "c1.key"],
-        &[
-            "--passphrase-file",
-            "c1.pass",
-            "--passphrase-file",
-            "c1.pass",
-        ],
+        &["--passphrase-file", "c1.pass", "--passphrase-file", "c1.pass"],
     );
     assert_ne!(out.code, 0);
     out.fails(
@@ -352,11 +327,7 @@ fn tampered_share_is_skipped_when_a_third_custodian_is_there() {
     let dir = Dir::new("restore-tampered-3");
     dir.ceremony();
     tamper_share(&dir, 0);
-    let out = restore(
-        &dir,
-        &["c0.key", "c1.key", "c2.key"],
-        &strs(&pass_files(&[0, 1, 2])),
-    );
+    let out = restore(&dir, &["c0.key", "c1.key", "c2.key"], &strs(&pass_files(&[0, 1, 2])));
     out.ok()
         .stderr_has("warning: the share of c0.key (certificate c0.cer) failed its integrity check")
         .stderr_has("going on with the next key")
@@ -383,11 +354,7 @@ fn too_few_shares_says_how_many_whose_and_how_many_needed() {
 fn the_same_custodian_counts_once() {
     let dir = Dir::new("restore-twice");
     dir.ceremony();
-    let out = restore(
-        &dir,
-        &["c1.key", "c1.key"],
-        &["--passphrase-file", "c1.pass"],
-    );
+    let out = restore(&dir, &["c1.key", "c1.key"], &["--passphrase-file", "c1.pass"]);
     out.fails(
         EXIT_QUORUM,
         &[
@@ -414,11 +381,7 @@ fn a_key_whose_certificate_is_not_in_the_sd() {
     );
     dir.assert_absent("blob.json");
     // With enough others it is only a warning.
-    let out = restore(
-        &dir,
-        &["c3.key", "c0.key", "c1.key"],
-        &strs(&pass_files(&[3, 0, 1])),
-    );
+    let out = restore(&dir, &["c3.key", "c0.key", "c1.key"], &strs(&pass_files(&[3, 0, 1])));
     out.ok().stderr_has("warning: the certificate c3.cer");
 }
 
@@ -431,11 +394,7 @@ fn a_key_that_does_not_match_its_cer_stops_the_run() {
     dir.ceremony();
     // c0.key now sits beside c1's certificate.
     std::fs::copy(dir.join("c1.cer"), dir.join("c0.cer")).unwrap();
-    let out = restore(
-        &dir,
-        &["c0.key", "c1.key", "c2.key"],
-        &strs(&pass_files(&[0, 1, 2])),
-    );
+    let out = restore(&dir, &["c0.key", "c1.key", "c2.key"], &strs(&pass_files(&[0, 1, 2])));
     out.fails(
         EXIT_INTEGRITY,
         &[
@@ -457,10 +416,7 @@ fn existing_output_is_untouched() {
         &["c0.key", "c1.key"],
         &["--passphrase-file", "nope0", "--passphrase-file", "nope1"],
     );
-    out.fails(
-        EXIT_INPUT,
-        &["blob.json already exists; it is never overwritten"],
-    );
+    out.fails(EXIT_INPUT, &["blob.json already exists; it is never overwritten"]);
     assert_eq!(dir.read_string("blob.json"), "earlier blob");
     dir.assert_no_temp();
 }
@@ -484,8 +440,8 @@ fn weak_or_wrong_exchange_keys_are_refused() {
     util::openssl(
         &dir,
         &[
-            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "weak.key", "-out",
-            "weak.cer", "-days", "30", "-subj", "/CN=weak",
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "weak.key", "-out", "weak.cer", "-days", "30",
+            "-subj", "/CN=weak",
         ],
     );
     let p = pass_files(&[0, 1]);
@@ -525,17 +481,10 @@ fn group_readable_key_is_refused_with_chmod_advice() {
     let dir = Dir::new("restore-0644");
     dir.ceremony();
     dir.chmod("c1.key", 0o644);
-    let out = restore(
-        &dir,
-        &["c0.key", "c1.key", "c2.key"],
-        &strs(&pass_files(&[0, 1, 2])),
-    );
+    let out = restore(&dir, &["c0.key", "c1.key", "c2.key"], &strs(&pass_files(&[0, 1, 2])));
     out.fails(
         EXIT_INPUT,
-        &[
-            "c1.key can be read by other users of this machine",
-            "chmod 600 c1.key",
-        ],
+        &["c1.key can be read by other users of this machine", "chmod 600 c1.key"],
     );
     dir.assert_absent("blob.json");
 }
@@ -557,11 +506,7 @@ fn passphrases_from_an_inherited_descriptor() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         blob_contents_fingerprint(&dir.join("blob.json")),
         sd_contents_fingerprint()
@@ -586,10 +531,8 @@ fn passwords_must_be_one_per_key() {
     let dir = Dir::new("restore-passwords-count");
     dir.ceremony();
     let p0 = passphrase(0);
-    restore(&dir, &["c0.key", "c1.key"], &["--passwords", &p0]).fails(
-        util::EXIT_USAGE,
-        &["--passwords has 1 entries for 2 key(s)"],
-    );
+    restore(&dir, &["c0.key", "c1.key"], &["--passwords", &p0])
+        .fails(util::EXIT_USAGE, &["--passwords has 1 entries for 2 key(s)"]);
     dir.assert_absent("blob.json");
 }
 
@@ -620,14 +563,9 @@ fn output_that_is_a_dangling_symlink_is_not_followed() {
     let dir = Dir::new("restore-symlink");
     dir.ceremony();
     std::os::unix::fs::symlink(dir.join("elsewhere.json"), dir.join("blob.json")).unwrap();
-    restore(&dir, &["c0.key", "c1.key"], &strs(&pass_files(&[0, 1]))).fails(
-        EXIT_INPUT,
-        &["blob.json already exists; it is never overwritten"],
-    );
-    assert!(
-        !dir.exists("elsewhere.json"),
-        "the link's target was created"
-    );
+    restore(&dir, &["c0.key", "c1.key"], &strs(&pass_files(&[0, 1])))
+        .fails(EXIT_INPUT, &["blob.json already exists; it is never overwritten"]);
+    assert!(!dir.exists("elsewhere.json"), "the link's target was created");
     assert!(std::fs::symlink_metadata(dir.join("blob.json"))
         .unwrap()
         .file_type()
@@ -640,10 +578,7 @@ fn share_order_in_the_file_does_not_matter() {
     let dir = Dir::new("restore-reordered");
     dir.ceremony();
     let mut sd = util::read_json(&dir.join("sd.json"));
-    sd["SharedKeys"]["enc_shares"]
-        .as_array_mut()
-        .unwrap()
-        .reverse();
+    sd["SharedKeys"]["enc_shares"].as_array_mut().unwrap().reverse();
     dir.remove("sd.json");
     dir.write("sd.json", serde_json::to_vec(&sd).unwrap());
     restore(&dir, &["c0.key", "c2.key"], &strs(&pass_files(&[0, 2])))
@@ -693,23 +628,14 @@ fn one_key_counts_once_whatever_its_certificates() {
         .unwrap();
     let share2 = sd.share_jwe(2).unwrap().decrypt_with(&key2).unwrap();
     let again = inputs::certificate(&dir.join("again/c0.cer")).unwrap();
-    let enc_key = jwe::encrypt_rsa_oaep256_with_rng(
-        &mut os_rng(),
-        &again.rsa_public_key().unwrap(),
-        share2.expose(),
-    )
-    .unwrap();
+    let enc_key =
+        jwe::encrypt_rsa_oaep256_with_rng(&mut os_rng(), &again.rsa_public_key().unwrap(), share2.expose()).unwrap();
     let mut v = util::read_json(&dir.join("sd.json"));
-    v["SharedKeys"]["enc_shares"][2] =
-        serde_json::json!({"enc_key": enc_key, "x5t_256": again.x5t_256()});
+    v["SharedKeys"]["enc_shares"][2] = serde_json::json!({"enc_key": enc_key, "x5t_256": again.x5t_256()});
     dir.remove("sd.json");
     dir.write("sd.json", serde_json::to_vec(&v).unwrap());
 
-    let out = restore(
-        &dir,
-        &["c0.key", "again/c0.key"],
-        &["--passphrase-file", "c0.pass"],
-    );
+    let out = restore(&dir, &["c0.key", "again/c0.key"], &["--passphrase-file", "c0.pass"]);
     out.fails(
         EXIT_QUORUM,
         &[

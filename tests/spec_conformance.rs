@@ -79,9 +79,7 @@ fn open_rsa_jwe(dir: &Dir, jwe: &Jwe, key: &str, passin: Option<&str>) -> Vec<u8
         r#"{"alg":"RSA-OAEP-256","enc":"A256CBC-HS512","kid":"not used"}"#
     );
     dir.write("ek.bin", &jwe.encrypted_key);
-    let mut args = vec![
-        "pkeyutl", "-decrypt", "-inkey", key, "-in", "ek.bin", "-out", "cek.bin",
-    ];
+    let mut args = vec!["pkeyutl", "-decrypt", "-inkey", key, "-in", "ek.bin", "-out", "cek.bin"];
     if let Some(p) = passin {
         args.extend(["-passin", p]);
     }
@@ -113,15 +111,9 @@ fn combine(shares: &[Vec<u8>]) -> Vec<u8> {
         .iter()
         .map(|s| {
             assert_eq!(s.len(), 64, "a share of a 32-byte key is 64 bytes");
-            let words: Vec<u16> = s
-                .chunks(2)
-                .map(|w| u16::from_le_bytes([w[0], w[1]]))
-                .collect();
+            let words: Vec<u16> = s.chunks(2).map(|w| u16::from_le_bytes([w[0], w[1]])).collect();
             let x = (words[0] >> 9) as u32;
-            assert!(
-                words.iter().all(|w| (w >> 9) as u32 == x),
-                "one x throughout"
-            );
+            assert!(words.iter().all(|w| (w >> 9) as u32 == x), "one x throughout");
             let v: Vec<u32> = words.iter().map(|w| (w & 0x1ff) as u32).collect();
             assert!(v.iter().all(|&v| v <= 256));
             (x, v)
@@ -152,13 +144,7 @@ fn combine(shares: &[Vec<u8>]) -> Vec<u8> {
 fn item_key(master: &[u8], tag: &str) -> Vec<u8> {
     hmac_sha512(
         master,
-        &[
-            &1u32.to_be_bytes(),
-            tag.as_bytes(),
-            &[0],
-            b"",
-            &512u32.to_be_bytes(),
-        ],
+        &[&1u32.to_be_bytes(), tag.as_bytes(), &[0], b"", &512u32.to_be_bytes()],
     )
 }
 
@@ -229,12 +215,7 @@ fn our_security_domain_opens_by_the_spec() {
                 (256, 80),
                 "as in the real Azure file"
             );
-            let share = open_rsa_jwe(
-                &dir,
-                &jwe,
-                &format!("c{i}.key"),
-                Some(&format!("file:c{i}.pass")),
-            );
+            let share = open_rsa_jwe(&dir, &jwe, &format!("c{i}.key"), Some(&format!("file:c{i}.pass")));
             assert_eq!(
                 u16::from_le_bytes([share[0], share[1]]) >> 9,
                 i as u16 + 1,
@@ -246,14 +227,7 @@ fn our_security_domain_opens_by_the_spec() {
     let master = combine(&opened);
     let items = open_items(&dir, &sd["EncData"], &master);
     let tags: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(
-        tags,
-        [
-            "hsm_backup",
-            "base_enclave_backup",
-            "partition_enclave_backup"
-        ]
-    );
+    assert_eq!(tags, ["hsm_backup", "base_enclave_backup", "partition_enclave_backup"]);
     let sizes: Vec<usize> = items.iter().map(|(_, p)| p.len()).collect();
     assert_eq!(sizes, [8192 - 16, 880 - 16, 2960 - 16]);
     // Another quorum, through the library, sees the same bytes.
@@ -285,25 +259,13 @@ fn our_restore_blob_opens_by_the_spec() {
     let wrapped = &blob["WrappedKey"];
     let exchange_der = util::pem_der(&dir.read_string("exchange.cer"));
     assert_eq!(wrapped["x5t_256"], util::b64u(&util::sha256(&exchange_der)));
-    let master = open_rsa_jwe(
-        &dir,
-        &parse(wrapped["enc_key"].as_str().unwrap()),
-        "exchange.key",
-        None,
-    );
+    let master = open_rsa_jwe(&dir, &parse(wrapped["enc_key"].as_str().unwrap()), "exchange.key", None);
     assert_eq!(master.len(), 32, "the wrapped key is a 32-byte master key");
     assert_eq!(open_items(&dir, &blob["EncData"], &master), library_items());
 }
 
 /// RFC 7518 §5.2.2 encryption, OpenSSL for the AES: the compact JWE text.
-fn seal_cbc_hs512(
-    dir: &Dir,
-    header: &str,
-    encrypted_key: &[u8],
-    key: &[u8],
-    iv: &[u8],
-    plaintext: &[u8],
-) -> String {
+fn seal_cbc_hs512(dir: &Dir, header: &str, encrypted_key: &[u8], key: &[u8], iv: &[u8], plaintext: &[u8]) -> String {
     let header_b64 = util::b64u(header.as_bytes());
     dir.write("pt.bin", plaintext);
     openssl(
@@ -346,17 +308,11 @@ fn an_old_rsa_oaep_sha1_share_is_read() {
     let mut sd = util::read_json(&dir.join("sd.json"));
     let share0 = open_rsa_jwe(
         &dir,
-        &parse(
-            sd["SharedKeys"]["enc_shares"][0]["enc_key"]
-                .as_str()
-                .unwrap(),
-        ),
+        &parse(sd["SharedKeys"]["enc_shares"][0]["enc_key"].as_str().unwrap()),
         "c0.key",
         Some("file:c0.pass"),
     );
-    let cek: Vec<u8> = (0u8..64)
-        .map(|i| i.wrapping_mul(37).wrapping_add(11))
-        .collect();
+    let cek: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
     dir.write("cek.bin", &cek);
     openssl(
         &dir,
@@ -436,11 +392,7 @@ fn a_share_sealed_here_with_a_bad_tag_is_refused() {
     let mut sd = util::read_json(&dir.join("sd.json"));
     let share0 = open_rsa_jwe(
         &dir,
-        &parse(
-            sd["SharedKeys"]["enc_shares"][0]["enc_key"]
-                .as_str()
-                .unwrap(),
-        ),
+        &parse(sd["SharedKeys"]["enc_shares"][0]["enc_key"].as_str().unwrap()),
         "c0.key",
         Some("file:c0.pass"),
     );

@@ -28,8 +28,7 @@ fn random_contents_make_a_valid_file() {
         "--out",
         "new.json",
     ]);
-    out.ok()
-        .stdout_has("wrote new.json: 3 of 3 custodians, 3 data items");
+    out.ok().stdout_has("wrote new.json: 3 of 3 custodians, 3 data items");
     dir.assert_no_temp();
     let v = read_json(&dir.join("new.json"));
     assert_eq!(v["version"], 2);
@@ -43,10 +42,7 @@ fn random_contents_make_a_valid_file() {
         .collect();
     assert_eq!(
         x5t,
-        fixtures().x5t[..3]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        fixtures().x5t[..3].iter().map(String::as_str).collect::<Vec<_>>(),
         "shares follow the certificate order"
     );
     let tags: Vec<&str> = v["EncData"]["data"]
@@ -55,20 +51,10 @@ fn random_contents_make_a_valid_file() {
         .iter()
         .map(|d| d["tag"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        tags,
-        [
-            "hsm_backup",
-            "base_enclave_backup",
-            "partition_enclave_backup"
-        ]
-    );
+    assert_eq!(tags, ["hsm_backup", "base_enclave_backup", "partition_enclave_backup"]);
     // One line of compact JSON, as the service writes it.
     let text = dir.read_string("new.json");
-    assert!(
-        !text.contains('\n') && !text.contains(": "),
-        "compact JSON expected"
-    );
+    assert!(!text.contains('\n') && !text.contains(": "), "compact JSON expected");
     dir.run(&["sd", "inspect", "new.json"])
         .ok()
         .stdout_has("quorum        3 of 3 custodians");
@@ -97,27 +83,19 @@ fn items_from_files_keep_tag_and_order() {
         "items.json",
     ]);
     out.ok().stdout_has("2 data items");
-    let v = dir
-        .run(&["sd", "inspect", "--json", "items.json"])
-        .ok()
-        .json();
+    let v = dir.run(&["sd", "inspect", "--json", "items.json"]).ok().json();
     let items: Vec<(&str, u64)> = v["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| {
-            (
-                i["tag"].as_str().unwrap(),
-                i["ciphertext_bytes"].as_u64().unwrap(),
-            )
-        })
+        .map(|i| (i["tag"].as_str().unwrap(), i["ciphertext_bytes"].as_u64().unwrap()))
         .collect();
     // PKCS#7: 100 bytes -> 112, 11 bytes -> 16.
     assert_eq!(items, [("zeta", 112), ("alpha", 16)]);
 
     dir.run(&[
-        "sd", "split", "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--item",
-        "nofile", "--out", "bad.json",
+        "sd", "split", "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--item", "nofile", "--out",
+        "bad.json",
     ])
     .fails(util::EXIT_USAGE, &["--item 'nofile' is not TAG=FILE"]);
     dir.assert_absent("bad.json");
@@ -207,10 +185,7 @@ fn refuses_a_duplicate_certificate() {
         "--out",
         "d.json",
     ])
-    .fails(
-        EXIT_INPUT,
-        &["again.cer and c1.cer are the same certificate"],
-    );
+    .fails(EXIT_INPUT, &["again.cer and c1.cer are the same certificate"]);
     dir.assert_absent("d.json");
 }
 
@@ -249,8 +224,7 @@ fn refuses_items_that_make_an_unreadable_file() {
     dir.write("i1.bin", &noise);
     dir.write("i2.bin", &noise);
     let args = [
-        "sd", "split", "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--item",
-        "a=i1.bin",
+        "sd", "split", "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--item", "a=i1.bin",
     ];
     let two = [&args[..], &["--item", "b=i2.bin", "--out", "big.json"]].concat();
     dir.run(&two)
@@ -307,14 +281,6 @@ fn refuses_two_certificates_of_one_key() {
         &["again.cer has the same key as c0.cer; each custodian needs their own key"],
     );
     dir.assert_absent("s.json");
-    dir.run(&[
-        "sd",
-        "check-certs",
-        "--quorum",
-        "2",
-        "c0.cer",
-        "c1.cer",
-        "again.cer",
-    ])
-    .fails(EXIT_INPUT, &["again.cer has the same key as c0.cer"]);
+    dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "again.cer"])
+        .fails(EXIT_INPUT, &["again.cer has the same key as c0.cer"]);
 }

@@ -64,11 +64,7 @@ fn json_and_explicit_cert_and_no_cert() {
         .ok()
         .json();
     assert_eq!(
-        (
-            v["opens"].as_bool(),
-            v["x"].as_u64(),
-            v["position"].as_u64()
-        ),
+        (v["opens"].as_bool(), v["x"].as_u64(), v["position"].as_u64()),
         (Some(true), Some(3), Some(3))
     );
     assert_eq!(v["x5t_256"], fixtures().x5t[2]);
@@ -203,18 +199,8 @@ fn wrong_passphrase_is_named() {
 fn encrypted_key_without_passphrase_source_is_a_usage_error() {
     let dir = Dir::new("verify-no-pass");
     dir.ceremony();
-    dir.run(&[
-        "custodian",
-        "verify",
-        "--sd-file",
-        "sd.json",
-        "--key",
-        "c0.key",
-    ])
-    .fails(
-        util::EXIT_USAGE,
-        &["Passphrase for c0.key: no terminal to ask on"],
-    );
+    dir.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", "c0.key"])
+        .fails(util::EXIT_USAGE, &["Passphrase for c0.key: no terminal to ask on"]);
 }
 
 #[test]
@@ -234,10 +220,7 @@ fn group_readable_key_is_refused_with_chmod_advice() {
     ])
     .fails(
         EXIT_INPUT,
-        &[
-            "c0.key can be read by other users of this machine",
-            "chmod 600 c0.key",
-        ],
+        &["c0.key can be read by other users of this machine", "chmod 600 c0.key"],
     );
     dir.chmod("c0.key", 0o640);
     dir.run(&[

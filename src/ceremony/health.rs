@@ -47,7 +47,13 @@ pub struct Health {
 
 /// Assesses `sd` (whose file has SHA-256 `sd_sha256`) with the custodians'
 /// certificates and, when given, the ceremony log.
-pub fn assess(sd: &SecurityDomain, sd_sha256: &str, certs: &[(String, Certificate)], log: Option<&[Line]>, now: OffsetDateTime) -> Health {
+pub fn assess(
+    sd: &SecurityDomain,
+    sd_sha256: &str,
+    certs: &[(String, Certificate)],
+    log: Option<&[Line]>,
+    now: OffsetDateTime,
+) -> Health {
     let mut reasons = Vec::new();
     let custodians: Vec<CustodianHealth> = sd
         .shared_keys
@@ -93,7 +99,9 @@ pub fn assess(sd: &SecurityDomain, sd_sha256: &str, certs: &[(String, Certificat
                         problems.push("has never proved possession of this security domain's share".into());
                     }
                     let drill = last_time(lines, |l| {
-                        l.entry.command == "drill" && l.entry.outcome == "ok" && l.entry.thumbprints.contains(&share.x5t_256)
+                        l.entry.command == "drill"
+                            && l.entry.outcome == "ok"
+                            && l.entry.thumbprints.contains(&share.x5t_256)
                     });
                     (proof, drill)
                 }
@@ -118,17 +126,30 @@ pub fn assess(sd: &SecurityDomain, sd_sha256: &str, certs: &[(String, Certificat
     let mut verdict = Verdict::Healthy;
     if usable < required {
         verdict = Verdict::CannotRecover;
-        reasons.push(format!("only {usable} of {} custodians are usable and {required} are needed", custodians.len()));
+        reasons.push(format!(
+            "only {usable} of {} custodians are usable and {required} are needed",
+            custodians.len()
+        ));
     } else {
         if can_lose == 0 {
-            reasons.push(format!("losing one more custodian makes recovery impossible ({usable} usable, {required} needed)"));
+            reasons.push(format!(
+                "losing one more custodian makes recovery impossible ({usable} usable, {required} needed)"
+            ));
         }
         for c in custodians.iter().filter(|c| c.usable) {
             if c.days_left.map(|d| d < EXPIRY_WARNING_DAYS).unwrap_or(false) {
-                reasons.push(format!("custodian {} ({}): certificate expires in {} days", c.position, c.x5t_256, c.days_left.unwrap_or(0)));
+                reasons.push(format!(
+                    "custodian {} ({}): certificate expires in {} days",
+                    c.position,
+                    c.x5t_256,
+                    c.days_left.unwrap_or(0)
+                ));
             }
             if log.is_some() && c.last_proof.is_none() {
-                reasons.push(format!("custodian {} ({}) has never proved possession", c.position, c.x5t_256));
+                reasons.push(format!(
+                    "custodian {} ({}) has never proved possession",
+                    c.position, c.x5t_256
+                ));
             }
         }
         if let Some(lines) = log {
@@ -140,7 +161,14 @@ pub fn assess(sd: &SecurityDomain, sd_sha256: &str, certs: &[(String, Certificat
             verdict = Verdict::AtRisk;
         }
     }
-    Health { required, custodians, usable, can_lose, verdict, reasons }
+    Health {
+        required,
+        custodians,
+        usable,
+        can_lose,
+        verdict,
+        reasons,
+    }
 }
 
 fn last_time(lines: &[Line], pred: impl Fn(&Line) -> bool) -> Option<String> {
@@ -155,8 +183,13 @@ fn superseded(lines: &[Line], sd_sha256: &str) -> Option<String> {
         .filter(|l| l.entry.outputs.iter().any(|f| f.sha256 == sd_sha256))
         .filter_map(epoch_of)
         .max()?;
-    let newest = lines.iter().filter(|l| l.entry.outcome == "ok").filter_map(epoch_of).max()?;
-    (newest > ours).then(|| format!("this security domain is of custodian-set epoch {ours}, superseded by epoch {newest}"))
+    let newest = lines
+        .iter()
+        .filter(|l| l.entry.outcome == "ok")
+        .filter_map(epoch_of)
+        .max()?;
+    (newest > ours)
+        .then(|| format!("this security domain is of custodian-set epoch {ours}, superseded by epoch {newest}"))
 }
 
 #[cfg(test)]
@@ -171,14 +204,20 @@ mod tests {
 
     fn sd(n: usize, m: usize) -> SecurityDomain {
         let mut rng = test_rng(40);
-        let certs: Vec<(String, Certificate)> = custodians()[..n].iter().map(|c| (c.name.clone(), c.cert.clone())).collect();
+        let certs: Vec<(String, Certificate)> = custodians()[..n]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect();
         let master = MasterKey::generate_with_rng(&mut rng);
         let items = random_items_with_rng(&mut rng);
         split_with_rng(&mut rng, &master, &items, &certs, m, Profile::Azure).unwrap()
     }
 
     fn certs(n: usize) -> Vec<(String, Certificate)> {
-        custodians()[..n].iter().map(|c| (c.name.clone(), c.cert.clone())).collect()
+        custodians()[..n]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect()
     }
 
     fn proof(x5t: &str, seq: u64) -> Line {
@@ -188,7 +227,10 @@ mod tests {
             prev: String::new(),
             entry: Entry {
                 command: "custodian verify".into(),
-                inputs: vec![FileRef { path: "sd.json".into(), sha256: "abc".into() }],
+                inputs: vec![FileRef {
+                    path: "sd.json".into(),
+                    sha256: "abc".into(),
+                }],
                 thumbprints: vec![x5t.into()],
                 outcome: "ok".into(),
                 ..Default::default()
@@ -199,7 +241,13 @@ mod tests {
     #[test]
     fn all_fine_is_healthy() {
         let sd = sd(4, 2);
-        let log: Vec<Line> = sd.shared_keys.enc_shares.iter().enumerate().map(|(i, s)| proof(&s.x5t_256, i as u64)).collect();
+        let log: Vec<Line> = sd
+            .shared_keys
+            .enc_shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| proof(&s.x5t_256, i as u64))
+            .collect();
         let h = assess(&sd, "abc", &certs(4), Some(&log), OffsetDateTime::now_utc());
         assert_eq!(h.verdict, Verdict::Healthy, "{:?}", h.reasons);
         assert_eq!(h.can_lose, 2);
@@ -229,9 +277,19 @@ mod tests {
     #[test]
     fn a_custodian_who_never_proved_possession_is_at_risk() {
         let sd = sd(4, 2);
-        let log: Vec<Line> = sd.shared_keys.enc_shares[..3].iter().enumerate().map(|(i, s)| proof(&s.x5t_256, i as u64)).collect();
+        let log: Vec<Line> = sd.shared_keys.enc_shares[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| proof(&s.x5t_256, i as u64))
+            .collect();
         let h = assess(&sd, "abc", &certs(4), Some(&log), OffsetDateTime::now_utc());
         assert_eq!(h.verdict, Verdict::AtRisk);
-        assert!(h.reasons.iter().any(|r| r.contains("custodian 4") && r.contains("never proved")), "{:?}", h.reasons);
+        assert!(
+            h.reasons
+                .iter()
+                .any(|r| r.contains("custodian 4") && r.contains("never proved")),
+            "{:?}",
+            h.reasons
+        );
     }
 }

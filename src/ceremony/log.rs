@@ -35,7 +35,10 @@ impl FileRef {
     /// Fingerprints `path` as it is now; `None` if it cannot be read.
     pub fn of(path: &Path) -> Option<FileRef> {
         let bytes = files::read_limited(path, MAX_LOG_BYTES, "file").ok()?;
-        Some(FileRef { path: path.display().to_string(), sha256: hex::encode(Sha256::digest(&bytes)) })
+        Some(FileRef {
+            path: path.display().to_string(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        })
     }
 }
 
@@ -100,13 +103,19 @@ impl Locked {
             .append(true)
             .create(true)
             .open(path)
-            .map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
+            .map_err(|source| Error::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
             // SAFETY: flock on a descriptor we own; released when the file closes.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::Write { path: path.to_path_buf(), source: std::io::Error::last_os_error() });
+                return Err(Error::Write {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::last_os_error(),
+                });
             }
         }
         Ok(Locked(file))
@@ -116,10 +125,18 @@ impl Locked {
 /// The last complete line of the log (without its newline), and how many
 /// lines there are.
 fn last_line(file: &mut File, path: &Path) -> Result<(u64, Option<Vec<u8>>)> {
-    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let len = file.seek(SeekFrom::End(0)).map_err(read_err)?;
     if len > MAX_LOG_BYTES {
-        return Err(Error::TooLarge { path: path.to_path_buf(), size: len, limit: MAX_LOG_BYTES, what: "ceremony log" });
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            size: len,
+            limit: MAX_LOG_BYTES,
+            what: "ceremony log",
+        });
     }
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let mut all = Vec::with_capacity(len as usize);
@@ -146,18 +163,27 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
     let prev = last.as_deref().map(sha256_hex).unwrap_or_else(|| GENESIS.to_string());
     let line = Line {
         seq: count + 1,
-        time: now.format(&time::format_description::well_known::Rfc3339).expect("UTC times format"),
+        time: now
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("UTC times format"),
         prev,
         entry,
     };
     let mut text = serde_json::to_string(&line).expect("plain data serialises");
     let hash = sha256_hex(text.as_bytes());
     text.push('\n');
-    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     // One write of the whole line: O_APPEND keeps it in one piece.
     locked.0.write_all(text.as_bytes()).map_err(write_err)?;
     locked.0.sync_all().map_err(write_err)?;
-    let head = serde_json::to_vec(&Head { lines: line.seq, last: hash }).expect("plain data serialises");
+    let head = serde_json::to_vec(&Head {
+        lines: line.seq,
+        last: hash,
+    })
+    .expect("plain data serialises");
     files::replace(&head_path(path), &head, Mode::Public)?;
     Ok(line)
 }
@@ -172,7 +198,9 @@ pub struct Broken {
 /// Reads and checks the whole chain; returns its lines or the first break.
 pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
     let bytes = files::read_limited(path, MAX_LOG_BYTES, "ceremony log")?;
-    let head: Option<Head> = std::fs::read(head_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let head: Option<Head> = std::fs::read(head_path(path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(check_chain(&bytes, head.as_ref()))
 }
 
@@ -188,17 +216,26 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
         let n = i as u64 + 1;
         let broken = |reason: String| Broken { line: n, reason };
         if i + 1 == raw_lines.len() && !complete {
-            return Err(broken("the last line is cut short (no newline): the log was truncated mid-line".into()));
+            return Err(broken(
+                "the last line is cut short (no newline): the log was truncated mid-line".into(),
+            ));
         }
         let line: Line = serde_json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
         if line.prev != prev {
-            return Err(broken("its prev hash does not match the line before it: a line was edited, removed or moved".into()));
+            return Err(broken(
+                "its prev hash does not match the line before it: a line was edited, removed or moved".into(),
+            ));
         }
         if line.seq != n {
             return Err(broken(format!("it says it is line {} but it is line {n}", line.seq)));
         }
-        if !serde_json::to_string(&line).map(|t| t.as_bytes() == *raw).unwrap_or(false) {
-            return Err(broken("it is not in the canonical form the tool writes: it was edited".into()));
+        if !serde_json::to_string(&line)
+            .map(|t| t.as_bytes() == *raw)
+            .unwrap_or(false)
+        {
+            return Err(broken(
+                "it is not in the canonical form the tool writes: it was edited".into(),
+            ));
         }
         prev = sha256_hex(raw);
         lines.push(line);
@@ -227,7 +264,12 @@ mod tests {
     use super::*;
 
     fn entry(i: usize) -> Entry {
-        Entry { command: format!("step {i}"), outcome: "ok".into(), thumbprints: vec![format!("t{i}")], ..Default::default() }
+        Entry {
+            command: format!("step {i}"),
+            outcome: "ok".into(),
+            thumbprints: vec![format!("t{i}")],
+            ..Default::default()
+        }
     }
 
     fn log_with(n: usize) -> (tempfile::TempDir, PathBuf) {
@@ -264,7 +306,10 @@ mod tests {
             }
             let mut bad = bytes.clone();
             bad[i] = if bad[i] == b'x' { b'y' } else { b'x' };
-            assert!(check_chain(&bad, Some(&head)).is_err(), "change at byte {i} went unnoticed");
+            assert!(
+                check_chain(&bad, Some(&head)).is_err(),
+                "change at byte {i} went unnoticed"
+            );
         }
     }
 
@@ -280,7 +325,10 @@ mod tests {
         let swapped = join(vec![lines[0], lines[2], lines[1], lines[3]]);
         assert_eq!(check_chain(swapped.as_bytes(), Some(&head)).unwrap_err().line, 2);
         let truncated = join(vec![lines[0], lines[1], lines[2]]);
-        assert!(check_chain(truncated.as_bytes(), Some(&head)).unwrap_err().reason.contains("removed from the end"));
+        assert!(check_chain(truncated.as_bytes(), Some(&head))
+            .unwrap_err()
+            .reason
+            .contains("removed from the end"));
         let cut = &text[..text.len() - 10];
         assert!(check_chain(cut.as_bytes(), Some(&head)).is_err());
         assert!(check_chain(b"", Some(&head)).is_err(), "emptied log");

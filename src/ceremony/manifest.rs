@@ -54,7 +54,10 @@ impl Manifest {
         now: OffsetDateTime,
     ) -> Result<Manifest> {
         if !PURPOSES.contains(&purpose) {
-            return Err(Error::Usage(format!("purpose '{purpose}' is not one of {}", PURPOSES.join(", "))));
+            return Err(Error::Usage(format!(
+                "purpose '{purpose}' is not one of {}",
+                PURPOSES.join(", ")
+            )));
         }
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
@@ -67,7 +70,9 @@ impl Manifest {
                 certificates: certs.iter().map(Certificate::x5t_256).collect(),
                 epoch,
                 nonce: b64u(&nonce),
-                created: now.format(&time::format_description::well_known::Rfc3339).expect("UTC times format"),
+                created: now
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("UTC times format"),
             },
             signatures: Vec::new(),
         })
@@ -93,13 +98,20 @@ impl Manifest {
             return Err(Error::Usage("the key does not belong to the certificate given".into()));
         }
         if !self.terms.certificates.contains(&x5t) {
-            return Err(Error::Usage(format!("the certificate {x5t} is not one of this manifest's custodians")));
+            return Err(Error::Usage(format!(
+                "the certificate {x5t} is not one of this manifest's custodians"
+            )));
         }
         if self.signatures.iter().any(|s| s.x5t_256 == x5t) {
-            return Err(Error::Usage(format!("the custodian {x5t} has already signed this manifest")));
+            return Err(Error::Usage(format!(
+                "the custodian {x5t} has already signed this manifest"
+            )));
         }
         let signature = signing::sign(key, &self.signed_bytes()).map_err(Error::Crypto)?;
-        self.signatures.push(Signature { x5t_256: x5t, signature });
+        self.signatures.push(Signature {
+            x5t_256: x5t,
+            signature,
+        });
         Ok(())
     }
 
@@ -132,11 +144,19 @@ impl Manifest {
                         valid.push(&s.x5t_256);
                     }
                 }
-                _ => return refuse(format!("the signature of {} does not verify: the terms were changed after signing", s.x5t_256)),
+                _ => {
+                    return refuse(format!(
+                        "the signature of {} does not verify: the terms were changed after signing",
+                        s.x5t_256
+                    ))
+                }
             }
         }
         if valid.len() < min_signatures {
-            return refuse(format!("{} custodian(s) signed it; {min_signatures} are required", valid.len()));
+            return refuse(format!(
+                "{} custodian(s) signed it; {min_signatures} are required",
+                valid.len()
+            ));
         }
         Ok(())
     }
@@ -154,7 +174,8 @@ mod tests {
     #[test]
     fn signed_terms_pass_and_swapped_terms_fail() {
         let c = custodians();
-        let mut m = Manifest::new_with_rng(&mut test_rng(30), "split", &certs(3), 2, 1, OffsetDateTime::now_utc()).unwrap();
+        let mut m =
+            Manifest::new_with_rng(&mut test_rng(30), "split", &certs(3), 2, 1, OffsetDateTime::now_utc()).unwrap();
         assert!(m.check("split", &certs(3), 2, 3).is_err(), "no signatures yet");
         for cu in &c[..3] {
             m.sign(&cu.key, &cu.cert).unwrap();
@@ -169,6 +190,9 @@ mod tests {
         assert!(m.check("split", &swapped, 2, 3).is_err(), "other certificate");
         let mut edited = m.clone();
         edited.terms.quorum = 3;
-        assert!(edited.check("split", &certs(3), 3, 3).is_err(), "terms edited after signing");
+        assert!(
+            edited.check("split", &certs(3), 3, 3).is_err(),
+            "terms edited after signing"
+        );
     }
 }

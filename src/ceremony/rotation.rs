@@ -60,7 +60,8 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Usage(format!("{} is not a rotation record: {e}", path.display())))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Usage(format!("{} is not a rotation record: {e}", path.display())))
     }
 
     pub fn save_new(&self, path: &Path) -> Result<()> {
@@ -82,7 +83,10 @@ impl Record {
             return Ok(Vec::new());
         }
         let lines = log::verify(log_path)?.map_err(|b| {
-            Error::Usage(format!("the ceremony log {} is broken at line {}: {}; proofs cannot be trusted", self.log, b.line, b.reason))
+            Error::Usage(format!(
+                "the ceremony log {} is broken at line {}: {}; proofs cannot be trusted",
+                self.log, b.line, b.reason
+            ))
         })?;
         let mut proved: Vec<String> = Vec::new();
         for line in lines {
@@ -123,19 +127,31 @@ impl Record {
         // 1. The new file appears at its final path (a link, never replacing).
         if !target.exists() {
             self.check_fingerprint(pending)?;
-            std::fs::hard_link(pending, target).map_err(|source| Error::Write { path: target.to_path_buf(), source })?;
+            std::fs::hard_link(pending, target).map_err(|source| Error::Write {
+                path: target.to_path_buf(),
+                source,
+            })?;
         }
         self.check_fingerprint(target)?;
         // 2. The old file is retired under a new name, never lost.
         let retired = retired_path(old);
         if old.exists() {
             if !retired.exists() {
-                std::fs::hard_link(old, &retired).map_err(|source| Error::Write { path: retired.clone(), source })?;
+                std::fs::hard_link(old, &retired).map_err(|source| Error::Write {
+                    path: retired.clone(),
+                    source,
+                })?;
             }
-            std::fs::remove_file(old).map_err(|source| Error::Write { path: old.to_path_buf(), source })?;
+            std::fs::remove_file(old).map_err(|source| Error::Write {
+                path: old.to_path_buf(),
+                source,
+            })?;
         }
         if pending.exists() {
-            std::fs::remove_file(pending).map_err(|source| Error::Write { path: pending.to_path_buf(), source })?;
+            std::fs::remove_file(pending).map_err(|source| Error::Write {
+                path: pending.to_path_buf(),
+                source,
+            })?;
         }
         self.state = State::Finalized;
         self.save(record_path)
@@ -143,11 +159,16 @@ impl Record {
 
     pub fn cancel(&mut self, record_path: &Path) -> Result<()> {
         if self.state != State::Pending {
-            return Err(Error::Usage(format!("this rotation is {:?}, not pending", self.state).to_lowercase()));
+            return Err(Error::Usage(
+                format!("this rotation is {:?}, not pending", self.state).to_lowercase(),
+            ));
         }
         let pending = Path::new(&self.pending.path);
         if pending.exists() {
-            std::fs::remove_file(pending).map_err(|source| Error::Write { path: pending.to_path_buf(), source })?;
+            std::fs::remove_file(pending).map_err(|source| Error::Write {
+                path: pending.to_path_buf(),
+                source,
+            })?;
         }
         self.state = State::Cancelled;
         self.save(record_path)
@@ -157,7 +178,10 @@ impl Record {
         match FileRef::of(path) {
             Some(f) if f.sha256 == self.pending.sha256 => Ok(()),
             _ => Err(Error::SharesInconsistent {
-                reason: format!("{} is not the file the rotation wrote (its SHA-256 differs); do not finalize", path.display()),
+                reason: format!(
+                    "{} is not the file the rotation wrote (its SHA-256 differs); do not finalize",
+                    path.display()
+                ),
             }),
         }
     }

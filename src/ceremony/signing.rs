@@ -16,9 +16,15 @@ pub fn sign(key: &rsa::PrivateKey, message: &[u8]) -> Result<String, String> {
 
 /// Whether `signature` (b64u) is `cert`'s key's signature over `message`.
 pub fn verify(cert: &Certificate, message: &[u8], signature: &str) -> bool {
-    let Ok(sig) = b64u_decode(signature, "signature") else { return false };
-    let Ok(public) = cert.rsa_public_key() else { return false };
-    public.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &sig).is_ok()
+    let Ok(sig) = b64u_decode(signature, "signature") else {
+        return false;
+    };
+    let Ok(public) = cert.rsa_public_key() else {
+        return false;
+    };
+    public
+        .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &sig)
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -24,14 +24,18 @@ use crate::{inputs, recovery, say};
 #[derive(Subcommand, Debug)]
 pub enum CustodianCommand {
     /// Generate a custodian's RSA wrapping key and self-signed certificate.
-    #[command(after_help = "Examples:\n  hsm-ceremony custodian keygen --name alice --out-dir /media/alice\n  \
-        hsm-ceremony custodian keygen --count 3 --prefix cert_ --out-dir ceremony/")]
+    #[command(
+        after_help = "Examples:\n  hsm-ceremony custodian keygen --name alice --out-dir /media/alice\n  \
+        hsm-ceremony custodian keygen --count 3 --prefix cert_ --out-dir ceremony/"
+    )]
     Keygen(KeygenArgs),
     /// Show certificates: subject, validity, key size, thumbprints, warnings.
     #[command(after_help = "Example:\n  hsm-ceremony custodian show cert_0.cer cert_1.cer cert_2.cer")]
     Show(ShowArgs),
     /// Prove one custodian can open their own share, without any quorum.
-    #[command(after_help = "Example:\n  hsm-ceremony custodian verify --sd-file sd.json --key alice.key --cert alice.cer")]
+    #[command(
+        after_help = "Example:\n  hsm-ceremony custodian verify --sd-file sd.json --key alice.key --cert alice.cer"
+    )]
     Verify(VerifyArgs),
 }
 
@@ -110,7 +114,9 @@ pub struct Made {
 fn parse_bits(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
         Ok(bits) if keygen::ALLOWED_BITS.contains(&bits) => Ok(bits),
-        _ => Err(format!("'{s}' is not offered: choose 2048, 3072 or 4096 (below 2048 is refused)")),
+        _ => Err(format!(
+            "'{s}' is not offered: choose 2048, 3072 or 4096 (below 2048 is refused)"
+        )),
     }
 }
 
@@ -131,17 +137,24 @@ fn check_name(name: &str) -> Result<()> {
 pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     let names: Vec<String> = match (&args.name, args.count) {
         (Some(name), _) => vec![name.clone()],
-        (None, Some(count)) if (1..=10).contains(&count) => {
-            (0..count).map(|i| format!("{}{i}", args.prefix.as_deref().unwrap_or(""))).collect()
-        }
+        (None, Some(count)) if (1..=10).contains(&count) => (0..count)
+            .map(|i| format!("{}{i}", args.prefix.as_deref().unwrap_or("")))
+            .collect(),
         (None, Some(count)) => return Err(Error::Usage(format!("--count {count} is outside 1 to 10"))),
         (None, None) => return Err(Error::Usage("give --name or --count".into())),
     };
     if args.days == 0 || args.days > keygen::MAX_DAYS {
-        return Err(Error::WeakParameters(format!("--days {} is outside 1 to {}", args.days, keygen::MAX_DAYS)));
+        return Err(Error::WeakParameters(format!(
+            "--days {} is outside 1 to {}",
+            args.days,
+            keygen::MAX_DAYS
+        )));
     }
     if !args.out_dir.is_dir() {
-        return Err(Error::Usage(format!("the output folder {} does not exist", args.out_dir.display())));
+        return Err(Error::Usage(format!(
+            "the output folder {} does not exist",
+            args.out_dir.display()
+        )));
     }
     let mut plans = Vec::new();
     for name in &names {
@@ -158,7 +171,11 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
         vec![None; names.len()]
     } else {
         let mut source = Passphrases::new(&args.passphrases, None, names.len())?;
-        names.iter().enumerate().map(|(i, n)| source.new_for(i, n).map(Some)).collect::<Result<_>>()?
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| source.new_for(i, n).map(Some))
+            .collect::<Result<_>>()?
     };
 
     let generated = generate_parallel(&names, args.bits, args.days, &passphrases)?;
@@ -178,7 +195,12 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
             }
             return Err(e);
         }
-        made.push(Made { name, key_path, cert_path, cert });
+        made.push(Made {
+            name,
+            key_path,
+            cert_path,
+            cert,
+        });
     }
     report_made(&made, args);
     Ok(made)
@@ -194,9 +216,11 @@ fn generate_parallel(
 ) -> Result<Vec<(zeroize::Zeroizing<String>, Certificate)>> {
     let bar = indicatif::ProgressBar::new(names.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} generating RSA-{msg} keys [{bar:24}] {pos}/{len} ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} generating RSA-{msg} keys [{bar:24}] {pos}/{len} ({elapsed})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     bar.set_message(bits.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -204,7 +228,10 @@ fn generate_parallel(
     let slots: Vec<Mutex<Option<Result<(zeroize::Zeroizing<String>, Certificate)>>>> =
         names.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(names.len());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(names.len());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -224,7 +251,14 @@ fn generate_parallel(
         }
     });
     bar.finish_and_clear();
-    slots.into_iter().map(|s| s.into_inner().expect("no panics hold this lock").expect("every slot is filled")).collect()
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .expect("no panics hold this lock")
+                .expect("every slot is filled")
+        })
+        .collect()
 }
 
 fn make_one(
@@ -235,7 +269,10 @@ fn make_one(
     now: OffsetDateTime,
 ) -> Result<(zeroize::Zeroizing<String>, Certificate)> {
     let mut rng = os_rng();
-    let gen_err = |source| Error::Key { label: format!("{name}.key"), source };
+    let gen_err = |source| Error::Key {
+        label: format!("{name}.key"),
+        source,
+    };
     let key = keygen::generate_key_with_rng(&mut rng, bits).map_err(gen_err)?;
     let cert = keygen::self_signed_certificate_with_rng(&mut rng, &key, name, days, now).map_err(gen_err)?;
     let pem = match passphrase {
@@ -267,9 +304,18 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
         say!(
             "  private key   {} ({}, mode 0600)",
             m.key_path.display(),
-            if args.insecure_unencrypted_key { "UNENCRYPTED" } else { "encrypted PKCS#8, PBKDF2-SHA256 + AES-256-CBC" }
+            if args.insecure_unencrypted_key {
+                "UNENCRYPTED"
+            } else {
+                "encrypted PKCS#8, PBKDF2-SHA256 + AES-256-CBC"
+            }
         );
-        say!("  certificate   {} (RSA-{}, valid until {})", m.cert_path.display(), m.cert.bits, date(m.cert.not_after));
+        say!(
+            "  certificate   {} (RSA-{}, valid until {})",
+            m.cert_path.display(),
+            m.cert.bits,
+            date(m.cert.not_after)
+        );
         println!("  x5t#S256      {}", m.cert.x5t_256());
         say!("  SHA-256       {}", colon_hex(&m.cert.sha256_hex()));
     }
@@ -280,7 +326,10 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
 pub fn cert_warnings(cert: &Certificate, now: OffsetDateTime) -> Vec<String> {
     let mut w = Vec::new();
     if cert.bits < MIN_RSA_BITS {
-        w.push(format!("its RSA key is {} bits; Azure refuses keys below {MIN_RSA_BITS}", cert.bits));
+        w.push(format!(
+            "its RSA key is {} bits; Azure refuses keys below {MIN_RSA_BITS}",
+            cert.bits
+        ));
     }
     let days = cert.days_left(now);
     if now < cert.not_before {
@@ -311,7 +360,12 @@ fn show(args: &ShowArgs) -> Result<()> {
         println!("{}", path.display());
         println!("  subject       {}", cert.subject);
         println!("  serial        {}", cert.serial);
-        println!("  valid         {} to {} ({} days left)", date(cert.not_before), date(cert.not_after), cert.days_left(now));
+        println!(
+            "  valid         {} to {} ({} days left)",
+            date(cert.not_before),
+            date(cert.not_after),
+            cert.days_left(now)
+        );
         println!("  key           RSA-{}", cert.bits);
         println!("  x5t#S256      {}", cert.x5t_256());
         println!("  SHA-256       {}", colon_hex(&cert.sha256_hex()));
@@ -344,18 +398,32 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
     if let (Some(p), Some((_, given))) = (&args.cert, pool.first()) {
         if !given.matches(&ck.public_key) {
-            return Err(Error::KeyCertMismatch { key: inputs::label(&args.key), cert: inputs::label(p) });
+            return Err(Error::KeyCertMismatch {
+                key: inputs::label(&args.key),
+                cert: inputs::label(p),
+            });
         }
     }
     let opened = recovery::open_share(&sd, &ck)?;
-    let v = Verified { x: opened.x(), position: opened.index + 1, of: sd.share_count(), x5t_256: opened.x5t_256.clone() };
+    let v = Verified {
+        x: opened.x(),
+        position: opened.index + 1,
+        of: sd.share_count(),
+        x5t_256: opened.x5t_256.clone(),
+    };
     if args.json {
         print_json(&json!({
             "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": sd.required(),
             "x5t_256": v.x5t_256, "key": args.key, "sd_file": args.sd_file,
         }));
     } else {
-        println!("share x={} of {} opens for {} (x5t_256 {})", v.x, v.of, ck.who(), v.x5t_256);
+        println!(
+            "share x={} of {} opens for {} (x5t_256 {})",
+            v.x,
+            v.of,
+            ck.who(),
+            v.x5t_256
+        );
         say!("Integrity and form checked: 64 bytes, one x throughout, every value in the field. Nothing was reconstructed.");
     }
     Ok(v)

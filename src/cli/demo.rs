@@ -35,16 +35,26 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             if std::fs::symlink_metadata(d).is_ok() {
                 return Err(Error::OutputExists { path: d.clone() });
             }
-            std::fs::create_dir_all(d).map_err(|source| Error::Write { path: d.clone(), source })?;
+            std::fs::create_dir_all(d).map_err(|source| Error::Write {
+                path: d.clone(),
+                source,
+            })?;
             d.clone()
         }
         None => {
-            temp = tempfile::tempdir().map_err(|source| Error::Write { path: std::env::temp_dir(), source })?;
+            temp = tempfile::tempdir().map_err(|source| Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
             temp.path().to_path_buf()
         }
     };
     run_in(&dir)?;
-    println!("\nDemo complete. Files are in {}{}", dir.display(), if args.keep.is_some() { "" } else { " (removed now)" });
+    println!(
+        "\nDemo complete. Files are in {}{}",
+        dir.display(),
+        if args.keep.is_some() { "" } else { " (removed now)" }
+    );
     Ok(())
 }
 
@@ -61,8 +71,14 @@ fn run_in(dir: &Path) -> Result<()> {
     let mut rng = os_rng();
     println!("hsm-ceremony demo in {}", dir.display());
 
-    step(1, TOTAL, "Three custodians generate RSA wrapping keys and certificates (passphrases generated for the demo)");
-    let pass_files: Vec<PathBuf> = (0..3).map(|i| passphrase_file(&mut rng, dir, &format!("cert_{i}"))).collect::<Result<_>>()?;
+    step(
+        1,
+        TOTAL,
+        "Three custodians generate RSA wrapping keys and certificates (passphrases generated for the demo)",
+    );
+    let pass_files: Vec<PathBuf> = (0..3)
+        .map(|i| passphrase_file(&mut rng, dir, &format!("cert_{i}")))
+        .collect::<Result<_>>()?;
     let made = custodian::keygen_cmd(&KeygenArgs {
         name: None,
         count: Some(3),
@@ -70,14 +86,21 @@ fn run_in(dir: &Path) -> Result<()> {
         out_dir: dir.to_path_buf(),
         bits: 2048,
         days: 365,
-        passphrases: PassphraseArgs { files: pass_files.clone(), fd: None },
+        passphrases: PassphraseArgs {
+            files: pass_files.clone(),
+            fd: None,
+        },
         insecure_unencrypted_key: false,
         json: false,
     })?;
     let certs: Vec<PathBuf> = made.iter().map(|m| m.cert_path.clone()).collect();
     let keys: Vec<PathBuf> = made.iter().map(|m| m.key_path.clone()).collect();
 
-    step(2, TOTAL, "A security domain is split 2-of-3 to their certificates (as the HSM does at activation)");
+    step(
+        2,
+        TOTAL,
+        "A security domain is split 2-of-3 to their certificates (as the HSM does at activation)",
+    );
     let sd_path = dir.join("sd.json");
     sd::split(&SplitArgs {
         certs: certs.clone(),
@@ -88,8 +111,16 @@ fn run_in(dir: &Path) -> Result<()> {
         local: false,
     })?;
 
-    step(3, TOTAL, "The security domain is inspected and matched to the custodians");
-    sd::run(sd::SdCommand::Inspect(InspectArgs { sd_file: sd_path.clone(), certs: certs.clone(), json: false }))?;
+    step(
+        3,
+        TOTAL,
+        "The security domain is inspected and matched to the custodians",
+    );
+    sd::run(sd::SdCommand::Inspect(InspectArgs {
+        sd_file: sd_path.clone(),
+        certs: certs.clone(),
+        json: false,
+    }))?;
 
     step(4, TOTAL, "Each custodian proves they can open their own share");
     for (key, pass) in keys.iter().zip(&pass_files) {
@@ -97,12 +128,19 @@ fn run_in(dir: &Path) -> Result<()> {
             sd_file: sd_path.clone(),
             key: key.clone(),
             cert: None,
-            passphrases: PassphraseArgs { files: vec![pass.clone()], fd: None },
+            passphrases: PassphraseArgs {
+                files: vec![pass.clone()],
+                fd: None,
+            },
             json: false,
         })?;
     }
 
-    step(5, TOTAL, "Custodians 0 and 2 build the restore blob for a new instance's exchange key");
+    step(
+        5,
+        TOTAL,
+        "Custodians 0 and 2 build the restore blob for a new instance's exchange key",
+    );
     let exchange = custodian::keygen_cmd(&KeygenArgs {
         name: Some("exchange".into()),
         count: None,
@@ -123,24 +161,46 @@ fn run_in(dir: &Path) -> Result<()> {
         certs: vec![],
         out: blob_path.clone(),
         passwords: None,
-        passphrases: PassphraseArgs { files: vec![pass_files[0].clone(), pass_files[2].clone()], fd: None },
+        passphrases: PassphraseArgs {
+            files: vec![pass_files[0].clone(), pass_files[2].clone()],
+            fd: None,
+        },
         json: false,
     })?;
 
-    step(6, TOTAL, "The new instance opens the blob; its contents match what custodians 1 and 2 open from the security domain");
+    step(
+        6,
+        TOTAL,
+        "The new instance opens the blob; its contents match what custodians 1 and 2 open from the security domain",
+    );
     let exchange_key = inputs::key_file(&exchange.key_path)?
         .into_key(None)
-        .map_err(|source| Error::Key { label: inputs::label(&exchange.key_path), source })?;
+        .map_err(|source| Error::Key {
+            label: inputs::label(&exchange.key_path),
+            source,
+        })?;
     let blob = inputs::restore_blob(&blob_path)?;
     let from_blob = recovery::open_restore_blob(&blob, &exchange_key, &exchange.cert)?;
     let sd_file = inputs::security_domain(&sd_path)?;
-    let mut pass = Passphrases::new(&PassphraseArgs { files: vec![pass_files[1].clone(), pass_files[2].clone()], fd: None }, None, 2)?;
+    let mut pass = Passphrases::new(
+        &PassphraseArgs {
+            files: vec![pass_files[1].clone(), pass_files[2].clone()],
+            fd: None,
+        },
+        None,
+        2,
+    )?;
     let other_quorum = restore::gather_quorum(&sd_file, &[keys[1].clone(), keys[2].clone()], &[], &mut pass)?;
-    let (a, b) = (recovery::contents_fingerprint(&from_blob), recovery::contents_fingerprint(&other_quorum.items));
+    let (a, b) = (
+        recovery::contents_fingerprint(&from_blob),
+        recovery::contents_fingerprint(&other_quorum.items),
+    );
     println!("contents fingerprint from the blob:            {a}");
     println!("contents fingerprint from custodians 1 and 2:  {b}");
     if a != b {
-        return Err(Error::Crypto("the restore blob does not carry the security domain's contents".into()));
+        return Err(Error::Crypto(
+            "the restore blob does not carry the security domain's contents".into(),
+        ));
     }
     println!("They match: the restore blob carries exactly the security domain's contents, under a new master key.");
     Ok(())

@@ -33,7 +33,10 @@ pub fn completions(args: &CompletionsArgs) -> Result<()> {
 
 /// Writes one man page per command into `dir` (what `man/` holds).
 pub fn write_man_pages(dir: &Path) -> Result<()> {
-    clap_mangen::generate_to(Cli::command(), dir).map_err(|source| Error::Write { path: dir.to_path_buf(), source })
+    clap_mangen::generate_to(Cli::command(), dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -53,15 +56,25 @@ mod tests {
             write_man_pages(&checked_in).unwrap();
         }
         let names = |dir: &Path| {
-            let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
             v.sort();
             v
         };
-        assert_eq!(names(fresh.path()), names(&checked_in), "man/ lists other pages than the code makes: run UPDATE_MAN=1 cargo test man_pages_are_current");
+        assert_eq!(
+            names(fresh.path()),
+            names(&checked_in),
+            "man/ lists other pages than the code makes: run UPDATE_MAN=1 cargo test man_pages_are_current"
+        );
         for name in names(fresh.path()) {
             let a = std::fs::read(fresh.path().join(&name)).unwrap();
             let b = std::fs::read(checked_in.join(&name)).unwrap();
-            assert!(a == b, "man/{name} differs from the code: run UPDATE_MAN=1 cargo test man_pages_are_current");
+            assert!(
+                a == b,
+                "man/{name} differs from the code: run UPDATE_MAN=1 cargo test man_pages_are_current"
+            );
         }
         assert!(names(fresh.path()).contains(&"hsm-ceremony-restore-blob.1".to_string()));
     }

@@ -19,7 +19,12 @@ pub struct OpenedKey {
 }
 
 /// Opens the key at `path` for share unwrapping; see [`open_rsa`].
-pub fn open(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &mut Passphrases) -> Result<CustodianKey> {
+pub fn open(
+    path: &Path,
+    index: usize,
+    pool: &[(PathBuf, Certificate)],
+    pass: &mut Passphrases,
+) -> Result<CustodianKey> {
     let k = open_rsa(path, index, pool, pass)?;
     Ok(CustodianKey::from_rsa(k.label, k.key, k.cert))
 }
@@ -27,7 +32,12 @@ pub fn open(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &m
 /// Opens the key at `path` (key `index` of the command's keys). The
 /// certificate is the first of `pool` whose key matches, else the `.cer`
 /// beside the key (which must then match), else none.
-pub fn open_rsa(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass: &mut Passphrases) -> Result<OpenedKey> {
+pub fn open_rsa(
+    path: &Path,
+    index: usize,
+    pool: &[(PathBuf, Certificate)],
+    pass: &mut Passphrases,
+) -> Result<OpenedKey> {
     let label = inputs::label(path);
     let file = inputs::key_file(path)?;
     let key = if file.is_encrypted() {
@@ -46,7 +56,10 @@ pub fn open_rsa(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass
             }
         }
     } else {
-        file.into_key(None).map_err(|source| Error::Key { label: label.clone(), source })?
+        file.into_key(None).map_err(|source| Error::Key {
+            label: label.clone(),
+            source,
+        })?
     };
     let public = key.to_public_key();
     let cert = match pool.iter().find(|(_, c)| c.matches(&public)) {
@@ -55,7 +68,10 @@ pub fn open_rsa(path: &Path, index: usize, pool: &[(PathBuf, Certificate)], pass
             Some(cer) => {
                 let c = inputs::certificate(&cer)?;
                 if !c.matches(&public) {
-                    return Err(Error::KeyCertMismatch { key: label, cert: inputs::label(&cer) });
+                    return Err(Error::KeyCertMismatch {
+                        key: label,
+                        cert: inputs::label(&cer),
+                    });
                 }
                 Some((inputs::label(&cer), c))
             }

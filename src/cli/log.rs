@@ -59,7 +59,11 @@ pub fn run(cmd: LogCommand) -> Result<()> {
 }
 
 fn verified(path: &std::path::Path) -> Result<Vec<log::Line>> {
-    log::verify(path)?.map_err(|b| Error::LogBroken { path: path.to_path_buf(), line: b.line, reason: b.reason })
+    log::verify(path)?.map_err(|b| Error::LogBroken {
+        path: path.to_path_buf(),
+        line: b.line,
+        reason: b.reason,
+    })
 }
 
 fn verify(args: &LogFileArgs) -> Result<()> {
@@ -67,7 +71,11 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     // Countersignatures must verify against the certificate they carry.
     for l in &lines {
         if l.entry.command == "log sign" {
-            check_countersignature(&lines, l).map_err(|reason| Error::LogBroken { path: args.log.clone(), line: l.seq, reason })?;
+            check_countersignature(&lines, l).map_err(|reason| Error::LogBroken {
+                path: args.log.clone(),
+                line: l.seq,
+                reason,
+            })?;
         }
     }
     if args.json {
@@ -83,14 +91,26 @@ fn verify(args: &LogFileArgs) -> Result<()> {
 
 fn check_countersignature(lines: &[log::Line], l: &log::Line) -> std::result::Result<(), String> {
     let d = &l.entry.details;
-    let seq = d.get("line").and_then(|v| v.as_u64()).ok_or("a countersignature without a line number")?;
-    let target = lines.get(seq.saturating_sub(1) as usize).filter(|t| t.seq == seq).ok_or("it countersigns a line that does not exist")?;
-    let cert_der = d.get("certificate").and_then(|v| v.as_str()).ok_or("it carries no certificate")?;
+    let seq = d
+        .get("line")
+        .and_then(|v| v.as_u64())
+        .ok_or("a countersignature without a line number")?;
+    let target = lines
+        .get(seq.saturating_sub(1) as usize)
+        .filter(|t| t.seq == seq)
+        .ok_or("it countersigns a line that does not exist")?;
+    let cert_der = d
+        .get("certificate")
+        .and_then(|v| v.as_str())
+        .ok_or("it carries no certificate")?;
     let cert = crate::crypto::b64::b64u_decode(cert_der, "certificate")
         .ok()
         .and_then(|der| Certificate::from_bytes(&der).ok())
         .ok_or("its certificate cannot be read")?;
-    let signature = d.get("signature").and_then(|v| v.as_str()).ok_or("it carries no signature")?;
+    let signature = d
+        .get("signature")
+        .and_then(|v| v.as_str())
+        .ok_or("it carries no signature")?;
     if !l.entry.thumbprints.contains(&cert.x5t_256()) {
         return Err("its thumbprint is not its certificate's".into());
     }
@@ -109,7 +129,12 @@ fn show(args: &LogFileArgs) -> Result<()> {
     for l in &lines {
         let e = &l.entry;
         println!("{:>4}  {}  {:<22} {}", l.seq, l.time, e.command, e.outcome);
-        for f in e.inputs.iter().map(|f| ("in ", f)).chain(e.outputs.iter().map(|f| ("out", f))) {
+        for f in e
+            .inputs
+            .iter()
+            .map(|f| ("in ", f))
+            .chain(e.outputs.iter().map(|f| ("out", f)))
+        {
             println!("        {} {}  sha256 {}", f.0, f.1.path, &f.1.sha256[..16]);
         }
         for t in &e.thumbprints {
@@ -128,7 +153,9 @@ fn sign(args: &SignArgs) -> Result<()> {
     let pool = keys::cert_pool(args.cert.as_slice())?;
     let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
     let ck = keys::open_rsa(&args.key, 0, &pool, &mut pass)?;
-    let (_, cert) = ck.cert.ok_or_else(|| Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into()))?;
+    let (_, cert) = ck.cert.ok_or_else(|| {
+        Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
+    })?;
     let signature = signing::sign(&ck.key, log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
     log::append(
         &args.log_file,
@@ -143,6 +170,11 @@ fn sign(args: &SignArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
-    println!("line {} countersigned by {} ({})", args.line, inputs::label(&args.key), cert.x5t_256());
+    println!(
+        "line {} countersigned by {} ({})",
+        args.line,
+        inputs::label(&args.key),
+        cert.x5t_256()
+    );
     Ok(())
 }

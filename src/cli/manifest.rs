@@ -18,8 +18,10 @@ use crate::{inputs, say};
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
     /// Write the terms: N, M, every certificate thumbprint, the epoch, a nonce.
-    #[command(after_help = "Example:\n  hsm-ceremony manifest create --purpose download --quorum 2 --epoch 1 \\\n      \
-        --certs cert_0.cer cert_1.cer cert_2.cer --out manifest.json")]
+    #[command(
+        after_help = "Example:\n  hsm-ceremony manifest create --purpose download --quorum 2 --epoch 1 \\\n      \
+        --certs cert_0.cer cert_1.cer cert_2.cer --out manifest.json"
+    )]
     Create(CreateArgs),
     /// Sign the terms with a custodian's wrapping key.
     #[command(after_help = "Example:\n  hsm-ceremony manifest sign --manifest manifest.json --key cert_0.key")]
@@ -71,7 +73,12 @@ impl ManifestCheck {
         let Some(path) = &self.manifest else { return Ok(None) };
         let m = load(path)?;
         m.check(purpose, certs, quorum, self.manifest_signatures.unwrap_or(certs.len()))?;
-        say!("manifest {} checked: {} signatures, epoch {}", path.display(), m.signatures.len(), m.terms.epoch);
+        say!(
+            "manifest {} checked: {} signatures, epoch {}",
+            path.display(),
+            m.signatures.len(),
+            m.terms.epoch
+        );
         Ok(Some(m.terms.epoch))
     }
 }
@@ -85,8 +92,19 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
     match cmd {
         ManifestCommand::Create(args) => {
             files::ensure_absent(&args.out)?;
-            let certs: Vec<Certificate> = args.certs.iter().map(|p| inputs::certificate(p)).collect::<Result<_>>()?;
-            let m = Manifest::new_with_rng(&mut os_rng(), &args.purpose, &certs, args.quorum, args.epoch, OffsetDateTime::now_utc())?;
+            let certs: Vec<Certificate> = args
+                .certs
+                .iter()
+                .map(|p| inputs::certificate(p))
+                .collect::<Result<_>>()?;
+            let m = Manifest::new_with_rng(
+                &mut os_rng(),
+                &args.purpose,
+                &certs,
+                args.quorum,
+                args.epoch,
+                OffsetDateTime::now_utc(),
+            )?;
             files::write_new(&args.out, m.to_json().as_bytes(), Mode::Public)?;
             println!(
                 "wrote {}: {} of {} custodians, epoch {}, nonce {}. Each custodian now signs it with `manifest sign`.",
@@ -103,10 +121,18 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
             let pool = keys::cert_pool(args.cert.as_slice())?;
             let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
             let k = keys::open_rsa(&args.key, 0, &pool, &mut pass)?;
-            let (_, cert) = k.cert.ok_or_else(|| Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into()))?;
+            let (_, cert) = k.cert.ok_or_else(|| {
+                Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
+            })?;
             m.sign(&k.key, &cert)?;
             files::replace(&args.manifest, m.to_json().as_bytes(), Mode::Public)?;
-            println!("signed by {} ({}); {} of {} custodians have signed", inputs::label(&args.key), cert.x5t_256(), m.signatures.len(), m.terms.custodians);
+            println!(
+                "signed by {} ({}); {} of {} custodians have signed",
+                inputs::label(&args.key),
+                cert.x5t_256(),
+                m.signatures.len(),
+                m.terms.custodians
+            );
             Ok(())
         }
     }

@@ -83,7 +83,10 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     output::set_quiet(cli.quiet);
-    record::set(record::LogChoice { log: cli.log.clone(), no_log: cli.no_log });
+    record::set(record::LogChoice {
+        log: cli.log.clone(),
+        no_log: cli.no_log,
+    });
     match cli.command {
         Command::Custodian(cmd) => custodian::run(cmd),
         Command::Sd(cmd) => sd::run(cmd),
@@ -102,7 +105,10 @@ pub fn harden_process() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls with constant arguments.
     unsafe {
-        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }

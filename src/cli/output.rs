@@ -28,7 +28,10 @@ pub fn warn(message: &str) {
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialise")
+    );
 }
 
 /// `AB:CD:...` as `openssl x509 -fingerprint -sha256` prints it.
@@ -41,5 +44,6 @@ pub fn colon_hex(hex: &str) -> String {
 }
 
 pub fn date(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }

@@ -57,14 +57,22 @@ impl Passphrases {
                  (ps, /proc). Prefer the prompt, --passphrase-file or --passphrase-fd."
             );
             if list.len() != keys {
-                return Err(Error::Usage(format!("--passwords has {} entries for {keys} key(s); give one per key, empty for an unencrypted key", list.len())));
+                return Err(Error::Usage(format!(
+                    "--passwords has {} entries for {keys} key(s); give one per key, empty for an unencrypted key",
+                    list.len()
+                )));
             }
         }
         let fd = match args.fd {
             Some(fd) => Some(BufReader::new(open_fd(fd)?)),
             None => None,
         };
-        Ok(Passphrases { files: args.files.clone(), fd, passwords, keys })
+        Ok(Passphrases {
+            files: args.files.clone(),
+            fd,
+            passwords,
+            keys,
+        })
     }
 
     /// True when no source but the terminal is available.
@@ -77,29 +85,52 @@ impl Passphrases {
     pub fn for_key(&mut self, index: usize, label: &str, attempt: usize) -> Result<Option<Given>> {
         if let Some(list) = &self.passwords {
             let entry = &list[index];
-            return Ok((!entry.is_empty()).then(|| Given { passphrase: Passphrase::new(entry.clone()), typed: false }));
+            return Ok((!entry.is_empty()).then(|| Given {
+                passphrase: Passphrase::new(entry.clone()),
+                typed: false,
+            }));
         }
         if !self.files.is_empty() {
-            let file = if self.files.len() == 1 { &self.files[0] } else { &self.files[index] };
-            return Ok(Some(Given { passphrase: read_passphrase_file(file)?, typed: false }));
+            let file = if self.files.len() == 1 {
+                &self.files[0]
+            } else {
+                &self.files[index]
+            };
+            return Ok(Some(Given {
+                passphrase: read_passphrase_file(file)?,
+                typed: false,
+            }));
         }
         if let Some(reader) = &mut self.fd {
             let mut line = zeroize::Zeroizing::new(String::new());
-            reader.read_line(&mut line).map_err(|e| Error::Usage(format!("cannot read a passphrase from --passphrase-fd: {e}")))?;
+            reader
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("cannot read a passphrase from --passphrase-fd: {e}")))?;
             if line.is_empty() {
-                return Err(Error::Usage(format!("--passphrase-fd ran out of lines before the passphrase for {label}")));
+                return Err(Error::Usage(format!(
+                    "--passphrase-fd ran out of lines before the passphrase for {label}"
+                )));
             }
-            return Ok(Some(Given { passphrase: Passphrase::new(strip_newline(&line)), typed: false }));
+            return Ok(Some(Given {
+                passphrase: Passphrase::new(strip_newline(&line)),
+                typed: false,
+            }));
         }
         if let Ok(value) = std::env::var(ENV_VAR) {
-            return Ok(Some(Given { passphrase: Passphrase::new(value), typed: false }));
+            return Ok(Some(Given {
+                passphrase: Passphrase::new(value),
+                typed: false,
+            }));
         }
         let prompt = if attempt == 0 {
             format!("Passphrase for {label}")
         } else {
             format!("Passphrase for {label} (try {} of 3)", attempt + 1)
         };
-        Ok(Some(Given { passphrase: prompt_hidden(&prompt, None)?, typed: true }))
+        Ok(Some(Given {
+            passphrase: prompt_hidden(&prompt, None)?,
+            typed: true,
+        }))
     }
 
     /// A new passphrase for custodian `name` (asked twice when typed), checked
@@ -113,12 +144,17 @@ impl Passphrases {
                     Err(why) => eprintln!("{why}; please choose another."),
                 }
             }
-            return Err(Error::WeakParameters(format!("no acceptable passphrase was chosen for {name}")));
+            return Err(Error::WeakParameters(format!(
+                "no acceptable passphrase was chosen for {name}"
+            )));
         }
         let given = self.for_key(index, name, 0)?.ok_or_else(|| {
-            Error::Usage(format!("an empty passphrase was given for {name}; use --insecure-unencrypted-key to mean no passphrase"))
+            Error::Usage(format!(
+                "an empty passphrase was given for {name}; use --insecure-unencrypted-key to mean no passphrase"
+            ))
         })?;
-        check_passphrase_strength(&given.passphrase).map_err(|why| Error::WeakParameters(format!("the passphrase for {name} is too weak: {why}")))?;
+        check_passphrase_strength(&given.passphrase)
+            .map_err(|why| Error::WeakParameters(format!("the passphrase for {name} is too weak: {why}")))?;
         Ok(given.passphrase)
     }
 
@@ -128,12 +164,16 @@ impl Passphrases {
 }
 
 fn strip_newline(line: &str) -> String {
-    line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(line).to_string()
+    line.strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(line)
+        .to_string()
 }
 
 fn read_passphrase_file(path: &PathBuf) -> Result<Passphrase> {
     let bytes = zeroize::Zeroizing::new(read_limited(path, 64 * 1024, "passphrase file")?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not UTF-8 text", path.display())))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not UTF-8 text", path.display())))?;
     let first = text.split('\n').next().unwrap_or("");
     Ok(Passphrase::new(first.strip_suffix('\r').unwrap_or(first).to_string()))
 }
@@ -158,12 +198,16 @@ fn prompt_hidden(prompt: &str, confirm_for: Option<&str>) -> Result<Passphrase> 
 fn open_fd(fd: i32) -> Result<File> {
     use std::os::fd::FromRawFd;
     if fd < 3 {
-        return Err(Error::Usage(format!("--passphrase-fd {fd} is a standard stream; use 3 or above")));
+        return Err(Error::Usage(format!(
+            "--passphrase-fd {fd} is a standard stream; use 3 or above"
+        )));
     }
     // SAFETY: the descriptor is inherited for exactly this purpose and owned from here on;
     // fcntl checks it is open first.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return Err(Error::Usage(format!("--passphrase-fd {fd} is not an open file descriptor")));
+        return Err(Error::Usage(format!(
+            "--passphrase-fd {fd} is not an open file descriptor"
+        )));
     }
     Ok(unsafe { File::from_raw_fd(fd) })
 }

@@ -39,7 +39,9 @@ pub fn step(anchor: &Path, entry: Entry) -> Result<()> {
     if let Some(path) = log_path(anchor) {
         log::append(&path, entry).map_err(|e| match e {
             Error::Write { path, source } => Error::Write { path, source },
-            other => Error::Usage(format!("the step succeeded but could not be recorded in the ceremony log: {other}")),
+            other => Error::Usage(format!(
+                "the step succeeded but could not be recorded in the ceremony log: {other}"
+            )),
         })?;
     }
     Ok(())

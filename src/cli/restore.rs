@@ -19,11 +19,13 @@ use crate::recovery::{self, Quorum, Recovered};
 use crate::{inputs, say};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  hsm-ceremony restore-blob --sd-file sd.json --sd-exchange-key exchange.cer \\\n      \
+#[command(
+    after_help = "Examples:\n  hsm-ceremony restore-blob --sd-file sd.json --sd-exchange-key exchange.cer \\\n      \
     --sd-wrapping-keys cert_0.key cert_2.key --out restore-blob.json\n  \
     # the same with the Azure CLI's flag names:\n  \
     hsm-ceremony restore-blob --sd-file sd.json --sd-exchange-key exchange.cer \\\n      \
-    --sd-wrapping-keys cert_0.key cert_2.key --sd-file-restore-blob restore-blob.json")]
+    --sd-wrapping-keys cert_0.key cert_2.key --sd-file-restore-blob restore-blob.json"
+)]
 pub struct RestoreBlobArgs {
     /// The security-domain file, as downloaded.
     #[arg(long)]
@@ -55,7 +57,12 @@ pub struct RestoreBlobArgs {
 
 /// Opens shares from `key_paths` in order until `sd`'s quorum is met. A
 /// custodian who cannot contribute is reported and skipped.
-pub fn gather_quorum(sd: &SecurityDomain, key_paths: &[PathBuf], cert_paths: &[PathBuf], pass: &mut Passphrases) -> Result<Recovered> {
+pub fn gather_quorum(
+    sd: &SecurityDomain,
+    key_paths: &[PathBuf],
+    cert_paths: &[PathBuf],
+    pass: &mut Passphrases,
+) -> Result<Recovered> {
     let pool = keys::cert_pool(cert_paths)?;
     let mut quorum = Quorum::new(sd);
     for (i, path) in key_paths.iter().enumerate() {
@@ -65,7 +72,11 @@ pub fn gather_quorum(sd: &SecurityDomain, key_paths: &[PathBuf], cert_paths: &[P
         }
         let outcome = keys::open(path, i, &pool, pass).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone())));
         match outcome {
-            Ok((x, who)) => say!("share x={x} opened for {who} ({} of {} needed)", quorum.opened().len(), quorum.needed()),
+            Ok((x, who)) => say!(
+                "share x={x} opened for {who} ({} of {} needed)",
+                quorum.opened().len(),
+                quorum.needed()
+            ),
             // Files set up wrongly (exposed key, key and .cer that differ) are fixed by the operator, not skipped.
             Err(e @ (Error::Usage(_) | Error::KeyFileExposed { .. } | Error::KeyCertMismatch { .. })) => return Err(e),
             Err(e) => {
@@ -81,9 +92,10 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
     let sd = inputs::security_domain(&args.sd_file)?;
     let exchange = inputs::certificate(&args.sd_exchange_key)?;
-    exchange
-        .rsa_public_key()
-        .map_err(|source| Error::Certificate { label: inputs::label(&args.sd_exchange_key), source })?;
+    exchange.rsa_public_key().map_err(|source| Error::Certificate {
+        label: inputs::label(&args.sd_exchange_key),
+        source,
+    })?;
     let mut pass = Passphrases::new(&args.passphrases, args.passwords.clone(), args.sd_wrapping_keys.len())?;
     let recovered = gather_quorum(&sd, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
     let blob = recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)?;
@@ -101,7 +113,10 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
             args.sd_exchange_key.display(),
             exchange.x5t_256()
         );
-        say!("Upload it with: az keyvault security-domain upload --hsm-name <HSM_NAME> --restore-blob --sd-file {}", args.out.display());
+        say!(
+            "Upload it with: az keyvault security-domain upload --hsm-name <HSM_NAME> --restore-blob --sd-file {}",
+            args.out.display()
+        );
     }
     Ok(())
 }

@@ -22,10 +22,12 @@ use crate::{inputs, recovery, say};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-#[command(after_help = "Examples:\n  hsm-ceremony rotate --sd-file sd.json --sd-wrapping-keys old_0.key old_1.key \\\n      \
+#[command(
+    after_help = "Examples:\n  hsm-ceremony rotate --sd-file sd.json --sd-wrapping-keys old_0.key old_1.key \\\n      \
     --new-certs new_0.cer new_1.cer new_2.cer new_3.cer new_4.cer --quorum 3 --out sd-epoch2.json\n  \
     hsm-ceremony custodian verify --sd-file sd-epoch2.json.pending --key new_0.key   # each new custodian\n  \
-    hsm-ceremony rotate finalize --record sd-epoch2.json.rotation.json")]
+    hsm-ceremony rotate finalize --record sd-epoch2.json.rotation.json"
+)]
 pub struct RotateCmd {
     #[command(subcommand)]
     pub sub: Option<RotateSub>,
@@ -102,7 +104,12 @@ fn next_epoch(log_path: Option<&Path>) -> u64 {
     let highest = log_path
         .and_then(|p| log::verify(p).ok())
         .and_then(|r| r.ok())
-        .and_then(|lines| lines.iter().filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64())).max());
+        .and_then(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64()))
+                .max()
+        });
     highest.unwrap_or(1) + 1
 }
 
@@ -116,12 +123,17 @@ fn start(args: &StartArgs) -> Result<()> {
         files::ensure_absent(p)?;
     }
     let old = inputs::security_domain(sd_path)?;
-    let new_certs: Vec<(String, Certificate)> =
-        args.new_certs.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?))).collect::<Result<_>>()?;
+    let new_certs: Vec<(String, Certificate)> = args
+        .new_certs
+        .iter()
+        .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
+        .collect::<Result<_>>()?;
     let plain: Vec<Certificate> = new_certs.iter().map(|(_, c)| c.clone()).collect();
     let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
     let log_path = record::log_path(out);
-    let epoch = signed_epoch.or(args.epoch).unwrap_or_else(|| next_epoch(log_path.as_deref()));
+    let epoch = signed_epoch
+        .or(args.epoch)
+        .unwrap_or_else(|| next_epoch(log_path.as_deref()));
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let thumbprints: Vec<String> = plain.iter().map(Certificate::x5t_256).collect();
     let entry = Entry {
@@ -158,8 +170,15 @@ fn start(args: &StartArgs) -> Result<()> {
         Ok(())
     })?;
     say!("wrote {} (pending) and {}", pending.display(), record_path.display());
-    say!("The master key was split to {} new custodians, {} needed; it was never written and is wiped.", new_certs.len(), quorum);
-    say!("Next: each new custodian runs `hsm-ceremony custodian verify --sd-file {} --key THEIR.key`,", pending.display());
+    say!(
+        "The master key was split to {} new custodians, {} needed; it was never written and is wiped.",
+        new_certs.len(),
+        quorum
+    );
+    say!(
+        "Next: each new custodian runs `hsm-ceremony custodian verify --sd-file {} --key THEIR.key`,",
+        pending.display()
+    );
     say!("then: hsm-ceremony rotate finalize --record {}", record_path.display());
     Ok(())
 }
@@ -190,16 +209,29 @@ fn finalize(record_path: &Path) -> Result<()> {
 
 fn cancel(record_path: &Path) -> Result<()> {
     let mut rec = Record::load(record_path)?;
-    let entry = Entry { command: "rotate cancel".into(), inputs: vec![rec.pending.clone()], ..Default::default() };
+    let entry = Entry {
+        command: "rotate cancel".into(),
+        inputs: vec![rec.pending.clone()],
+        ..Default::default()
+    };
     record::logged(&PathBuf::from(&rec.target), entry, |_| rec.cancel(record_path))?;
-    println!("rotation cancelled: {} removed; {} is unchanged", rec.pending.path, rec.old.path);
+    println!(
+        "rotation cancelled: {} removed; {} is unchanged",
+        rec.pending.path, rec.old.path
+    );
     Ok(())
 }
 
 fn status(record_path: &Path) -> Result<()> {
     let rec = Record::load(record_path)?;
     let proved = rec.proofs()?;
-    println!("rotation {:?}, epoch {}: {} new custodians, quorum {}", rec.state, rec.epoch, rec.custodians.len(), rec.quorum);
+    println!(
+        "rotation {:?}, epoch {}: {} new custodians, quorum {}",
+        rec.state,
+        rec.epoch,
+        rec.custodians.len(),
+        rec.quorum
+    );
     for t in &rec.custodians {
         println!("  {}  {t}", if proved.contains(t) { "proved " } else { "pending" });
     }

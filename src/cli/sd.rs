@@ -28,7 +28,9 @@ pub enum SdCommand {
     #[command(after_help = "Example:\n  hsm-ceremony sd inspect sd.json --certs cert_0.cer cert_1.cer cert_2.cer")]
     Inspect(InspectArgs),
     /// Make a new security domain (Azure format) for a local instance.
-    #[command(after_help = "Example:\n  hsm-ceremony sd split --certs a.cer b.cer c.cer --quorum 2 --random-contents --out sd.json")]
+    #[command(
+        after_help = "Example:\n  hsm-ceremony sd split --certs a.cer b.cer c.cer --quorum 2 --random-contents --out sd.json"
+    )]
     Split(SplitArgs),
 }
 
@@ -90,7 +92,10 @@ pub fn run(cmd: SdCommand) -> Result<()> {
 }
 
 fn load_certs(paths: &[PathBuf]) -> Result<Vec<(String, Certificate)>> {
-    paths.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?))).collect()
+    paths
+        .iter()
+        .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
+        .collect()
 }
 
 fn check_certs(args: &CheckCertsArgs) -> Result<()> {
@@ -109,10 +114,16 @@ fn check_certs(args: &CheckCertsArgs) -> Result<()> {
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
             problems.push(format!("{label} is the same certificate as {other}"));
         } else if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
-            problems.push(format!("{label} has the same key as {other}; each custodian needs their own key"));
+            problems.push(format!(
+                "{label} has the same key as {other}; each custodian needs their own key"
+            ));
         }
         if now < cert.not_before || cert.days_left(now) < 0 {
-            problems.push(format!("{label}: it is not valid now ({} to {})", super::output::date(cert.not_before), super::output::date(cert.not_after)));
+            problems.push(format!(
+                "{label}: it is not valid now ({} to {})",
+                super::output::date(cert.not_before),
+                super::output::date(cert.not_after)
+            ));
         } else {
             warnings.extend(cert_warnings(cert, now).into_iter().map(|w| format!("{label}: {w}")));
         }
@@ -144,7 +155,10 @@ fn check_certs(args: &CheckCertsArgs) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::WeakParameters(format!("the certificates are not ready for the download:\n  - {}", problems.join("\n  - "))))
+        Err(Error::WeakParameters(format!(
+            "the certificates are not ready for the download:\n  - {}",
+            problems.join("\n  - ")
+        )))
     }
 }
 
@@ -163,9 +177,21 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     let fingerprint = hex::encode(Sha256::digest(&bytes));
     let owner = |x5t: &str| certs.iter().find(|(_, c)| c.x5t_256() == x5t).map(|(l, _)| l.clone());
     let items: Vec<(String, usize)> = (0..sd.enc_data.data.len())
-        .map(|i| Ok((sd.enc_data.data[i].tag.clone(), sd.item_jwe(i).map_err(|e| Error::Crypto(e.to_string()))?.ciphertext.len())))
+        .map(|i| {
+            Ok((
+                sd.enc_data.data[i].tag.clone(),
+                sd.item_jwe(i)
+                    .map_err(|e| Error::Crypto(e.to_string()))?
+                    .ciphertext
+                    .len(),
+            ))
+        })
         .collect::<Result<_>>()?;
-    let unmatched: Vec<&String> = certs.iter().filter(|(_, c)| sd.share_index(&c.x5t_256()).is_none()).map(|(l, _)| l).collect();
+    let unmatched: Vec<&String> = certs
+        .iter()
+        .filter(|(_, c)| sd.share_index(&c.x5t_256()).is_none())
+        .map(|(l, _)| l)
+        .collect();
     if args.json {
         print_json(&json!({
             "file": args.sd_file, "sha256": fingerprint, "version": sd.version,
@@ -211,7 +237,10 @@ fn read_items(specs: &[String]) -> Result<Vec<PlainItem>> {
                 .filter(|(t, f)| !t.is_empty() && !f.is_empty())
                 .ok_or_else(|| Error::Usage(format!("--item '{spec}' is not TAG=FILE")))?;
             let bytes = read_limited(std::path::Path::new(file), MAX_SD_FILE_BYTES / 2, "data item")?;
-            Ok(PlainItem { tag: tag.to_string(), plaintext: SecretBytes::new(bytes) })
+            Ok(PlainItem {
+                tag: tag.to_string(),
+                plaintext: SecretBytes::new(bytes),
+            })
         })
         .collect()
 }
@@ -221,7 +250,11 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let certs = load_certs(&args.certs)?;
     let mut rng = os_rng();
-    let items = if args.random_contents { recovery::random_items_with_rng(&mut rng) } else { read_items(&args.items)? };
+    let items = if args.random_contents {
+        recovery::random_items_with_rng(&mut rng)
+    } else {
+        read_items(&args.items)?
+    };
     let master = MasterKey::generate_with_rng(&mut rng);
     let sd = recovery::split_with_rng(&mut rng, &master, &items, &certs, args.quorum, profile)?;
     drop(master);

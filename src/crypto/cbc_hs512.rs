@@ -40,12 +40,26 @@ pub fn encrypt(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8], plaintext: &[
 
 /// Checks the tag in constant time, then decrypts. A tag of any length other
 /// than 32 bytes is an integrity failure (spec §3).
-pub fn decrypt(key: &[u8; KEY_LEN], iv: &[u8], aad: &[u8], ciphertext: &[u8], tag_in: &[u8]) -> Result<SecretBytes, CryptoError> {
+pub fn decrypt(
+    key: &[u8; KEY_LEN],
+    iv: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag_in: &[u8],
+) -> Result<SecretBytes, CryptoError> {
     if tag_in.len() != TAG_LEN {
-        return Err(CryptoError::JwePartLength { part: "authentication tag", got: tag_in.len(), want: TAG_LEN });
+        return Err(CryptoError::JwePartLength {
+            part: "authentication tag",
+            got: tag_in.len(),
+            want: TAG_LEN,
+        });
     }
     if iv.len() != IV_LEN {
-        return Err(CryptoError::JwePartLength { part: "IV", got: iv.len(), want: IV_LEN });
+        return Err(CryptoError::JwePartLength {
+            part: "IV",
+            got: iv.len(),
+            want: IV_LEN,
+        });
     }
     let (mac_key, enc_key) = key.split_at(32);
     let expected = tag(mac_key, aad, iv, ciphertext);
@@ -82,7 +96,10 @@ mod tests {
              2074686520656e656d7920776974686f757420696e636f6e76656e69656e6365",
         )
         .unwrap();
-        let iv: [u8; 16] = hex::decode("1af38c2dc2b96ffdd86694092341bc04").unwrap().try_into().unwrap();
+        let iv: [u8; 16] = hex::decode("1af38c2dc2b96ffdd86694092341bc04")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let aad = hex::decode(
             "546865207365636f6e64207072696e6369706c65206f66204175677573746520\
              4b6572636b686f666673",
@@ -97,7 +114,10 @@ mod tests {
              a3b75e662a2594410ae496b2e2e6609e31e6e02cc837f053d21f37ff4f51950b\
              be2638d09dd7a4930930806d0703b1f6"
         );
-        assert_eq!(hex::encode(t), "4dd3b4c088a7f45c216839645b2012bf2e6269a8c56a816dbc1b267761955bc5");
+        assert_eq!(
+            hex::encode(t),
+            "4dd3b4c088a7f45c216839645b2012bf2e6269a8c56a816dbc1b267761955bc5"
+        );
         assert_eq!(decrypt(&key, &iv, &aad, &ct, &t).unwrap().expose(), &pt[..]);
     }
 

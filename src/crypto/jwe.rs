@@ -81,7 +81,12 @@ impl KeyUnwrapper for rsa::PrivateKey {
         let out = match alg {
             Alg::RsaOaep256 => self.oaep_decrypt::<Sha256>(encrypted_key),
             Alg::RsaOaep => self.oaep_decrypt::<sha1::Sha1>(encrypted_key),
-            Alg::Dir => return Err(CryptoError::WrongAlg { want: "RSA-OAEP-256", got: "dir".into() }),
+            Alg::Dir => {
+                return Err(CryptoError::WrongAlg {
+                    want: "RSA-OAEP-256",
+                    got: "dir".into(),
+                })
+            }
         };
         out.map(SecretBytes::new).map_err(|_| CryptoError::Unwrap)
     }
@@ -94,13 +99,14 @@ impl CompactJwe {
             return Err(CryptoError::JweParts(parts.len()));
         }
         let header_json = b64u_decode(parts[0], "the JWE header")?;
-        let raw: RawHeader =
-            serde_json::from_slice(&header_json).map_err(|e| CryptoError::JweHeader(e.to_string()))?;
+        let raw: RawHeader = serde_json::from_slice(&header_json).map_err(|e| CryptoError::JweHeader(e.to_string()))?;
         if raw.crit.is_some() {
             return Err(CryptoError::CritHeader);
         }
         if raw.zip.is_some() {
-            return Err(CryptoError::JweHeader("compressed JWEs ('zip') are not accepted".into()));
+            return Err(CryptoError::JweHeader(
+                "compressed JWEs ('zip') are not accepted".into(),
+            ));
         }
         let alg = Alg::parse(&raw.alg)?;
         if raw.enc != ENC {
@@ -118,12 +124,14 @@ impl CompactJwe {
         check_len("IV", jwe.iv.len(), cbc_hs512::IV_LEN)?;
         check_len("authentication tag", jwe.tag.len(), cbc_hs512::TAG_LEN)?;
         if jwe.ciphertext.is_empty() || jwe.ciphertext.len() % 16 != 0 {
-            return Err(CryptoError::JweHeader("the ciphertext is not a whole number of AES blocks".into()));
+            return Err(CryptoError::JweHeader(
+                "the ciphertext is not a whole number of AES blocks".into(),
+            ));
         }
         match alg {
-            Alg::Dir if !jwe.encrypted_key.is_empty() => {
-                Err(CryptoError::JweHeader("a 'dir' JWE must have an empty encrypted key".into()))
-            }
+            Alg::Dir if !jwe.encrypted_key.is_empty() => Err(CryptoError::JweHeader(
+                "a 'dir' JWE must have an empty encrypted key".into(),
+            )),
             Alg::RsaOaep256 | Alg::RsaOaep if jwe.encrypted_key.is_empty() => {
                 Err(CryptoError::JweHeader("an RSA JWE must carry an encrypted key".into()))
             }
@@ -141,15 +149,20 @@ impl CompactJwe {
         if ok {
             Ok(())
         } else {
-            Err(CryptoError::WrongAlg { want: want.name(), got: self.alg.name().to_string() })
+            Err(CryptoError::WrongAlg {
+                want: want.name(),
+                got: self.alg.name().to_string(),
+            })
         }
     }
 
     /// Decrypts with a 64-byte content key (a `dir` key, or an unwrapped CEK).
     pub fn decrypt_with_key(&self, key: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let key: &[u8; cbc_hs512::KEY_LEN] = key
-            .try_into()
-            .map_err(|_| CryptoError::JwePartLength { part: "content key", got: key.len(), want: cbc_hs512::KEY_LEN })?;
+        let key: &[u8; cbc_hs512::KEY_LEN] = key.try_into().map_err(|_| CryptoError::JwePartLength {
+            part: "content key",
+            got: key.len(),
+            want: cbc_hs512::KEY_LEN,
+        })?;
         cbc_hs512::decrypt(key, &self.iv, self.header_b64.as_bytes(), &self.ciphertext, &self.tag)
     }
 
@@ -174,11 +187,23 @@ fn header(alg: Alg, kid: &str) -> String {
     b64u(format!(r#"{{"alg":"{}","enc":"{ENC}","kid":{kid}}}"#, alg.name()).as_bytes())
 }
 
-fn seal<R: CryptoRng + ?Sized>(rng: &mut R, header_b64: String, encrypted_key: &[u8], cek: &[u8; 64], plaintext: &[u8]) -> String {
+fn seal<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    header_b64: String,
+    encrypted_key: &[u8],
+    cek: &[u8; 64],
+    plaintext: &[u8],
+) -> String {
     let mut iv = [0u8; cbc_hs512::IV_LEN];
     rng.fill_bytes(&mut iv);
     let (ct, tag) = cbc_hs512::encrypt(cek, &iv, header_b64.as_bytes(), plaintext);
-    format!("{header_b64}.{}.{}.{}.{}", b64u(encrypted_key), b64u(&iv), b64u(&ct), b64u(&tag))
+    format!(
+        "{header_b64}.{}.{}.{}.{}",
+        b64u(encrypted_key),
+        b64u(&iv),
+        b64u(&ct),
+        b64u(&tag)
+    )
 }
 
 /// `{"alg":"dir","enc":"A256CBC-HS512","kid":"<kid>"}` under `key` (spec §3).
@@ -197,7 +222,13 @@ pub fn encrypt_rsa_oaep256_with_rng<R: CryptoRng + ?Sized>(
     let wrapped = public_key
         .oaep_encrypt_with_rng::<Sha256, R>(rng, &cek[..])
         .map_err(|e| CryptoError::RsaEncrypt(e.to_string()))?;
-    Ok(seal(rng, header(Alg::RsaOaep256, KID_NOT_USED), &wrapped, &cek, plaintext))
+    Ok(seal(
+        rng,
+        header(Alg::RsaOaep256, KID_NOT_USED),
+        &wrapped,
+        &cek,
+        plaintext,
+    ))
 }
 
 #[cfg(test)]
@@ -260,21 +291,66 @@ mod tests {
         let body = format!("{}.{}.{}", b64u(&[0; 16]), b64u(&[0; 16]), b64u(&[0; 32]));
         let cases: Vec<(String, CryptoError)> = vec![
             ("a.b.c".into(), CryptoError::JweParts(3)),
-            (format!("{}..{}.x", h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#), body), CryptoError::JweParts(6)),
-            (format!("{}.AAAA.{body}", h(r#"{"alg":"RSA1_5","enc":"A256CBC-HS512"}"#)), CryptoError::RefusedAlg("RSA1_5".into())),
-            (format!("{}..{body}", h(r#"{"alg":"none","enc":"A256CBC-HS512"}"#)), CryptoError::RefusedAlg("none".into())),
-            (format!("{}..{body}", h(r#"{"alg":"dir","enc":"A128CBC-HS256"}"#)), CryptoError::RefusedEnc("A128CBC-HS256".into())),
-            (format!("{}..{body}", h(r#"{"alg":"dir","enc":"A256CBC-HS512","crit":["x"]}"#)), CryptoError::CritHeader),
-            (format!("{}..{}.{}.{}", h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#), b64u(&[0; 16]), b64u(&[0; 16]), b64u(&[0; 31])),
-             CryptoError::JwePartLength { part: "authentication tag", got: 31, want: 32 }),
-            (format!("{}..{}.{}.{}", h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#), b64u(&[0; 12]), b64u(&[0; 16]), b64u(&[0; 32])),
-             CryptoError::JwePartLength { part: "IV", got: 12, want: 16 }),
-            (format!("{}..{body}", "!!!"), CryptoError::Base64 { what: "the JWE header" }),
+            (
+                format!("{}..{}.x", h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#), body),
+                CryptoError::JweParts(6),
+            ),
+            (
+                format!("{}.AAAA.{body}", h(r#"{"alg":"RSA1_5","enc":"A256CBC-HS512"}"#)),
+                CryptoError::RefusedAlg("RSA1_5".into()),
+            ),
+            (
+                format!("{}..{body}", h(r#"{"alg":"none","enc":"A256CBC-HS512"}"#)),
+                CryptoError::RefusedAlg("none".into()),
+            ),
+            (
+                format!("{}..{body}", h(r#"{"alg":"dir","enc":"A128CBC-HS256"}"#)),
+                CryptoError::RefusedEnc("A128CBC-HS256".into()),
+            ),
+            (
+                format!("{}..{body}", h(r#"{"alg":"dir","enc":"A256CBC-HS512","crit":["x"]}"#)),
+                CryptoError::CritHeader,
+            ),
+            (
+                format!(
+                    "{}..{}.{}.{}",
+                    h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#),
+                    b64u(&[0; 16]),
+                    b64u(&[0; 16]),
+                    b64u(&[0; 31])
+                ),
+                CryptoError::JwePartLength {
+                    part: "authentication tag",
+                    got: 31,
+                    want: 32,
+                },
+            ),
+            (
+                format!(
+                    "{}..{}.{}.{}",
+                    h(r#"{"alg":"dir","enc":"A256CBC-HS512"}"#),
+                    b64u(&[0; 12]),
+                    b64u(&[0; 16]),
+                    b64u(&[0; 32])
+                ),
+                CryptoError::JwePartLength {
+                    part: "IV",
+                    got: 12,
+                    want: 16,
+                },
+            ),
+            (
+                format!("{}..{body}", "!!!"),
+                CryptoError::Base64 { what: "the JWE header" },
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(CompactJwe::parse(&text).err(), Some(want), "{text}");
         }
         let dup = format!("{}..{body}", h(r#"{"alg":"dir","alg":"dir","enc":"A256CBC-HS512"}"#));
-        assert!(matches!(CompactJwe::parse(&dup), Err(CryptoError::JweHeader(_))), "duplicate header member refused");
+        assert!(
+            matches!(CompactJwe::parse(&dup), Err(CryptoError::JweHeader(_))),
+            "duplicate header member refused"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub enum CryptoError {
     #[error("the JWE header has a 'crit' member; no JWE extension is understood here")]
     CritHeader,
     #[error("the JWE {part} is {got} bytes, it must be {want}")]
-    JwePartLength { part: &'static str, got: usize, want: usize },
+    JwePartLength {
+        part: &'static str,
+        got: usize,
+        want: usize,
+    },
     #[error("the JWE is expected to use '{want}' but uses '{got}'")]
     WrongAlg { want: &'static str, got: String },
     #[error("integrity check failed: the authentication tag does not match")]

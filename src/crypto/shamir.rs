@@ -70,7 +70,9 @@ impl Share {
                 _ => {}
             }
             if v as u32 >= PRIME {
-                return Err(CryptoError::ShareMalformed(format!("word {i} holds {v}, above the field's 256")));
+                return Err(CryptoError::ShareMalformed(format!(
+                    "word {i} holds {v}, above the field's 256"
+                )));
             }
             values.push(v);
         }
@@ -112,15 +114,25 @@ pub(crate) fn random_element<R: CryptoRng + ?Sized>(rng: &mut R) -> u32 {
 
 /// Splits `secret` into `n` shares, any `m` of which rebuild it. Shares get
 /// x = 1..=n in order.
-pub fn split_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, secret: &[u8], n: u8, m: u8) -> Result<Vec<Share>, CryptoError> {
+pub fn split_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    secret: &[u8],
+    n: u8,
+    m: u8,
+) -> Result<Vec<Share>, CryptoError> {
     if m < 2 || m > n || n > MAX_X {
-        return Err(CryptoError::ShamirParams(format!("{m}-of-{n} is not a valid quorum (need 2 <= M <= N <= {MAX_X})")));
+        return Err(CryptoError::ShamirParams(format!(
+            "{m}-of-{n} is not a valid quorum (need 2 <= M <= N <= {MAX_X})"
+        )));
     }
     if secret.is_empty() {
         return Err(CryptoError::ShamirParams("the secret is empty".into()));
     }
     let mut shares: Vec<Share> = (1..=n)
-        .map(|x| Share { x, values: Zeroizing::new(Vec::with_capacity(secret.len())) })
+        .map(|x| Share {
+            x,
+            values: Zeroizing::new(Vec::with_capacity(secret.len())),
+        })
         .collect();
     let mut coefficients = Zeroizing::new(vec![0u32; m as usize]);
     for &byte in secret {
@@ -141,7 +153,9 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, secret: &[u8], n: u8, 
 /// Lagrange interpolation at 0 over all given shares. The caller passes the
 /// quorum; extra consistent shares do no harm.
 pub fn combine(shares: &[&Share]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let first = shares.first().ok_or_else(|| CryptoError::SharesInconsistent("no shares were given".into()))?;
+    let first = shares
+        .first()
+        .ok_or_else(|| CryptoError::SharesInconsistent("no shares were given".into()))?;
     for (i, a) in shares.iter().enumerate() {
         if a.len() != first.len() {
             return Err(CryptoError::SharesInconsistent(format!(
@@ -153,7 +167,10 @@ pub fn combine(shares: &[&Share]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
             )));
         }
         if shares[..i].iter().any(|b| b.x == a.x) {
-            return Err(CryptoError::SharesInconsistent(format!("two shares carry the same x={}", a.x)));
+            return Err(CryptoError::SharesInconsistent(format!(
+                "two shares carry the same x={}",
+                a.x
+            )));
         }
     }
     // Lagrange basis at 0: l_j = prod_{k != j} x_k / (x_k - x_j). Public values only.
@@ -203,7 +220,10 @@ mod tests {
 
     #[test]
     fn wire_encoding_is_little_endian_with_x_on_top() {
-        let share = Share { x: 3, values: Zeroizing::new(vec![0, 256, 0xab]) };
+        let share = Share {
+            x: 3,
+            values: Zeroizing::new(vec![0, 256, 0xab]),
+        };
         // (3 << 9) | v, little-endian.
         assert_eq!(&share.to_bytes()[..], &[0x00, 0x06, 0x00, 0x07, 0xab, 0x06]);
         let back = Share::from_bytes(&share.to_bytes()).unwrap();
@@ -236,8 +256,14 @@ mod tests {
         assert!(combine(&[&a[0], &a[0]]).is_err(), "duplicate x");
         assert!(combine(&[]).is_err());
         // Two shares that interpolate to 256 at 0: f(1) = 0, f(2) = 1 gives f(0) = -1 = 256.
-        let s1 = Share { x: 1, values: Zeroizing::new(vec![0]) };
-        let s2 = Share { x: 2, values: Zeroizing::new(vec![1]) };
+        let s1 = Share {
+            x: 1,
+            values: Zeroizing::new(vec![0]),
+        };
+        let s2 = Share {
+            x: 2,
+            values: Zeroizing::new(vec![1]),
+        };
         assert!(matches!(combine(&[&s1, &s2]), Err(CryptoError::SharesInconsistent(m)) if m.contains("256")));
     }
 

@@ -34,20 +34,37 @@ impl Certificate {
     pub fn from_bytes(bytes: &[u8]) -> Result<Certificate, CustodianError> {
         let der = match pem::decode_first_block(bytes) {
             Some(Ok((label, der))) if label == "CERTIFICATE" => der.to_vec(),
-            Some(Ok((label, _))) => return Err(CustodianError::NotACertificate(format!("it holds a PEM '{label}' block"))),
+            Some(Ok((label, _))) => {
+                return Err(CustodianError::NotACertificate(format!(
+                    "it holds a PEM '{label}' block"
+                )))
+            }
             Some(Err(e)) => return Err(CustodianError::NotACertificate(e)),
             None => bytes.to_vec(),
         };
-        let (rest, x509) = X509Certificate::from_der(&der).map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
+        let (rest, x509) =
+            X509Certificate::from_der(&der).map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(CustodianError::NotACertificate(format!("{} stray bytes follow the certificate", rest.len())));
+            return Err(CustodianError::NotACertificate(format!(
+                "{} stray bytes follow the certificate",
+                rest.len()
+            )));
         }
         let spki = x509.public_key();
         let bits = match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) => rsa.key_size(),
             Ok(PublicKey::EC(_)) => return Err(CustodianError::NotRsa("elliptic-curve".into())),
-            Ok(_) => return Err(CustodianError::NotRsa(format!("of algorithm {}", spki.algorithm.algorithm))),
-            Err(e) => return Err(CustodianError::NotACertificate(format!("its public key cannot be read: {e}"))),
+            Ok(_) => {
+                return Err(CustodianError::NotRsa(format!(
+                    "of algorithm {}",
+                    spki.algorithm.algorithm
+                )))
+            }
+            Err(e) => {
+                return Err(CustodianError::NotACertificate(format!(
+                    "its public key cannot be read: {e}"
+                )))
+            }
         };
         let cert = Certificate {
             subject: x509.subject().to_string(),
@@ -82,7 +99,10 @@ impl Certificate {
     /// The RSA public key, refused below 2048 bits (the service's floor).
     pub fn rsa_public_key(&self) -> Result<rsa::PublicKey, CustodianError> {
         if self.bits < MIN_RSA_BITS {
-            return Err(CustodianError::WeakKey { bits: self.bits, min: MIN_RSA_BITS });
+            return Err(CustodianError::WeakKey {
+                bits: self.bits,
+                min: MIN_RSA_BITS,
+            });
         }
         rsa::PublicKey::from_public_key_der(&self.public_key_der).map_err(|e| CustodianError::InvalidRsa(e.to_string()))
     }
@@ -113,21 +133,36 @@ impl Certificate {
     pub fn to_jwk(&self) -> Result<Jwk, CustodianError> {
         let key = self.rsa_public_key()?;
         let sha1 = sha1::Sha1::digest(&self.der);
-        Ok(Jwk::for_certificate(&self.der, &key.n_bytes(), &key.e_bytes(), &sha1, &Sha256::digest(&self.der)))
+        Ok(Jwk::for_certificate(
+            &self.der,
+            &key.n_bytes(),
+            &key.e_bytes(),
+            &sha1,
+            &Sha256::digest(&self.der),
+        ))
     }
 
     /// The certificate of a JWK, checked against the JWK's own `n` and `e`.
     pub fn from_jwk(jwk: &Jwk) -> Result<Certificate, CustodianError> {
-        let der = jwk.certificate_der().map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
+        let der = jwk
+            .certificate_der()
+            .map_err(|e| CustodianError::NotACertificate(e.to_string()))?;
         let cert = Certificate::from_bytes(&der)?;
         let key = cert.rsa_public_key()?;
         let same = |field: &str, mine: &[u8]| -> Result<(), CustodianError> {
             let theirs = b64u_decode(field, "a JWK member").map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
-            let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map(|i| b[i..].to_vec()).unwrap_or_default();
+            let strip = |b: &[u8]| {
+                b.iter()
+                    .position(|&x| x != 0)
+                    .map(|i| b[i..].to_vec())
+                    .unwrap_or_default()
+            };
             if strip(&theirs) == strip(mine) {
                 Ok(())
             } else {
-                Err(CustodianError::InvalidRsa("the JWK's n/e do not match the key of its own certificate (x5c)".into()))
+                Err(CustodianError::InvalidRsa(
+                    "the JWK's n/e do not match the key of its own certificate (x5c)".into(),
+                ))
             }
         };
         same(&jwk.n, &key.n_bytes())?;

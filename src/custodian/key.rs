@@ -36,7 +36,8 @@ impl KeyFile {
             Some(Ok((label, der))) => match label.as_str() {
                 "PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs8(&der)?)),
                 "ENCRYPTED PRIVATE KEY" => {
-                    EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                    EncryptedPrivateKeyInfoRef::try_from(&der[..])
+                        .map_err(|e| CustodianError::NotAKey(e.to_string()))?;
                     Ok(KeyFile::Encrypted(der))
                 }
                 "RSA PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs1(&der)?)),
@@ -49,9 +50,9 @@ impl KeyFile {
                 } else if PrivateKeyInfoRef::try_from(bytes).is_ok() {
                     Ok(KeyFile::Plain(from_pkcs8(bytes)?))
                 } else {
-                    from_pkcs1(bytes).map(KeyFile::Plain).map_err(|_| {
-                        CustodianError::NotAKey("neither PEM nor a DER private key".into())
-                    })
+                    from_pkcs1(bytes)
+                        .map(KeyFile::Plain)
+                        .map_err(|_| CustodianError::NotAKey("neither PEM nor a DER private key".into()))
                 }
             }
         }
@@ -67,9 +68,12 @@ impl KeyFile {
             KeyFile::Plain(key) => Ok(key),
             KeyFile::Encrypted(der) => {
                 let pass = passphrase.ok_or(CustodianError::NeedsPassphrase)?;
-                let info = EncryptedPrivateKeyInfoRef::try_from(&der[..]).map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                let info = EncryptedPrivateKeyInfoRef::try_from(&der[..])
+                    .map_err(|e| CustodianError::NotAKey(e.to_string()))?;
                 // A wrong passphrase shows as bad padding or garbage DER; both mean the same here.
-                let doc = info.decrypt(pass.expose().as_bytes()).map_err(|_| CustodianError::WrongPassphrase)?;
+                let doc = info
+                    .decrypt(pass.expose().as_bytes())
+                    .map_err(|_| CustodianError::WrongPassphrase)?;
                 from_pkcs8(doc.as_bytes()).map_err(|e| match e {
                     CustodianError::NotAKey(_) => CustodianError::WrongPassphrase,
                     other => other,
@@ -96,7 +100,10 @@ fn from_pkcs1(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {
 fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
     let bits = key.n().bit_width() as usize;
     if bits < MIN_RSA_BITS {
-        return Err(CustodianError::WeakKey { bits, min: MIN_RSA_BITS });
+        return Err(CustodianError::WeakKey {
+            bits,
+            min: MIN_RSA_BITS,
+        });
     }
     key.validate().map_err(|e| CustodianError::InvalidRsa(e.to_string()))?;
     Ok(key)
@@ -106,7 +113,9 @@ fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
 pub fn check_passphrase_strength(pass: &Passphrase) -> Result<(), String> {
     let chars = pass.expose().chars().count();
     if chars < MIN_PASSPHRASE_CHARS {
-        return Err(format!("a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"));
+        return Err(format!(
+            "a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"
+        ));
     }
     Ok(())
 }
@@ -117,7 +126,9 @@ pub fn to_encrypted_pem_with_rng<R: CryptoRng + ?Sized>(
     key: &rsa::PrivateKey,
     passphrase: &Passphrase,
 ) -> Result<Zeroizing<String>, CustodianError> {
-    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| CustodianError::Generation(e.to_string()))?;
     let info = PrivateKeyInfoRef::try_from(der.as_bytes()).map_err(|e| CustodianError::Generation(e.to_string()))?;
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
@@ -133,7 +144,9 @@ pub fn to_encrypted_pem_with_rng<R: CryptoRng + ?Sized>(
 
 /// `-----BEGIN PRIVATE KEY-----`, unencrypted (only on explicit request).
 pub fn to_plain_pem(key: &rsa::PrivateKey) -> Result<Zeroizing<String>, CustodianError> {
-    let der = key.to_pkcs8_der().map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| CustodianError::Generation(e.to_string()))?;
     Ok(pem::encode("PRIVATE KEY", der.as_bytes()))
 }
 
@@ -154,7 +167,10 @@ mod tests {
         assert_eq!(back.n(), key.n());
         let wrong = Passphrase::new("incorrect horse battery".into());
         assert_eq!(file.into_key(Some(&wrong)).err(), Some(CustodianError::WrongPassphrase));
-        assert_eq!(KeyFile::parse(pem.as_bytes()).unwrap().into_key(None).err(), Some(CustodianError::NeedsPassphrase));
+        assert_eq!(
+            KeyFile::parse(pem.as_bytes()).unwrap().into_key(None).err(),
+            Some(CustodianError::NeedsPassphrase)
+        );
     }
 
     #[test]
@@ -165,7 +181,12 @@ mod tests {
         let pkcs8_der = key.to_pkcs8_der().unwrap();
         let pkcs1_pem = key.to_pkcs1_pem(pkcs1::LineEnding::LF).unwrap();
         let pkcs1_der = key.to_pkcs1_der().unwrap();
-        for bytes in [pkcs8_pem.as_bytes(), pkcs8_der.as_bytes(), pkcs1_pem.as_bytes(), pkcs1_der.as_bytes()] {
+        for bytes in [
+            pkcs8_pem.as_bytes(),
+            pkcs8_der.as_bytes(),
+            pkcs1_pem.as_bytes(),
+            pkcs1_der.as_bytes(),
+        ] {
             let k = KeyFile::parse(bytes).unwrap().into_key(None).unwrap();
             assert_eq!(k.n(), key.n());
         }

@@ -1,7 +1,10 @@
 //! New custodian key pairs and their self-signed certificates (rcgen, with
 //! the signature made by our RSA key so no other crypto backend is involved).
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
+    SigningKey,
+};
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -17,9 +20,14 @@ pub const DEFAULT_BITS: usize = 3072;
 /// Longest validity accepted for a custodian certificate.
 pub const MAX_DAYS: u32 = 3650;
 
-pub fn generate_key_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, bits: usize) -> Result<rsa::PrivateKey, CustodianError> {
+pub fn generate_key_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    bits: usize,
+) -> Result<rsa::PrivateKey, CustodianError> {
     if bits < MIN_RSA_BITS || !ALLOWED_BITS.contains(&bits) {
-        return Err(CustodianError::Generation(format!("{bits}-bit RSA is not offered; choose 2048, 3072 or 4096")));
+        return Err(CustodianError::Generation(format!(
+            "{bits}-bit RSA is not offered; choose 2048, 3072 or 4096"
+        )));
     }
     rsa::PrivateKey::new(rng, bits).map_err(|e| CustodianError::Generation(e.to_string()))
 }
@@ -57,7 +65,9 @@ pub fn self_signed_certificate_with_rng<R: CryptoRng + ?Sized>(
 ) -> Result<Certificate, CustodianError> {
     use pkcs1::EncodeRsaPublicKey;
     if days == 0 || days > MAX_DAYS {
-        return Err(CustodianError::Generation(format!("a validity of {days} days is outside 1 to {MAX_DAYS}")));
+        return Err(CustodianError::Generation(format!(
+            "a validity of {days} days is outside 1 to {MAX_DAYS}"
+        )));
     }
     let public_der = key
         .to_public_key()
@@ -76,7 +86,9 @@ pub fn self_signed_certificate_with_rng<R: CryptoRng + ?Sized>(
     serial[0] &= 0x7f; // positive
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DigitalSignature];
-    let cert = params.self_signed(&signer).map_err(|e| CustodianError::Generation(e.to_string()))?;
+    let cert = params
+        .self_signed(&signer)
+        .map_err(|e| CustodianError::Generation(e.to_string()))?;
     Certificate::from_bytes(cert.der())
 }
 
@@ -94,7 +106,10 @@ mod tests {
         assert!(cert.matches(&key.to_public_key()));
         assert_eq!(cert.bits, 2048);
         assert!((364..=365).contains(&cert.days_left(now)));
-        assert_eq!(Certificate::from_bytes(cert.to_pem().as_bytes()).unwrap().der(), cert.der());
+        assert_eq!(
+            Certificate::from_bytes(cert.to_pem().as_bytes()).unwrap().der(),
+            cert.der()
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub fn decode_first_block(bytes: &[u8]) -> Option<Result<(String, Zeroizing<Vec<
     let start = text.find("-----BEGIN ")?;
     let block = &text[start..];
     let end_marker = block.find("-----END ")?;
-    let end = block[end_marker..].find("\n").map(|i| end_marker + i + 1).unwrap_or(block.len());
+    let end = block[end_marker..]
+        .find("\n")
+        .map(|i| end_marker + i + 1)
+        .unwrap_or(block.len());
     let block = &block[..end];
     if block.contains("Proc-Type:") {
         return Some(Err("legacy-encrypted".into()));
@@ -23,5 +26,7 @@ pub fn decode_first_block(bytes: &[u8]) -> Option<Result<(String, Zeroizing<Vec<
 }
 
 pub fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
-    Zeroizing::new(pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("PEM encoding of bytes cannot fail"))
+    Zeroizing::new(
+        pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("PEM encoding of bytes cannot fail"),
+    )
 }

@@ -118,12 +118,8 @@ fn read_file(path: &Path) -> Result<TokenFile> {
         });
     }
     let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
-    let file: TokenFile = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Usage(format!(
-            "{} is not a token file of this emulator: {e}",
-            path.display()
-        ))
-    })?;
+    let file: TokenFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{} is not a token file of this emulator: {e}", path.display())))?;
     if file.format != 1 {
         return Err(Error::Usage(format!(
             "{} has format {}, only 1 is understood",
@@ -320,10 +316,7 @@ mod tests {
             Decision::Unauthorized(_)
         ));
         assert!(matches!(
-            auth.decide(
-                Some(format!("Basic {admin}").as_bytes()),
-                Need::Administrator
-            ),
+            auth.decide(Some(format!("Basic {admin}").as_bytes()), Need::Administrator),
             Decision::Unauthorized(_)
         ));
         // A token issued while the server runs is seen; the file holds no token in the clear.

@@ -24,14 +24,7 @@ const MAX_KEYS_BYTES: u64 = 16 * 1024 * 1024;
 const BACKUP_MAGIC: &[u8; 8] = b"HSMEMUKB";
 const BACKUP_AAD: &[u8] = b"hsm-ceremony emulator key backup v1";
 const NONCE_LEN: usize = 12;
-pub const DEFAULT_KEY_OPS: [&str; 6] = [
-    "encrypt",
-    "decrypt",
-    "sign",
-    "verify",
-    "wrapKey",
-    "unwrapKey",
-];
+pub const DEFAULT_KEY_OPS: [&str; 6] = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"];
 const KNOWN_KEY_OPS: [&str; 8] = [
     "encrypt",
     "decrypt",
@@ -111,16 +104,12 @@ impl CreateKeyRequest {
             )));
         }
         if self.public_exponent.is_some_and(|e| e != 65537) {
-            return Err(ApiError::bad_request(
-                "only the public exponent 65537 is supported",
-            ));
+            return Err(ApiError::bad_request("only the public exponent 65537 is supported"));
         }
         let key_ops = match self.key_ops {
             Some(ops) => {
                 if let Some(bad) = ops.iter().find(|o| !KNOWN_KEY_OPS.contains(&o.as_str())) {
-                    return Err(ApiError::bad_request(format!(
-                        "'{bad}' is not a key operation"
-                    )));
+                    return Err(ApiError::bad_request(format!("'{bad}' is not a key operation")));
                 }
                 ops
             }
@@ -138,10 +127,7 @@ impl CreateKeyRequest {
 
 /// Key names as Key Vault allows them: 1 to 127 letters, digits and '-'.
 pub fn check_name(name: &str) -> std::result::Result<(), ApiError> {
-    if !name.is_empty()
-        && name.len() <= 127
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if !name.is_empty() && name.len() <= 127 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
@@ -207,17 +193,9 @@ impl KeyStore {
                 keys: BTreeMap::new(),
             });
         }
-        let bytes = Zeroizing::new(files::read_limited(
-            &path,
-            MAX_KEYS_BYTES,
-            "emulator key store",
-        )?);
-        let file: KeysFile = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Usage(format!(
-                "{} is not a key store of this emulator: {e}",
-                path.display()
-            ))
-        })?;
+        let bytes = Zeroizing::new(files::read_limited(&path, MAX_KEYS_BYTES, "emulator key store")?);
+        let file: KeysFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Usage(format!("{} is not a key store of this emulator: {e}", path.display())))?;
         if file.format != 1 {
             return Err(Error::Usage(format!(
                 "{} has format {}, only 1 is understood",
@@ -225,20 +203,11 @@ impl KeyStore {
                 file.format
             )));
         }
-        Ok(KeyStore {
-            path,
-            keys: file.keys,
-        })
+        Ok(KeyStore { path, keys: file.keys })
     }
 
-    fn commit(
-        &mut self,
-        next: BTreeMap<String, Vec<KeyVersion>>,
-    ) -> std::result::Result<(), ApiError> {
-        let file = KeysFile {
-            format: 1,
-            keys: next,
-        };
+    fn commit(&mut self, next: BTreeMap<String, Vec<KeyVersion>>) -> std::result::Result<(), ApiError> {
+        let file = KeysFile { format: 1, keys: next };
         let bytes = Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises"));
         files::replace(&self.path, &bytes, Mode::Private).map_err(ApiError::internal)?;
         self.keys = file.keys;
@@ -272,11 +241,7 @@ impl KeyStore {
         bundle(origin, name, &v)
     }
 
-    fn find(
-        &self,
-        name: &str,
-        version: Option<&str>,
-    ) -> std::result::Result<&KeyVersion, ApiError> {
+    fn find(&self, name: &str, version: Option<&str>) -> std::result::Result<&KeyVersion, ApiError> {
         let missing = || {
             ApiError::not_found(
                 "KeyNotFound",
@@ -286,21 +251,14 @@ impl KeyStore {
         let versions = self.keys.get(name).ok_or_else(missing)?;
         match version {
             None => versions.last().ok_or_else(missing),
-            Some(want) => versions.iter().find(|v| v.version == want).ok_or_else(|| {
-                ApiError::not_found(
-                    "KeyNotFound",
-                    format!("the key '{name}' has no version '{want}'"),
-                )
-            }),
+            Some(want) => versions
+                .iter()
+                .find(|v| v.version == want)
+                .ok_or_else(|| ApiError::not_found("KeyNotFound", format!("the key '{name}' has no version '{want}'"))),
         }
     }
 
-    pub fn get(
-        &self,
-        origin: &str,
-        name: &str,
-        version: Option<&str>,
-    ) -> std::result::Result<Value, ApiError> {
+    pub fn get(&self, origin: &str, name: &str, version: Option<&str>) -> std::result::Result<Value, ApiError> {
         bundle(origin, name, self.find(name, version)?)
     }
 
@@ -343,12 +301,10 @@ impl KeyStore {
         blob_b64u: &str,
         sealing_key: &[u8; 32],
     ) -> std::result::Result<Value, ApiError> {
-        let blob = b64u_decode(blob_b64u, "backup")
-            .map_err(|_| ApiError::bad_request("the key backup is not base64url"))?;
+        let blob =
+            b64u_decode(blob_b64u, "backup").map_err(|_| ApiError::bad_request("the key backup is not base64url"))?;
         if blob.len() < 8 + NONCE_LEN + 16 || &blob[..8] != BACKUP_MAGIC {
-            return Err(ApiError::bad_request(
-                "the value is not a key backup of this emulator",
-            ));
+            return Err(ApiError::bad_request("the value is not a key backup of this emulator"));
         }
         let nonce: [u8; NONCE_LEN] = blob[8..8 + NONCE_LEN].try_into().expect("length checked");
         let cipher = Aes256Gcm::new_from_slice(sealing_key).expect("32-byte key");
@@ -389,8 +345,7 @@ mod tests {
     use crate::test_support::{rsa_2048, test_rng};
 
     fn spec() -> KeySpec {
-        let req: CreateKeyRequest =
-            serde_json::from_str(r#"{"kty":"RSA-HSM","key_size":2048}"#).unwrap();
+        let req: CreateKeyRequest = serde_json::from_str(r#"{"kty":"RSA-HSM","key_size":2048}"#).unwrap();
         req.check().unwrap()
     }
 
@@ -401,14 +356,7 @@ mod tests {
         let dir_a = tempfile::tempdir().unwrap();
         let mut a = KeyStore::open(dir_a.path()).unwrap();
         let created = a
-            .create(
-                &mut test_rng(1),
-                "https://a",
-                "canary",
-                spec(),
-                pkcs8.as_bytes(),
-                100,
-            )
+            .create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 100)
             .unwrap();
         assert_eq!(created["key"]["kty"], "RSA-HSM");
         assert!(created["key"]["kid"]
@@ -422,10 +370,7 @@ mod tests {
         let err = b.restore("https://b", &blob, &[8; 32]).unwrap_err();
         assert_eq!(err.status, hyper::StatusCode::BAD_REQUEST);
         assert!(err.message.contains("another security domain"));
-        assert!(
-            b.get("https://b", "canary", None).is_err(),
-            "nothing restored"
-        );
+        assert!(b.get("https://b", "canary", None).is_err(), "nothing restored");
         let restored = b.restore("https://b", &blob, &[7; 32]).unwrap();
         assert_eq!(restored["key"]["n"], created["key"]["n"]);
         assert_eq!(
@@ -448,12 +393,7 @@ mod tests {
 
     #[test]
     fn create_requests_are_checked() {
-        let bad = |s: &str| {
-            serde_json::from_str::<CreateKeyRequest>(s)
-                .unwrap()
-                .check()
-                .is_err()
-        };
+        let bad = |s: &str| serde_json::from_str::<CreateKeyRequest>(s).unwrap().check().is_err();
         assert!(bad(r#"{"kty":"EC"}"#));
         assert!(bad(r#"{"kty":"RSA","key_size":1024}"#));
         assert!(bad(r#"{"kty":"RSA","key_ops":["fly"]}"#));

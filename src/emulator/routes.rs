@@ -21,15 +21,7 @@ use crate::custodian::cert::Certificate;
 use crate::format::transfer_key::{Jwk, TransferKeyResponse};
 
 /// The api-versions the Azure CLI and the SDKs send.
-pub const API_VERSIONS: [&str; 7] = [
-    "7.2",
-    "7.3",
-    "7.4",
-    "7.5",
-    "7.6",
-    "7.6-preview.2",
-    "2025-07-01",
-];
+pub const API_VERSIONS: [&str; 7] = ["7.2", "7.3", "7.4", "7.5", "7.6", "7.6-preview.2", "2025-07-01"];
 /// Largest request body read: a download request with 10 certificates is ~25 KB.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -60,11 +52,9 @@ enum Route<'a> {
 impl Route<'_> {
     fn need(self) -> Need {
         match self {
-            Route::Download
-            | Route::DownloadPending
-            | Route::TransferKey
-            | Route::Upload
-            | Route::UploadPending => Need::Administrator,
+            Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
+                Need::Administrator
+            }
             _ => Need::Crypto,
         }
     }
@@ -85,17 +75,12 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         (["keys", name, "backup"], _, true) => Some(Route::BackupKey(name)),
         (["keys", name], true, _) => Some(Route::GetKey(name, None)),
         // The SDK asks for `/keys/{name}/` when no version is given.
-        (["keys", name, version], true, _) => Some(Route::GetKey(
-            name,
-            (!version.is_empty()).then_some(*version),
-        )),
+        (["keys", name, version], true, _) => Some(Route::GetKey(name, (!version.is_empty()).then_some(*version))),
         _ => None,
     };
     match found {
         Some(r) => Ok(r),
-        None if path.trim_matches('/').starts_with("securitydomain")
-            || path.trim_matches('/').starts_with("keys") =>
-        {
+        None if path.trim_matches('/').starts_with("securitydomain") || path.trim_matches('/').starts_with("keys") => {
             Err(ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
                 code: "MethodNotAllowed",
@@ -184,16 +169,11 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -225,10 +205,7 @@ struct ValueBody {
     value: String,
 }
 
-async fn handle_inner(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Failure> {
+async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Failure> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let route = route(&parts.method, &path).map_err(plain)?;
@@ -240,16 +217,14 @@ async fn handle_inner(
         "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"{origin}\"",
         app.tenant
     );
-    match app.auth.decide(
-        parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()),
-        route.need(),
-    ) {
+    match app
+        .auth
+        .decide(parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()), route.need())
+    {
         Decision::Allowed { .. } => {}
         Decision::Challenge => {
             return Err((
-                ApiError::unauthorized(
-                    "a bearer token is required; this answer carries the challenge",
-                ),
+                ApiError::unauthorized("a bearer token is required; this answer carries the challenge"),
                 Some(challenge),
             ))
         }
@@ -279,8 +254,8 @@ async fn handle_inner(
                 let mut certs = Vec::with_capacity(req.certificates.len());
                 for (i, jwk) in req.certificates.iter().enumerate() {
                     let label = format!("certificate {}", i + 1);
-                    let cert = Certificate::from_jwk(jwk)
-                        .map_err(|e| ApiError::bad_request(format!("{label}: {e}")))?;
+                    let cert =
+                        Certificate::from_jwk(jwk).map_err(|e| ApiError::bad_request(format!("{label}: {e}")))?;
                     certs.push((label, cert));
                 }
                 let quorum = usize::try_from(req.required).unwrap_or(usize::MAX);
@@ -288,16 +263,8 @@ async fn handle_inner(
             })
             .await
             .map_err(plain)?;
-            let mut resp = json_response(
-                StatusCode::ACCEPTED,
-                json!({"value": sd.to_json()}).to_string(),
-            );
-            async_header(
-                &mut resp,
-                &origin,
-                "/securitydomain/download/pending",
-                &api_version,
-            );
+            let mut resp = json_response(StatusCode::ACCEPTED, json!({"value": sd.to_json()}).to_string());
+            async_header(&mut resp, &origin, "/securitydomain/download/pending", &api_version);
             Ok(resp)
         }
         Route::DownloadPending => match lock(&app.instance).download_status() {
@@ -321,14 +288,12 @@ async fn handle_inner(
                 .map_err(plain)?;
             let mut jwk = cert.to_jwk().map_err(|e| plain(ApiError::internal(e)))?;
             jwk.kid = Some(format!("{origin}/keys/sdexchangekey"));
-            let body = serde_json::to_string(&TransferKeyResponse::for_jwk(&jwk))
-                .expect("plain data serialises");
+            let body = serde_json::to_string(&TransferKeyResponse::for_jwk(&jwk)).expect("plain data serialises");
             Ok(json_response(StatusCode::OK, body))
         }
         Route::Upload => {
             let body = read_body(body).await.map_err(plain)?;
-            let req: ValueBody =
-                parse(&body, "upload request ({\"value\": \"<restore blob>\"})").map_err(plain)?;
+            let req: ValueBody = parse(&body, "upload request ({\"value\": \"<restore blob>\"})").map_err(plain)?;
             lock(&app.instance).begin_upload().map_err(plain)?;
             let a = app.clone();
             // Processed in the background, as the service does; the pending endpoint reports the outcome.
@@ -339,12 +304,7 @@ async fn handle_inner(
                 StatusCode::ACCEPTED,
                 json!({"status": "InProgress", "status_details": ""}).to_string(),
             );
-            async_header(
-                &mut resp,
-                &origin,
-                "/securitydomain/upload/pending",
-                &api_version,
-            );
+            async_header(&mut resp, &origin, "/securitydomain/upload/pending", &api_version);
             Ok(resp)
         }
         Route::CreateKey(name) => {
@@ -356,14 +316,7 @@ async fn handle_inner(
             let (a, name, origin) = (app.clone(), name.to_string(), origin.clone());
             blocking(move || {
                 let pkcs8 = keys::generate(&mut os_rng(), &spec)?;
-                lock(&a.keys).create(
-                    &mut os_rng(),
-                    &origin,
-                    &name,
-                    spec,
-                    &pkcs8,
-                    super::now_unix(),
-                )
+                lock(&a.keys).create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix())
             })
             .await
             .map(|v| json_response(StatusCode::OK, v.to_string()))
@@ -385,8 +338,7 @@ async fn handle_inner(
         Route::RestoreKey => {
             let sealing = require_activated(&app).map_err(plain)?;
             let body = read_body(body).await.map_err(plain)?;
-            let req: ValueBody =
-                parse(&body, "key restore request ({\"value\": \"<backup>\"})").map_err(plain)?;
+            let req: ValueBody = parse(&body, "key restore request ({\"value\": \"<backup>\"})").map_err(plain)?;
             lock(&app.keys)
                 .restore(&origin, &req.value, &sealing)
                 .map(|v| json_response(StatusCode::OK, v.to_string()))
@@ -398,9 +350,7 @@ async fn handle_inner(
 /// Key operations need a security domain; returns the backup sealing key.
 fn require_activated(app: &App) -> Result<zeroize::Zeroizing<[u8; 32]>, ApiError> {
     lock(&app.instance).backup_key().ok_or_else(|| {
-        ApiError::bad_request(
-            "the instance is not activated: download or upload a security domain before using keys",
-        )
+        ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
     })
 }
 
@@ -419,15 +369,9 @@ mod tests {
             route(&Method::GET, "/keys/canary/abc"),
             Ok(Route::GetKey("canary", Some("abc")))
         ));
-        assert!(matches!(
-            route(&Method::POST, "/keys/restore"),
-            Ok(Route::RestoreKey)
-        ));
+        assert!(matches!(route(&Method::POST, "/keys/restore"), Ok(Route::RestoreKey)));
         assert_eq!(
-            route(&Method::DELETE, "/securitydomain/upload")
-                .err()
-                .unwrap()
-                .status,
+            route(&Method::DELETE, "/securitydomain/upload").err().unwrap().status,
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(
@@ -435,10 +379,7 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert_eq!(api_version(Some("api-version=7.5")).unwrap(), "7.5");
-        assert_eq!(
-            api_version(Some("x=1&api-version=2025-07-01")).unwrap(),
-            "2025-07-01"
-        );
+        assert_eq!(api_version(Some("x=1&api-version=2025-07-01")).unwrap(), "2025-07-01");
         assert!(api_version(None).is_err());
         assert!(api_version(Some("api-version=9.9")).is_err());
     }

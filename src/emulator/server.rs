@@ -110,9 +110,7 @@ fn prepare(config: &Config) -> Result<Prepared> {
     listener
         .set_nonblocking(true)
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let local_addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
     let scheme = if config.tls { "https" } else { "http" };
     let url = format!("{scheme}://{local_addr}");
     let app = Arc::new(App {
@@ -147,11 +145,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Usage(format!("cannot start the emulator's runtime: {e}")))
 }
 
-async fn accept_loop(
-    p: &Prepared,
-    listener: std::net::TcpListener,
-    mut shutdown: oneshot::Receiver<()>,
-) {
+async fn accept_loop(p: &Prepared, listener: std::net::TcpListener, mut shutdown: oneshot::Receiver<()>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(_) => return,
@@ -179,9 +173,7 @@ async fn accept_loop(
                 .header_read_timeout(Duration::from_secs(30));
             match acceptor {
                 Some(acceptor) => {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                         let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                     }
                 }
@@ -202,10 +194,7 @@ pub fn serve_blocking(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(
     let prepared = prepare(&config)?;
     let rt = runtime()?;
     on_ready(&prepared.ready);
-    let listener = prepared
-        .listener
-        .try_clone()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let listener = prepared.listener.try_clone().map_err(|e| Error::Usage(e.to_string()))?;
     // The sender is kept alive so the loop runs until the process ends.
     let (_keep, shutdown) = oneshot::channel();
     rt.block_on(accept_loop(&prepared, listener, shutdown));

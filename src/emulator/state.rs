@@ -195,19 +195,13 @@ impl Snapshot {
         use pkcs8::DecodePrivateKey;
         let file: StateFile = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
         if file.format != 1 {
-            return Err(corrupt(
-                path,
-                format!("format {} is not understood", file.format),
-            ));
+            return Err(corrupt(path, format!("format {} is not understood", file.format)));
         }
         let exchange = match file.exchange {
             Some(x) => {
-                let der = Zeroizing::new(
-                    b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?,
-                );
+                let der = Zeroizing::new(b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?);
                 let key = rsa::PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(path, e))?;
-                let cert_der = b64u_decode(&x.cert_der, "exchange certificate")
-                    .map_err(|e| corrupt(path, e))?;
+                let cert_der = b64u_decode(&x.cert_der, "exchange certificate").map_err(|e| corrupt(path, e))?;
                 let cert = Certificate::from_bytes(&cert_der).map_err(|e| corrupt(path, e))?;
                 Some(Exchange { key, cert })
             }
@@ -215,11 +209,9 @@ impl Snapshot {
         };
         let domain = match file.domain {
             Some(d) => {
-                let mk = Zeroizing::new(
-                    b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?,
-                );
-                let master = MasterKey::from_slice(&mk)
-                    .ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
+                let mk = Zeroizing::new(b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?);
+                let master =
+                    MasterKey::from_slice(&mk).ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
                 let mut items = Vec::new();
                 for i in d.items {
                     let data = b64u_decode(&i.data, "item").map_err(|e| corrupt(path, e))?;
@@ -247,10 +239,7 @@ impl Snapshot {
         if !consistent {
             return Err(corrupt(
                 path,
-                format!(
-                    "a {:?} instance cannot hold what this one holds",
-                    snap.status
-                ),
+                format!("a {:?} instance cannot hold what this one holds", snap.status),
             ));
         }
         Ok(snap)
@@ -292,10 +281,7 @@ pub fn inspect(state_dir: &Path) -> Result<InstanceSummary> {
 fn summary(snap: &Snapshot) -> InstanceSummary {
     InstanceSummary {
         status: snap.status,
-        contents_fingerprint: snap
-            .domain
-            .as_ref()
-            .map(|d| recovery::contents_fingerprint(&d.items)),
+        contents_fingerprint: snap.domain.as_ref().map(|d| recovery::contents_fingerprint(&d.items)),
         download: snap.download.clone(),
         upload: snap.upload.clone(),
     }
@@ -305,11 +291,7 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     if !path.exists() {
         return Ok(Snapshot::provisioned());
     }
-    let bytes = Zeroizing::new(files::read_limited(
-        path,
-        MAX_STATE_BYTES,
-        "emulator state file",
-    )?);
+    let bytes = Zeroizing::new(files::read_limited(path, MAX_STATE_BYTES, "emulator state file")?);
     Snapshot::from_file(path, &bytes)
 }
 
@@ -379,23 +361,17 @@ impl Instance {
     ) -> std::result::Result<SecurityDomain, ApiError> {
         let mut next = self.snap.clone();
         let domain = match (&self.snap.status, &self.snap.domain) {
-            (Status::Recovering, _) => {
-                return Err(ApiError::bad_request(
-                    "the instance is in recovery mode (a transfer key was issued): upload a security domain to activate it",
-                ))
-            }
+            (Status::Recovering, _) => return Err(ApiError::bad_request(
+                "the instance is in recovery mode (a transfer key was issued): upload a security domain to activate it",
+            )),
             (_, Some(d)) => d.clone(),
-            (_, None) => Domain { master: MasterKey::generate_with_rng(rng), items: recovery::random_items_with_rng(rng) },
+            (_, None) => Domain {
+                master: MasterKey::generate_with_rng(rng),
+                items: recovery::random_items_with_rng(rng),
+            },
         };
-        let sd = recovery::split_with_rng(
-            rng,
-            &domain.master,
-            &domain.items,
-            certs,
-            quorum,
-            Profile::Azure,
-        )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sd = recovery::split_with_rng(rng, &domain.master, &domain.items, certs, quorum, Profile::Azure)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         next.status = Status::Activated;
         next.domain = Some(domain);
         next.download = Some(Operation::new(OpStatus::Success, ""));
@@ -404,10 +380,7 @@ impl Instance {
     }
 
     /// `GET /securitydomain/upload`: the exchange certificate, made once.
-    pub fn transfer_key<R: CryptoRng + ?Sized>(
-        &mut self,
-        rng: &mut R,
-    ) -> std::result::Result<Certificate, ApiError> {
+    pub fn transfer_key<R: CryptoRng + ?Sized>(&mut self, rng: &mut R) -> std::result::Result<Certificate, ApiError> {
         if self.snap.status == Status::Activated {
             return Err(ApiError::bad_request(
                 "the instance is already activated; it takes no security-domain upload",
@@ -464,11 +437,7 @@ impl Instance {
 
     /// Second half: opens the blob with the exchange key and, if every item
     /// opens, becomes a clone of the original instance in one write.
-    pub fn finish_upload<R: CryptoRng + ?Sized>(
-        &mut self,
-        rng: &mut R,
-        blob_json: &str,
-    ) -> Result<()> {
+    pub fn finish_upload<R: CryptoRng + ?Sized>(&mut self, rng: &mut R, blob_json: &str) -> Result<()> {
         let outcome = self.open_blob(blob_json);
         let mut next = self.snap.clone();
         match outcome {
@@ -494,13 +463,9 @@ impl Instance {
     }
 
     fn open_blob(&self, blob_json: &str) -> std::result::Result<Vec<PlainItem>, String> {
-        let exchange = self
-            .snap
-            .exchange
-            .as_ref()
-            .ok_or("the instance has no exchange key")?;
-        let blob = RestoreBlob::from_json(blob_json.as_bytes())
-            .map_err(|e| format!("the restore blob is malformed: {e}"))?;
+        let exchange = self.snap.exchange.as_ref().ok_or("the instance has no exchange key")?;
+        let blob =
+            RestoreBlob::from_json(blob_json.as_bytes()).map_err(|e| format!("the restore blob is malformed: {e}"))?;
         recovery::open_restore_blob(&blob, &exchange.key, &exchange.cert).map_err(|e| e.to_string())
     }
 
@@ -543,10 +508,7 @@ mod tests {
             inst.download(&mut test_rng(1), &certs(0..2), 2).is_err(),
             "2 custodians refused"
         );
-        assert!(
-            !dir.path().join(STATE_FILE).exists(),
-            "a refusal writes nothing"
-        );
+        assert!(!dir.path().join(STATE_FILE).exists(), "a refusal writes nothing");
         let sd = inst.download(&mut test_rng(1), &certs(0..3), 2).unwrap();
         assert_eq!(sd.share_count(), 3);
         let before = inst.summary();
@@ -556,10 +518,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(STATE_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join(STATE_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // Activated: no transfer key, no upload; a second download keeps the contents.
@@ -567,10 +526,7 @@ mod tests {
         assert!(inst.transfer_key(&mut test_rng(2)).is_err());
         assert!(inst.begin_upload().is_err());
         inst.download(&mut test_rng(3), &certs(1..4), 3).unwrap();
-        assert_eq!(
-            inst.summary().contents_fingerprint,
-            before.contents_fingerprint
-        );
+        assert_eq!(inst.summary().contents_fingerprint, before.contents_fingerprint);
     }
 
     #[test]
@@ -580,12 +536,8 @@ mod tests {
         let sd = a.download(&mut test_rng(4), &certs(0..3), 2).unwrap();
         let mut q = recovery::Quorum::new(&sd);
         for c in &custodians()[..2] {
-            q.add(&recovery::CustodianKey::from_rsa(
-                c.name.clone(),
-                c.key.clone(),
-                None,
-            ))
-            .unwrap();
+            q.add(&recovery::CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None))
+                .unwrap();
         }
         let items = q.finish().unwrap().items;
 
@@ -616,21 +568,13 @@ mod tests {
         drop(b);
         let mut b = Instance::open(dir_b.path()).unwrap();
         assert_eq!(b.upload_status().unwrap().status, OpStatus::Failed);
-        assert!(b
-            .upload_status()
-            .unwrap()
-            .status_details
-            .contains("restarted"));
+        assert!(b.upload_status().unwrap().status_details.contains("restarted"));
 
-        let good =
-            recovery::build_restore_blob_with_rng(&mut test_rng(9), &items, &exchange).unwrap();
+        let good = recovery::build_restore_blob_with_rng(&mut test_rng(9), &items, &exchange).unwrap();
         b.begin_upload().unwrap();
         b.finish_upload(&mut test_rng(10), &good.to_json()).unwrap();
         assert_eq!(b.status(), Status::Activated);
-        assert_eq!(
-            b.summary().contents_fingerprint,
-            a.summary().contents_fingerprint
-        );
+        assert_eq!(b.summary().contents_fingerprint, a.summary().contents_fingerprint);
         assert_eq!(
             &b.backup_key().unwrap()[..],
             &a.backup_key().unwrap()[..],
@@ -644,10 +588,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(STATE_FILE), b"{\"format\":1,").unwrap();
         assert!(Instance::open(dir.path()).is_err());
-        fs::write(dir.path().join(STATE_FILE), br#"{"format":1,"status":"activated","exchange":null,"domain":null,"download":null,"upload":null}"#).unwrap();
-        assert!(
-            Instance::open(dir.path()).is_err(),
-            "activated without a domain"
-        );
+        fs::write(
+            dir.path().join(STATE_FILE),
+            br#"{"format":1,"status":"activated","exchange":null,"domain":null,"download":null,"upload":null}"#,
+        )
+        .unwrap();
+        assert!(Instance::open(dir.path()).is_err(), "activated without a domain");
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
@@ -89,20 +89,15 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
     let path = state_dir.join(TLS_FILE);
     let file: TlsFile = if path.exists() {
         let bytes = Zeroizing::new(files::read_limited(&path, 64 * 1024, "emulator TLS file")?);
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Usage(format!(
-                "{} is not a TLS file of this emulator: {e}",
-                path.display()
-            ))
-        })?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Usage(format!("{} is not a TLS file of this emulator: {e}", path.display())))?
     } else {
         let file = generate()?;
         let bytes = Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises"));
         files::replace(&path, &bytes, Mode::Private)?;
         file
     };
-    let bad =
-        |e: crate::crypto::CryptoError| Error::Usage(format!("{} is damaged: {e}", path.display()));
+    let bad = |e: crate::crypto::CryptoError| Error::Usage(format!("{} is damaged: {e}", path.display()));
     let ca_der = b64u_decode(&file.ca_der, "CA certificate").map_err(bad)?;
     let server_der = b64u_decode(&file.server_der, "server certificate").map_err(bad)?;
     let key_der = b64u_decode(&file.server_key_pkcs8, "server key").map_err(bad)?;
@@ -119,18 +114,10 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
         .map_err(gen_err)?
         .with_no_client_auth()
         .with_single_cert(
-            vec![
-                CertificateDer::from(server_der),
-                CertificateDer::from(ca_der),
-            ],
+            vec![CertificateDer::from(server_der), CertificateDer::from(ca_der)],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
         )
-        .map_err(|e| {
-            Error::Usage(format!(
-                "{} holds an unusable certificate or key: {e}",
-                path.display()
-            ))
-        })?;
+        .map_err(|e| Error::Usage(format!("{} holds an unusable certificate or key: {e}", path.display())))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsMaterial {
         config: Arc::new(config),

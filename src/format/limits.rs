@@ -28,10 +28,14 @@ pub fn check_quorum(n: usize, m: usize, profile: Profile) -> Result<(), String> 
         Profile::Local => MIN_QUORUM,
     };
     if n < min_n || n > MAX_CUSTODIANS {
-        return Err(format!("{n} custodians is outside the allowed {min_n} to {MAX_CUSTODIANS}"));
+        return Err(format!(
+            "{n} custodians is outside the allowed {min_n} to {MAX_CUSTODIANS}"
+        ));
     }
     if m < MIN_QUORUM || m > n {
-        return Err(format!("a quorum of {m} is outside the allowed {MIN_QUORUM} to {n} (the number of custodians)"));
+        return Err(format!(
+            "a quorum of {m} is outside the allowed {MIN_QUORUM} to {n} (the number of custodians)"
+        ));
     }
     Ok(())
 }

@@ -41,6 +41,10 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 
 impl FormatError {
     pub(crate) fn field(field: impl Into<String>, got: impl ToString, want: impl Into<String>) -> Self {
-        FormatError::Field { field: field.into(), got: got.to_string(), want: want.into() }
+        FormatError::Field {
+            field: field.into(),
+            got: got.to_string(),
+            want: want.into(),
+        }
     }
 }

@@ -47,31 +47,49 @@ impl RestoreBlob {
 
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.enc_data.kdf != KDF {
-            return Err(FormatError::field("EncData.kdf", format!("'{}'", self.enc_data.kdf), "'sp108_kdf'"));
+            return Err(FormatError::field(
+                "EncData.kdf",
+                format!("'{}'", self.enc_data.kdf),
+                "'sp108_kdf'",
+            ));
         }
         if self.enc_data.data.is_empty() {
             return Err(FormatError::Invalid("EncData.data holds no items".into()));
         }
         for (i, item) in self.enc_data.data.iter().enumerate() {
             if self.enc_data.data[..i].iter().any(|d| d.tag == item.tag) {
-                return Err(FormatError::Invalid(format!("two data items carry the tag '{}'", item.tag)));
+                return Err(FormatError::Invalid(format!(
+                    "two data items carry the tag '{}'",
+                    item.tag
+                )));
             }
             item_jwe(item)?;
         }
-        let thumb = b64u_decode(&self.wrapped_key.x5t_256, "WrappedKey.x5t_256")
-            .map_err(|source| FormatError::Jwe { location: "WrappedKey".into(), source })?;
+        let thumb =
+            b64u_decode(&self.wrapped_key.x5t_256, "WrappedKey.x5t_256").map_err(|source| FormatError::Jwe {
+                location: "WrappedKey".into(),
+                source,
+            })?;
         if thumb.len() != 32 {
-            return Err(FormatError::field("WrappedKey.x5t_256", format!("{} bytes", thumb.len()), "32 bytes"));
+            return Err(FormatError::field(
+                "WrappedKey.x5t_256",
+                format!("{} bytes", thumb.len()),
+                "32 bytes",
+            ));
         }
         self.wrapped_key_jwe()?;
         Ok(())
     }
 
     pub fn wrapped_key_jwe(&self) -> Result<CompactJwe, FormatError> {
-        let jwe = CompactJwe::parse(&self.wrapped_key.enc_key)
-            .map_err(|source| FormatError::Jwe { location: "WrappedKey.enc_key".into(), source })?;
-        jwe.expect_alg(Alg::RsaOaep256)
-            .map_err(|source| FormatError::Jwe { location: "WrappedKey.enc_key".into(), source })?;
+        let jwe = CompactJwe::parse(&self.wrapped_key.enc_key).map_err(|source| FormatError::Jwe {
+            location: "WrappedKey.enc_key".into(),
+            source,
+        })?;
+        jwe.expect_alg(Alg::RsaOaep256).map_err(|source| FormatError::Jwe {
+            location: "WrappedKey.enc_key".into(),
+            source,
+        })?;
         Ok(jwe)
     }
 }

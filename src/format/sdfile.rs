@@ -13,8 +13,11 @@ pub const KDF: &str = "sp108_kdf";
 pub const KEY_ALGORITHM: &str = "shamir_share";
 /// The three items a real Managed HSM security domain carries, with the
 /// ciphertext sizes seen in a real one.
-pub const REAL_ITEMS: [(&str, usize); 3] =
-    [("hsm_backup", 8192), ("base_enclave_backup", 880), ("partition_enclave_backup", 2960)];
+pub const REAL_ITEMS: [(&str, usize); 3] = [
+    ("hsm_backup", 8192),
+    ("base_enclave_backup", 880),
+    ("partition_enclave_backup", 2960),
+];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DataItem {
@@ -78,7 +81,11 @@ impl SecurityDomain {
             return Err(FormatError::field("version", self.version, "2"));
         }
         if self.enc_data.kdf != KDF {
-            return Err(FormatError::field("EncData.kdf", format!("'{}'", self.enc_data.kdf), "'sp108_kdf'"));
+            return Err(FormatError::field(
+                "EncData.kdf",
+                format!("'{}'", self.enc_data.kdf),
+                "'sp108_kdf'",
+            ));
         }
         let keys = &self.shared_keys;
         if keys.key_algorithm != KEY_ALGORITHM {
@@ -90,7 +97,11 @@ impl SecurityDomain {
         }
         let n = keys.enc_shares.len();
         if keys.required < MIN_QUORUM as u64 || keys.required > MAX_CUSTODIANS as u64 {
-            return Err(FormatError::field("SharedKeys.required", keys.required, "between 2 and 10"));
+            return Err(FormatError::field(
+                "SharedKeys.required",
+                keys.required,
+                "between 2 and 10",
+            ));
         }
         if n < keys.required as usize || n > MAX_CUSTODIANS {
             return Err(FormatError::field(
@@ -105,12 +116,20 @@ impl SecurityDomain {
                 source: e,
             })?;
             if thumb.len() != 32 {
-                return Err(FormatError::field(format!("share {} x5t_256", i + 1), format!("{} bytes", thumb.len()), "32 bytes"));
+                return Err(FormatError::field(
+                    format!("share {} x5t_256", i + 1),
+                    format!("{} bytes", thumb.len()),
+                    "32 bytes",
+                ));
             }
             if keys.enc_shares[..i].iter().any(|s| s.x5t_256 == share.x5t_256) {
                 return Err(FormatError::Invalid(format!(
                     "shares {} and {} are for the same certificate (x5t_256 {})",
-                    keys.enc_shares[..i].iter().position(|s| s.x5t_256 == share.x5t_256).unwrap() + 1,
+                    keys.enc_shares[..i]
+                        .iter()
+                        .position(|s| s.x5t_256 == share.x5t_256)
+                        .unwrap()
+                        + 1,
                     i + 1,
                     share.x5t_256
                 )));
@@ -125,7 +144,10 @@ impl SecurityDomain {
                 return Err(FormatError::Invalid(format!("data item {} has an empty tag", i + 1)));
             }
             if self.enc_data.data[..i].iter().any(|d| d.tag == item.tag) {
-                return Err(FormatError::Invalid(format!("two data items carry the tag '{}'", item.tag)));
+                return Err(FormatError::Invalid(format!(
+                    "two data items carry the tag '{}'",
+                    item.tag
+                )));
             }
             self.item_jwe(i)?;
         }
@@ -135,9 +157,12 @@ impl SecurityDomain {
     /// The parsed JWE of share `i` (0-based), required to be RSA-OAEP.
     pub fn share_jwe(&self, i: usize) -> Result<CompactJwe, FormatError> {
         let location = format!("share {} (x5t_256 {})", i + 1, self.shared_keys.enc_shares[i].x5t_256);
-        let jwe = CompactJwe::parse(&self.shared_keys.enc_shares[i].enc_key)
-            .map_err(|source| FormatError::Jwe { location: location.clone(), source })?;
-        jwe.expect_alg(Alg::RsaOaep256).map_err(|source| FormatError::Jwe { location, source })?;
+        let jwe = CompactJwe::parse(&self.shared_keys.enc_shares[i].enc_key).map_err(|source| FormatError::Jwe {
+            location: location.clone(),
+            source,
+        })?;
+        jwe.expect_alg(Alg::RsaOaep256)
+            .map_err(|source| FormatError::Jwe { location, source })?;
         Ok(jwe)
     }
 
@@ -155,11 +180,19 @@ impl SecurityDomain {
 
 pub(crate) fn item_jwe(item: &DataItem) -> Result<CompactJwe, FormatError> {
     let location = format!("data item '{}'", item.tag);
-    let jwe = CompactJwe::parse(&item.compact_jwe).map_err(|source| FormatError::Jwe { location: location.clone(), source })?;
-    jwe.expect_alg(Alg::Dir).map_err(|source| FormatError::Jwe { location: location.clone(), source })?;
+    let jwe = CompactJwe::parse(&item.compact_jwe).map_err(|source| FormatError::Jwe {
+        location: location.clone(),
+        source,
+    })?;
+    jwe.expect_alg(Alg::Dir).map_err(|source| FormatError::Jwe {
+        location: location.clone(),
+        source,
+    })?;
     if let Some(kid) = &jwe.kid {
         if kid != &item.tag {
-            return Err(FormatError::Invalid(format!("{location}: its JWE says kid '{kid}', not the item's tag")));
+            return Err(FormatError::Invalid(format!(
+                "{location}: its JWE says kid '{kid}', not the item's tag"
+            )));
         }
     }
     Ok(jwe)
@@ -197,18 +230,40 @@ mod tests {
     fn strict_checks_name_the_field() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (mutate(|v| v["version"] = 1.into()), "version"),
-            (mutate(|v| v["SharedKeys"]["key_algorithm"] = "xor".into()), "key_algorithm"),
+            (
+                mutate(|v| v["SharedKeys"]["key_algorithm"] = "xor".into()),
+                "key_algorithm",
+            ),
             (mutate(|v| v["SharedKeys"]["required"] = 1.into()), "required"),
             (mutate(|v| v["SharedKeys"]["required"] = 11.into()), "required"),
             (mutate(|v| v["SharedKeys"]["required"] = 4.into()), "number of shares"),
             (mutate(|v| v["SharedKeys"]["required"] = (-2).into()), "required"),
             (mutate(|v| v["EncData"]["kdf"] = "hkdf".into()), "kdf"),
             (mutate(|v| v["EncData"]["data"] = serde_json::json!([])), "no items"),
-            (mutate(|v| v["SharedKeys"]["enc_shares"][1]["x5t_256"] = v["SharedKeys"]["enc_shares"][0]["x5t_256"].clone()), "same certificate"),
-            (mutate(|v| v["SharedKeys"]["enc_shares"][0]["x5t_256"] = "AAAA".into()), "32 bytes"),
-            (mutate(|v| v["EncData"]["data"][0]["compact_jwe"] = "a.b.c".into()), "5 parts"),
-            (mutate(|v| v["EncData"]["data"][1]["tag"] = "hsm_backup".into()), "hsm_backup"),
-            (mutate(|v| { v.as_object_mut().unwrap().remove("SharedKeys"); }), "SharedKeys"),
+            (
+                mutate(|v| {
+                    v["SharedKeys"]["enc_shares"][1]["x5t_256"] = v["SharedKeys"]["enc_shares"][0]["x5t_256"].clone()
+                }),
+                "same certificate",
+            ),
+            (
+                mutate(|v| v["SharedKeys"]["enc_shares"][0]["x5t_256"] = "AAAA".into()),
+                "32 bytes",
+            ),
+            (
+                mutate(|v| v["EncData"]["data"][0]["compact_jwe"] = "a.b.c".into()),
+                "5 parts",
+            ),
+            (
+                mutate(|v| v["EncData"]["data"][1]["tag"] = "hsm_backup".into()),
+                "hsm_backup",
+            ),
+            (
+                mutate(|v| {
+                    v.as_object_mut().unwrap().remove("SharedKeys");
+                }),
+                "SharedKeys",
+            ),
             (b"{not json".to_vec(), "JSON"),
         ];
         for (bytes, needle) in cases {
@@ -226,7 +281,9 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let text = std::str::from_utf8(FIXTURE).unwrap().replacen("\"version\":2", "\"version\":2,\"version\":2", 1);
+        let text = std::str::from_utf8(FIXTURE)
+            .unwrap()
+            .replacen("\"version\":2", "\"version\":2,\"version\":2", 1);
         assert!(SecurityDomain::from_json(text.as_bytes()).is_err());
     }
 }

@@ -53,8 +53,14 @@ impl Jwk {
         if self.kty != "RSA" && self.kty != "RSA-HSM" {
             return Err(FormatError::field("kty", format!("'{}'", self.kty), "'RSA'"));
         }
-        let first = self.x5c.first().ok_or_else(|| FormatError::Invalid("the key carries no certificate (x5c is empty)".into()))?;
-        b64_std_decode(first, "x5c[0]").map_err(|source| FormatError::Jwe { location: "x5c[0]".into(), source })
+        let first = self
+            .x5c
+            .first()
+            .ok_or_else(|| FormatError::Invalid("the key carries no certificate (x5c is empty)".into()))?;
+        b64_std_decode(first, "x5c[0]").map_err(|source| FormatError::Jwe {
+            location: "x5c[0]".into(),
+            source,
+        })
     }
 }
 
@@ -63,7 +69,11 @@ impl TransferKeyResponse {
     pub fn parse(bytes: &[u8]) -> Result<Jwk, FormatError> {
         let resp: TransferKeyResponse = super::from_json(bytes)?;
         if resp.key_format != "jwk" {
-            return Err(FormatError::field("key_format", format!("'{}'", resp.key_format), "'jwk'"));
+            return Err(FormatError::field(
+                "key_format",
+                format!("'{}'", resp.key_format),
+                "'jwk'",
+            ));
         }
         serde_json::from_str(&resp.transfer_key).map_err(|e| FormatError::Json(format!("transfer_key: {e}")))
     }

@@ -89,30 +89,25 @@ impl InstanceClient {
     ///
     /// Errors: a URL that is not http(s), plain HTTP to a non-loopback host,
     /// or an unreadable CA file.
-    pub fn new(
-        url: &str,
-        token: impl Into<String>,
-        ca_pem: Option<&Path>,
-    ) -> Result<InstanceClient> {
+    pub fn new(url: &str, token: impl Into<String>, ca_pem: Option<&Path>) -> Result<InstanceClient> {
         let base = url.trim_end_matches('/').to_string();
         let rest = if let Some(r) = base.strip_prefix("https://") {
             r
         } else if let Some(r) = base.strip_prefix("http://") {
             let host = r.split('/').next().unwrap_or("");
-            let loopback = host.starts_with("127.0.0.1:")
-                || host.starts_with("localhost:")
-                || host.starts_with("[::1]:");
+            let loopback =
+                host.starts_with("127.0.0.1:") || host.starts_with("localhost:") || host.starts_with("[::1]:");
             if !loopback {
-                return Err(inst(format!("{url}: plain HTTP is only allowed to a local emulator (127.0.0.1, localhost, [::1])")));
+                return Err(inst(format!(
+                    "{url}: plain HTTP is only allowed to a local emulator (127.0.0.1, localhost, [::1])"
+                )));
             }
             r
         } else {
             return Err(inst(format!("{url} is not an https:// URL")));
         };
         if rest.is_empty() || rest.contains('?') || rest.contains('#') {
-            return Err(inst(format!(
-                "{url} is not an instance URL (https://host[:port])"
-            )));
+            return Err(inst(format!("{url} is not an instance URL (https://host[:port])")));
         }
         let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(path) = ca_pem {
@@ -188,19 +183,14 @@ impl InstanceClient {
                 .content_type("application/json")
                 .send(body.unwrap_or_default()),
         };
-        let mut resp =
-            result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
+        let mut resp = result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_string()
-            .map_err(|e| {
-                inst(format!(
-                    "{method} {path}: the answer could not be read: {e}"
-                ))
-            })?;
+            .map_err(|e| inst(format!("{method} {path}: the answer could not be read: {e}")))?;
         if (200..300).contains(&status) {
             return Ok((status, text));
         }
@@ -239,11 +229,7 @@ impl InstanceClient {
 
     fn operation_status(&self, path: &str) -> Result<OperationStatus> {
         let (_, text) = self.request("GET", path, None)?;
-        serde_json::from_str(&text).map_err(|e| {
-            inst(format!(
-                "GET {path}: the answer is not an operation status: {e}"
-            ))
-        })
+        serde_json::from_str(&text).map_err(|e| inst(format!("GET {path}: the answer is not an operation status: {e}")))
     }
 
     /// Downloads the security domain wrapped to `certs` with quorum `quorum`
@@ -271,11 +257,8 @@ impl InstanceClient {
                 "POST /securitydomain/download: the answer carries no security domain: {e}"
             ))
         })?;
-        SecurityDomain::from_json(v.value.as_bytes()).map_err(|e| {
-            inst(format!(
-                "the security domain the instance sent is not valid: {e}"
-            ))
-        })?;
+        SecurityDomain::from_json(v.value.as_bytes())
+            .map_err(|e| inst(format!("the security domain the instance sent is not valid: {e}")))?;
         let status = self.poll("/securitydomain/download/pending", "activation")?;
         if status.is_failed() {
             return Err(inst(format!(
@@ -331,8 +314,8 @@ impl InstanceClient {
     }
 
     fn key_info(path: &str, text: &str) -> Result<KeyInfo> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
         let kid = v["key"]["kid"]
             .as_str()
             .ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?
@@ -369,17 +352,13 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
         Ok(v.value)
     }
 
     pub fn restore_key(&self, backup: &str) -> Result<KeyInfo> {
-        let (_, text) = self.request(
-            "POST",
-            "/keys/restore",
-            Some(json!({"value": backup}).to_string()),
-        )?;
+        let (_, text) = self.request("POST", "/keys/restore", Some(json!({"value": backup}).to_string()))?;
         Self::key_info("/keys/restore", &text)
     }
 }

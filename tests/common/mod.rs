@@ -33,8 +33,7 @@ pub fn custodians() -> &'static [Custodian] {
                 let mut r = rng(500 + i);
                 let key = keygen::generate_key_with_rng(&mut r, 2048).unwrap();
                 let name = format!("custodian{i}");
-                let cert =
-                    keygen::self_signed_certificate_with_rng(&mut r, &key, &name, 30, now).unwrap();
+                let cert = keygen::self_signed_certificate_with_rng(&mut r, &key, &name, 30, now).unwrap();
                 Custodian { name, key, cert }
             })
             .collect()
@@ -112,14 +111,7 @@ pub fn raw(emu: &Emu, method: &str, path: &str, token: Option<&str>, body: Optio
     raw_at(emu.url(), emu.ca(), method, path, token, body)
 }
 
-pub fn raw_at(
-    url: &str,
-    ca: &Path,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Raw {
+pub fn raw_at(url: &str, ca: &Path, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Raw {
     let agent = agent_for(ca);
     let url = format!("{url}{path}");
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -137,11 +129,7 @@ pub fn raw_at(
         req.send(body.unwrap_or(""))
     };
     let mut resp = result.unwrap();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
+    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_string());
     let www_authenticate = header("www-authenticate");
     let async_op = header("azure-asyncoperation");
     Raw {

@@ -58,23 +58,10 @@ impl Output {
     /// Requires exit code `code` and every needle in stderr.
     #[track_caller]
     pub fn fails(&self, code: i32, needles: &[&str]) -> &Self {
-        assert_eq!(
-            self.code,
-            code,
-            "expected exit code {code}\n{}",
-            self.describe()
-        );
-        assert!(
-            self.stderr.contains("error"),
-            "no error printed\n{}",
-            self.describe()
-        );
+        assert_eq!(self.code, code, "expected exit code {code}\n{}", self.describe());
+        assert!(self.stderr.contains("error"), "no error printed\n{}", self.describe());
         for n in needles {
-            assert!(
-                self.stderr.contains(n),
-                "stderr lacks {n:?}\n{}",
-                self.describe()
-            );
+            assert!(self.stderr.contains(n), "stderr lacks {n:?}\n{}", self.describe());
         }
         self
     }
@@ -111,8 +98,7 @@ impl Output {
 
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
     }
 }
 
@@ -200,19 +186,14 @@ impl Dir {
         let from = fixtures().dir();
         for name in names {
             let src = from.join(name);
-            fs::copy(&src, self.join(name))
-                .unwrap_or_else(|e| panic!("cannot copy fixture {name}: {e}"));
+            fs::copy(&src, self.join(name)).unwrap_or_else(|e| panic!("cannot copy fixture {name}: {e}"));
             set_mode(&self.join(name), mode_of(&src));
         }
     }
 
     /// Copies custodian `i`'s key, certificate and passphrase file (`cI.*`).
     pub fn custodian(&self, i: usize) {
-        self.copy(&[
-            &format!("c{i}.key"),
-            &format!("c{i}.cer"),
-            &format!("c{i}.pass"),
-        ]);
+        self.copy(&[&format!("c{i}.key"), &format!("c{i}.cer"), &format!("c{i}.pass")]);
     }
 
     /// The shared 2-of-3 security domain (c0, c1, c2) as `sd.json`, with the
@@ -261,11 +242,7 @@ impl Dir {
     pub fn assert_files(&self, names: &[&str]) {
         let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         want.sort();
-        assert_eq!(
-            self.listing(),
-            want,
-            "unexpected files in the test directory"
-        );
+        assert_eq!(self.listing(), want, "unexpected files in the test directory");
     }
 }
 
@@ -446,9 +423,7 @@ pub fn openssl(dir: &Dir, args: &[&str]) -> String {
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| {
-            panic!("these tests need the `openssl` command on PATH, and it could not be run: {e}")
-        });
+        .unwrap_or_else(|e| panic!("these tests need the `openssl` command on PATH, and it could not be run: {e}"));
     assert!(
         out.status.success(),
         "openssl {} failed:\n{}\n{}",
