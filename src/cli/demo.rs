@@ -1,19 +1,23 @@
-//! `hsm-ceremony demo`: the whole offline story in a temporary folder, with
-//! generated passphrases and no prompts — each step runs the real command.
+//! `hsm-ceremony demo`: the whole story in a temporary folder — custodian
+//! keys, activation of an in-process emulated Managed HSM, inspection,
+//! proofs of possession, a canary key and a recovery drill into a second
+//! instance — with generated passphrases and no prompts. Each step runs the
+//! real command.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::custodian::{self, KeygenArgs, VerifyArgs};
-use super::passphrase::{PassphraseArgs, Passphrases};
-use super::restore::{self, RestoreBlobArgs};
-use super::sd::{self, InspectArgs, SplitArgs};
+use super::drill::{self, DrillArgs, PrepareArgs};
+use super::instance::{self, Connect, DownloadArgs};
+use super::passphrase::PassphraseArgs;
+use super::sd::{self, InspectArgs};
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::{os_rng, CryptoRng};
+use crate::emulator::{self, Role};
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
-use crate::{inputs, recovery};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -67,7 +71,7 @@ fn passphrase_file<R: CryptoRng + ?Sized>(rng: &mut R, dir: &Path, name: &str) -
 }
 
 fn run_in(dir: &Path) -> Result<()> {
-    const TOTAL: usize = 6;
+    const TOTAL: usize = 7;
     let mut rng = os_rng();
     println!("hsm-ceremony demo in {}", dir.display());
 
@@ -99,22 +103,40 @@ fn run_in(dir: &Path) -> Result<()> {
     step(
         2,
         TOTAL,
-        "A security domain is split 2-of-3 to their certificates (as the HSM does at activation)",
+        "An emulated Managed HSM starts on loopback; the activation downloads its security domain, 2 of 3",
+    );
+    let original_dir = dir.join("instance-a");
+    std::fs::create_dir_all(&original_dir).map_err(|source| Error::Write {
+        path: original_dir.clone(),
+        source,
+    })?;
+    let original = emulator::spawn(emulator::Config::new(original_dir.clone()))?;
+    let token = emulator::issue_token(&original_dir, "demo-admin", &[Role::Administrator, Role::CryptoOfficer])?;
+    let token_file = dir.join("admin.token");
+    files::write_new(&token_file, token.as_bytes(), Mode::Private)?;
+    let connect = Connect {
+        url: original.url().to_string(),
+        token_file: Some(token_file.clone()),
+        ca: original.ca_pem_path().map(Path::to_path_buf),
+    };
+    println!(
+        "instance A at {} (CA {})",
+        original.url(),
+        connect.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     );
     let sd_path = dir.join("sd.json");
-    sd::split(&SplitArgs {
+    instance::download(&DownloadArgs {
+        connect: connect.clone(),
         certs: certs.clone(),
         quorum: 2,
-        items: vec![],
-        random_contents: true,
         out: sd_path.clone(),
-        local: false,
+        manifest: Default::default(),
     })?;
 
     step(
         3,
         TOTAL,
-        "The security domain is inspected and matched to the custodians",
+        "The downloaded security domain is inspected and matched to the custodians",
     );
     sd::run(sd::SdCommand::Inspect(InspectArgs {
         sd_file: sd_path.clone(),
@@ -136,72 +158,46 @@ fn run_in(dir: &Path) -> Result<()> {
         })?;
     }
 
-    step(
-        5,
-        TOTAL,
-        "Custodians 0 and 2 build the restore blob for a new instance's exchange key",
-    );
-    let exchange = custodian::keygen_cmd(&KeygenArgs {
-        name: Some("exchange".into()),
-        count: None,
-        prefix: None,
-        out_dir: dir.to_path_buf(),
-        bits: 2048,
-        days: 30,
-        passphrases: PassphraseArgs::default(),
-        insecure_unencrypted_key: true,
-        json: false,
-    })?
-    .remove(0);
-    let blob_path = dir.join("restore-blob.json");
-    restore::run(&RestoreBlobArgs {
-        sd_file: sd_path.clone(),
-        sd_exchange_key: exchange.cert_path.clone(),
-        sd_wrapping_keys: vec![keys[0].clone(), keys[2].clone()],
-        certs: vec![],
-        out: blob_path.clone(),
-        passwords: None,
-        passphrases: PassphraseArgs {
-            files: vec![pass_files[0].clone(), pass_files[2].clone()],
-            fd: None,
-        },
-        json: false,
+    step(5, TOTAL, "A canary key is created on instance A and backed up");
+    let canary = dir.join("canary.json");
+    drill::prepare(&PrepareArgs {
+        connect,
+        name: "drill-canary".into(),
+        out: canary.clone(),
     })?;
 
     step(
         6,
         TOTAL,
-        "The new instance opens the blob; its contents match what custodians 1 and 2 open from the security domain",
+        "Drill: custodians 0 and 2 recover into a fresh emulated instance B, and the canary restores there",
     );
-    let exchange_key = inputs::key_file(&exchange.key_path)?
-        .into_key(None)
-        .map_err(|source| Error::Key {
-            label: inputs::label(&exchange.key_path),
-            source,
-        })?;
-    let blob = inputs::restore_blob(&blob_path)?;
-    let from_blob = recovery::open_restore_blob(&blob, &exchange_key, &exchange.cert)?;
-    let sd_file = inputs::security_domain(&sd_path)?;
-    let mut pass = Passphrases::new(
-        &PassphraseArgs {
-            files: vec![pass_files[1].clone(), pass_files[2].clone()],
+    let report_dir = dir.join("drill-report");
+    let report = drill::drill(&DrillArgs {
+        sd_file: Some(sd_path.clone()),
+        sd_wrapping_keys: vec![keys[0].clone(), keys[2].clone()],
+        certs: vec![],
+        instance: "local".into(),
+        token_file: None,
+        ca: None,
+        state: Some(dir.join("instance-b")),
+        canary: Some(canary),
+        report: Some(report_dir.clone()),
+        passphrases: PassphraseArgs {
+            files: vec![pass_files[0].clone(), pass_files[2].clone()],
             fd: None,
         },
-        None,
-        2,
-    )?;
-    let other_quorum = restore::gather_quorum(&sd_file, &[keys[1].clone(), keys[2].clone()], &[], &mut pass)?;
-    let (a, b) = (
-        recovery::contents_fingerprint(&from_blob),
-        recovery::contents_fingerprint(&other_quorum.items),
-    );
-    println!("contents fingerprint from the blob:            {a}");
-    println!("contents fingerprint from custodians 1 and 2:  {b}");
-    if a != b {
-        return Err(Error::Crypto(
-            "the restore blob does not carry the security domain's contents".into(),
-        ));
+    })?;
+    drop(original);
+
+    step(7, TOTAL, "The evidence");
+    let md = std::fs::read_to_string(report_dir.join(drill::REPORT_MD)).map_err(|source| Error::Read {
+        path: report_dir.join(drill::REPORT_MD),
+        source,
+    })?;
+    println!("{md}");
+    if !report.passed() {
+        return Err(Error::Crypto("the drill did not pass".into()));
     }
-    println!("They match: the restore blob carries exactly the security domain's contents, under a new master key.");
+    println!("The canary key made on instance A restored on instance B: the recovery works.");
     Ok(())
 }

@@ -5,8 +5,10 @@
 pub mod custodian;
 pub mod demo;
 pub mod docs;
+pub mod drill;
 pub mod emulator;
 pub mod errors;
+pub mod instance;
 pub mod keys;
 pub mod log;
 pub mod manifest;
@@ -63,6 +65,11 @@ pub enum Command {
     Sd(sd::SdCommand),
     /// Open a quorum of shares and write the restore blob for an exchange key.
     RestoreBlob(restore::RestoreBlobArgs),
+    /// Talk to an instance: download (activation), init-recovery, upload, status.
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
+    /// Rehearse a recovery against an emulated (or real) instance and leave a report.
+    Drill(drill::DrillCmd),
     /// Re-split the master key to a new custodian set, verified before it takes effect.
     Rotate(rotate::RotateCmd),
     /// The terms custodians sign before a split, download or rotation.
@@ -92,6 +99,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sd(cmd) => sd::run(cmd),
         Command::RestoreBlob(args) => restore::run(&args),
         Command::Rotate(cmd) => rotate::run(cmd),
+        Command::Instance(cmd) => instance::run(cmd),
+        Command::Drill(cmd) => drill::run(cmd),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Log(cmd) => log::run(cmd),
         Command::Emulator(cmd) => emulator::run(cmd),

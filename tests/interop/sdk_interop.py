@@ -6,9 +6,9 @@ B, statuses. azure-keyvault-keys: create_rsa_key + backup_key on A,
 restore_key_backup on B (and refused on C, which has another security
 domain). Everything runs on 127.0.0.1 over HTTPS with the emulator's CA.
 
-The restore blob is made by `hsm-ceremony restore-blob` when the binary has
-that command; otherwise by the small from-the-spec implementation below
-(which doubles as an independent check of the emulator's format).
+The restore blob is made by `hsm-ceremony restore-blob`. The security domain
+the SDK downloads is also opened by a small from-the-spec Python
+implementation, an independent check of the emulator's format.
 
 Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
@@ -141,15 +141,6 @@ def jwe_decrypt(compact, dir_key=None, rsa_key=None):
     return unpad.update(dec.update(ct) + dec.finalize()) + unpad.finalize()
 
 
-def jwe_encrypt(plaintext, header, cek, encrypted_key=b""):
-    h = b64u(json.dumps(header, separators=(",", ":")).encode())
-    iv = os.urandom(16)
-    pad = padding.PKCS7(128).padder()
-    enc = Cipher(algorithms.AES(cek[32:]), modes.CBC(iv)).encryptor()
-    ct = enc.update(pad.update(plaintext) + pad.finalize()) + enc.finalize()
-    return ".".join([h, b64u(encrypted_key), b64u(iv), b64u(ct), b64u(_tag(cek[:32], h.encode(), iv, ct))])
-
-
 def shamir_combine(shares):
     """shares: list of share byte strings (16-bit LE words, x << 9 | v)."""
     parsed = []
@@ -171,7 +162,10 @@ def shamir_combine(shares):
     return bytes(secret)
 
 
-def python_restore_blob(sd_json, key_files, exchange_cert):
+def open_by_spec(sd_json, key_files):
+    """Opens a security domain with the spec alone (no hsm-ceremony code):
+    unwraps the quorum's shares, combines them in GF(257), derives each item's
+    key and checks every item's tag. Returns the master key."""
     sd = json.loads(sd_json)
     shares = []
     for key_file, cert_file in key_files:
@@ -181,18 +175,9 @@ def python_restore_blob(sd_json, key_files, exchange_cert):
         share = next(s for s in sd["SharedKeys"]["enc_shares"] if s["x5t_256"] == x5t)
         shares.append(jwe_decrypt(share["enc_key"], rsa_key=key))
     master = shamir_combine(shares[: sd["SharedKeys"]["required"]])
-    fresh = os.urandom(32)
-    data = []
     for item in sd["EncData"]["data"]:
-        plain = jwe_decrypt(item["compact_jwe"], dir_key=sp108_kdf(master, item["tag"].encode()))
-        header = {"alg": "dir", "enc": "A256CBC-HS512", "kid": item["tag"]}
-        data.append({"compact_jwe": jwe_encrypt(plain, header, sp108_kdf(fresh, item["tag"].encode())), "tag": item["tag"]})
-    cek = os.urandom(64)
-    wrapped = exchange_cert.public_key().encrypt(cek, OAEP256)
-    enc_key = jwe_encrypt(fresh, {"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512", "kid": "not used"}, cek, wrapped)
-    der = exchange_cert.public_bytes(serialization.Encoding.DER)
-    return json.dumps({"EncData": {"data": data, "kdf": "sp108_kdf"},
-                       "WrappedKey": {"enc_key": enc_key, "x5t_256": b64u(hashlib.sha256(der).digest())}})
+        jwe_decrypt(item["compact_jwe"], dir_key=sp108_kdf(master, item["tag"].encode()))
+    return master
 
 
 # ---- the scenario ----
@@ -221,6 +206,7 @@ def main():
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
                         "-subj", f"/CN=k{i}", "-keyout", key, "-out", cer],
                        check=True, capture_output=True, timeout=60)
+        os.chmod(key, 0o600)  # hsm-ceremony refuses private keys other users can read
         keys.append((key, cer))
 
     a = Instance(args.bin, os.path.join(work, "a"))
@@ -259,19 +245,17 @@ def main():
                 f.write(cert.public_bytes(serialization.Encoding.PEM))
             state["exchange_path"] = path
 
+        def sd_opens_by_spec():
+            a_master = open_by_spec(state["sd"], keys[:2])
+            b_master = open_by_spec(state["sd"], [keys[2], keys[0]])
+            assert a_master == b_master and len(a_master) == 32
+
         def build_blob():
-            has_cli = subprocess.run([args.bin, "restore-blob", "--help"], capture_output=True, timeout=30).returncode == 0
             out = os.path.join(work, "blob.json")
-            if has_cli:
-                subprocess.run([args.bin, "restore-blob", "--sd-file", os.path.join(work, "sd.json"),
-                                "--sd-exchange-key", state["exchange_path"], "--sd-wrapping-keys",
-                                keys[0][0], keys[1][0], "--out", out], check=True, timeout=120)
-                state["blob"] = open(out).read()
-                print("     (restore blob made by hsm-ceremony restore-blob)")
-            else:
-                state["blob"] = python_restore_blob(state["sd"], keys[:2], state["exchange"])
-                print("     (restore blob made by the from-spec Python implementation; "
-                      "this build has no restore-blob command)")
+            subprocess.run([args.bin, "--no-log", "restore-blob", "--sd-file", os.path.join(work, "sd.json"),
+                            "--sd-exchange-key", state["exchange_path"], "--sd-wrapping-keys",
+                            keys[0][0], keys[1][0], "--out", out], check=True, timeout=120)
+            state["blob"] = open(out).read()
 
         def upload_on_b():
             client = b.sd_client()
@@ -322,7 +306,8 @@ def main():
 
         check("securitydomain: begin_download 3 certificates 2-of-3 on A, status Success", download_on_a)
         check("securitydomain: get_transfer_key on B (api-version 7.5)", transfer_key_on_b)
-        check("restore blob for B's exchange key from A's security domain", build_blob)
+        check("A's security domain opens by the spec alone (Python, two different quorums)", sd_opens_by_spec)
+        check("hsm-ceremony restore-blob for B's exchange key from A's security domain", build_blob)
         check("securitydomain: begin_upload on B reaches Success", upload_on_b)
         check("securitydomain: activated B refuses a transfer key (400)", upload_refused_when_activated)
         check("keys: create_rsa_key + backup_key on A, restore_key_backup on B", canary_key)

@@ -1,0 +1,309 @@
+//! `hsm-ceremony drill …`: rehearse a recovery end to end and leave evidence.
+//! `drill prepare` makes and backs up a canary key on the original instance;
+//! `drill` provisions a target (a fresh local emulator, or a URL), fetches its
+//! exchange key, has a quorum open their shares, uploads the restore blob,
+//! waits for Success and restores the canary there.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::instance::{read_token, Connect};
+use super::passphrase::{PassphraseArgs, Passphrases};
+use super::record;
+use super::restore::gather_quorum;
+use crate::ceremony::drill::{Canary, Participant, Report};
+use crate::ceremony::log::Entry;
+use crate::crypto::rng::os_rng;
+use crate::emulator::{self, Role};
+use crate::error::{Error, Result};
+use crate::files::{self, read_limited, Mode};
+use crate::format::limits::MAX_SD_FILE_BYTES;
+use crate::instance::InstanceClient;
+use crate::{inputs, recovery, say};
+
+pub const REPORT_JSON: &str = "drill-report.json";
+pub const REPORT_MD: &str = "drill-report.md";
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = "Examples:\n  \
+    hsm-ceremony drill prepare --url https://127.0.0.1:8443 --ca a/ca.pem --token-file admin.token --out canary.json\n  \
+    hsm-ceremony drill --sd-file sd.json --sd-wrapping-keys cert_0.key cert_2.key \\\n      \
+    --instance local --canary canary.json --report drills/2026-11")]
+pub struct DrillCmd {
+    #[command(subcommand)]
+    pub sub: Option<DrillSub>,
+    #[command(flatten)]
+    pub run: DrillArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillSub {
+    /// Create and back up a canary key on the original instance.
+    Prepare(PrepareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The canary key's name on the instance.
+    #[arg(long, default_value = "drill-canary")]
+    pub name: String,
+    /// Where to save the canary backup (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The security-domain file of the original instance.
+    #[arg(long, required = true)]
+    pub sd_file: Option<PathBuf>,
+    /// Custodians' private keys, tried in order until the quorum opens.
+    #[arg(long, required = true, num_args = 1..)]
+    pub sd_wrapping_keys: Vec<PathBuf>,
+    /// Certificates to pair the keys with.
+    #[arg(long = "cert", num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// The target: `local` for a fresh emulated instance in this process, or an instance URL.
+    #[arg(long, default_value = "local")]
+    pub instance: String,
+    /// With a URL: a file holding the bearer token (default: HSM_CEREMONY_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// With a URL: a CA certificate to trust (an emulator's ca.pem).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// With `local`: keep the recovered instance's state in DIR (default: a temporary folder).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The canary backup made by `drill prepare` on the original instance.
+    #[arg(long)]
+    pub canary: Option<PathBuf>,
+    /// Folder for the report (drill-report.json and drill-report.md); created if missing.
+    #[arg(long, required = true)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrases: PassphraseArgs,
+}
+
+pub fn run(cmd: DrillCmd) -> Result<()> {
+    match cmd.sub {
+        Some(DrillSub::Prepare(a)) => prepare(&a),
+        None => drill(&cmd.run).map(|_| ()),
+    }
+}
+
+fn now_text() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times format")
+}
+
+pub fn prepare(args: &PrepareArgs) -> Result<()> {
+    files::ensure_absent(&args.out)?;
+    let client = args.connect.client()?;
+    let key = client.create_rsa_key(&args.name)?;
+    let backup = client.backup_key(&args.name)?;
+    let canary = Canary {
+        version: 1,
+        instance: args.connect.url.clone(),
+        name: key.name.clone(),
+        kid: key.kid.clone(),
+        key_version: key.version.clone(),
+        created: now_text(),
+        backup,
+    };
+    files::write_new(
+        &args.out,
+        serde_json::to_string_pretty(&canary).expect("plain data").as_bytes(),
+        Mode::Public,
+    )?;
+    say!(
+        "canary key {} created on {} and backed up to {}",
+        key.kid,
+        args.connect.url,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// A target instance for the drill; a local one lives as long as this does.
+struct Target {
+    client: InstanceClient,
+    label: String,
+    _emulator: Option<emulator::RunningEmulator>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn connect(args: &DrillArgs) -> Result<Target> {
+    if args.instance != "local" {
+        let token = read_token(args.token_file.as_deref())?;
+        return Ok(Target {
+            client: InstanceClient::new(&args.instance, token, args.ca.as_deref())?,
+            label: args.instance.clone(),
+            _emulator: None,
+            _temp: None,
+        });
+    }
+    let (dir, temp) = match &args.state {
+        Some(d) => {
+            files::ensure_absent(d)?;
+            (d.clone(), None)
+        }
+        None => {
+            let t = tempfile::tempdir().map_err(|source| Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            (t.path().join("instance"), Some(t))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let emu = emulator::spawn(emulator::Config::new(dir.clone()))?;
+    let token = emulator::issue_token(&dir, "drill", &[Role::Administrator, Role::CryptoOfficer])?;
+    let client = InstanceClient::new(emu.url(), token, emu.ca_pem_path())?;
+    Ok(Target {
+        client,
+        label: format!("local emulated instance {} (state {})", emu.url(), dir.display()),
+        _emulator: Some(emu),
+        _temp: temp,
+    })
+}
+
+fn load_canary(path: &Path) -> Result<Canary> {
+    let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not a canary backup from `drill prepare`: {e}",
+            path.display()
+        ))
+    })
+}
+
+pub fn drill(args: &DrillArgs) -> Result<Report> {
+    let sd_path = args
+        .sd_file
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--sd-file is required".into()))?;
+    let report_dir = args
+        .report
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--report is required".into()))?;
+    let (json_path, md_path) = (report_dir.join(REPORT_JSON), report_dir.join(REPORT_MD));
+    files::ensure_absent(&json_path)?;
+    files::ensure_absent(&md_path)?;
+    let sd_bytes = read_limited(sd_path, MAX_SD_FILE_BYTES, "security-domain file")?;
+    let sd = inputs::security_domain(sd_path)?;
+    let canary = args.canary.as_deref().map(load_canary).transpose()?;
+    std::fs::create_dir_all(report_dir).map_err(|source| Error::Write {
+        path: report_dir.clone(),
+        source,
+    })?;
+
+    let mut report = Report::new(
+        now_text(),
+        args.instance.clone(),
+        sd_path.display().to_string(),
+        hex::encode(Sha256::digest(&sd_bytes)),
+        sd.required(),
+        sd.share_count(),
+    );
+    let outcome = run_steps(args, &sd, canary.as_ref(), &mut report);
+    report.outcome = if outcome.is_ok() {
+        "passed".into()
+    } else {
+        "failed".into()
+    };
+    // The evidence is written whatever happened: a failed drill is the one to keep.
+    files::write_new(&json_path, report.to_json().as_bytes(), Mode::Public)?;
+    files::write_new(&md_path, report.to_markdown().as_bytes(), Mode::Public)?;
+    record::step(
+        sd_path,
+        Entry {
+            command: "drill".into(),
+            inputs: record::refs(&[sd_path]),
+            outputs: record::refs(&[&json_path, &md_path]),
+            thumbprints: report.participants.iter().map(|p| p.x5t_256.clone()).collect(),
+            outcome: match &outcome {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("failed: {e}"),
+            },
+            details: json!({"instance": report.instance, "canary": report.canary}),
+            ..Default::default()
+        },
+    )?;
+    for s in &report.steps {
+        say!("  {:<34} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
+    }
+    println!(
+        "drill {}: report in {} and {}",
+        report.outcome.to_uppercase(),
+        json_path.display(),
+        md_path.display()
+    );
+    outcome.map(|_| report)
+}
+
+fn run_steps(
+    args: &DrillArgs,
+    sd: &crate::format::sdfile::SecurityDomain,
+    canary: Option<&Canary>,
+    report: &mut Report,
+) -> Result<()> {
+    let target = report.step("start or reach the target instance", || connect(args))?;
+    report.instance = target.label.clone();
+    let exchange = report.step("fetch the exchange key", || target.client.transfer_key())?;
+    let mut pass = Passphrases::new(&args.passphrases, None, args.sd_wrapping_keys.len())?;
+    let recovered = report.step("open a quorum of shares", || {
+        gather_quorum(sd, &args.sd_wrapping_keys, &args.certs, &mut pass)
+    })?;
+    report.participants = recovered
+        .custodians
+        .iter()
+        .map(|(x5t, who)| Participant {
+            x5t_256: x5t.clone(),
+            who: who.clone(),
+        })
+        .collect();
+    let blob = report.step("build the restore blob", || {
+        recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)
+    })?;
+    drop(recovered);
+    report.step("upload and wait for Success", || target.client.upload(&blob))?;
+    match canary {
+        None => report.canary = "not checked: no --canary backup was given".into(),
+        Some(c) => {
+            let restored = report.step("restore the canary key", || {
+                let k = target.client.restore_key(&c.backup)?;
+                if k.name != c.name || k.version != c.key_version {
+                    return Err(Error::Instance(format!(
+                        "the restored key is {} version {}, not the canary {} version {}",
+                        k.name, k.version, c.name, c.key_version
+                    )));
+                }
+                Ok(k)
+            });
+            match restored {
+                Ok(k) => report.canary = format!("{} (made on {}) restored as {}", c.name, c.instance, k.kid),
+                Err(e) => {
+                    let err = Error::Instance(format!(
+                        "the canary key {} did NOT restore on the recovered instance: {e}",
+                        c.name
+                    ));
+                    report.canary = err.to_string();
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! `hsm-ceremony instance …`: talk to a Managed HSM (real, or an emulator)
+//! for the activation download, the exchange key, the upload and statuses.
+//! Only these commands, and `drill`, open network connections, and only to
+//! the URL given.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::manifest::ManifestCheck;
+use super::output::print_json;
+use super::record;
+use crate::ceremony::log::Entry;
+use crate::custodian::cert::Certificate;
+use crate::error::{Error, Result};
+use crate::files::{self, read_limited, Mode};
+use crate::instance::InstanceClient;
+use crate::{inputs, say};
+
+/// The variable read for the bearer token when no --token-file is given.
+pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
+
+/// How to reach an instance. The token is never a flag: the command line is
+/// visible to every user of the machine.
+#[derive(Args, Debug, Clone)]
+pub struct Connect {
+    /// The instance URL, e.g. https://contoso.managedhsm.azure.net or an emulator's https://127.0.0.1:PORT.
+    #[arg(long)]
+    pub url: String,
+    /// A file holding the bearer token (default: the HSM_CEREMONY_TOKEN variable).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A CA certificate to trust instead of the public roots (the emulator's ca.pem).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl Connect {
+    pub fn client(&self) -> Result<InstanceClient> {
+        let token = read_token(self.token_file.as_deref())?;
+        InstanceClient::new(&self.url, token, self.ca.as_deref())
+    }
+}
+
+pub fn read_token(file: Option<&Path>) -> Result<String> {
+    let token = match file {
+        Some(path) => {
+            let bytes = read_limited(path, 64 * 1024, "token file")?;
+            String::from_utf8(bytes)
+                .map_err(|_| Error::Usage(format!("{} is not text", path.display())))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        }
+        None => std::env::var(TOKEN_ENV).unwrap_or_default().trim().to_string(),
+    };
+    if token.is_empty() {
+        return Err(Error::Usage(format!(
+            "no bearer token: give --token-file FILE or set {TOKEN_ENV}"
+        )));
+    }
+    Ok(token)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceCommand {
+    /// Activate an instance: send the custodians' certificates and quorum, save the security domain.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony instance download --url https://127.0.0.1:8443 --ca state/ca.pem \\\n      \
+        --token-file admin.token --certs cert_0.cer cert_1.cer cert_2.cer --quorum 2 --out sd.json"
+    )]
+    Download(DownloadArgs),
+    /// Put a new instance into recovery and save its exchange-key certificate.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony instance init-recovery --url https://127.0.0.1:8444 --ca b/ca.pem \\\n      \
+        --token-file admin.token --out exchange.cer"
+    )]
+    InitRecovery(InitRecoveryArgs),
+    /// Upload a restore blob and wait for the instance to report the outcome.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony instance upload --url https://127.0.0.1:8444 --ca b/ca.pem \\\n      \
+        --token-file admin.token --restore-blob restore-blob.json"
+    )]
+    Upload(UploadArgs),
+    /// Show the instance's download and upload statuses.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony instance status --url https://127.0.0.1:8444 --ca b/ca.pem --token-file admin.token"
+    )]
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The custodians' certificates, in share order (3 to 10).
+    #[arg(long, required = true, num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// The quorum M.
+    #[arg(long, visible_alias = "sd-quorum")]
+    pub quorum: usize,
+    /// Where to save the security domain (must not exist).
+    #[arg(long, visible_alias = "security-domain-file")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub manifest: ManifestCheck,
+}
+
+#[derive(Args, Debug)]
+pub struct InitRecoveryArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Where to save the exchange-key certificate, PEM (must not exist).
+    #[arg(long, visible_alias = "sd-exchange-key")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The restore blob made by `hsm-ceremony restore-blob`.
+    #[arg(long, visible_alias = "sd-file")]
+    pub restore_blob: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: InstanceCommand) -> Result<()> {
+    match cmd {
+        InstanceCommand::Download(a) => download(&a),
+        InstanceCommand::InitRecovery(a) => init_recovery(&a),
+        InstanceCommand::Upload(a) => upload(&a),
+        InstanceCommand::Status(a) => status(&a),
+    }
+}
+
+pub fn download(args: &DownloadArgs) -> Result<()> {
+    files::ensure_absent(&args.out)?;
+    let certs: Vec<Certificate> = args
+        .certs
+        .iter()
+        .map(|p| inputs::certificate(p))
+        .collect::<Result<_>>()?;
+    let epoch = args.manifest.check("download", &certs, args.quorum)?.unwrap_or(1);
+    let entry = Entry {
+        command: "instance download".into(),
+        inputs: record::refs(&args.certs.iter().map(PathBuf::as_path).collect::<Vec<_>>()),
+        thumbprints: certs.iter().map(Certificate::x5t_256).collect(),
+        details: json!({"instance": args.connect.url, "quorum": args.quorum, "custodians": certs.len(), "epoch": epoch}),
+        ..Default::default()
+    };
+    record::logged(&args.out, entry, |entry| {
+        let sd = args.connect.client()?.download(&certs, args.quorum)?;
+        files::write_new(&args.out, sd.as_bytes(), Mode::Public)?;
+        entry.outputs = record::refs(&[&args.out]);
+        Ok(())
+    })?;
+    say!(
+        "wrote {}: the instance is activated, {} of {} custodians.",
+        args.out.display(),
+        args.quorum,
+        certs.len()
+    );
+    say!(
+        "Next: hsm-ceremony sd inspect {} --certs ..., then each custodian runs custodian verify.",
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn init_recovery(args: &InitRecoveryArgs) -> Result<()> {
+    files::ensure_absent(&args.out)?;
+    let cert = args.connect.client()?.transfer_key()?;
+    files::write_new(&args.out, cert.to_pem().as_bytes(), Mode::Public)?;
+    say!(
+        "wrote {}: the instance's exchange key (RSA-{}, x5t#S256 {}).",
+        args.out.display(),
+        cert.bits,
+        cert.x5t_256()
+    );
+    say!(
+        "Next: hsm-ceremony restore-blob --sd-file SD --sd-exchange-key {} --sd-wrapping-keys ... --out BLOB",
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn upload(args: &UploadArgs) -> Result<()> {
+    let blob = inputs::restore_blob(&args.restore_blob)?;
+    let entry = Entry {
+        command: "instance upload".into(),
+        inputs: record::refs(&[&args.restore_blob]),
+        details: json!({"instance": args.connect.url}),
+        ..Default::default()
+    };
+    record::logged(&args.restore_blob, entry, |_| args.connect.client()?.upload(&blob))?;
+    println!("upload succeeded: {} now holds the security domain.", args.connect.url);
+    Ok(())
+}
+
+fn status(args: &StatusArgs) -> Result<()> {
+    let client = args.connect.client()?;
+    let download = client.download_status().ok();
+    let upload = client.status().ok();
+    let show = |s: &Option<crate::instance::OperationStatus>| match s {
+        Some(s) if s.status_details.is_empty() => s.status.clone(),
+        Some(s) => format!("{} ({})", s.status, s.status_details),
+        None => "none".into(),
+    };
+    if args.json {
+        print_json(&json!({"url": args.connect.url, "download": show(&download), "upload": show(&upload)}));
+    } else {
+        println!("{}", args.connect.url);
+        println!("  download (activation)  {}", show(&download));
+        println!("  upload (recovery)      {}", show(&upload));
+    }
+    Ok(())
+}

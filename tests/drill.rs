@@ -1,0 +1,383 @@
+//! `instance …` and `drill`: activation against a separately started
+//! emulator, the manual recovery path, and drills that pass and fail — each
+//! leaving its report and log line.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use util::{Dir, BIN, EXIT_QUORUM, EXIT_USAGE};
+
+/// `hsm-ceremony emulator serve` as a child, killed on drop.
+struct Served {
+    child: Child,
+    url: String,
+    ca: String,
+}
+
+impl Served {
+    fn start(dir: &Dir, state: &str) -> Served {
+        let mut child = Command::new(BIN)
+            .args(["emulator", "serve", "--state", state])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut url, mut ca) = (None, None);
+        while url.is_none() || ca.is_none() {
+            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                url = Some(u.trim().to_string());
+            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
+                ca = Some(c.trim().to_string());
+            }
+        }
+        Served {
+            child,
+            url: url.unwrap(),
+            ca: ca.unwrap(),
+        }
+    }
+
+    /// Issues an administrator + crypto-officer token into `file`.
+    fn token(&self, dir: &Dir, state: &str, file: &str) {
+        let out = dir.run(&[
+            "emulator",
+            "token",
+            "--state",
+            state,
+            "--principal",
+            "ops",
+            "--role",
+            "administrator",
+            "--role",
+            "crypto-officer",
+        ]);
+        out.ok();
+        dir.write(file, out.stdout.trim());
+        dir.chmod(file, 0o600);
+    }
+
+    fn connect(&self, token_file: &str) -> Vec<String> {
+        vec![
+            "--url".into(),
+            self.url.clone(),
+            "--ca".into(),
+            self.ca.clone(),
+            "--token-file".into(),
+            token_file.into(),
+        ]
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn args(parts: &[&[String]]) -> Vec<String> {
+    parts.iter().flat_map(|p| p.iter().cloned()).collect()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Activation by `instance download` on instance A, a canary, then a drill
+/// into instance B by URL: the README's "separately started emulator" path.
+#[test]
+fn drill_against_separately_started_emulators() {
+    let dir = Dir::new("drill-url");
+    for i in 0..3 {
+        dir.custodian(i);
+    }
+    let a = Served::start(&dir, "a");
+    a.token(&dir, "a", "a.token");
+    let b = Served::start(&dir, "b");
+    b.token(&dir, "b", "b.token");
+
+    dir.run(&args(&[
+        &s(&["instance", "download"]),
+        &a.connect("a.token"),
+        &s(&[
+            "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--out", "sd.json",
+        ]),
+    ]))
+    .ok()
+    .stdout_has("the instance is activated, 2 of 3 custodians");
+    dir.run(&s(&[
+        "sd", "inspect", "sd.json", "--certs", "c0.cer", "c1.cer", "c2.cer",
+    ]))
+    .ok()
+    .stdout_has("quorum        2 of 3 custodians");
+    dir.run(&args(&[&s(&["instance", "status"]), &a.connect("a.token")]))
+        .ok()
+        .stdout_has("download (activation)  Success");
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &a.connect("a.token"),
+        &s(&["--out", "canary.json"]),
+    ]))
+    .ok()
+    .stdout_has("backed up to canary.json");
+
+    dir.run(&args(&[
+        &s(&[
+            "drill",
+            "--sd-file",
+            "sd.json",
+            "--sd-wrapping-keys",
+            "c1.key",
+            "c2.key",
+        ]),
+        &s(&["--passphrase-file", "c1.pass", "--passphrase-file", "c2.pass"]),
+        &s(&[
+            "--instance",
+            &b.url,
+            "--ca",
+            &b.ca,
+            "--token-file",
+            "b.token",
+            "--canary",
+            "canary.json",
+        ]),
+        &s(&["--report", "evidence"]),
+    ]))
+    .ok()
+    .stdout_has("drill PASSED");
+    let report = util::read_json(&dir.join("evidence/drill-report.json"));
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["instance"], b.url.as_str());
+    assert_eq!(report["quorum"], 2);
+    let x5t = |i: usize| {
+        let der = util::pem_der(&dir.read_string(&format!("c{i}.cer")));
+        util::b64u(&util::sha256(&der))
+    };
+    let who: Vec<&str> = report["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["x5t_256"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, [x5t(1), x5t(2)]);
+    assert!(dir
+        .read_string("evidence/drill-report.md")
+        .contains("# Recovery drill: PASSED"));
+    // B is now a clone: it refuses a second recovery.
+    dir.run(&args(&[
+        &s(&["instance", "init-recovery"]),
+        &b.connect("b.token"),
+        &s(&["--out", "again.cer"]),
+    ]))
+    .fails(7, &["400"]);
+    dir.assert_absent("again.cer");
+    // Nothing secret is in the evidence.
+    let evidence = dir.read_string("evidence/drill-report.json") + &dir.read_string("evidence/drill-report.md");
+    for i in 0..3 {
+        assert!(!evidence.contains(&util::passphrase(i)));
+    }
+    // The log beside the security domain recorded the download and the drill, with the participants.
+    let log = dir.read_string("ceremony-log.jsonl");
+    assert!(log.contains("\"command\":\"instance download\""), "{log}");
+    let drill_line = log
+        .lines()
+        .find(|l| l.contains("\"command\":\"drill\""))
+        .expect("a drill line");
+    assert!(drill_line.contains(&x5t(1)) && drill_line.contains(&x5t(2)) && drill_line.contains("\"outcome\":\"ok\""));
+}
+
+/// The manual recovery path, step by step, as a runbook types it.
+#[test]
+fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
+    let dir = Dir::new("manual-recovery");
+    dir.ceremony();
+    let c = Served::start(&dir, "c");
+    c.token(&dir, "c", "c.token");
+    dir.run(&args(&[
+        &s(&["instance", "init-recovery"]),
+        &c.connect("c.token"),
+        &s(&["--sd-exchange-key", "x.cer"]),
+    ]))
+    .ok()
+    .stdout_has("the instance's exchange key");
+    dir.run(&s(&[
+        "restore-blob",
+        "--sd-file",
+        "sd.json",
+        "--sd-exchange-key",
+        "x.cer",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "c2.key",
+        "--passphrase-file",
+        "c0.pass",
+        "--passphrase-file",
+        "c2.pass",
+        "--out",
+        "blob.json",
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["instance", "upload"]),
+        &c.connect("c.token"),
+        &s(&["--restore-blob", "blob.json"]),
+    ]))
+    .ok()
+    .stdout_has("upload succeeded");
+    dir.run(&args(&[&s(&["instance", "status", "--json"]), &c.connect("c.token")]))
+        .ok()
+        .stdout_has("\"upload\": \"Success\"");
+}
+
+/// Too few custodians: the drill fails with the quorum exit code, and still
+/// leaves its report and a failed log line.
+#[test]
+fn a_failed_drill_still_leaves_evidence() {
+    let dir = Dir::new("drill-fails");
+    dir.ceremony();
+    dir.run(&s(&[
+        "drill",
+        "--sd-file",
+        "sd.json",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "--passphrase-file",
+        "c0.pass",
+        "--report",
+        "evidence",
+    ]))
+    .fails(EXIT_QUORUM, &["not enough custodians"])
+    .stdout_has("drill FAILED");
+    let report = util::read_json(&dir.join("evidence/drill-report.json"));
+    assert_eq!(report["outcome"], "failed");
+    let steps = report["steps"].as_array().unwrap();
+    assert!(steps
+        .iter()
+        .any(|st| st["name"] == "open a quorum of shares" && st["outcome"].as_str().unwrap().starts_with("failed")));
+    assert!(
+        !steps.iter().any(|st| st["name"] == "upload and wait for Success"),
+        "no step after the failure ran"
+    );
+    let log = dir.read_string("ceremony-log.jsonl");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"command\":\"drill\"") && l.contains("\"outcome\":\"failed: not enough")),
+        "{log}"
+    );
+    // The report folder is never reused.
+    dir.run(&s(&[
+        "drill",
+        "--sd-file",
+        "sd.json",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "c1.key",
+        "--passphrase-file",
+        "c0.pass",
+        "--passphrase-file",
+        "c1.pass",
+        "--report",
+        "evidence",
+    ]))
+    .fails(3, &["already exists"]);
+}
+
+/// A canary from another security domain does not restore: the drill says so.
+#[test]
+fn a_canary_from_another_security_domain_fails_the_drill() {
+    let dir = Dir::new("drill-wrong-canary");
+    dir.ceremony();
+    // Instance D is activated with its own security domain (c0, c1, c2 again, so a different master key).
+    let d = Served::start(&dir, "d");
+    d.token(&dir, "d", "d.token");
+    dir.run(&args(&[
+        &s(&["--no-log", "instance", "download"]),
+        &d.connect("d.token"),
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "other-sd.json",
+        ]),
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &d.connect("d.token"),
+        &s(&["--out", "canary.json"]),
+    ]))
+    .ok();
+    dir.run(&s(&[
+        "drill",
+        "--sd-file",
+        "sd.json",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "c1.key",
+        "--passphrase-file",
+        "c0.pass",
+        "--passphrase-file",
+        "c1.pass",
+        "--canary",
+        "canary.json",
+        "--report",
+        "evidence",
+    ]))
+    .fails(7, &["did NOT restore"])
+    .stdout_has("drill FAILED");
+    let report = util::read_json(&dir.join("evidence/drill-report.json"));
+    assert!(
+        report["canary"].as_str().unwrap().contains("did NOT restore"),
+        "{}",
+        report["canary"]
+    );
+    let upload = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"] == "upload and wait for Success")
+        .cloned();
+    assert_eq!(
+        upload.unwrap()["outcome"],
+        "ok",
+        "the recovery itself worked; only the canary failed"
+    );
+}
+
+#[test]
+fn instance_commands_need_a_token_and_never_take_one_as_a_flag() {
+    let dir = Dir::new("instance-token");
+    dir.ceremony();
+    dir.run_with(&s(&["instance", "status", "--url", "https://127.0.0.1:9"]), |c| {
+        c.env_remove("HSM_CEREMONY_TOKEN");
+    })
+    .fails(EXIT_USAGE, &["no bearer token", "--token-file"]);
+    dir.run(&s(&[
+        "instance",
+        "status",
+        "--url",
+        "https://127.0.0.1:9",
+        "--token",
+        "x",
+    ]))
+    .fails(EXIT_USAGE, &["--token"]);
+    dir.write("t", "abc");
+    dir.run(&s(&[
+        "instance",
+        "status",
+        "--url",
+        "http://example.com",
+        "--token-file",
+        "t",
+    ]))
+    .fails(7, &["plain HTTP is only allowed to a local emulator"]);
+}
