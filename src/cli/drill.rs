@@ -179,7 +179,7 @@ fn connect(args: &DrillArgs) -> Result<Target> {
     })
 }
 
-fn load_canary(path: &Path) -> Result<Canary> {
+pub fn load_canary(path: &Path) -> Result<Canary> {
     let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::Usage(format!(

@@ -85,6 +85,12 @@ pub enum InstanceCommand {
         --token-file admin.token --restore-blob restore-blob.json"
     )]
     Upload(UploadArgs),
+    /// Restore a key backup (the canary from `drill prepare`) and check it is the same key.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony instance restore-key --url https://127.0.0.1:8444 --ca b/ca.pem \\\n      \
+        --token-file admin.token --canary canary.json"
+    )]
+    RestoreKey(RestoreKeyArgs),
     /// Show the instance's download and upload statuses.
     #[command(
         after_help = "Example:\n  hsm-ceremony instance status --url https://127.0.0.1:8444 --ca b/ca.pem --token-file admin.token"
@@ -128,6 +134,15 @@ pub struct UploadArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RestoreKeyArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The canary backup made by `drill prepare`.
+    #[arg(long)]
+    pub canary: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub connect: Connect,
@@ -140,6 +155,7 @@ pub fn run(cmd: InstanceCommand) -> Result<()> {
         InstanceCommand::Download(a) => download(&a),
         InstanceCommand::InitRecovery(a) => init_recovery(&a),
         InstanceCommand::Upload(a) => upload(&a),
+        InstanceCommand::RestoreKey(a) => restore_key(&a),
         InstanceCommand::Status(a) => status(&a),
     }
 }
@@ -205,6 +221,19 @@ pub fn upload(args: &UploadArgs) -> Result<()> {
     };
     record::logged(&args.restore_blob, entry, |_| args.connect.client()?.upload(&blob))?;
     println!("upload succeeded: {} now holds the security domain.", args.connect.url);
+    Ok(())
+}
+
+fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
+    let canary = super::drill::load_canary(&args.canary)?;
+    let key = args.connect.client()?.restore_key(&canary.backup)?;
+    if key.name != canary.name || key.version != canary.key_version {
+        return Err(Error::Instance(format!(
+            "the restored key is {} version {}, not the canary {} version {}",
+            key.name, key.version, canary.name, canary.key_version
+        )));
+    }
+    println!("{} (made on {}) restored as {}", canary.name, canary.instance, key.kid);
     Ok(())
 }
 
