@@ -43,6 +43,27 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Every command a person runs shows an example in its --help.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            let leaves: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            let has_example = cmd
+                .get_after_help()
+                .map(|h| h.to_string().contains("Example"))
+                .unwrap_or(false);
+            if (leaves.is_empty() || cmd.is_args_conflicts_with_subcommands_set()) && !has_example {
+                missing.push(path.clone());
+            }
+            for sub in leaves {
+                walk(sub, format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hsm-ceremony".into(), &mut missing);
+        assert!(missing.is_empty(), "commands without an example in --help: {missing:?}");
+    }
+
     /// The checked-in pages in `man/` must be what the code generates.
     /// Regenerate with: UPDATE_MAN=1 cargo test man_pages_are_current
     #[test]

@@ -44,6 +44,10 @@ pub struct DrillCmd {
 #[derive(Subcommand, Debug)]
 pub enum DrillSub {
     /// Create and back up a canary key on the original instance.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony drill prepare --url https://127.0.0.1:8443 --ca a/ca.pem \\\n      \
+        --token-file admin.token --out canary.json"
+    )]
     Prepare(PrepareArgs),
 }
 

@@ -32,6 +32,7 @@ impl From<RoleArg> for Role {
 pub enum EmulatorCommand {
     /// Serve an emulated instance until killed. Prints the URL and the CA
     /// certificate to trust.
+    #[command(after_help = "Example:\n  hsm-ceremony emulator serve --state hsm-a --listen 127.0.0.1:8443")]
     Serve {
         /// The instance's state directory (created if missing). One
         /// instance per directory.
@@ -45,6 +46,10 @@ pub enum EmulatorCommand {
         insecure_http: bool,
     },
     /// Issue a bearer token for a principal and print it.
+    #[command(
+        after_help = "Example:\n  hsm-ceremony emulator token --state hsm-a --principal ops \\\n      \
+        --role administrator --role crypto-officer > admin.token"
+    )]
     Token {
         #[arg(long = "state", value_name = "DIR")]
         state: PathBuf,

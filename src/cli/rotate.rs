@@ -73,10 +73,13 @@ pub struct StartArgs {
 #[derive(Subcommand, Debug)]
 pub enum RotateSub {
     /// Make the new file current and retire the old one, once enough new custodians proved possession.
+    #[command(after_help = "Example:\n  hsm-ceremony rotate finalize --record sd-epoch2.json.rotation.json")]
     Finalize(RecordArg),
     /// Discard a pending rotation; the current file is untouched.
+    #[command(after_help = "Example:\n  hsm-ceremony rotate cancel --record sd-epoch2.json.rotation.json")]
     Cancel(RecordArg),
     /// Show a rotation's state and who has proved possession.
+    #[command(after_help = "Example:\n  hsm-ceremony rotate status --record sd-epoch2.json.rotation.json")]
     Status(RecordArg),
 }
 
