@@ -73,51 +73,40 @@ pub enum Mode {
 /// nothing is left at `path` and the temporary file is removed.
 pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     ensure_absent(path)?;
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hsm-ceremony-")
-        .suffix(".tmp")
-        .permissions(permissions(mode))
-        .tempfile_in(&dir)
-        .map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
+    let tmp = synced_temp(path, bytes, mode)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::OutputExists {
-                path: path.to_path_buf(),
-            }
+            Error::OutputExists { path: path.to_path_buf() }
         } else {
-            write_err(e.error)
+            Error::Write { path: path.to_path_buf(), source: e.error }
         }
     })?;
-    sync_dir(&dir);
+    sync_dir(&parent_dir(path));
     Ok(())
 }
 
 /// Replaces `path` atomically (state files of the emulator and the log's
 /// companions, never a ceremony output).
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = parent_dir(path);
+    let tmp = synced_temp(path, bytes, mode)?;
+    tmp.persist(path).map_err(|e| Error::Write { path: path.to_path_buf(), source: e.error })?;
+    sync_dir(&parent_dir(path));
+    Ok(())
+}
+
+/// `bytes` in a temporary file beside `path`, synced to disk; removed on
+/// drop unless persisted.
+fn synced_temp(path: &Path, bytes: &[u8], mode: Mode) -> Result<tempfile::NamedTempFile> {
+    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
         .suffix(".tmp")
         .permissions(permissions(mode))
-        .tempfile_in(&dir)
+        .tempfile_in(parent_dir(path))
         .map_err(write_err)?;
     tmp.write_all(bytes).map_err(write_err)?;
     tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    sync_dir(&dir);
-    Ok(())
+    Ok(tmp)
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
