@@ -109,6 +109,7 @@ fn run_in(dir: &Path) -> Result<()> {
         random_contents: true,
         out: sd_path.clone(),
         local: false,
+        manifest: Default::default(),
     })?;
 
     step(
