@@ -53,6 +53,17 @@ pub enum Error {
         needed: usize,
         failures: Vec<String>,
     },
+    #[error(
+        "only {} of the {needed} required new custodians have proved possession of {pending}{}",
+        .proved.len(),
+        if .proved.is_empty() { String::new() } else { format!(" ({})", .proved.join(", ")) }
+    )]
+    NotEnoughProofs {
+        proved: Vec<String>,
+        needed: usize,
+        pending: String,
+        log: String,
+    },
     #[error("the shares do not rebuild the master key: {reason}")]
     SharesInconsistent { reason: String },
     #[error("data item '{tag}' failed its integrity check: {source}")]
@@ -132,7 +143,7 @@ impl Error {
             | Error::WrongExchangeKey { .. }
             | Error::ManifestRefused(_)
             | Error::LogBroken { .. } => ErrorKind::Integrity,
-            Error::NotEnoughShares { .. } => ErrorKind::Quorum,
+            Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
             Error::QuorumAtRisk(_) => ErrorKind::AtRisk,
             Error::CannotRecover(_) => ErrorKind::CannotRecover,
             Error::Instance(_) => ErrorKind::Instance,

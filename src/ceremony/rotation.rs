@@ -82,11 +82,11 @@ impl Record {
         if !log_path.exists() {
             return Ok(Vec::new());
         }
-        let lines = log::verify(log_path)?.map_err(|b| {
-            Error::Usage(format!(
-                "the ceremony log {} is broken at line {}: {}; proofs cannot be trusted",
-                self.log, b.line, b.reason
-            ))
+        // Proofs from a broken log cannot be trusted.
+        let lines = log::verify(log_path)?.map_err(|b| Error::LogBroken {
+            path: log_path.to_path_buf(),
+            line: b.line,
+            reason: b.reason,
         })?;
         let mut proved: Vec<String> = Vec::new();
         for line in lines {
@@ -112,13 +112,11 @@ impl Record {
         }
         let proved = self.proofs()?;
         if proved.len() < self.required_proofs {
-            return Err(Error::NotEnoughShares {
-                opened: proved,
+            return Err(Error::NotEnoughProofs {
+                proved,
                 needed: self.required_proofs,
-                failures: vec![format!(
-                    "new custodians prove possession with: hsm-ceremony custodian verify --sd-file {} --key THEIR.key --log {}",
-                    self.pending.path, self.log
-                )],
+                pending: self.pending.path.clone(),
+                log: self.log.clone(),
             });
         }
         let pending = Path::new(&self.pending.path);

@@ -65,6 +65,10 @@ pub fn advice(err: &Error) -> Option<String> {
         }
         Error::DuplicateCustodian { .. } => "Each custodian's key may be given once; bring another custodian.".into(),
         Error::NotEnoughShares { .. } => "Bring more custodians with their keys and passphrases, then run again.".into(),
+        Error::NotEnoughProofs { pending, log, .. } => format!(
+            "Nothing has changed yet. Each new custodian who has not proved runs: hsm-ceremony custodian verify \
+             --sd-file {pending} --key THEIR.key --log {log}; then run finalize again."
+        ),
         Error::SharesInconsistent { .. } | Error::ItemIntegrity { .. } => {
             "The security domain has been tampered with or mixes files. Stop, keep the files as evidence, and compare the file's SHA-256 with the ceremony record."
                 .into()
