@@ -646,10 +646,19 @@ fn kill_9_during_finalize_leaves_old_or_new_and_finalize_completes() {
     let t = Instant::now();
     timing.run(&strs(&args)).ok();
     let span = t.elapsed();
+    let mut seen = std::collections::BTreeSet::new();
     for delay in delays(16, span) {
         let dir = Dir::new("rotate-kill-finalize");
         copy_dir(base.path(), dir.path());
         run_and_kill(&dir, &args, delay);
+        seen.insert(
+            ["sd.json", "sd.json.retired", "sd2.json", "sd2.json.pending"]
+                .iter()
+                .filter(|f| dir.exists(f))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("+"),
+        );
         // At every moment, the old file (under its name or retired) or the new one opens.
         let old_ok = ["sd.json", "sd.json.retired"]
             .iter()
@@ -667,5 +676,88 @@ fn kill_9_during_finalize_leaves_old_or_new_and_finalize_completes() {
             util::read_json(&dir.join("sd2.json.rotation.json"))["state"],
             "finalized"
         );
+    }
+    eprintln!("finalize killed with these files present: {seen:?} (finalize takes {span:?})");
+}
+
+/// Checks that `dir` holds a finished rotation from `base`: the pending file
+/// at `sd2.json`, the old one retired byte for byte.
+#[track_caller]
+fn assert_finalized(dir: &Dir, base: &Dir, pending: &[u8]) {
+    assert_eq!(dir.read("sd2.json"), pending);
+    assert_eq!(dir.read("sd.json.retired"), base.read("sd.json"));
+    assert!(!dir.exists("sd.json") && !dir.exists("sd2.json.pending"));
+    assert_eq!(
+        util::read_json(&dir.join("sd2.json.rotation.json"))["state"],
+        "finalized"
+    );
+}
+
+/// Deterministic crashes: SIGKILL between every two steps of `rotate` and
+/// `rotate finalize` (the binary's `HSM_CEREMONY_KILL_AT` test hook).
+#[test]
+fn kill_9_between_every_two_steps_is_recoverable() {
+    use hsm_ceremony::ceremony::rotation::KILL_POINTS;
+    let base = Dir::new("rotate-points-base");
+    base.ceremony();
+    copy_new(&base);
+    let contents = open_with(&base, "sd.json", &["c0", "c1"]).unwrap();
+    let start = rotate_args("sd.json", &[0, 1], &["n0.cer", "n1.cer", "n2.cer"], 2, "sd2.json");
+    let proved = Dir::new("rotate-points-proved");
+    copy_dir(base.path(), proved.path());
+    proved.run(&strs(&start)).ok();
+    verify(&proved, "sd2.json.pending", "n0.key").ok();
+    verify(&proved, "sd2.json.pending", "n1.key").ok();
+    let pending = proved.read("sd2.json.pending");
+    let finalize = ["rotate", "finalize", "--record", "sd2.json.rotation.json"];
+    for point in KILL_POINTS {
+        let dir = Dir::new("rotate-point");
+        let killed = |args: &[&str]| {
+            let out = dir.run_with(args, |c| {
+                c.env("HSM_CEREMONY_KILL_AT", point);
+            });
+            assert_eq!(out.code, -1, "not killed at {point}: {out:?}");
+        };
+        if point.starts_with("start:") {
+            copy_dir(base.path(), dir.path());
+            killed(&strs(&start));
+            assert_eq!(dir.read("sd.json"), base.read("sd.json"), "{point}");
+            assert!(!dir.exists("sd2.json"), "{point}");
+            // Whatever was written is whole: the pending file opens for the new custodians.
+            assert_eq!(
+                open_with(&dir, "sd2.json.pending", &["n0", "n2"]).as_ref(),
+                Ok(&contents)
+            );
+            if point == "start:pending-written" {
+                // No record: the rotation never started; running it again says what is in the way.
+                dir.run(&strs(&start))
+                    .fails(util::EXIT_INPUT, &["sd2.json.pending already exists"]);
+                assert_eq!(dir.read("sd.json"), base.read("sd.json"));
+                continue;
+            }
+            // The record was saved: the rotation carries on as if nothing happened.
+            verify(&dir, "sd2.json.pending", "n0.key").ok();
+            verify(&dir, "sd2.json.pending", "n2.key").ok();
+            dir.run(&finalize).ok();
+            assert_eq!(
+                open_with(&dir, "sd2.json", &["n0", "n1"]).as_ref(),
+                Ok(&contents),
+                "{point}"
+            );
+            assert_eq!(dir.read("sd.json.retired"), base.read("sd.json"), "{point}");
+        } else {
+            copy_dir(proved.path(), dir.path());
+            killed(&finalize);
+            let old_ok = ["sd.json", "sd.json.retired"]
+                .iter()
+                .any(|f| dir.exists(f) && open_with(&dir, f, &["c0", "c2"]).as_ref() == Ok(&contents));
+            let new_ok = ["sd2.json", "sd2.json.pending"]
+                .iter()
+                .any(|f| dir.exists(f) && open_with(&dir, f, &["n1", "n2"]).as_ref() == Ok(&contents));
+            assert!(old_ok && new_ok, "killed at {point}: files {:?}", dir.listing());
+            dir.run(&finalize).ok();
+            assert_finalized(&dir, &base, &pending);
+        }
+        dir.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
     }
 }

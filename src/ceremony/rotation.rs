@@ -57,6 +57,30 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
+/// Where the crash tests stop a rotation (see [`kill_point`]).
+pub const KILL_POINTS: [&str; 6] = [
+    "start:pending-written",
+    "start:recorded",
+    "finalize:new-linked",
+    "finalize:retired-linked",
+    "finalize:old-removed",
+    "finalize:pending-removed",
+];
+
+/// Test hook: with `HSM_CEREMONY_KILL_AT=<point>` in the environment the
+/// process kills itself with SIGKILL at that point, so the integration tests
+/// can crash a rotation between any two of its steps. Never set it otherwise.
+pub fn kill_point(point: &str) {
+    if std::env::var_os("HSM_CEREMONY_KILL_AT").is_some_and(|v| v == point) {
+        #[cfg(unix)]
+        // SAFETY: signals this very process; it does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
+
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
@@ -129,6 +153,7 @@ impl Record {
                 path: target.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:new-linked");
         }
         self.check_fingerprint(target)?;
         // 2. The old file is retired under a new name, never lost.
@@ -139,17 +164,20 @@ impl Record {
                     path: retired.clone(),
                     source,
                 })?;
+                kill_point("finalize:retired-linked");
             }
             std::fs::remove_file(old).map_err(|source| Error::Write {
                 path: old.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:old-removed");
         }
         if pending.exists() {
             std::fs::remove_file(pending).map_err(|source| Error::Write {
                 path: pending.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:pending-removed");
         }
         self.state = State::Finalized;
         self.save(record_path)
