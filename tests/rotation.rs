@@ -22,8 +22,17 @@ use util::{fixtures, passphrase, set_mode, Dir, BIN, EXIT_INTEGRITY, EXIT_QUORUM
 fn new_custodians() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| {
-        let dir =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hsm-ceremony-rotation-{}", std::process::id()));
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Folders of finished runs are removed, as the shared fixtures do.
+        for e in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("hsm-ceremony-rotation-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(format!("hsm-ceremony-rotation-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let runner = Dir::new("rotation-keygen");

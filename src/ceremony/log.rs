@@ -222,9 +222,15 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
         }
         let line: Line = serde_json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
         if line.prev != prev {
-            return Err(broken(
-                "its prev hash does not match the line before it: a line was edited, removed or moved".into(),
-            ));
+            return Err(broken(if n == 1 {
+                "it is not the first line ever written (its prev hash is not the genesis value): lines were removed from the start".into()
+            } else {
+                format!(
+                    "its prev hash does not match line {}: line {} was edited, or a line was removed or moved here",
+                    n - 1,
+                    n - 1
+                )
+            }));
         }
         if line.seq != n {
             return Err(broken(format!("it says it is line {} but it is line {n}", line.seq)));
@@ -241,6 +247,10 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
         lines.push(line);
     }
     match head {
+        Some(h) if h.lines == lines.len() as u64 && h.last != prev && !lines.is_empty() => Err(Broken {
+            line: lines.len() as u64,
+            reason: "the last line is not the one the .head file records: it was edited (or the head was)".into(),
+        }),
         Some(h) if h.lines != lines.len() as u64 || h.last != prev => Err(Broken {
             line: lines.len() as u64 + 1,
             reason: format!(
