@@ -418,3 +418,39 @@ fn two_writers_appending_1000_lines_each_leave_one_chain_of_2000() {
         .count();
     assert!(switches > 10, "the two writers hardly overlapped ({switches} switches)");
 }
+
+/// A step killed after its line was written but before the head was updated
+/// leaves a log that still verifies, and the next step carries on the chain.
+#[test]
+fn a_step_killed_between_its_line_and_the_head_leaves_a_valid_log() {
+    let dir = Dir::new("log-kill-append");
+    dir.ceremony();
+    dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "c2.cer"])
+        .ok();
+    let head = dir.read("ceremony-log.jsonl.head");
+    let out = dir.run_with(
+        &["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "c2.cer"],
+        |c| {
+            c.env("HSM_CEREMONY_KILL_AT", "log:line-written");
+        },
+    );
+    assert_eq!(out.code, -1, "not killed: {out:?}");
+    assert_eq!(
+        dir.read("ceremony-log.jsonl.head"),
+        head,
+        "the head was not left behind"
+    );
+    assert_eq!(lines_of(&dir).len(), 2);
+    dir.run(&["log", "verify", LOG])
+        .ok()
+        .stdout_has("2 lines, chain intact");
+    dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "c2.cer"])
+        .ok();
+    dir.run(&["log", "verify", LOG])
+        .ok()
+        .stdout_has("3 lines, chain intact");
+    // Removing the interrupted line and the one after is still caught.
+    let text = dir.read_string(LOG);
+    let first: String = text.lines().take(1).map(|l| format!("{l}\n")).collect();
+    assert_eq!(broken_line(&dir, &first, "removing the last two lines"), 2);
+}
