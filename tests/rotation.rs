@@ -141,12 +141,9 @@ fn open_with(dir: &Dir, sd: &str, keys: &[&str]) -> Result<String, String> {
     let sd = inputs::security_domain(&dir.join(sd)).map_err(|e| e.to_string())?;
     let mut quorum = Quorum::new(&sd);
     for name in keys {
-        let secret = if name.starts_with('c') {
-            let i: usize = name[1..].parse().unwrap();
-            Some(Passphrase::new(passphrase(i)))
-        } else {
-            None
-        };
+        let secret = name
+            .strip_prefix('c')
+            .map(|i| Passphrase::new(passphrase(i.parse().unwrap())));
         let key = cached_key(dir, name, secret);
         let cert = inputs::certificate(&dir.join(&format!("{name}.cer"))).unwrap();
         let ck = CustodianKey::from_rsa(format!("{name}.key"), key, Some((format!("{name}.cer"), cert)));
@@ -475,8 +472,21 @@ fn a_rotation_follows_its_signed_manifest_or_is_refused() {
     assert!(!dir.exists("sd2.json.pending"));
     // The agreed terms, signed by all: accepted, and the epoch is the manifest's.
     manifest(&dir, "m-good.json", 2, &[0, 1, 2]);
+    // --epoch must agree with the signed epoch.
+    let mut other_epoch = with("m-good.json");
+    other_epoch.extend(["--epoch".to_string(), "8".to_string()]);
+    dir.run(&strs(&other_epoch))
+        .fails(EXIT_INTEGRITY, &["signed for custodian-set epoch 7, but --epoch 8"]);
+    assert!(!dir.exists("sd2.json.pending"));
     dir.run(&strs(&with("m-good.json"))).ok();
     assert_eq!(util::read_json(&dir.join("sd2.json.rotation.json"))["epoch"], 7);
+    // The refusals are in the log, as failures of `rotate`.
+    let refused = dir
+        .read_string("ceremony-log.jsonl")
+        .lines()
+        .filter(|l| l.contains("\"command\":\"rotate\"") && l.contains("failed: the manifest is refused"))
+        .count();
+    assert_eq!(refused, 4);
     // A manifest signed by two is enough when two are asked for.
     dir.run(&["rotate", "cancel", "--record", "sd2.json.rotation.json"])
         .ok();
