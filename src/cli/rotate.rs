@@ -239,8 +239,8 @@ fn status(record_path: &Path) -> Result<()> {
     let rec = Record::load(record_path)?;
     let proved = rec.proofs()?;
     println!(
-        "rotation {:?}, epoch {}: {} new custodians, quorum {}",
-        rec.state,
+        "rotation {}, epoch {}: {} new custodians, quorum {}",
+        format!("{:?}", rec.state).to_lowercase(),
         rec.epoch,
         rec.custodians.len(),
         rec.quorum
