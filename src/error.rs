@@ -53,6 +53,17 @@ pub enum Error {
         needed: usize,
         failures: Vec<String>,
     },
+    #[error(
+        "only {} of the {needed} required new custodians have proved possession of {pending}{}",
+        .proved.len(),
+        if .proved.is_empty() { String::new() } else { format!(" ({})", .proved.join(", ")) }
+    )]
+    NotEnoughProofs {
+        proved: Vec<String>,
+        needed: usize,
+        pending: String,
+        log: String,
+    },
     #[error("the shares do not rebuild the master key: {reason}")]
     SharesInconsistent { reason: String },
     #[error("data item '{tag}' failed its integrity check: {source}")]
@@ -63,6 +74,12 @@ pub enum Error {
     LogBroken { path: PathBuf, line: u64, reason: String },
     #[error("the manifest is refused: {0}")]
     ManifestRefused(String),
+    /// `sd health`: recovery still works, but the quorum is at risk.
+    #[error("the quorum is at risk:\n  - {}", .0.join("\n  - "))]
+    QuorumAtRisk(Vec<String>),
+    /// `sd health`: too few usable custodians remain to recover.
+    #[error("the security domain cannot be recovered:\n  - {}", .0.join("\n  - "))]
+    CannotRecover(Vec<String>),
     #[error("{0}")]
     WeakParameters(String),
     #[error("{0}")]
@@ -102,6 +119,10 @@ pub enum ErrorKind {
     Io,
     /// The instance (or emulator) refused or could not be reached.
     Instance,
+    /// `sd health`: the quorum is at risk.
+    AtRisk,
+    /// `sd health`: the security domain cannot be recovered.
+    CannotRecover,
 }
 
 impl Error {
@@ -122,7 +143,9 @@ impl Error {
             | Error::WrongExchangeKey { .. }
             | Error::ManifestRefused(_)
             | Error::LogBroken { .. } => ErrorKind::Integrity,
-            Error::NotEnoughShares { .. } => ErrorKind::Quorum,
+            Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
+            Error::QuorumAtRisk(_) => ErrorKind::AtRisk,
+            Error::CannotRecover(_) => ErrorKind::CannotRecover,
             Error::Instance(_) => ErrorKind::Instance,
             _ => ErrorKind::Input,
         }

@@ -76,9 +76,14 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     let tmp = synced_temp(path, bytes, mode)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::OutputExists { path: path.to_path_buf() }
+            Error::OutputExists {
+                path: path.to_path_buf(),
+            }
         } else {
-            Error::Write { path: path.to_path_buf(), source: e.error }
+            Error::Write {
+                path: path.to_path_buf(),
+                source: e.error,
+            }
         }
     })?;
     sync_dir(&parent_dir(path));
@@ -89,7 +94,10 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
 /// companions, never a ceremony output).
 pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
     let tmp = synced_temp(path, bytes, mode)?;
-    tmp.persist(path).map_err(|e| Error::Write { path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     sync_dir(&parent_dir(path));
     Ok(())
 }
@@ -97,7 +105,10 @@ pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
 /// `bytes` in a temporary file beside `path`, synced to disk; removed on
 /// drop unless persisted.
 fn synced_temp(path: &Path, bytes: &[u8], mode: Mode) -> Result<tempfile::NamedTempFile> {
-    let write_err = |source| Error::Write { path: path.to_path_buf(), source };
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".hsm-ceremony-")
         .suffix(".tmp")

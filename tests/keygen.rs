@@ -37,11 +37,35 @@ fn single_custodian_with_passphrase_file() {
     assert!(!key.contains("BEGIN PRIVATE KEY"));
     let cer = dir.read_string("alice.cer");
     assert!(cer.starts_with("-----BEGIN CERTIFICATE-----\n") && cer.trim_end().ends_with("-----END CERTIFICATE-----"));
-    dir.assert_files(&["alice.cer", "alice.key", "alice.pass"]);
+    dir.assert_files(&[
+        "alice.cer",
+        "alice.key",
+        "alice.pass",
+        "ceremony-log.jsonl",
+        "ceremony-log.jsonl.head",
+    ]);
 
     // The printed thumbprint is the certificate's, as `show` and the SD name it.
     let x5t = printed_x5t(&out.stdout);
     assert_eq!(x5t, util::b64u(&util::sha256(&util::pem_der(&cer))));
+
+    // The ceremony log records both files by fingerprint and the thumbprint, never the passphrase or the key.
+    let log = dir.read_string("ceremony-log.jsonl");
+    assert_eq!(log.lines().count(), 1);
+    let line: serde_json::Value = serde_json::from_str(log.trim_end()).unwrap();
+    assert_eq!(line["command"], "custodian keygen");
+    assert_eq!(line["outcome"], "ok");
+    assert_eq!(line["thumbprints"], serde_json::json!([x5t]));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let outputs: Vec<&str> = line["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["sha256"].as_str().unwrap())
+        .collect();
+    assert!(outputs.contains(&hex(&util::sha256(key.as_bytes())).as_str()));
+    assert!(outputs.contains(&hex(&util::sha256(cer.as_bytes())).as_str()));
+    assert!(!log.contains(PASS) && !log.contains("PRIVATE KEY"));
     let show = dir.run(&["custodian", "show", "alice.cer"]);
     show.ok().stdout_has("CN=alice").stdout_has("RSA-2048");
     assert_eq!(printed_x5t(&show.stdout), x5t);
@@ -79,6 +103,8 @@ fn batch_of_three_with_prefix() {
         "cert_1.key",
         "cert_2.cer",
         "cert_2.key",
+        "ceremony-log.jsonl",
+        "ceremony-log.jsonl.head",
         "p",
     ]);
     // Three distinct custodians, not one key three times.

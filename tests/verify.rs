@@ -38,10 +38,30 @@ fn each_custodian_opens_their_share() {
         "c2.cer",
         "c2.key",
         "c2.pass",
+        "ceremony-log.jsonl",
+        "ceremony-log.jsonl.head",
         "exchange.cer",
         "exchange.key",
         "sd.json",
     ]);
+    // Each proof is recorded against the file's fingerprint, with the custodian's thumbprint.
+    let sd_sha: String = util::sha256(&dir.read("sd.json"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let lines: Vec<serde_json::Value> = dir
+        .read_string("ceremony-log.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["command"], "custodian verify");
+        assert_eq!(l["outcome"], "ok");
+        assert_eq!(l["inputs"][0]["sha256"], sd_sha.as_str());
+        assert_eq!(l["thumbprints"], serde_json::json!([fixtures().x5t[i]]));
+    }
+    dir.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
 }
 
 #[test]

@@ -179,6 +179,7 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
     // One write of the whole line: O_APPEND keeps it in one piece.
     locked.0.write_all(text.as_bytes()).map_err(write_err)?;
     locked.0.sync_all().map_err(write_err)?;
+    super::rotation::kill_point("log:line-written");
     let head = serde_json::to_vec(&Head {
         lines: line.seq,
         last: hash,
@@ -206,6 +207,7 @@ pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
 
 fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Line>, Broken> {
     let mut lines = Vec::new();
+    let mut hashes: Vec<String> = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut raw_lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     let complete = bytes.is_empty() || bytes.ends_with(b"\n");
@@ -222,9 +224,15 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
         }
         let line: Line = serde_json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
         if line.prev != prev {
-            return Err(broken(
-                "its prev hash does not match the line before it: a line was edited, removed or moved".into(),
-            ));
+            return Err(broken(if n == 1 {
+                "it is not the first line ever written (its prev hash is not the genesis value): lines were removed from the start".into()
+            } else {
+                format!(
+                    "its prev hash does not match line {}: line {} was edited, or a line was removed or moved here",
+                    n - 1,
+                    n - 1
+                )
+            }));
         }
         if line.seq != n {
             return Err(broken(format!("it says it is line {} but it is line {n}", line.seq)));
@@ -238,18 +246,36 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
             ));
         }
         prev = sha256_hex(raw);
+        hashes.push(prev.clone());
         lines.push(line);
     }
+    let count = lines.len() as u64;
     match head {
-        Some(h) if h.lines != lines.len() as u64 || h.last != prev => Err(Broken {
-            line: lines.len() as u64 + 1,
+        Some(h) if h.lines > count => Err(Broken {
+            line: count + 1,
             reason: format!(
-                "the log has {} lines but its .head file records {}: lines were removed from the end, or the head is stale",
-                lines.len(),
+                "the log has {count} lines but its .head file records {}: lines were removed from the end",
                 h.lines
             ),
         }),
-        None if !lines.is_empty() => Err(Broken { line: lines.len() as u64 + 1, reason: "the .head file beside the log is missing".into() }),
+        // The head may lag behind when an append was killed between writing
+        // its line and the head; the line it names must still be the same.
+        Some(h) if h.lines > 0 && hashes[h.lines as usize - 1] != h.last => Err(Broken {
+            line: h.lines,
+            reason: if h.lines == count {
+                "the last line is not the one the .head file records: it was edited (or the head was)".into()
+            } else {
+                format!("line {} is not the one the .head file records: it was edited", h.lines)
+            },
+        }),
+        Some(h) if h.lines == 0 && !lines.is_empty() => Err(Broken {
+            line: 1,
+            reason: "the .head file records an empty log".into(),
+        }),
+        None if !lines.is_empty() => Err(Broken {
+            line: count + 1,
+            reason: "the .head file beside the log is missing".into(),
+        }),
         _ => Ok(lines),
     }
 }
@@ -333,6 +359,33 @@ mod tests {
         assert!(check_chain(cut.as_bytes(), Some(&head)).is_err());
         assert!(check_chain(b"", Some(&head)).is_err(), "emptied log");
         assert!(check_chain(text.as_bytes(), None).is_err(), "missing head");
+    }
+
+    /// An append killed between its line and the head leaves a head one line
+    /// behind: still a valid log, and the next append catches the head up.
+    #[test]
+    fn a_lagging_head_is_accepted_but_must_match_its_line() {
+        let (_d, path) = log_with(3);
+        let old_head = std::fs::read(head_path(&path)).unwrap();
+        append(&path, entry(3)).unwrap();
+        std::fs::write(head_path(&path), &old_head).unwrap();
+        assert_eq!(verify(&path).unwrap().unwrap().len(), 4);
+        append(&path, entry(4)).unwrap();
+        assert_eq!(head_of(&path).lines, 5);
+        assert_eq!(verify(&path).unwrap().unwrap().len(), 5);
+        // A lagging head must name its line exactly.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash_of = |i: usize| sha256_hex(text.lines().nth(i).unwrap().as_bytes());
+        let good = Head {
+            lines: 2,
+            last: hash_of(1),
+        };
+        assert!(check_chain(text.as_bytes(), Some(&good)).is_ok());
+        let wrong = Head {
+            lines: 2,
+            last: hash_of(0),
+        };
+        assert_eq!(check_chain(text.as_bytes(), Some(&wrong)).unwrap_err().line, 2);
     }
 
     #[test]

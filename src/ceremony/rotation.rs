@@ -57,6 +57,31 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
+/// Where the crash tests stop a rotation (see [`kill_point`]); the log's own
+/// point, `log:line-written`, falls between an appended line and its head.
+pub const KILL_POINTS: [&str; 6] = [
+    "start:pending-written",
+    "start:recorded",
+    "finalize:new-linked",
+    "finalize:retired-linked",
+    "finalize:old-removed",
+    "finalize:pending-removed",
+];
+
+/// Test hook: with `HSM_CEREMONY_KILL_AT=<point>` in the environment the
+/// process kills itself with SIGKILL at that point, so the integration tests
+/// can crash a rotation between any two of its steps. Never set it otherwise.
+pub fn kill_point(point: &str) {
+    if std::env::var_os("HSM_CEREMONY_KILL_AT").is_some_and(|v| v == point) {
+        #[cfg(unix)]
+        // SAFETY: signals this very process; it does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
+
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
@@ -82,11 +107,11 @@ impl Record {
         if !log_path.exists() {
             return Ok(Vec::new());
         }
-        let lines = log::verify(log_path)?.map_err(|b| {
-            Error::Usage(format!(
-                "the ceremony log {} is broken at line {}: {}; proofs cannot be trusted",
-                self.log, b.line, b.reason
-            ))
+        // Proofs from a broken log cannot be trusted.
+        let lines = log::verify(log_path)?.map_err(|b| Error::LogBroken {
+            path: log_path.to_path_buf(),
+            line: b.line,
+            reason: b.reason,
         })?;
         let mut proved: Vec<String> = Vec::new();
         for line in lines {
@@ -112,13 +137,11 @@ impl Record {
         }
         let proved = self.proofs()?;
         if proved.len() < self.required_proofs {
-            return Err(Error::NotEnoughShares {
-                opened: proved,
+            return Err(Error::NotEnoughProofs {
+                proved,
                 needed: self.required_proofs,
-                failures: vec![format!(
-                    "new custodians prove possession with: hsm-ceremony custodian verify --sd-file {} --key THEIR.key --log {}",
-                    self.pending.path, self.log
-                )],
+                pending: self.pending.path.clone(),
+                log: self.log.clone(),
             });
         }
         let pending = Path::new(&self.pending.path);
@@ -131,6 +154,7 @@ impl Record {
                 path: target.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:new-linked");
         }
         self.check_fingerprint(target)?;
         // 2. The old file is retired under a new name, never lost.
@@ -141,17 +165,20 @@ impl Record {
                     path: retired.clone(),
                     source,
                 })?;
+                kill_point("finalize:retired-linked");
             }
             std::fs::remove_file(old).map_err(|source| Error::Write {
                 path: old.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:old-removed");
         }
         if pending.exists() {
             std::fs::remove_file(pending).map_err(|source| Error::Write {
                 path: pending.to_path_buf(),
                 source,
             })?;
+            kill_point("finalize:pending-removed");
         }
         self.state = State::Finalized;
         self.save(record_path)

@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 use super::keys;
 use super::output::{colon_hex, date, print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
+use super::record;
+use crate::ceremony::log::Entry;
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::Passphrase;
 use crate::custodian::cert::Certificate;
@@ -202,6 +204,26 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
             cert,
         });
     }
+    // The record: files by fingerprint and thumbprints; never the key or its passphrase.
+    let mut made_files: Vec<&Path> = Vec::new();
+    for m in &made {
+        made_files.push(&m.key_path);
+        made_files.push(&m.cert_path);
+    }
+    record::step(
+        &args.out_dir.join(crate::ceremony::log::DEFAULT_NAME),
+        Entry {
+            command: "custodian keygen".into(),
+            outputs: record::refs(&made_files),
+            thumbprints: made.iter().map(|m| m.cert.x5t_256()).collect(),
+            outcome: "ok".into(),
+            details: json!({
+                "names": made.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                "bits": args.bits, "days": args.days, "encrypted": !args.insecure_unencrypted_key,
+            }),
+            ..Default::default()
+        },
+    )?;
     report_made(&made, args);
     Ok(made)
 }
@@ -387,7 +409,21 @@ pub struct Verified {
     pub x5t_256: String,
 }
 
+/// Proves possession and records the attempt, failures included: rotation
+/// finalize and `sd health` count the successful ones.
 pub fn verify(args: &VerifyArgs) -> Result<Verified> {
+    let mut input_files: Vec<&Path> = vec![&args.sd_file];
+    input_files.extend(args.cert.as_deref());
+    let entry = Entry {
+        command: "custodian verify".into(),
+        inputs: record::refs(&input_files),
+        details: json!({"key": inputs::label(&args.key)}),
+        ..Default::default()
+    };
+    record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))
+}
+
+fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
     let sd = inputs::security_domain(&args.sd_file)?;
     let pool = match &args.cert {
         Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
@@ -395,6 +431,9 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     };
     let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
     let ck = keys::open(&args.key, 0, &pool, &mut pass)?;
+    if let Some((_, c)) = &ck.cert {
+        entry.thumbprints = vec![c.x5t_256()];
+    }
     // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
     if let (Some(p), Some((_, given))) = (&args.cert, pool.first()) {
         if !given.matches(&ck.public_key) {
@@ -405,6 +444,8 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
         }
     }
     let opened = recovery::open_share(&sd, &ck)?;
+    entry.thumbprints = vec![opened.x5t_256.clone()];
+    entry.details["position"] = json!(opened.index + 1);
     let v = Verified {
         x: opened.x(),
         position: opened.index + 1,

@@ -11,6 +11,8 @@ pub const EXIT_INTEGRITY: u8 = 4;
 pub const EXIT_QUORUM: u8 = 5;
 pub const EXIT_IO: u8 = 6;
 pub const EXIT_INSTANCE: u8 = 7;
+pub const EXIT_AT_RISK: u8 = 8;
+pub const EXIT_CANNOT_RECOVER: u8 = 9;
 
 pub fn exit_code(err: &Error) -> u8 {
     if matches!(err, Error::Usage(_)) {
@@ -22,6 +24,8 @@ pub fn exit_code(err: &Error) -> u8 {
         ErrorKind::Quorum => EXIT_QUORUM,
         ErrorKind::Io => EXIT_IO,
         ErrorKind::Instance => EXIT_INSTANCE,
+        ErrorKind::AtRisk => EXIT_AT_RISK,
+        ErrorKind::CannotRecover => EXIT_CANNOT_RECOVER,
     }
 }
 
@@ -61,6 +65,10 @@ pub fn advice(err: &Error) -> Option<String> {
         }
         Error::DuplicateCustodian { .. } => "Each custodian's key may be given once; bring another custodian.".into(),
         Error::NotEnoughShares { .. } => "Bring more custodians with their keys and passphrases, then run again.".into(),
+        Error::NotEnoughProofs { pending, log, .. } => format!(
+            "Nothing has changed yet. Each new custodian who has not proved runs: hsm-ceremony custodian verify \
+             --sd-file {pending} --key THEIR.key --log {log}; then run finalize again."
+        ),
         Error::SharesInconsistent { .. } | Error::ItemIntegrity { .. } => {
             "The security domain has been tampered with or mixes files. Stop, keep the files as evidence, and compare the file's SHA-256 with the ceremony record."
                 .into()
@@ -72,6 +80,17 @@ pub fn advice(err: &Error) -> Option<String> {
         }
         Error::ManifestRefused(_) => {
             "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
+                .into()
+        }
+        Error::QuorumAtRisk(_) => {
+            "Recovery still works today. Fix each reason before the next drill: renew expiring certificates \
+             (rotate to new ones), have custodians who never proved possession run `hsm-ceremony custodian verify`, \
+             or rotate to a larger custodian set."
+                .into()
+        }
+        Error::CannotRecover(_) => {
+            "Too few usable custodians remain. If the HSM still holds this security domain, rotate to a new custodian \
+             set now (`hsm-ceremony rotate`, or download a new security domain with new certificates); escalate today."
                 .into()
         }
         Error::WeakParameters(_) => "Choose stronger parameters; see --help for what is accepted.".into(),

@@ -44,8 +44,8 @@ pub struct Cli {
     /// Print only results, warnings and errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// The ceremony log to append to (default: ceremony-log.jsonl beside the
-    /// security domain, or in the output folder).
+    /// The ceremony log to append to, or for `sd health` to read (default:
+    /// ceremony-log.jsonl beside the security domain, or in the output folder).
     #[arg(long, global = true, value_name = "FILE")]
     pub log: Option<std::path::PathBuf>,
     /// Do not record this step in the ceremony log.
@@ -60,7 +60,7 @@ pub enum Command {
     /// Custodian keys and certificates: keygen, show, verify.
     #[command(subcommand)]
     Custodian(custodian::CustodianCommand),
-    /// Security-domain files: check-certs, inspect, split.
+    /// Security-domain files: check-certs, inspect, split, health.
     #[command(subcommand)]
     Sd(sd::SdCommand),
     /// Open a quorum of shares and write the restore blob for an exchange key.

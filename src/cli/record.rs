@@ -19,6 +19,20 @@ pub fn set(choice: LogChoice) {
     let _ = CHOICE.set(choice);
 }
 
+/// The log a reader of the log (`sd health`) should read for a file at
+/// `anchor`: `--log`, else the default beside it if that exists; none with
+/// `--no-log`.
+pub fn log_to_read(anchor: &Path) -> Option<PathBuf> {
+    let choice = CHOICE.get().cloned().unwrap_or_default();
+    if choice.no_log {
+        return None;
+    }
+    match choice.log {
+        Some(p) => Some(p),
+        None => Some(log::default_beside(anchor)).filter(|p| p.exists()),
+    }
+}
+
 /// The log a step anchored at `anchor` writes to, unless logging is off.
 pub fn log_path(anchor: &Path) -> Option<PathBuf> {
     let choice = CHOICE.get().cloned().unwrap_or_default();

@@ -11,6 +11,8 @@ use serde_json::json;
 use super::keys;
 use super::output::{print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
+use super::record;
+use crate::ceremony::log::Entry;
 use crate::crypto::rng::os_rng;
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
@@ -88,8 +90,19 @@ pub fn gather_quorum(
     quorum.finish()
 }
 
+/// Builds the blob and records the step, failures included; the record names
+/// the custodians who opened shares, never their keys or passphrases.
 pub fn run(args: &RestoreBlobArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
+    let entry = Entry {
+        command: "restore-blob".into(),
+        inputs: record::refs(&[&args.sd_file, &args.sd_exchange_key]),
+        ..Default::default()
+    };
+    record::logged(&args.sd_file, entry, |entry| run_unlogged(args, entry))
+}
+
+fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
     let sd = inputs::security_domain(&args.sd_file)?;
     let exchange = inputs::certificate(&args.sd_exchange_key)?;
     exchange.rsa_public_key().map_err(|source| Error::Certificate {
@@ -98,8 +111,11 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
     })?;
     let mut pass = Passphrases::new(&args.passphrases, args.passwords.clone(), args.sd_wrapping_keys.len())?;
     let recovered = gather_quorum(&sd, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
+    entry.thumbprints = recovered.custodians.iter().map(|(x5t, _)| x5t.clone()).collect();
+    entry.details = json!({"exchange_key_x5t_256": exchange.x5t_256(), "items": recovered.items.len()});
     let blob = recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)?;
     files::write_new(&args.out, blob.to_json().as_bytes(), Mode::Public)?;
+    entry.outputs = record::refs(&[&args.out]);
     if args.json {
         print_json(&json!({
             "out": args.out, "exchange_key_x5t_256": exchange.x5t_256(), "items": recovered.items.len(),

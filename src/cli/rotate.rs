@@ -132,26 +132,38 @@ fn start(args: &StartArgs) -> Result<()> {
         .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
         .collect::<Result<_>>()?;
     let plain: Vec<Certificate> = new_certs.iter().map(|(_, c)| c.clone()).collect();
-    let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
     let log_path = record::log_path(out);
-    let epoch = signed_epoch
-        .or(args.epoch)
-        .unwrap_or_else(|| next_epoch(log_path.as_deref()));
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let thumbprints: Vec<String> = plain.iter().map(Certificate::x5t_256).collect();
+    let mut input_files: Vec<&Path> = vec![sd_path];
+    input_files.extend(args.manifest.manifest.as_deref());
     let entry = Entry {
         command: "rotate".into(),
-        inputs: record::refs(&[sd_path]),
+        inputs: record::refs(&input_files),
         thumbprints: thumbprints.clone(),
-        details: json!({"phase": "pending", "epoch": epoch, "quorum": quorum, "custodians": new_certs.len()}),
+        details: json!({"phase": "pending", "quorum": quorum, "custodians": new_certs.len()}),
         ..Default::default()
     };
+    // A refused manifest is recorded too: it is what a bait-and-switch looks like.
     record::logged(out, entry, |entry| {
+        let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
+        let epoch = match (signed_epoch, args.epoch) {
+            (Some(signed), Some(given)) if signed != given => {
+                return Err(Error::ManifestRefused(format!(
+                    "it was signed for custodian-set epoch {signed}, but --epoch {given} was given"
+                )))
+            }
+            (Some(signed), _) => signed,
+            (None, Some(given)) => given,
+            (None, None) => next_epoch(log_path.as_deref()),
+        };
+        entry.details["epoch"] = json!(epoch);
         let mut pass = Passphrases::new(&args.passphrases, None, args.sd_wrapping_keys.len())?;
         let recovered = gather_quorum(&old, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
         let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
         drop(recovered);
         files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
+        rotation::kill_point("start:pending-written");
         let pending_ref = FileRef::of(&pending).ok_or_else(|| Error::Read {
             path: pending.clone(),
             source: std::io::Error::other("the file just written cannot be read back"),
@@ -170,6 +182,7 @@ fn start(args: &StartArgs) -> Result<()> {
             log: log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         };
         rec.save_new(&record_path)?;
+        rotation::kill_point("start:recorded");
         Ok(())
     })?;
     say!("wrote {} (pending) and {}", pending.display(), record_path.display());
@@ -229,8 +242,8 @@ fn status(record_path: &Path) -> Result<()> {
     let rec = Record::load(record_path)?;
     let proved = rec.proofs()?;
     println!(
-        "rotation {:?}, epoch {}: {} new custodians, quorum {}",
-        rec.state,
+        "rotation {}, epoch {}: {} new custodians, quorum {}",
+        format!("{:?}", rec.state).to_lowercase(),
         rec.epoch,
         rec.custodians.len(),
         rec.quorum

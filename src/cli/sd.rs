@@ -9,7 +9,11 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::custodian::cert_warnings;
-use super::output::{print_json, warn};
+use super::manifest::ManifestCheck;
+use super::output::{date, print_json, warn};
+use super::record;
+use crate::ceremony::health::{self, Verdict};
+use crate::ceremony::log::{self, Entry};
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::{MasterKey, SecretBytes};
 use crate::custodian::cert::Certificate;
@@ -32,6 +36,14 @@ pub enum SdCommand {
         after_help = "Example:\n  hsm-ceremony sd split --certs a.cer b.cer c.cer --quorum 2 --random-contents --out sd.json"
     )]
     Split(SplitArgs),
+    /// Judge whether the quorum can still recover: certificates, proofs, drills.
+    #[command(
+        after_help = "Examples:\n  hsm-ceremony sd health sd.json --certs cert_0.cer cert_1.cer cert_2.cer\n  \
+        hsm-ceremony sd health sd.json --certs cert_*.cer --log ceremony-log.jsonl --at 2027-03-01\n\n\
+        Reads the ceremony log given with --log, else ceremony-log.jsonl beside the security domain if there is one\n\
+        (a broken log is an error). Exit code: 0 healthy, 8 at risk, 9 cannot recover."
+    )]
+    Health(HealthArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +93,36 @@ pub struct SplitArgs {
     /// Accept 2 custodians (the file then only serves a local instance).
     #[arg(long)]
     pub local: bool,
+    #[command(flatten)]
+    pub manifest: ManifestCheck,
+}
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// The security-domain file.
+    pub sd_file: PathBuf,
+    /// The custodians' certificates; a share without one counts as lost.
+    #[arg(long, required = true, num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+    /// Assess as of this date (YYYY-MM-DD, UTC) instead of now, e.g. the day of the next drill.
+    #[arg(long, value_name = "DATE", value_parser = parse_day)]
+    pub at: Option<OffsetDateTime>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_day(s: &str) -> std::result::Result<OffsetDateTime, String> {
+    let bad = || format!("'{s}' is not a date: write it as YYYY-MM-DD, e.g. 2027-03-01");
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else { return Err(bad()) };
+    let (y, m, d): (i32, u8, u8) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    let month = time::Month::try_from(m).map_err(|_| bad())?;
+    let day = time::Date::from_calendar_date(y, month, d).map_err(|_| bad())?;
+    Ok(day.midnight().assume_utc())
 }
 
 pub fn run(cmd: SdCommand) -> Result<()> {
@@ -88,6 +130,7 @@ pub fn run(cmd: SdCommand) -> Result<()> {
         SdCommand::CheckCerts(args) => check_certs(&args),
         SdCommand::Inspect(args) => inspect(&args),
         SdCommand::Split(args) => split(&args).map(|_| ()),
+        SdCommand::Health(args) => health(&args),
     }
 }
 
@@ -99,8 +142,20 @@ fn load_certs(paths: &[PathBuf]) -> Result<Vec<(String, Certificate)>> {
 }
 
 fn check_certs(args: &CheckCertsArgs) -> Result<()> {
+    let anchor = args.certs.first().cloned().unwrap_or_default();
+    let entry = Entry {
+        command: "sd check-certs".into(),
+        inputs: record::refs(&args.certs.iter().map(|p| p.as_path()).collect::<Vec<_>>()),
+        details: json!({"quorum": args.quorum, "custodians": args.certs.len(), "local": args.local}),
+        ..Default::default()
+    };
+    record::logged(&anchor, entry, |entry| check_certs_unlogged(args, entry))
+}
+
+fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> {
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let certs = load_certs(&args.certs)?;
+    entry.thumbprints = certs.iter().map(|(_, c)| c.x5t_256()).collect();
     let now = OffsetDateTime::now_utc();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -249,6 +304,31 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
     files::ensure_absent(&args.out)?;
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let certs = load_certs(&args.certs)?;
+    let plain: Vec<Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
+    let mut cert_paths: Vec<&std::path::Path> = args.certs.iter().map(|p| p.as_path()).collect();
+    cert_paths.extend(args.manifest.manifest.as_deref());
+    let entry = Entry {
+        command: "sd split".into(),
+        inputs: record::refs(&cert_paths),
+        thumbprints: plain.iter().map(Certificate::x5t_256).collect(),
+        details: json!({"quorum": args.quorum, "custodians": certs.len(), "local": args.local}),
+        ..Default::default()
+    };
+    record::logged(&args.out, entry, |entry| {
+        // Refused before any key material exists when the terms differ from what was signed.
+        let epoch = args.manifest.check("split", &plain, args.quorum)?.unwrap_or(1);
+        entry.details["epoch"] = json!(epoch);
+        let sd = split_unlogged(args, &certs, profile)?;
+        entry.outputs = record::refs(&[&args.out]);
+        Ok(sd)
+    })
+}
+
+fn split_unlogged(
+    args: &SplitArgs,
+    certs: &[(String, Certificate)],
+    profile: Profile,
+) -> Result<crate::format::sdfile::SecurityDomain> {
     let mut rng = os_rng();
     let items = if args.random_contents {
         recovery::random_items_with_rng(&mut rng)
@@ -256,7 +336,7 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
         read_items(&args.items)?
     };
     let master = MasterKey::generate_with_rng(&mut rng);
-    let sd = recovery::split_with_rng(&mut rng, &master, &items, &certs, args.quorum, profile)?;
+    let sd = recovery::split_with_rng(&mut rng, &master, &items, certs, args.quorum, profile)?;
     drop(master);
     let json = sd.to_json();
     // Never write a file that no reader (this tool included) would accept.
@@ -275,4 +355,86 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
         items.len()
     );
     Ok(sd)
+}
+
+fn health(args: &HealthArgs) -> Result<()> {
+    let bytes = read_limited(&args.sd_file, MAX_SD_FILE_BYTES, "security-domain file")?;
+    let sd = inputs::security_domain(&args.sd_file)?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let certs = load_certs(&args.certs)?;
+    let log_path = record::log_to_read(&args.sd_file);
+    let lines = match &log_path {
+        Some(p) => Some(log::verify(p)?.map_err(|b| Error::LogBroken {
+            path: p.clone(),
+            line: b.line,
+            reason: b.reason,
+        })?),
+        None => None,
+    };
+    let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
+    let h = health::assess(&sd, &sha, &certs, lines.as_deref(), now);
+    if args.json {
+        let mut v = serde_json::to_value(&h).expect("plain data");
+        v["sd_file"] = json!(args.sd_file);
+        v["sha256"] = json!(sha);
+        v["log"] = json!(log_path);
+        v["as_of"] = json!(date(now));
+        print_json(&v);
+    } else {
+        println!("security domain {} (SHA-256 {})", args.sd_file.display(), sha);
+        println!("  as of {}; quorum {} of {}", date(now), h.required, h.custodians.len());
+        match &log_path {
+            Some(p) => println!(
+                "  ceremony log {} ({} lines, chain intact)",
+                p.display(),
+                lines.as_ref().map_or(0, Vec::len)
+            ),
+            None => println!("  no ceremony log: proofs of possession and drills not assessed (give --log)"),
+        }
+        for c in &h.custodians {
+            let cert = c.certificate.as_deref().unwrap_or("(no certificate)");
+            let validity = match (c.bits, c.days_left) {
+                (Some(bits), Some(days)) if days >= 0 => format!("RSA-{bits}, {days} days left"),
+                (Some(bits), Some(days)) => format!("RSA-{bits}, expired {} days ago", -days),
+                _ => "certificate unknown".into(),
+            };
+            println!(
+                "  {} {}  {}  {}  {}",
+                c.position,
+                if c.usable { "usable" } else { "LOST  " },
+                cert,
+                c.x5t_256,
+                validity
+            );
+            if lines.is_some() {
+                println!(
+                    "      last proof {}, last drill {}",
+                    c.last_proof.as_deref().unwrap_or("never"),
+                    c.last_drill.as_deref().unwrap_or("never")
+                );
+            }
+            for p in &c.problems {
+                println!("      - {p}");
+            }
+        }
+        if h.can_lose >= 0 {
+            println!(
+                "  {} usable, {} needed: {} custodian(s) can be lost before recovery becomes impossible",
+                h.usable, h.required, h.can_lose
+            );
+        } else {
+            println!("  {} usable, {} needed: recovery is impossible", h.usable, h.required);
+        }
+        let verdict = match h.verdict {
+            Verdict::Healthy => "healthy",
+            Verdict::AtRisk => "AT RISK",
+            Verdict::CannotRecover => "CANNOT RECOVER",
+        };
+        println!("verdict: {verdict}");
+    }
+    match h.verdict {
+        Verdict::Healthy => Ok(()),
+        Verdict::AtRisk => Err(Error::QuorumAtRisk(h.reasons)),
+        Verdict::CannotRecover => Err(Error::CannotRecover(h.reasons)),
+    }
 }
