@@ -89,8 +89,11 @@ fn run_in(dir: &Path) -> Result<()> {
         passphrases: PassphraseArgs {
             files: pass_files.clone(),
             fd: None,
+            pin_files: Vec::new(),
         },
         insecure_unencrypted_key: false,
+        token: None,
+        pkcs11_module: None,
         json: false,
     })?;
     let certs: Vec<PathBuf> = made.iter().map(|m| m.cert_path.clone()).collect();
@@ -131,6 +134,7 @@ fn run_in(dir: &Path) -> Result<()> {
             passphrases: PassphraseArgs {
                 files: vec![pass.clone()],
                 fd: None,
+                pin_files: Vec::new(),
             },
             json: false,
         })?;
@@ -150,6 +154,8 @@ fn run_in(dir: &Path) -> Result<()> {
         days: 30,
         passphrases: PassphraseArgs::default(),
         insecure_unencrypted_key: true,
+        token: None,
+        pkcs11_module: None,
         json: false,
     })?
     .remove(0);
@@ -164,6 +170,7 @@ fn run_in(dir: &Path) -> Result<()> {
         passphrases: PassphraseArgs {
             files: vec![pass_files[0].clone(), pass_files[2].clone()],
             fd: None,
+            pin_files: Vec::new(),
         },
         json: false,
     })?;
@@ -186,6 +193,7 @@ fn run_in(dir: &Path) -> Result<()> {
         &PassphraseArgs {
             files: vec![pass_files[1].clone(), pass_files[2].clone()],
             fd: None,
+            pin_files: Vec::new(),
         },
         None,
         2,
