@@ -75,6 +75,11 @@ pub struct KeygenArgs {
     /// /usr/lib/softhsm/libsofthsm2.so.
     #[arg(long, value_name = "PATH", requires = "token")]
     pub pkcs11_module: Option<PathBuf>,
+    /// For a token that does not do RSA-OAEP with SHA-256 (SoftHSM 2.6): let
+    /// it do raw RSA and remove the OAEP padding on this computer. The key URI
+    /// printed then carries x-oaep=host.
+    #[arg(long, requires = "token")]
+    pub oaep_on_host: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -254,6 +259,7 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
         args.bits,
         args.days,
         &pin,
+        args.oaep_on_host,
         OffsetDateTime::now_utc(),
     )?;
     files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)?;

@@ -94,6 +94,7 @@ fn run_in(dir: &Path) -> Result<()> {
         insecure_unencrypted_key: false,
         token: None,
         pkcs11_module: None,
+        oaep_on_host: false,
         json: false,
     })?;
     let certs: Vec<PathBuf> = made.iter().map(|m| m.cert_path.clone()).collect();
@@ -156,6 +157,7 @@ fn run_in(dir: &Path) -> Result<()> {
         insecure_unencrypted_key: true,
         token: None,
         pkcs11_module: None,
+        oaep_on_host: false,
         json: false,
     })?
     .remove(0);

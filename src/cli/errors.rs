@@ -126,6 +126,17 @@ fn token_advice(err: &TokenError) -> String {
         T::NoOaep { .. } => "Shares are RSA-OAEP-256 (SHA-256) encrypted: keep this custodian's key on a token \
             that supports it, or in a key file."
             .into(),
+        T::NoOaepSha256 { raw_offered: true, .. } => "Shares are RSA-OAEP-256. Add x-oaep=host to the key's URI \
+            (`...?module-path=...&x-oaep=host`; keygen: --oaep-on-host) so the token does the raw RSA operation and \
+            the OAEP padding is removed here (the private key still stays on the token), or use a token that does \
+            OAEP with SHA-256."
+            .into(),
+        T::NoOaepSha256 { .. } => "Shares are RSA-OAEP-256 (SHA-256): keep this custodian's key on a token that \
+            supports it, or in a key file."
+            .into(),
+        T::SelfTest { .. } => "The token is not working as PKCS#11 says it should: check it with \
+            `pkcs11-tool --module MODULE --test --login`, and use another token or a key file."
+            .into(),
         T::LabelTaken { .. } => "Choose another --name, or delete the old key from the token after checking \
             it is no custodian's."
             .into(),

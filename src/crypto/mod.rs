@@ -7,6 +7,7 @@ pub mod b64;
 pub mod cbc_hs512;
 pub mod jwe;
 pub mod kdf;
+pub mod oaep;
 pub mod rng;
 pub mod secret;
 pub mod shamir;

@@ -2,6 +2,11 @@
 //! module and token, logging in, RSA-OAEP share unwrapping and PKCS#1 v1.5
 //! signing done on the token, and key pairs generated on it. The module is
 //! loaded at run time (dlopen), so nothing here is linked in.
+//!
+//! A token that refuses OAEP with SHA-256 (SoftHSM 2.6 does SHA-1 only) is
+//! refused, unless its URI says `x-oaep=host`: the token then does the raw
+//! RSA operation (CKM_RSA_X_509) and the padding is removed here
+//! ([`crate::crypto::oaep`]); the private key still never leaves the token.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -60,6 +65,18 @@ pub enum TokenError {
     NoSign { token: String, object: String },
     #[error("token '{token}' does not support RSA-OAEP with SHA-256 (CKM_RSA_PKCS_OAEP): {why}")]
     NoOaep { token: String, why: String },
+    #[error("token '{token}' refused RSA-OAEP with SHA-256 and MGF1-SHA-256 ({rv}){}", if *.raw_offered {
+        "; it does offer raw RSA decryption (CKM_RSA_X_509)"
+    } else {
+        ", and offers no raw RSA decryption (CKM_RSA_X_509) either"
+    })]
+    NoOaepSha256 {
+        token: String,
+        rv: String,
+        raw_offered: bool,
+    },
+    #[error("the key {object} on token '{token}' failed its self-test: {why}")]
+    SelfTest { token: String, object: String, why: String },
     #[error("token '{token}' already holds a private key labelled '{label}'")]
     LabelTaken { token: String, label: String },
     #[error("token '{token}' refused {what}: {why}")]
@@ -93,6 +110,9 @@ pub struct TokenUri {
     pub module_path: PathBuf,
     /// `pin-source`: only a file path (or `file:` URI), read for the PIN.
     pub pin_source: Option<PathBuf>,
+    /// `x-oaep=host` (a vendor query attribute, RFC 7512 §2.3): the token
+    /// does raw RSA and the OAEP padding is removed on this computer.
+    pub oaep_on_host: bool,
 }
 
 impl TokenUri {
@@ -163,6 +183,11 @@ impl TokenUri {
                     }
                     uri.pin_source = Some(PathBuf::from(file));
                 }
+                ("x-oaep", false) => match text_value()?.as_str() {
+                    "host" => uri.oaep_on_host = true,
+                    "token" => uri.oaep_on_host = false,
+                    other => return Err(bad(format!("x-oaep is 'token' (the default) or 'host', not '{other}'"))),
+                },
                 ("pin-value", false) => {
                     return Err(bad(
                         "a PIN written in the URI (pin-value) is refused: give it at the prompt or with --pin-file"
@@ -172,7 +197,7 @@ impl TokenUri {
                 _ => {
                     return Err(bad(format!(
                         "the {} attribute '{name}' is not understood (known: token, object, id, serial, type; \
-                         ?module-path, pin-source)",
+                         ?module-path, pin-source, x-oaep)",
                         if in_path { "path" } else { "query" }
                     )))
                 }
@@ -224,7 +249,11 @@ impl std::fmt::Display for TokenUri {
             f,
             "?module-path={}",
             percent_encode(self.module_path.to_string_lossy().as_bytes())
-        )
+        )?;
+        if self.oaep_on_host {
+            f.write_str("&x-oaep=host")?;
+        }
+        Ok(())
     }
 }
 
@@ -290,7 +319,7 @@ fn module(path: &Path) -> Result<Pkcs11, TokenError> {
 
 /// The slot holding the token labelled `label` (and with `serial`, if given).
 fn find_slot(ctx: &Pkcs11, module_path: &Path, label: &str, serial: Option<&str>) -> Result<Slot, TokenError> {
-    let slots = ctx.get_slots_with_token().map_err(|e| TokenError::Module {
+    let slots = ctx.get_slots_with_initialized_token().map_err(|e| TokenError::Module {
         path: module_path.to_path_buf(),
         why: format!("it cannot list its slots: {e}"),
     })?;
@@ -388,6 +417,8 @@ fn refused(token: &str, what: &str, e: CkError) -> TokenError {
 /// shares and sign. The key never leaves the token.
 pub struct TokenKey {
     uri: TokenUri,
+    /// Whether the token applies OAEP itself, or only raw RSA (`x-oaep=host`).
+    oaep_on_token: bool,
     session: Session,
     key: ObjectHandle,
     id: Vec<u8>,
@@ -440,10 +471,79 @@ impl TokenKey {
                 object: me.describe(),
             });
         }
-        let support = oaep_support(&ctx, slot).map_err(|e| refused(&uri.token, "its mechanism list", e))?;
-        check_oaep(&uri.token, support, me.bits())?;
+        if !uri.oaep_on_host {
+            let support = oaep_support(&ctx, slot).map_err(|e| refused(&uri.token, "its mechanism list", e))?;
+            check_oaep(&uri.token, support, me.bits())?;
+        }
+        me.self_test(&ctx, slot)?;
         me.uri.id.get_or_insert_with(|| me.id.clone());
         Ok(me)
+    }
+
+    /// Unwraps a value encrypted here with RSA-OAEP-256 to the key's public
+    /// key: proves the token does OAEP-SHA-256 (or, with `x-oaep=host`, raw
+    /// RSA) and that the key is whole, before any share is touched.
+    fn self_test(&self, ctx: &Pkcs11, slot: Slot) -> Result<(), TokenError> {
+        let mut rng = crate::crypto::rng::os_rng();
+        let mut probe = [0u8; 32];
+        rand_core::Rng::fill_bytes(&mut rng, &mut probe);
+        let ct = self
+            .public_key
+            .oaep_encrypt_with_rng::<sha2::Sha256, _>(&mut rng, &probe)
+            .map_err(|e| self.self_test_failed(e.to_string()))?;
+        match self.decrypt(Alg::RsaOaep256, &ct) {
+            Ok(got) if got.expose() == probe => Ok(()),
+            Ok(_) => Err(self.self_test_failed("the token's decryption did not give back the test value".into())),
+            Err(CkError::Pkcs11(
+                rv @ (RvError::MechanismParamInvalid | RvError::ArgumentsBad | RvError::MechanismInvalid),
+                _,
+            )) if self.oaep_on_token => {
+                let raw_offered = ctx
+                    .get_mechanism_info(slot, MechanismType::RSA_X_509)
+                    .map(|i| i.decrypt())
+                    .unwrap_or(false);
+                Err(TokenError::NoOaepSha256 {
+                    token: self.uri.token.clone(),
+                    rv: format!("{rv:?}"),
+                    raw_offered,
+                })
+            }
+            Err(e) => Err(self.self_test_failed(format!("the token refused the test decryption: {e}"))),
+        }
+    }
+
+    fn self_test_failed(&self, why: String) -> TokenError {
+        TokenError::SelfTest {
+            token: self.uri.token.clone(),
+            object: self.describe(),
+            why,
+        }
+    }
+
+    /// The content key inside `encrypted_key`: OAEP on the token, or raw RSA
+    /// on the token and OAEP-SHA-256 decoding here (`x-oaep=host`).
+    fn decrypt(&self, alg: Alg, encrypted_key: &[u8]) -> Result<SecretBytes, CkError> {
+        if self.oaep_on_token {
+            let (hash, mgf) = match alg {
+                Alg::RsaOaep => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+                _ => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            };
+            let mech = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()));
+            return self
+                .session
+                .decrypt(&mech, self.key, encrypted_key)
+                .map(SecretBytes::new);
+        }
+        let k = self.public_key.size();
+        if alg != Alg::RsaOaep256 || encrypted_key.len() != k {
+            return Err(CkError::Pkcs11(
+                RvError::EncryptedDataLenRange,
+                cryptoki::context::Function::Decrypt,
+            ));
+        }
+        let em = zeroize::Zeroizing::new(self.session.decrypt(&Mechanism::RsaX509, self.key, encrypted_key)?);
+        crate::crypto::oaep::decode_sha256(&em, k)
+            .map_err(|_| CkError::Pkcs11(RvError::EncryptedDataInvalid, cryptoki::context::Function::Decrypt))
     }
 
     fn from_handle(uri: TokenUri, session: Session, key: ObjectHandle) -> Result<TokenKey, TokenError> {
@@ -506,6 +606,7 @@ impl TokenKey {
             });
         }
         Ok(TokenKey {
+            oaep_on_token: !uri.oaep_on_host,
             uri,
             session,
             key,
@@ -608,27 +709,24 @@ impl KeyUnwrapper for TokenKey {
     /// RSA-OAEP on the token: SHA-256 and MGF1-SHA-256 for RSA-OAEP-256
     /// (spec §4), SHA-1 for RSA-OAEP; empty label.
     fn unwrap_cek(&self, alg: Alg, encrypted_key: &[u8]) -> Result<SecretBytes, CryptoError> {
-        let (hash, mgf) = match alg {
-            Alg::RsaOaep256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-            Alg::RsaOaep => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-            Alg::Dir => {
-                return Err(CryptoError::WrongAlg {
-                    want: "RSA-OAEP-256",
-                    got: "dir".into(),
-                })
-            }
-        };
-        let mech = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()));
-        match self.session.decrypt(&mech, self.key, encrypted_key) {
-            Ok(cek) => Ok(SecretBytes::new(cek)),
-            Err(CkError::Pkcs11(RvError::MechanismParamInvalid | RvError::MechanismInvalid, _)) => {
-                Err(CryptoError::Token(format!(
-                    "token '{}' does not support {} (CKM_RSA_PKCS_OAEP with {}); this token cannot hold a wrapping key",
-                    self.uri.token,
-                    alg.name(),
-                    if alg == Alg::RsaOaep256 { "SHA-256" } else { "SHA-1" }
-                )))
-            }
+        if alg == Alg::Dir {
+            return Err(CryptoError::WrongAlg {
+                want: "RSA-OAEP-256",
+                got: "dir".into(),
+            });
+        }
+        match self.decrypt(alg, encrypted_key) {
+            Ok(cek) => Ok(cek),
+            Err(CkError::Pkcs11(
+                RvError::MechanismParamInvalid | RvError::MechanismInvalid | RvError::ArgumentsBad,
+                _,
+            )) => Err(CryptoError::Token(format!(
+                "token '{}' does not support {} (CKM_RSA_PKCS_OAEP with {}); add x-oaep=host to its URI \
+                     to decode OAEP here, or keep this custodian's key in a file",
+                self.uri.token,
+                alg.name(),
+                if alg == Alg::RsaOaep256 { "SHA-256" } else { "SHA-1" }
+            ))),
             Err(CkError::Pkcs11(
                 RvError::UserNotLoggedIn | RvError::DeviceRemoved | RvError::TokenNotPresent | RvError::SessionClosed,
                 _,
@@ -676,8 +774,10 @@ pub struct Generated {
 /// `module_path` (sensitive, not extractable, may decrypt and sign; label
 /// `name`, a random 16-byte CKA_ID from `rng`), makes its self-signed
 /// certificate signed by the token, and stores the certificate on the token
-/// with the same label and id. Errors: as [`TokenKey::open`], and a private
-/// key labelled `name` already on the token.
+/// with the same label and id. With `oaep_on_host` the token need only do
+/// raw RSA (see the module doc). Errors: as [`TokenKey::open`] (a key that
+/// fails the self-test is destroyed again), and a private key labelled
+/// `name` already on the token.
 pub fn generate_with_rng<R: CryptoRng + ?Sized>(
     rng: &mut R,
     module_path: &Path,
@@ -686,6 +786,7 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
     bits: usize,
     days: u32,
     pin: &Passphrase,
+    oaep_on_host: bool,
     now: time::OffsetDateTime,
 ) -> Result<Generated, TokenError> {
     let ctx = module(module_path)?;
@@ -694,11 +795,13 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
         .open_rw_session(slot)
         .map_err(|e| refused(token_label, "a read-write session", e))?;
     login(&session, token_label, pin)?;
-    check_oaep(
-        token_label,
-        oaep_support(&ctx, slot).map_err(|e| refused(token_label, "its mechanism list", e))?,
-        bits,
-    )?;
+    if !oaep_on_host {
+        check_oaep(
+            token_label,
+            oaep_support(&ctx, slot).map_err(|e| refused(token_label, "its mechanism list", e))?,
+            bits,
+        )?;
+    }
     let taken = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -734,7 +837,7 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
         Attribute::Label(label),
         Attribute::Id(id.clone()),
     ];
-    let (_, key) = session
+    let (public_key, key) = session
         .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
         .map_err(|e| refused(token_label, &format!("to generate a {bits}-bit RSA key pair"), e))?;
     let uri = TokenUri {
@@ -744,8 +847,15 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
         serial: None,
         module_path: module_path.to_path_buf(),
         pin_source: None,
+        oaep_on_host,
     };
     let key = TokenKey::from_handle(uri, session, key)?;
+    // A key the token cannot unwrap shares with is of no use: it is removed again.
+    if let Err(e) = key.self_test(&ctx, slot) {
+        let _ = key.session.destroy_object(key.key);
+        let _ = key.session.destroy_object(public_key);
+        return Err(e);
+    }
     let cert = super::keygen::self_signed_certificate_by_with_rng(rng, &key, name, days, now).map_err(|e| {
         TokenError::Refused {
             token: token_label.to_string(),
