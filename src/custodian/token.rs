@@ -890,6 +890,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(with_pin.pin_source, Some(PathBuf::from("/run/pin")));
+        let host = TokenUri::parse(&format!("pkcs11:token=a;object=b?module-path={MODULE}&x-oaep=host")).unwrap();
+        assert!(host.oaep_on_host);
+        assert!(host.to_string().ends_with("&x-oaep=host"));
+        assert_eq!(TokenUri::parse(&host.to_string()).unwrap(), host);
+        assert!(!u.to_string().contains("x-oaep"));
         assert!(TokenUri::is_uri("PKCS11:token=a"));
         assert!(!TokenUri::is_uri("alice.key"));
     }
@@ -915,6 +920,10 @@ mod tests {
             ("pkcs11:token=a;object=b;type=cert?module-path=/m.so", "type=private"),
             ("pkcs11:token=a;object=%ff?module-path=/m.so", "not UTF-8"),
             ("pkcs11:token=a;object?module-path=/m.so", "name=value"),
+            (
+                "pkcs11:token=a;object=b?module-path=/m.so&x-oaep=sha1",
+                "'token' (the default) or 'host'",
+            ),
         ] {
             let e = TokenUri::parse(uri).unwrap_err().to_string();
             assert!(e.contains(says), "{uri}: {e}");
