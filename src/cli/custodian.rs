@@ -99,7 +99,7 @@ pub struct VerifyArgs {
     /// The security-domain file.
     #[arg(long)]
     pub sd_file: PathBuf,
-    /// This custodian's private key.
+    /// This custodian's private key file, or the `pkcs11:` URI of their key on a token.
     #[arg(long)]
     pub key: PathBuf,
     /// This custodian's certificate (default: the .cer beside the key, if any).

@@ -41,6 +41,7 @@ pub struct SignArgs {
     /// The line to countersign (1-based).
     #[arg(long)]
     pub line: u64,
+    /// The custodian's private key file, or a `pkcs11:` token URI.
     #[arg(long)]
     pub key: PathBuf,
     /// The custodian's certificate (default: the .cer beside the key).

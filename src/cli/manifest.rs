@@ -48,6 +48,7 @@ pub struct CreateArgs {
 pub struct SignArgs {
     #[arg(long)]
     pub manifest: PathBuf,
+    /// The custodian's private key file, or a `pkcs11:` token URI.
     #[arg(long)]
     pub key: PathBuf,
     #[arg(long)]

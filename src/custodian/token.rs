@@ -349,9 +349,9 @@ pub struct OaepSupport {
     pub max_bits: usize,
 }
 
-/// Whether OAEP decryption with a `bits`-bit key is offered. A token that
-/// lists OAEP but not its SHA-256 parameters is caught at the first
-/// decryption (CKR_MECHANISM_PARAM_INVALID).
+/// Whether OAEP decryption with a `bits`-bit key is offered. The list does
+/// not say which hashes: a token that refuses SHA-256 is caught by the
+/// self-test of [`TokenKey::open`].
 pub fn check_oaep(token: &str, support: OaepSupport, bits: usize) -> Result<(), TokenError> {
     let no = |why: String| TokenError::NoOaep {
         token: token.to_string(),
