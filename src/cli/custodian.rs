@@ -251,17 +251,15 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
     let mut source = Passphrases::new(&args.passphrases, None, 1)?;
     let pin = source.pin_for(0, &format!("token '{token}'"), None)?;
     say!("generating an RSA-{} key pair on token '{token}'…", args.bits);
-    let made = token::generate_with_rng(
-        &mut os_rng(),
-        module,
+    let new = token::NewKey {
+        module_path: module,
         token,
-        &name,
-        args.bits,
-        args.days,
-        &pin,
-        args.oaep_on_host,
-        OffsetDateTime::now_utc(),
-    )?;
+        name: &name,
+        bits: args.bits,
+        days: args.days,
+        oaep_on_host: args.oaep_on_host,
+    };
+    let made = token::generate_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc())?;
     files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)?;
     let uri = made.key.uri().to_string();
     if args.json {

@@ -44,13 +44,13 @@ pub fn open(
     pass: &mut Passphrases,
 ) -> Result<CustodianKey> {
     if let Some(uri) = token_uri(path) {
-        let (label, key, cert) = open_token(uri, index, pool, pass)?;
-        let public_key = key.public_key();
+        let t = open_token(uri, index, pool, pass)?;
+        let public_key = t.key.public_key();
         return Ok(CustodianKey {
-            label,
-            unwrapper: Box::new(key),
+            label: t.label,
+            unwrapper: Box::new(t.key),
             public_key,
-            cert,
+            cert: t.cert,
         });
     }
     let k = open_rsa(path, index, pool, pass)?;
@@ -65,11 +65,11 @@ pub fn open_signer(
     pass: &mut Passphrases,
 ) -> Result<OpenedSigner> {
     if let Some(uri) = token_uri(path) {
-        let (label, key, cert) = open_token(uri, index, pool, pass)?;
+        let t = open_token(uri, index, pool, pass)?;
         return Ok(OpenedSigner {
-            label,
-            signer: Box::new(key),
-            cert,
+            label: t.label,
+            signer: Box::new(t.key),
+            cert: t.cert,
         });
     }
     let k = open_rsa(path, index, pool, pass)?;
@@ -78,6 +78,13 @@ pub fn open_signer(
         signer: Box::new(k.key),
         cert: k.cert,
     })
+}
+
+/// A key on a token, logged in, with the URI naming it and its certificate.
+pub struct OpenedToken {
+    pub label: String,
+    pub key: TokenKey,
+    pub cert: Option<(String, Certificate)>,
 }
 
 /// Opens the token key `uri` names (key `index` of the command's keys),
@@ -89,7 +96,7 @@ pub fn open_token(
     index: usize,
     pool: &[(PathBuf, Certificate)],
     pass: &mut Passphrases,
-) -> Result<(String, TokenKey, Option<(String, Certificate)>)> {
+) -> Result<OpenedToken> {
     let parsed = TokenUri::parse(uri)?;
     let label = parsed.to_string();
     let pin = pass.pin_for(index, &format!("token '{}'", parsed.token), parsed.pin_source.as_ref())?;
@@ -99,7 +106,7 @@ pub fn open_token(
         Some((p, c)) => Some((inputs::label(p), c.clone())),
         None => key.certificate().map(|c| (format!("on token '{}'", parsed.token), c)),
     };
-    Ok((label, key, cert))
+    Ok(OpenedToken { label, key, cert })
 }
 
 /// Opens the key file at `path` (key `index` of the command's keys). The

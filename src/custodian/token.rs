@@ -764,31 +764,49 @@ impl Signer for TokenKey {
     }
 }
 
+/// What [`generate_with_rng`] makes, and where.
+#[derive(Clone, Copy, Debug)]
+pub struct NewKey<'a> {
+    pub module_path: &'a Path,
+    /// The token's label.
+    pub token: &'a str,
+    /// The custodian's name: the certificate's CN and the key's CKA_LABEL.
+    pub name: &'a str,
+    pub bits: usize,
+    /// The certificate's validity.
+    pub days: u32,
+    /// Let the token do raw RSA only (`x-oaep=host`).
+    pub oaep_on_host: bool,
+}
+
 /// A key pair made on a token by [`generate_with_rng`].
 pub struct Generated {
     pub key: TokenKey,
     pub cert: Certificate,
 }
 
-/// Generates an RSA key pair of `bits` on token `token_label` of module
-/// `module_path` (sensitive, not extractable, may decrypt and sign; label
-/// `name`, a random 16-byte CKA_ID from `rng`), makes its self-signed
+/// Generates an RSA key pair of `new.bits` on token `new.token` of module
+/// `new.module_path` (sensitive, not extractable, may decrypt and sign; label
+/// `new.name`, a random 16-byte CKA_ID from `rng`), makes its self-signed
 /// certificate signed by the token, and stores the certificate on the token
-/// with the same label and id. With `oaep_on_host` the token need only do
+/// with the same label and id. With `new.oaep_on_host` the token need only do
 /// raw RSA (see the module doc). Errors: as [`TokenKey::open`] (a key that
 /// fails the self-test is destroyed again), and a private key labelled
 /// `name` already on the token.
 pub fn generate_with_rng<R: CryptoRng + ?Sized>(
     rng: &mut R,
-    module_path: &Path,
-    token_label: &str,
-    name: &str,
-    bits: usize,
-    days: u32,
+    new: &NewKey<'_>,
     pin: &Passphrase,
-    oaep_on_host: bool,
     now: time::OffsetDateTime,
 ) -> Result<Generated, TokenError> {
+    let NewKey {
+        module_path,
+        token: token_label,
+        name,
+        bits,
+        days,
+        oaep_on_host,
+    } = *new;
     let ctx = module(module_path)?;
     let slot = find_slot(&ctx, module_path, token_label, None)?;
     let session = ctx
