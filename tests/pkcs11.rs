@@ -374,6 +374,27 @@ fn custodian_verify_takes_a_token_uri() {
     ])
     .ok()
     .stdout_has("share x=2 of 3 opens for");
+    // With no certificate on the token and none given, the key finds its share by trying them.
+    hsm.with_session("bob", |s| {
+        for cert in s
+            .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::CERTIFICATE)])
+            .unwrap()
+        {
+            s.destroy_object(cert).unwrap();
+        }
+    });
+    let out = hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &bob,
+        "--pin-file",
+        "pin",
+    ]);
+    out.ok().stdout_has("share x=2 of 3 opens for pkcs11:token=bob");
+    assert!(!out.stdout.contains("(certificate"), "{}", out.stdout);
     // A token key with another's certificate is refused.
     hsm.run(&[
         "custodian",

@@ -35,6 +35,8 @@ pub fn generate_key_with_rng<R: CryptoRng + ?Sized>(
 struct CertSigner<'a> {
     key: &'a dyn Signer,
     public_der: Vec<u8>,
+    /// Why the signer failed: rcgen's error type cannot carry it.
+    failure: std::cell::RefCell<Option<String>>,
 }
 
 impl PublicKeyData for CertSigner<'_> {
@@ -48,7 +50,10 @@ impl PublicKeyData for CertSigner<'_> {
 
 impl SigningKey for CertSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.key.sign_sha256(msg).map_err(|_| rcgen::Error::RemoteKeyError)
+        self.key.sign_sha256(msg).map_err(|why| {
+            *self.failure.borrow_mut() = Some(why);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 
@@ -84,7 +89,11 @@ pub fn self_signed_certificate_by_with_rng<R: CryptoRng + ?Sized>(
         .to_pkcs1_der()
         .map_err(|e| CustodianError::Generation(e.to_string()))?
         .into_vec();
-    let signer = CertSigner { key, public_der };
+    let signer = CertSigner {
+        key,
+        public_der,
+        failure: Default::default(),
+    };
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
@@ -98,7 +107,7 @@ pub fn self_signed_certificate_by_with_rng<R: CryptoRng + ?Sized>(
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DigitalSignature];
     let cert = params
         .self_signed(&signer)
-        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+        .map_err(|e| CustodianError::Generation(signer.failure.take().unwrap_or_else(|| e.to_string())))?;
     Certificate::from_bytes(cert.der())
 }
 
