@@ -3,7 +3,7 @@
 //! token folder (SOFTHSM2_CONF), so tests never see each other's tokens.
 //! A missing SoftHSM2 fails the tests: it is never a silent pass.
 //!
-//! SoftHSM 2.6 (Debian 12 and 13) refuses CKM_RSA_PKCS_OAEP with SHA-256
+//! SoftHSM 2.6.1 (Debian 12's softhsm2) refuses CKM_RSA_PKCS_OAEP with SHA-256
 //! (CKR_ARGUMENTS_BAD; it does SHA-1 only), so it is also the token that
 //! does not support OAEP-SHA-256: its keys are made with `--oaep-on-host`
 //! and named with `x-oaep=host`, and the refusal itself is tested.
