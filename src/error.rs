@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::crypto::CryptoError;
+use crate::custodian::token::TokenError;
 use crate::custodian::CustodianError;
 use crate::format::FormatError;
 
@@ -35,6 +36,8 @@ pub enum Error {
     Certificate { label: String, source: CustodianError },
     #[error("the key {label} cannot be used: {source}")]
     Key { label: String, source: CustodianError },
+    #[error("{source}")]
+    Token { source: TokenError },
     #[error("{} can be read by other users of this machine; a private key must be readable by its owner only", path.display())]
     KeyFileExposed { path: PathBuf },
     #[error("the key {key} does not belong to the certificate {cert}")]
@@ -134,6 +137,9 @@ impl Error {
                 source: C::WrongPassphrase,
                 ..
             } => ErrorKind::Integrity,
+            Error::Token {
+                source: TokenError::WrongPin { .. } | TokenError::PinLocked { .. },
+            } => ErrorKind::Integrity,
             Error::KeyCertMismatch { .. }
             | Error::CertNotInSd { .. }
             | Error::KeyOpensNoShare { .. }
@@ -149,6 +155,12 @@ impl Error {
             Error::Instance(_) => ErrorKind::Instance,
             _ => ErrorKind::Input,
         }
+    }
+}
+
+impl From<TokenError> for Error {
+    fn from(source: TokenError) -> Self {
+        Error::Token { source }
     }
 }
 

@@ -89,9 +89,10 @@ pub fn open_share(sd: &SecurityDomain, ck: &CustodianKey) -> Result<OpenedShare>
                 x5t_256: x5t.clone(),
             })?;
             let jwe = sd.share_jwe(index).map_err(|e| Error::Crypto(e.to_string()))?;
-            let bytes = jwe
-                .decrypt_with(ck.unwrapper.as_ref())
-                .map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
+            let bytes = jwe.decrypt_with(ck.unwrapper.as_ref()).map_err(|source| match source {
+                CryptoError::Token(why) => Error::Crypto(why),
+                source => Error::ShareIntegrity { who: ck.who(), source },
+            })?;
             finish_share(sd, index, ck, &bytes)
         }
         None => {
@@ -99,6 +100,8 @@ pub fn open_share(sd: &SecurityDomain, ck: &CustodianKey) -> Result<OpenedShare>
                 let jwe = sd.share_jwe(index).map_err(|e| Error::Crypto(e.to_string()))?;
                 let cek = match ck.unwrapper.unwrap_cek(jwe.alg, &jwe.encrypted_key) {
                     Ok(cek) => cek,
+                    // A token that cannot do the unwrap at all would fail every share alike.
+                    Err(CryptoError::Token(why)) => return Err(Error::Crypto(why)),
                     // OAEP fails for every share that is not this key's.
                     Err(_) => continue,
                 };

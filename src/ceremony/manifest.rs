@@ -11,6 +11,7 @@ use super::signing;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
+use crate::custodian::signer::Signer;
 use crate::error::{Error, Result};
 
 /// What the custodians agree to. Its compact JSON is what they sign.
@@ -92,9 +93,9 @@ impl Manifest {
 
     /// Adds `cert`'s custodian's signature. They must be one of the
     /// manifest's custodians, and sign once.
-    pub fn sign(&mut self, key: &rsa::PrivateKey, cert: &Certificate) -> Result<()> {
+    pub fn sign(&mut self, key: &dyn Signer, cert: &Certificate) -> Result<()> {
         let x5t = cert.x5t_256();
-        if !cert.matches(&key.to_public_key()) {
+        if !cert.matches(&key.public_key()) {
             return Err(Error::Usage("the key does not belong to the certificate given".into()));
         }
         if !self.terms.certificates.contains(&x5t) {

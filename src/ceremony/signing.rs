@@ -1,17 +1,17 @@
 //! Custodian signatures with their wrapping key: RSA PKCS#1 v1.5 over SHA-256
 //! (deterministic, and what `openssl dgst -sha256 -sign` makes). Used for the
-//! manifest and for countersigning log lines.
+//! manifest and for countersigning log lines. The key is any [`Signer`]: a
+//! key file in memory or a key on a PKCS#11 token.
 
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::custodian::cert::Certificate;
+use crate::custodian::signer::Signer;
 
-pub fn sign(key: &rsa::PrivateKey, message: &[u8]) -> Result<String, String> {
-    key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message))
-        .map(|s| b64u(&s))
-        .map_err(|e| format!("signing failed: {e}"))
+pub fn sign(key: &dyn Signer, message: &[u8]) -> Result<String, String> {
+    key.sign_sha256(message).map(|s| b64u(&s))
 }
 
 /// Whether `signature` (b64u) is `cert`'s key's signature over `message`.

@@ -17,7 +17,7 @@ use crate::ceremony::log::Entry;
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::Passphrase;
 use crate::custodian::cert::Certificate;
-use crate::custodian::{key as keyfile, keygen};
+use crate::custodian::{key as keyfile, keygen, token};
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
 use crate::format::limits::MIN_RSA_BITS;
@@ -28,7 +28,8 @@ pub enum CustodianCommand {
     /// Generate a custodian's RSA wrapping key and self-signed certificate.
     #[command(
         after_help = "Examples:\n  hsm-ceremony custodian keygen --name alice --out-dir /media/alice\n  \
-        hsm-ceremony custodian keygen --count 3 --prefix cert_ --out-dir ceremony/"
+        hsm-ceremony custodian keygen --count 3 --prefix cert_ --out-dir ceremony/\n  \
+        hsm-ceremony custodian keygen --name alice --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --token alice"
     )]
     Keygen(KeygenArgs),
     /// Show certificates: subject, validity, key size, thumbprints, warnings.
@@ -66,6 +67,21 @@ pub struct KeygenArgs {
     /// Write the private key unencrypted (only for tests and throw-away rehearsals).
     #[arg(long)]
     pub insecure_unencrypted_key: bool,
+    /// Generate the key pair on the PKCS#11 token with this label instead of
+    /// in a key file: the private key never leaves the token. The PIN comes
+    /// from the prompt, --pin-file or HSM_CEREMONY_PIN.
+    #[arg(long, value_name = "LABEL", requires_all = ["pkcs11_module", "name"],
+          conflicts_with_all = ["count", "insecure_unencrypted_key"])]
+    pub token: Option<String>,
+    /// The PKCS#11 module (shared library) for --token, e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, value_name = "PATH", requires = "token")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// For a token that does not do RSA-OAEP with SHA-256 (SoftHSM 2.6): let
+    /// it do raw RSA and remove the OAEP padding on this computer. The key URI
+    /// printed then carries x-oaep=host.
+    #[arg(long, requires = "token")]
+    pub oaep_on_host: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -85,7 +101,7 @@ pub struct VerifyArgs {
     /// The security-domain file.
     #[arg(long)]
     pub sd_file: PathBuf,
-    /// This custodian's private key.
+    /// This custodian's private key file, or the `pkcs11:` URI of their key on a token.
     #[arg(long)]
     pub key: PathBuf,
     /// This custodian's certificate (default: the .cer beside the key, if any).
@@ -137,6 +153,9 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
+    if let (Some(token), Some(module)) = (&args.token, &args.pkcs11_module) {
+        return keygen_on_token(args, module, token).map(|m| vec![m]);
+    }
     let names: Vec<String> = match (&args.name, args.count) {
         (Some(name), _) => vec![name.clone()],
         (None, Some(count)) if (1..=10).contains(&count) => (0..count)
@@ -226,6 +245,70 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     )?;
     report_made(&made, args);
     Ok(made)
+}
+
+/// `keygen --token`: the key pair is made on the token, the certificate is
+/// signed there and stored both on the token and as NAME.cer.
+fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
+    let name = args
+        .name
+        .clone()
+        .ok_or_else(|| Error::Usage("--token needs --name".into()))?;
+    check_name(&name)?;
+    if args.days == 0 || args.days > keygen::MAX_DAYS {
+        return Err(Error::WeakParameters(format!(
+            "--days {} is outside 1 to {}",
+            args.days,
+            keygen::MAX_DAYS
+        )));
+    }
+    if !args.out_dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "the output folder {} does not exist",
+            args.out_dir.display()
+        )));
+    }
+    let cert_path = args.out_dir.join(format!("{name}.cer"));
+    files::ensure_absent(&cert_path)?;
+    let mut source = Passphrases::new(&args.passphrases, None, 1)?;
+    let pin = source.pin_for(0, &format!("token '{token}'"), None)?;
+    say!("generating an RSA-{} key pair on token '{token}'…", args.bits);
+    let new = token::NewKey {
+        module_path: module,
+        token,
+        name: &name,
+        bits: args.bits,
+        days: args.days,
+        oaep_on_host: args.oaep_on_host,
+    };
+    let made = token::generate_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc())?;
+    files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)?;
+    let uri = made.key.uri().to_string();
+    if args.json {
+        print_json(&json!([{
+            "name": name, "key": uri, "certificate": cert_path, "token": token, "bits": made.cert.bits,
+            "not_after": date(made.cert.not_after), "x5t#S256": made.cert.x5t_256(), "sha256": made.cert.sha256_hex(),
+        }]));
+    } else {
+        say!("custodian {name}");
+        say!("  private key   on token '{token}' (sensitive, not extractable)");
+        say!(
+            "  certificate   {} and on the token (RSA-{}, valid until {})",
+            cert_path.display(),
+            made.cert.bits,
+            date(made.cert.not_after)
+        );
+        println!("  x5t#S256      {}", made.cert.x5t_256());
+        say!("  SHA-256       {}", colon_hex(&made.cert.sha256_hex()));
+        println!("  key URI       {uri}");
+        say!("Give the key URI wherever a key file is asked for (--key, --sd-wrapping-keys); quote it in the shell.");
+    }
+    Ok(Made {
+        name,
+        key_path: PathBuf::from(uri),
+        cert_path,
+        cert: made.cert,
+    })
 }
 
 /// Generates the keys on all cores with a progress bar; returns each key's

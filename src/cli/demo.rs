@@ -93,8 +93,12 @@ fn run_in(dir: &Path) -> Result<()> {
         passphrases: PassphraseArgs {
             files: pass_files.clone(),
             fd: None,
+            pin_files: vec![],
         },
         insecure_unencrypted_key: false,
+        token: None,
+        pkcs11_module: None,
+        oaep_on_host: false,
         json: false,
     })?;
     let certs: Vec<PathBuf> = made.iter().map(|m| m.cert_path.clone()).collect();
@@ -153,6 +157,7 @@ fn run_in(dir: &Path) -> Result<()> {
             passphrases: PassphraseArgs {
                 files: vec![pass.clone()],
                 fd: None,
+                pin_files: vec![],
             },
             json: false,
         })?;
@@ -185,6 +190,7 @@ fn run_in(dir: &Path) -> Result<()> {
         passphrases: PassphraseArgs {
             files: vec![pass_files[0].clone(), pass_files[2].clone()],
             fd: None,
+            pin_files: vec![],
         },
     })?;
     drop(original);

@@ -1,6 +1,7 @@
 //! Turning an error into what a custodian at 2 a.m. needs: what happened,
 //! what to do next, and a distinct exit code per family.
 
+use crate::custodian::token::TokenError;
 use crate::custodian::CustodianError;
 use crate::error::{Error, ErrorKind};
 
@@ -51,6 +52,7 @@ pub fn advice(err: &Error) -> Option<String> {
             "Convert it once to encrypted PKCS#8: openssl pkcs8 -topk8 -v2 aes-256-cbc -in {label} -out NEW.key"
         ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
+        Error::Token { source } => token_advice(source),
         Error::KeyFileExposed { path } => format!("Restrict it, then run again: chmod 600 {}", path.display()),
         Error::Certificate { .. } => "Give the custodian's certificate (.cer, PEM or DER) with an RSA key of 2048 bits or more.".into(),
         Error::KeyCertMismatch { .. } => "Pair each key with its own certificate: give the right --cert, or fix the .cer file beside the key.".into(),
@@ -107,5 +109,58 @@ pub fn report(err: &Error) {
     eprintln!("error: {err}");
     if let Some(what) = advice(err) {
         eprintln!("  what to do: {what}");
+    }
+}
+
+fn token_advice(err: &TokenError) -> String {
+    use TokenError as T;
+    match err {
+        T::Uri { .. } => "Write it as pkcs11:token=LABEL;object=KEY?module-path=/path/to/module.so \
+            (the PIN comes from the prompt, --pin-file or HSM_CEREMONY_PIN)."
+            .into(),
+        T::Module { .. } => "Give the module's full path (Debian's SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; \
+            OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so) and check it is the right architecture."
+            .into(),
+        T::TokenNotFound { .. } => "Insert the token (or check SOFTHSM2_CONF), and check its label: \
+            `pkcs11-tool --module MODULE --list-slots` shows it."
+            .into(),
+        T::WrongPin { .. } => "Type the token's user PIN (not the SO PIN). Each wrong PIN uses up a try; \
+            the token locks after a few."
+            .into(),
+        T::PinLocked { .. } => {
+            "The token's security officer must unlock the PIN (e.g. `pkcs11-tool --unlock-pin`).".into()
+        }
+        T::KeyNotFound { .. } | T::Ambiguous { .. } => "Name the key by its label (object=) and id (id=): \
+            `pkcs11-tool --module MODULE --login --list-objects --type privkey` shows them."
+            .into(),
+        T::NotRsa { .. } => {
+            "Custodian wrapping keys are RSA; generate one with `hsm-ceremony custodian keygen --token`.".into()
+        }
+        T::NoDecrypt { .. } => "This key was made for signing only. Generate a wrapping key with \
+            `hsm-ceremony custodian keygen --pkcs11-module MODULE --token LABEL --name NAME`, which allows decryption."
+            .into(),
+        T::NoSign { .. } => {
+            "This key may not sign; generate a custodian key with `hsm-ceremony custodian keygen --token`.".into()
+        }
+        T::NoOaep { .. } => "Shares are RSA-OAEP-256 (SHA-256) encrypted: keep this custodian's key on a token \
+            that supports it, or in a key file."
+            .into(),
+        T::NoOaepSha256 { raw_offered: true, .. } => "Shares are RSA-OAEP-256. Add x-oaep=host to the key's URI \
+            (`...?module-path=...&x-oaep=host`; keygen: --oaep-on-host) so the token does the raw RSA operation and \
+            the OAEP padding is removed here (the private key still stays on the token), or use a token that does \
+            OAEP with SHA-256."
+            .into(),
+        T::NoOaepSha256 { .. } => "Shares are RSA-OAEP-256 (SHA-256): keep this custodian's key on a token that \
+            supports it, or in a key file."
+            .into(),
+        T::SelfTest { .. } => "The token is not working as PKCS#11 says it should: check it with \
+            `pkcs11-tool --module MODULE --test --login`, and use another token or a key file."
+            .into(),
+        T::LabelTaken { .. } => "Choose another --name, or delete the old key from the token after checking \
+            it is no custodian's."
+            .into(),
+        T::Refused { .. } => {
+            "Check the token with `pkcs11-tool --module MODULE --list-token-slots` and try again.".into()
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! Opening custodians' keys for a command: passphrase, retries, and pairing
-//! each key with its certificate by what it is, not by its file name.
+//! each key with its certificate by what it is, not by its file name. A
+//! `pkcs11:` URI given where a key file is expected opens a token key
+//! instead, so every command taking keys takes token keys through here.
 
 use std::path::{Path, PathBuf};
 
 use crate::custodian::cert::Certificate;
+use crate::custodian::signer::Signer;
+use crate::custodian::token::{TokenKey, TokenUri};
 use crate::custodian::CustodianError;
 use crate::error::{Error, Result};
 use crate::inputs;
@@ -18,18 +22,94 @@ pub struct OpenedKey {
     pub cert: Option<(String, Certificate)>,
 }
 
-/// Opens the key at `path` for share unwrapping; see [`open_rsa`].
+/// A custodian's key for signing (manifest, log): a key file in memory or
+/// a token key.
+pub struct OpenedSigner {
+    pub label: String,
+    pub signer: Box<dyn Signer>,
+    pub cert: Option<(String, Certificate)>,
+}
+
+/// The token URI `path` spells, if it is one.
+fn token_uri(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| TokenUri::is_uri(s))
+}
+
+/// Opens the key at `path` (a file, or a `pkcs11:` URI) for share
+/// unwrapping; see [`open_rsa`] and [`open_token`].
 pub fn open(
     path: &Path,
     index: usize,
     pool: &[(PathBuf, Certificate)],
     pass: &mut Passphrases,
 ) -> Result<CustodianKey> {
+    if let Some(uri) = token_uri(path) {
+        let t = open_token(uri, index, pool, pass)?;
+        let public_key = t.key.public_key();
+        return Ok(CustodianKey {
+            label: t.label,
+            unwrapper: Box::new(t.key),
+            public_key,
+            cert: t.cert,
+        });
+    }
     let k = open_rsa(path, index, pool, pass)?;
     Ok(CustodianKey::from_rsa(k.label, k.key, k.cert))
 }
 
-/// Opens the key at `path` (key `index` of the command's keys). The
+/// Opens the key at `path` (a file, or a `pkcs11:` URI) for signing.
+pub fn open_signer(
+    path: &Path,
+    index: usize,
+    pool: &[(PathBuf, Certificate)],
+    pass: &mut Passphrases,
+) -> Result<OpenedSigner> {
+    if let Some(uri) = token_uri(path) {
+        let t = open_token(uri, index, pool, pass)?;
+        return Ok(OpenedSigner {
+            label: t.label,
+            signer: Box::new(t.key),
+            cert: t.cert,
+        });
+    }
+    let k = open_rsa(path, index, pool, pass)?;
+    Ok(OpenedSigner {
+        label: k.label,
+        signer: Box::new(k.key),
+        cert: k.cert,
+    })
+}
+
+/// A key on a token, logged in, with the URI naming it and its certificate.
+pub struct OpenedToken {
+    pub label: String,
+    pub key: TokenKey,
+    pub cert: Option<(String, Certificate)>,
+}
+
+/// Opens the token key `uri` names (key `index` of the command's keys),
+/// logging in with its PIN. The certificate is the first of `pool` whose key
+/// matches, else the one stored on the token with the key's id or label,
+/// else none (the share is then found by trial).
+pub fn open_token(
+    uri: &str,
+    index: usize,
+    pool: &[(PathBuf, Certificate)],
+    pass: &mut Passphrases,
+) -> Result<OpenedToken> {
+    let parsed = TokenUri::parse(uri)?;
+    let label = parsed.to_string();
+    let pin = pass.pin_for(index, &format!("token '{}'", parsed.token), parsed.pin_source.as_ref())?;
+    let key = TokenKey::open(&parsed, &pin)?;
+    let public = key.public_key();
+    let cert = match pool.iter().find(|(_, c)| c.matches(&public)) {
+        Some((p, c)) => Some((inputs::label(p), c.clone())),
+        None => key.certificate().map(|c| (format!("on token '{}'", parsed.token), c)),
+    };
+    Ok(OpenedToken { label, key, cert })
+}
+
+/// Opens the key file at `path` (key `index` of the command's keys). The
 /// certificate is the first of `pool` whose key matches, else the `.cer`
 /// beside the key (which must then match), else none.
 pub fn open_rsa(
@@ -38,6 +118,12 @@ pub fn open_rsa(
     pool: &[(PathBuf, Certificate)],
     pass: &mut Passphrases,
 ) -> Result<OpenedKey> {
+    if token_uri(path).is_some() {
+        return Err(Error::Usage(format!(
+            "{} is a token key; this step needs a key file",
+            path.display()
+        )));
+    }
     let label = inputs::label(path);
     let file = inputs::key_file(path)?;
     let key = if file.is_encrypted() {

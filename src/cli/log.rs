@@ -12,7 +12,7 @@ use crate::ceremony::log::{self, Entry};
 use crate::ceremony::signing;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, Result};
-use crate::{inputs, say};
+use crate::say;
 
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
@@ -41,6 +41,7 @@ pub struct SignArgs {
     /// The line to countersign (1-based).
     #[arg(long)]
     pub line: u64,
+    /// The custodian's private key file, or a `pkcs11:` token URI.
     #[arg(long)]
     pub key: PathBuf,
     /// The custodian's certificate (default: the .cer beside the key).
@@ -152,11 +153,11 @@ fn sign(args: &SignArgs) -> Result<()> {
         .ok_or_else(|| Error::Usage(format!("{} has no line {}", args.log_file.display(), args.line)))?;
     let pool = keys::cert_pool(args.cert.as_slice())?;
     let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
-    let ck = keys::open_rsa(&args.key, 0, &pool, &mut pass)?;
+    let ck = keys::open_signer(&args.key, 0, &pool, &mut pass)?;
     let (_, cert) = ck.cert.ok_or_else(|| {
         Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
     })?;
-    let signature = signing::sign(&ck.key, log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
+    let signature = signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
     log::append(
         &args.log_file,
         Entry {
@@ -170,11 +171,6 @@ fn sign(args: &SignArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
-    println!(
-        "line {} countersigned by {} ({})",
-        args.line,
-        inputs::label(&args.key),
-        cert.x5t_256()
-    );
+    println!("line {} countersigned by {} ({})", args.line, ck.label, cert.x5t_256());
     Ok(())
 }

@@ -48,6 +48,7 @@ pub struct CreateArgs {
 pub struct SignArgs {
     #[arg(long)]
     pub manifest: PathBuf,
+    /// The custodian's private key file, or a `pkcs11:` token URI.
     #[arg(long)]
     pub key: PathBuf,
     #[arg(long)]
@@ -120,15 +121,15 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
             let mut m = load(&args.manifest)?;
             let pool = keys::cert_pool(args.cert.as_slice())?;
             let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
-            let k = keys::open_rsa(&args.key, 0, &pool, &mut pass)?;
+            let k = keys::open_signer(&args.key, 0, &pool, &mut pass)?;
             let (_, cert) = k.cert.ok_or_else(|| {
                 Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
             })?;
-            m.sign(&k.key, &cert)?;
+            m.sign(k.signer.as_ref(), &cert)?;
             files::replace(&args.manifest, m.to_json().as_bytes(), Mode::Public)?;
             println!(
                 "signed by {} ({}); {} of {} custodians have signed",
-                inputs::label(&args.key),
+                k.label,
                 cert.x5t_256(),
                 m.signatures.len(),
                 m.terms.custodians

@@ -1,6 +1,8 @@
 //! Where passphrases come from: the hidden prompt, a file, an inherited file
 //! descriptor, or the environment — never the command line, except the Azure
-//! CLI's `--passwords`, kept for compatibility with a warning.
+//! CLI's `--passwords`, kept for compatibility with a warning. Token PINs
+//! come the same ways: prompt, `--pin-file`, a URI's file `pin-source`, or
+//! the environment; never a flag's value.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -15,6 +17,8 @@ use crate::files::read_limited;
 
 /// The variable read when no other passphrase source is given (automation).
 pub const ENV_VAR: &str = "HSM_CEREMONY_PASSPHRASE";
+/// The variable read for a token PIN when no other source is given.
+pub const PIN_ENV_VAR: &str = "HSM_CEREMONY_PIN";
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct PassphraseArgs {
@@ -26,6 +30,10 @@ pub struct PassphraseArgs {
     /// in order (e.g. `--passphrase-fd 3 3<secrets`).
     #[arg(long = "passphrase-fd", value_name = "FD")]
     pub fd: Option<i32>,
+    /// Read the PIN of PKCS#11 tokens from FILE (first line): one file for
+    /// every token, or one per token URI in the order given.
+    #[arg(long = "pin-file", value_name = "FILE")]
+    pub pin_files: Vec<PathBuf>,
 }
 
 /// Hands out one passphrase per key, from the sources given.
@@ -35,6 +43,9 @@ pub struct Passphrases {
     passwords: Option<Vec<String>>,
     /// How many keys the command will ask for (files map one to one).
     keys: usize,
+    pin_files: Vec<PathBuf>,
+    /// Key indices that asked for a PIN, in order (pin files map to them).
+    pins_asked: Vec<usize>,
 }
 
 /// A passphrase and whether it was typed (typed ones may be asked again).
@@ -72,6 +83,8 @@ impl Passphrases {
             fd,
             passwords,
             keys,
+            pin_files: args.pin_files.clone(),
+            pins_asked: Vec::new(),
         })
     }
 
@@ -156,6 +169,46 @@ impl Passphrases {
         check_passphrase_strength(&given.passphrase)
             .map_err(|why| Error::WeakParameters(format!("the passphrase for {name} is too weak: {why}")))?;
         Ok(given.passphrase)
+    }
+
+    /// The PIN for the token key `index` (0-based among all keys) named
+    /// `label`: the URI's own `pin-source` file, else `--pin-file`, else
+    /// HSM_CEREMONY_PIN, else the hidden prompt.
+    pub fn pin_for(&mut self, index: usize, label: &str, pin_source: Option<&PathBuf>) -> Result<Passphrase> {
+        if let Some(file) = pin_source {
+            return read_passphrase_file(file);
+        }
+        if !self.pins_asked.contains(&index) {
+            self.pins_asked.push(index);
+        }
+        if !self.pin_files.is_empty() {
+            let nth = self.pins_asked.iter().position(|&i| i == index).unwrap_or(0);
+            let file = match self.pin_files.len() {
+                1 => &self.pin_files[0],
+                _ => self.pin_files.get(nth).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{} --pin-file options were given, but {label} is token key number {}; \
+                         give one file for all tokens, or one per token",
+                        self.pin_files.len(),
+                        nth + 1
+                    ))
+                })?,
+            };
+            return read_passphrase_file(file);
+        }
+        if let Ok(value) = std::env::var(PIN_ENV_VAR) {
+            return Ok(Passphrase::new(value));
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "PIN for {label}: no terminal to ask on; give --pin-file or {PIN_ENV_VAR}"
+            )));
+        }
+        dialoguer::Password::new()
+            .with_prompt(format!("PIN for {label}"))
+            .interact()
+            .map(Passphrase::new)
+            .map_err(|e| Error::Usage(format!("could not read the PIN: {e}")))
     }
 
     pub fn key_count(&self) -> usize {

@@ -35,8 +35,9 @@ pub struct RestoreBlobArgs {
     /// The target instance's exchange-key certificate (PEM or DER).
     #[arg(long)]
     pub sd_exchange_key: PathBuf,
-    /// Custodians' private keys, tried in order until the quorum is met; only
-    /// as many custodians as needed are asked for their passphrase.
+    /// Custodians' private key files or `pkcs11:` token URIs, tried in order
+    /// until the quorum is met; only as many custodians as needed are asked
+    /// for their passphrase or PIN.
     #[arg(long, required = true, num_args = 1..)]
     pub sd_wrapping_keys: Vec<PathBuf>,
     /// Certificates to pair keys with. Default: the .cer beside each key, else

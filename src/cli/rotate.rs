@@ -40,7 +40,7 @@ pub struct StartArgs {
     /// The current security-domain file.
     #[arg(long, required = true)]
     pub sd_file: Option<PathBuf>,
-    /// Current custodians' keys, tried in order until the quorum opens.
+    /// Current custodians' key files or `pkcs11:` token URIs, tried in order until the quorum opens.
     #[arg(long, required = true, num_args = 1..)]
     pub sd_wrapping_keys: Vec<PathBuf>,
     /// Certificates to pair the current keys with.

@@ -7,6 +7,7 @@ pub mod b64;
 pub mod cbc_hs512;
 pub mod jwe;
 pub mod kdf;
+pub mod oaep;
 pub mod rng;
 pub mod secret;
 pub mod shamir;
@@ -41,6 +42,10 @@ pub enum CryptoError {
     Integrity,
     #[error("the RSA key could not unwrap the content key (wrong key, or the data was altered)")]
     Unwrap,
+    /// A token could not do the unwrap for a reason other than the key: it
+    /// went away, or lacks the mechanism.
+    #[error("{0}")]
+    Token(String),
     #[error("RSA encryption failed: {0}")]
     RsaEncrypt(String),
     #[error("the share is malformed: {0}")]

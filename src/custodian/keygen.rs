@@ -5,11 +5,10 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
     SigningKey,
 };
-use rsa::pkcs1v15::Pkcs1v15Sign;
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::cert::Certificate;
+use super::signer::Signer;
 use super::CustodianError;
 use crate::crypto::rng::CryptoRng;
 use crate::format::limits::MIN_RSA_BITS;
@@ -32,12 +31,15 @@ pub fn generate_key_with_rng<R: CryptoRng + ?Sized>(
     rsa::PrivateKey::new(rng, bits).map_err(|e| CustodianError::Generation(e.to_string()))
 }
 
-struct RsaSigner<'a> {
-    key: &'a rsa::PrivateKey,
+/// rcgen's view of a custodian's key; the signature is made by [`Signer`].
+struct CertSigner<'a> {
+    key: &'a dyn Signer,
     public_der: Vec<u8>,
+    /// Why the signer failed: rcgen's error type cannot carry it.
+    failure: std::cell::RefCell<Option<String>>,
 }
 
-impl PublicKeyData for RsaSigner<'_> {
+impl PublicKeyData for CertSigner<'_> {
     fn der_bytes(&self) -> &[u8] {
         &self.public_der
     }
@@ -46,11 +48,12 @@ impl PublicKeyData for RsaSigner<'_> {
     }
 }
 
-impl SigningKey for RsaSigner<'_> {
+impl SigningKey for CertSigner<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.key
-            .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg))
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.key.sign_sha256(msg).map_err(|why| {
+            *self.failure.borrow_mut() = Some(why);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 
@@ -63,6 +66,18 @@ pub fn self_signed_certificate_with_rng<R: CryptoRng + ?Sized>(
     days: u32,
     now: OffsetDateTime,
 ) -> Result<Certificate, CustodianError> {
+    self_signed_certificate_by_with_rng(rng, key, name, days, now)
+}
+
+/// As [`self_signed_certificate_with_rng`], signed by any [`Signer`] (a
+/// token key signs on the token).
+pub fn self_signed_certificate_by_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    key: &dyn Signer,
+    name: &str,
+    days: u32,
+    now: OffsetDateTime,
+) -> Result<Certificate, CustodianError> {
     use pkcs1::EncodeRsaPublicKey;
     if days == 0 || days > MAX_DAYS {
         return Err(CustodianError::Generation(format!(
@@ -70,11 +85,15 @@ pub fn self_signed_certificate_with_rng<R: CryptoRng + ?Sized>(
         )));
     }
     let public_der = key
-        .to_public_key()
+        .public_key()
         .to_pkcs1_der()
         .map_err(|e| CustodianError::Generation(e.to_string()))?
         .into_vec();
-    let signer = RsaSigner { key, public_der };
+    let signer = CertSigner {
+        key,
+        public_der,
+        failure: Default::default(),
+    };
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
@@ -88,7 +107,7 @@ pub fn self_signed_certificate_with_rng<R: CryptoRng + ?Sized>(
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DigitalSignature];
     let cert = params
         .self_signed(&signer)
-        .map_err(|e| CustodianError::Generation(e.to_string()))?;
+        .map_err(|e| CustodianError::Generation(signer.failure.take().unwrap_or_else(|| e.to_string())))?;
     Certificate::from_bytes(cert.der())
 }
 

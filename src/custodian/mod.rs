@@ -5,6 +5,8 @@ pub mod cert;
 pub mod key;
 pub mod keygen;
 pub mod pem;
+pub mod signer;
+pub mod token;
 
 use thiserror::Error;
 

@@ -1,0 +1,786 @@
+//! Custodian keys on PKCS#11 tokens, with SoftHSM2 (Debian's `softhsm2`,
+//! installed by `.ci/run`). Each test has its own SoftHSM configuration and
+//! token folder (SOFTHSM2_CONF), so tests never see each other's tokens.
+//! A missing SoftHSM2 fails the tests: it is never a silent pass.
+//!
+//! SoftHSM 2.6.1 (Debian 12's softhsm2) refuses CKM_RSA_PKCS_OAEP with SHA-256
+//! (CKR_ARGUMENTS_BAD; it does SHA-1 only), so it is also the token that
+//! does not support OAEP-SHA-256: its keys are made with `--oaep-on-host`
+//! and named with `x-oaep=host`, and the refusal itself is tested.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use hsm_ceremony::ceremony::manifest::Manifest;
+use hsm_ceremony::inputs;
+use hsm_ceremony::recovery::{contents_fingerprint, open_restore_blob};
+use util::{fixtures, Dir, Output, EXIT_INPUT, EXIT_INTEGRITY, EXIT_QUORUM, EXIT_USAGE};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234-user";
+const SO_PIN: &str = "5678-so";
+
+/// A test folder with its own SoftHSM2 configuration and token store.
+struct Hsm {
+    dir: Dir,
+    conf: PathBuf,
+}
+
+impl Hsm {
+    #[track_caller]
+    fn new(test: &str) -> Hsm {
+        assert!(
+            Path::new(MODULE).is_file(),
+            "SoftHSM2 is not installed ({MODULE} is missing): run `apt-get install softhsm2` (.ci/run does). \
+             The PKCS#11 tests need it and do not pass without it."
+        );
+        let dir = Dir::new(test);
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.write(
+            "softhsm2.conf",
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        );
+        dir.write("pin", format!("{PIN}\n"));
+        dir.write("wrong-pin", "0000-wrong\n");
+        Hsm { dir, conf }
+    }
+
+    /// A new token labelled `label`, user PIN [`PIN`].
+    fn token(&self, label: &str) {
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .expect("softhsm2-util runs (apt-get install softhsm2)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs the binary with this folder's SoftHSM and no PIN in the environment.
+    fn run(&self, args: &[&str]) -> Output {
+        self.dir.run_with(args, |c| {
+            c.env("SOFTHSM2_CONF", &self.conf).env_remove("HSM_CEREMONY_PIN");
+        })
+    }
+
+    /// `custodian keygen --token` for `name` on token `name`; returns the key URI printed.
+    fn keygen(&self, name: &str) -> String {
+        self.token(name);
+        let out = self.run(&[
+            "custodian",
+            "keygen",
+            "--pkcs11-module",
+            MODULE,
+            "--token",
+            name,
+            "--name",
+            name,
+            "--bits",
+            "2048",
+            "--pin-file",
+            "pin",
+            "--oaep-on-host",
+        ]);
+        out.ok().stdout_has("key URI       pkcs11:");
+        let uri = out
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key URI"))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(
+            uri.starts_with(&format!("pkcs11:token={name};object={name};id=")),
+            "{uri}"
+        );
+        assert!(
+            uri.ends_with("?module-path=/usr/lib/softhsm/libsofthsm2.so&x-oaep=host"),
+            "{uri}"
+        );
+        uri
+    }
+
+    /// Runs `f` with a logged-in read-write session on token `label`, through
+    /// cryptoki in this process (see [`with_module`]).
+    fn with_session<T>(&self, label: &str, f: impl FnOnce(&cryptoki::session::Session) -> T) -> T {
+        with_module(&self.conf, |ctx| {
+            let slot = ctx
+                .get_slots_with_token()
+                .unwrap()
+                .into_iter()
+                .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+                .unwrap();
+            let session = ctx.open_rw_session(slot).unwrap();
+            session.login(UserType::User, Some(&AuthPin::from(PIN))).unwrap();
+            f(&session)
+        })
+    }
+}
+
+/// Runs `f` with SoftHSM loaded in this test process for configuration
+/// `conf`. Tests run in parallel threads of one process and the module is
+/// one per process, so each use is serialised and ends with C_Finalize.
+fn with_module<T>(conf: &Path, f: impl FnOnce(&Pkcs11) -> T) -> T {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SoftHSM reads the variable at C_Initialize; only this thread touches it while the lock is held.
+    std::env::set_var("SOFTHSM2_CONF", conf);
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let out = f(&ctx);
+    ctx.finalize().unwrap();
+    out
+}
+
+fn uri(token: &str, object: &str) -> String {
+    format!("pkcs11:token={token};object={object}?module-path={MODULE}&x-oaep=host")
+}
+
+/// Whether this SoftHSM is one that refuses OAEP with SHA-256 (before 2.7).
+fn softhsm_lacks_oaep_sha256(hsm: &Hsm) -> bool {
+    let (major, minor) = with_module(&hsm.conf, |ctx| {
+        let v = ctx.get_library_info().unwrap().library_version();
+        (v.major(), v.minor())
+    });
+    (major, minor) < (2, 7)
+}
+
+/// Opens `blob` with the shared exchange key, as the target instance would.
+fn blob_fingerprint(blob: &Path) -> String {
+    let f = fixtures();
+    let blob = inputs::restore_blob(blob).unwrap();
+    let key = inputs::key_file(&f.path("exchange.key"))
+        .unwrap()
+        .into_key(None)
+        .unwrap();
+    let cert = inputs::certificate(&f.path("exchange.cer")).unwrap();
+    contents_fingerprint(&open_restore_blob(&blob, &key, &cert).unwrap())
+}
+
+/// `sd split` to alice and bob (token keys) and c0 (a key file), 2 of 3.
+fn mixed_ceremony(hsm: &Hsm) -> (String, String) {
+    let alice = hsm.keygen("alice");
+    let bob = hsm.keygen("bob");
+    hsm.dir.custodian(0);
+    hsm.dir.copy(&["exchange.cer"]);
+    hsm.run(&[
+        "sd",
+        "split",
+        "--certs",
+        "alice.cer",
+        "bob.cer",
+        "c0.cer",
+        "--quorum",
+        "2",
+        "--random-contents",
+        "--out",
+        "sd.json",
+    ])
+    .ok();
+    (alice, bob)
+}
+
+fn restore(hsm: &Hsm, keys: &[&str], out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "restore-blob",
+        "--sd-file",
+        "sd.json",
+        "--sd-exchange-key",
+        "exchange.cer",
+        "--out",
+        out,
+        "--sd-wrapping-keys",
+    ];
+    args.extend_from_slice(keys);
+    args.extend_from_slice(extra);
+    hsm.run(&args)
+}
+
+#[test]
+fn keygen_on_a_token_leaves_only_the_certificate_on_disk() {
+    let hsm = Hsm::new("p11-keygen");
+    let alice = hsm.keygen("alice");
+    assert_eq!(
+        hsm.dir.listing(),
+        ["alice.cer", "pin", "softhsm2.conf", "tokens", "wrong-pin"]
+    );
+    let cert = inputs::certificate(&hsm.dir.join("alice.cer")).unwrap();
+    assert!(cert.subject.contains("CN=alice"), "{}", cert.subject);
+    // The private key is sensitive and not extractable; the certificate is on the token too.
+    let (attrs, value) = hsm.with_session("alice", |s| {
+        let private = s
+            .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY)])
+            .unwrap();
+        assert_eq!(private.len(), 1);
+        let attrs = s
+            .get_attributes(
+                private[0],
+                &[
+                    cryptoki::object::AttributeType::Sensitive,
+                    cryptoki::object::AttributeType::Extractable,
+                    cryptoki::object::AttributeType::Decrypt,
+                    cryptoki::object::AttributeType::Sign,
+                ],
+            )
+            .unwrap();
+        let certs = s
+            .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::CERTIFICATE)])
+            .unwrap();
+        assert_eq!(certs.len(), 1);
+        (
+            attrs,
+            s.get_attributes(certs[0], &[cryptoki::object::AttributeType::Value])
+                .unwrap(),
+        )
+    });
+    for want in [
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Decrypt(true),
+        Attribute::Sign(true),
+    ] {
+        assert!(attrs.contains(&want), "{want:?} not in {attrs:?}");
+    }
+    assert_eq!(value, [Attribute::Value(cert.der().to_vec())]);
+    // The same name again is refused rather than making a second key.
+    hsm.dir.remove("alice.cer");
+    hsm.run(&[
+        "custodian",
+        "keygen",
+        "--pkcs11-module",
+        MODULE,
+        "--token",
+        "alice",
+        "--name",
+        "alice",
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &["token 'alice' already holds a private key labelled 'alice'"],
+    );
+    assert!(alice.contains("module-path=/usr/lib/softhsm/libsofthsm2.so"), "{alice}");
+}
+
+#[test]
+fn a_security_domain_with_token_and_file_custodians_restores() {
+    let hsm = Hsm::new("p11-mixed");
+    let (alice, bob) = mixed_ceremony(&hsm);
+
+    // One token key and one key file.
+    restore(
+        &hsm,
+        &[&alice, "c0.key"],
+        "blob1.json",
+        &["--pin-file", "pin", "--passphrase-file", "c0.pass"],
+    )
+    .ok()
+    .stdout_has("opened for pkcs11:token=alice;object=alice;id=")
+    .stdout_has("(certificate on token 'alice') (1 of 2 needed)")
+    .stdout_has("opened for c0.key (certificate c0.cer) (2 of 2 needed)");
+
+    // Two token keys, one PIN file each; the second given as a hand-written URI.
+    restore(
+        &hsm,
+        &[&alice, &uri("bob", "bob")],
+        "blob2.json",
+        &["--pin-file", "pin", "--pin-file", "pin"],
+    )
+    .ok()
+    .stdout_has("(2 of 2 needed)");
+    assert_eq!(
+        blob_fingerprint(&hsm.dir.join("blob1.json")),
+        blob_fingerprint(&hsm.dir.join("blob2.json"))
+    );
+
+    // The PIN from the environment, and the certificate given with --cert instead of read from the token.
+    let out = hsm.dir.run_with(
+        &[
+            "restore-blob",
+            "--sd-file",
+            "sd.json",
+            "--sd-exchange-key",
+            "exchange.cer",
+            "--out",
+            "blob3.json",
+            "--sd-wrapping-keys",
+            &bob,
+            "c0.key",
+            "--cert",
+            "bob.cer",
+            "--passphrase-file",
+            "c0.pass",
+        ],
+        |c| {
+            c.env("SOFTHSM2_CONF", &hsm.conf).env("HSM_CEREMONY_PIN", PIN);
+        },
+    );
+    out.ok().stdout_has("(certificate bob.cer) (1 of 2 needed)");
+    assert_eq!(
+        blob_fingerprint(&hsm.dir.join("blob3.json")),
+        blob_fingerprint(&hsm.dir.join("blob1.json"))
+    );
+}
+
+#[test]
+fn custodian_verify_takes_a_token_uri() {
+    let hsm = Hsm::new("p11-verify");
+    let (alice, bob) = mixed_ceremony(&hsm);
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &alice,
+        "--pin-file",
+        "pin",
+    ])
+    .ok()
+    .stdout_has("share x=1 of 3 opens for pkcs11:token=alice");
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("bob", "bob"),
+        "--cert",
+        "bob.cer",
+        "--pin-file",
+        "pin",
+    ])
+    .ok()
+    .stdout_has("share x=2 of 3 opens for");
+    // With no certificate on the token and none given, the key finds its share by trying them.
+    hsm.with_session("bob", |s| {
+        for cert in s
+            .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::CERTIFICATE)])
+            .unwrap()
+        {
+            s.destroy_object(cert).unwrap();
+        }
+    });
+    let out = hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &bob,
+        "--pin-file",
+        "pin",
+    ]);
+    out.ok().stdout_has("share x=2 of 3 opens for pkcs11:token=bob");
+    assert!(!out.stdout.contains("(certificate"), "{}", out.stdout);
+    // A token key with another's certificate is refused.
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &bob,
+        "--cert",
+        "alice.cer",
+        "--pin-file",
+        "pin",
+    ])
+    .fails(EXIT_INTEGRITY, &["does not belong to the certificate alice.cer"]);
+}
+
+#[test]
+fn rotate_manifest_and_log_take_token_keys() {
+    let hsm = Hsm::new("p11-sign");
+    let alice = hsm.keygen("alice");
+    hsm.dir.custodian(0);
+    hsm.dir.custodian(1);
+    hsm.run(&[
+        "manifest",
+        "create",
+        "--purpose",
+        "split",
+        "--quorum",
+        "2",
+        "--epoch",
+        "1",
+        "--certs",
+        "alice.cer",
+        "c0.cer",
+        "c1.cer",
+        "--out",
+        "m.json",
+    ])
+    .ok();
+    hsm.run(&[
+        "manifest",
+        "sign",
+        "--manifest",
+        "m.json",
+        "--key",
+        &alice,
+        "--pin-file",
+        "pin",
+    ])
+    .ok()
+    .stdout_has("signed by pkcs11:token=alice")
+    .stdout_has("1 of 3 custodians have signed");
+    // The signature verifies against the certificate.
+    let m = Manifest::from_json(&hsm.dir.read("m.json")).unwrap();
+    let certs = [
+        inputs::certificate(&hsm.dir.join("alice.cer")).unwrap(),
+        inputs::certificate(&hsm.dir.join("c0.cer")).unwrap(),
+        inputs::certificate(&hsm.dir.join("c1.cer")).unwrap(),
+    ];
+    m.check("split", &certs, 2, 1).unwrap();
+    assert!(m.check("split", &certs, 2, 2).is_err());
+
+    // A rotation opened by two token keys is logged; a token countersigns the line.
+    let bob = hsm.keygen("bob");
+    hsm.dir.custodian(2);
+    hsm.run(&[
+        "sd",
+        "split",
+        "--certs",
+        "alice.cer",
+        "bob.cer",
+        "c0.cer",
+        "--quorum",
+        "2",
+        "--random-contents",
+        "--out",
+        "sd.json",
+    ])
+    .ok();
+    hsm.run(&[
+        "rotate",
+        "--sd-file",
+        "sd.json",
+        "--sd-wrapping-keys",
+        &alice,
+        &bob,
+        "--new-certs",
+        "c1.cer",
+        "c2.cer",
+        "alice.cer",
+        "--quorum",
+        "2",
+        "--out",
+        "sd2.json",
+        "--pin-file",
+        "pin",
+    ])
+    .ok();
+    // A new custodian proves possession with the token.
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd2.json.pending",
+        "--key",
+        &alice,
+        "--pin-file",
+        "pin",
+    ])
+    .ok()
+    .stdout_has("share x=3 of 3 opens for");
+    hsm.run(&[
+        "log",
+        "sign",
+        "ceremony-log.jsonl",
+        "--line",
+        "1",
+        "--key",
+        &alice,
+        "--pin-file",
+        "pin",
+    ])
+    .ok()
+    .stdout_has("line 1 countersigned by pkcs11:token=alice");
+    hsm.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
+    // A countersignature altered afterwards is caught, so the check above can fail.
+    let text = hsm.dir.read_string("ceremony-log.jsonl");
+    let last = text.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let sig = v
+        .pointer("/details/signature")
+        .and_then(|s| s.as_str())
+        .unwrap()
+        .to_string();
+    let flipped = format!("{}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..]);
+    hsm.dir.write("ceremony-log.jsonl", text.replace(&sig, &flipped));
+    let out = hsm.run(&["log", "verify", "ceremony-log.jsonl"]);
+    assert_ne!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_wrong_pin_is_named_and_fails() {
+    let hsm = Hsm::new("p11-wrong-pin");
+    let (alice, _) = mixed_ceremony(&hsm);
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &alice,
+        "--pin-file",
+        "wrong-pin",
+    ])
+    .fails(
+        EXIT_INTEGRITY,
+        &["the PIN for token 'alice' is wrong", "user PIN (not the SO PIN)"],
+    );
+    // In a restore the custodian is skipped and named in the quorum failure.
+    restore(
+        &hsm,
+        &[&alice, "c0.key"],
+        "blob.json",
+        &["--pin-file", "wrong-pin", "--passphrase-file", "c0.pass"],
+    )
+    .fails(
+        EXIT_QUORUM,
+        &["the PIN for token 'alice' is wrong", "1 share(s) opened"],
+    );
+    hsm.dir.assert_absent("blob.json");
+}
+
+#[test]
+fn a_missing_token_is_named_and_fails() {
+    let hsm = Hsm::new("p11-no-token");
+    hsm.token("alice");
+    hsm.dir.copy(&["sd.json"]);
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("carol", "carol"),
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &[
+            "no token labelled 'carol' is present in /usr/lib/softhsm/libsofthsm2.so (present: 'alice')",
+            "Insert the token",
+        ],
+    );
+    let bad_module = "pkcs11:token=alice;object=a?module-path=/nonexistent/p11.so";
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        bad_module,
+        "--pin-file",
+        "pin",
+    ])
+    .fails(EXIT_INPUT, &["the PKCS#11 module /nonexistent/p11.so cannot be loaded"]);
+    // A key that is not on the token.
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "nobody"),
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &["no RSA private key 'nobody' is on token 'alice'", "--list-objects"],
+    );
+}
+
+#[test]
+fn a_key_that_may_not_decrypt_is_refused() {
+    let hsm = Hsm::new("p11-no-decrypt");
+    hsm.token("alice");
+    hsm.dir.copy(&["sd.json"]);
+    hsm.with_session("alice", |s| {
+        let public = [
+            Attribute::Token(true),
+            Attribute::ModulusBits(2048u64.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Label(b"signer".to_vec()),
+            Attribute::Id(vec![7]),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(true),
+            Attribute::Label(b"signer".to_vec()),
+            Attribute::Id(vec![7]),
+        ];
+        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+            .unwrap();
+    });
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "signer"),
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &[
+            "the key 'signer' (id 07) on token 'alice' may not decrypt (its CKA_DECRYPT attribute is false)",
+            "custodian keygen --pkcs11-module",
+        ],
+    );
+}
+
+#[test]
+fn pins_never_come_from_the_command_line() {
+    let hsm = Hsm::new("p11-pin-sources");
+    hsm.token("alice");
+    hsm.dir.copy(&["sd.json"]);
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "a"),
+        "--pin",
+        PIN,
+    ])
+    .fails(EXIT_USAGE, &["--pin"]);
+    let in_uri = format!("{}&pin-value={PIN}", uri("alice", "a"));
+    hsm.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", &in_uri])
+        .fails(EXIT_INPUT, &["pin-value", "refused"]);
+    // No PIN source and no terminal: told where a PIN can come from.
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "a"),
+    ])
+    .fails(
+        EXIT_USAGE,
+        &["no terminal to ask on; give --pin-file or HSM_CEREMONY_PIN"],
+    );
+    // A pin-source file in the URI is read.
+    let with_file = format!(
+        "{}&pin-source=file:{}",
+        uri("alice", "a"),
+        hsm.dir.join("wrong-pin").display()
+    );
+    hsm.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", &with_file])
+        .fails(EXIT_INTEGRITY, &["the PIN for token 'alice' is wrong"]);
+}
+
+#[test]
+fn a_token_without_oaep_sha256_is_refused_with_what_to_do() {
+    let hsm = Hsm::new("p11-no-oaep256");
+    hsm.token("alice");
+    let keygen = hsm.run(&[
+        "custodian",
+        "keygen",
+        "--pkcs11-module",
+        MODULE,
+        "--token",
+        "alice",
+        "--name",
+        "alice",
+        "--bits",
+        "2048",
+        "--pin-file",
+        "pin",
+    ]);
+    if !softhsm_lacks_oaep_sha256(&hsm) {
+        // A SoftHSM that does OAEP-SHA-256 makes a key used by OAEP on the token.
+        keygen.ok().stdout_has("/usr/lib/softhsm/libsofthsm2.so\n");
+        return;
+    }
+    keygen.fails(
+        EXIT_INPUT,
+        &[
+            "token 'alice' refused RSA-OAEP with SHA-256 and MGF1-SHA-256 (ArgumentsBad); \
+             it does offer raw RSA decryption (CKM_RSA_X_509)",
+            "Add x-oaep=host",
+        ],
+    );
+    // Nothing is left behind: no certificate file, no key on the token.
+    hsm.dir.assert_absent("alice.cer");
+    assert_eq!(hsm.with_session("alice", |s| s.find_objects(&[]).unwrap().len()), 0);
+    // A key that does work with x-oaep=host is refused without it.
+    let made = hsm.keygen("bob");
+    hsm.dir.copy(&["exchange.cer"]);
+    hsm.dir.custodian(0);
+    hsm.dir.custodian(1);
+    hsm.run(&[
+        "sd",
+        "split",
+        "--certs",
+        "bob.cer",
+        "c0.cer",
+        "c1.cer",
+        "--quorum",
+        "2",
+        "--random-contents",
+        "--out",
+        "sd.json",
+    ])
+    .ok();
+    let without = made.replace("&x-oaep=host", "");
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &without,
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &["token 'bob' refused RSA-OAEP with SHA-256", "x-oaep=host"],
+    );
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &made,
+        "--pin-file",
+        "pin",
+    ])
+    .ok();
+}
