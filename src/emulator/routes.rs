@@ -160,6 +160,15 @@ fn plain(err: ApiError) -> Failure {
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    // A declared Content-Length over the limit is refused before waiting for
+    // a body that may never come.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(ApiError::bad_request(format!(
+            "the request body is declared as {} bytes, larger than {MAX_BODY}",
+            body.size_hint().lower()
+        )));
+    }
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(_) => Err(ApiError::bad_request(format!(
