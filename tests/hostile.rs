@@ -258,6 +258,9 @@ fn every_static_file_is_used_by_a_case() {
     let cases = cases();
     for entry in fs::read_dir(static_dir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("blob-") {
+            continue; // every restore blob is uploaded by hostile_restore_blobs_fail_the_upload_cleanly
+        }
         let base = name.trim_end_matches(".head");
         let used = cases.iter().any(|c| {
             c.args.iter().any(|a| a == base || a.ends_with(&format!("={base}")))
@@ -379,6 +382,78 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
         "hostile emulator requests: {} cases, {} passed",
         cases.len(),
         cases.len() - failed_cases
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Each `files/blob-*.json` is uploaded to a recovering emulator: the upload
+/// is accepted (202, as the service does), then reported Failed with a
+/// reason; the instance stays recovering and keeps answering.
+#[test]
+fn hostile_restore_blobs_fail_the_upload_cleanly() {
+    use hsm_ceremony::emulator::{self, Role, Status};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("instance");
+    let mut config = emulator::Config::new(&dir);
+    config.tls = false;
+    let running = emulator::spawn(config).unwrap();
+    let addr = running.local_addr();
+    let token = emulator::issue_token(&dir, "hostile", &[Role::Administrator]).unwrap();
+    let request = |method: &str, path: &str, body: &str| {
+        let req = format!(
+            "{method} {path}?api-version=7.5 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        send_raw(addr, req.as_bytes())
+    };
+    let (status, body) = request("GET", "/securitydomain/upload", "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let jwk: Value = serde_json::from_str(v["transfer_key"].as_str().unwrap()).unwrap();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(jwk["x5c"][0].as_str().unwrap())
+        .unwrap();
+    let x5t = util::b64u(&util::sha256(&der));
+    let mut blobs: Vec<String> = fs::read_dir(static_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("blob-"))
+        .collect();
+    blobs.sort();
+    assert!(blobs.len() >= 10);
+    let mut failures = Vec::new();
+    for name in &blobs {
+        let text = fs::read_to_string(static_dir().join(name))
+            .unwrap()
+            .replace("{x5t}", &x5t);
+        let upload = serde_json::json!({ "value": text }).to_string();
+        let (status, body) = request("POST", "/securitydomain/upload", &upload);
+        if status != 202 {
+            failures.push(format!("{name}: upload answered {status} {body}"));
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let outcome = loop {
+            let (s, b) = request("GET", "/securitydomain/upload/pending", "");
+            let v: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
+            if s != 200 || v["status"] != "InProgress" || Instant::now() > deadline {
+                break (s, v);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let reason = outcome.1["status_details"].as_str().unwrap_or("");
+        if outcome.0 != 200 || outcome.1["status"] != "Failed" || reason.is_empty() {
+            failures.push(format!("{name}: pending answered {} {}", outcome.0, outcome.1));
+        }
+        if emulator::inspect(&dir).unwrap().status != Status::Recovering {
+            failures.push(format!("{name}: the instance left recovery"));
+        }
+    }
+    println!(
+        "hostile restore blobs: {} uploads, {} refused cleanly",
+        blobs.len(),
+        blobs.len() - failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

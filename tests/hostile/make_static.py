@@ -99,6 +99,28 @@ w("sd-share-ek-100k.json", share0(lambda k: ".".join([k.split(".")[0], b64u(b"\x
 w("sd-share-all-empty.json", share0(lambda k: "...."))
 w("sd-tag-escape.json", sd_with(lambda v: v["EncData"]["data"][0].__setitem__("tag", "\x1b]0;pwned\x07\x1b[2J")))
 
+
+# --- restore blobs (uploaded to the emulator; "{x5t}" is replaced by its
+# exchange certificate's x5t_256 at run time) ---------------------------------
+ITEMS = SD["EncData"]
+SHARE = SD["SharedKeys"]["enc_shares"][0]["enc_key"]
+
+
+def blob(enc_key, x5t="{x5t}", items=ITEMS):
+    return json.dumps({"EncData": items, "WrappedKey": {"enc_key": enc_key, "x5t_256": x5t}})
+
+
+w("blob-wrong-x5t.json", blob(SHARE, x5t=b64u(b"\x01" * 32)))
+w("blob-other-key.json", blob(SHARE))
+w("blob-rsa1_5.json", blob(set_header(SHARE, dict(SHARE_H, alg="RSA1_5"))))
+w("blob-alg-dir.json", blob(set_header(SHARE, dict(SHARE_H, alg="dir"))))
+w("blob-crit.json", blob(set_header(SHARE, dict(SHARE_H, crit=["b64"], b64=False))))
+w("blob-enc-key-huge.json", blob(".".join([SHARE.split(".")[0], b64u(b"\xff" * 65536)] + SHARE.split(".")[2:])))
+w("blob-no-items.json", blob(SHARE, items={"data": [], "kdf": "sp108_kdf"}))
+w("blob-nested.json", '{"EncData":' * 20000 + "1" + "}" * 20000)
+w("blob-not-json.json", "restore blob? no.")
+w("blob-is-an-sd.json", TEXT)
+
 # --- logs --------------------------------------------------------------------
 GOOD_LOG = open(sys.argv[1]).read() if len(sys.argv) > 1 else None
 if GOOD_LOG:
