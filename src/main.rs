@@ -7,6 +7,7 @@ use hsm_ceremony::cli::{self, errors, Cli};
 
 fn main() -> ExitCode {
     cli::harden_process();
+    cli::report_output_failures();
     let parsed = Cli::parse();
     match cli::run(parsed) {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ fn demo_runs_the_whole_story_and_the_drill_passes() {
     let out = dir.run(&["demo"]);
     out.ok()
         .stdout_has("[7/7]")
-        .stdout_has("instance A at https://127.0.0.1:")
+        .stdout_has("instance A: http://in-process.invalid (in process")
         .stdout_has("share x=3 of 3 opens")
         .stdout_has("| restore the canary key | ok |")
         .stdout_has("# Recovery drill: PASSED")

@@ -118,6 +118,13 @@ impl Locked {
                 });
             }
         }
+        // A device (/dev/zero, /dev/full) or FIFO is not a log: reading it would never end.
+        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(Error::Write {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
         Ok(Locked(file))
     }
 }
@@ -140,7 +147,16 @@ fn last_line(file: &mut File, path: &Path) -> Result<(u64, Option<Vec<u8>>)> {
     }
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let mut all = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut all).map_err(read_err)?;
+    // The file may grow under us; never take more than the limit.
+    file.take(MAX_LOG_BYTES + 1).read_to_end(&mut all).map_err(read_err)?;
+    if all.len() as u64 > MAX_LOG_BYTES {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            size: all.len() as u64,
+            limit: MAX_LOG_BYTES,
+            what: "ceremony log",
+        });
+    }
     if !all.is_empty() && !all.ends_with(b"\n") {
         return Err(Error::Usage(format!(
             "{} ends in a partial line; run `hsm-ceremony log verify {}` before appending",
@@ -199,7 +215,7 @@ pub struct Broken {
 /// Reads and checks the whole chain; returns its lines or the first break.
 pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
     let bytes = files::read_limited(path, MAX_LOG_BYTES, "ceremony log")?;
-    let head: Option<Head> = std::fs::read(head_path(path))
+    let head: Option<Head> = files::read_limited(&head_path(path), 4096, "log head")
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(check_chain(&bytes, head.as_ref()))

@@ -107,26 +107,26 @@ fn run_in(dir: &Path) -> Result<()> {
     step(
         2,
         TOTAL,
-        "An emulated Managed HSM starts on loopback; the activation downloads its security domain, 2 of 3",
+        "An emulated Managed HSM starts (in this process); the activation downloads its security domain, 2 of 3",
     );
     let original_dir = dir.join("instance-a");
     std::fs::create_dir_all(&original_dir).map_err(|source| Error::Write {
         path: original_dir.clone(),
         source,
     })?;
-    let original = emulator::spawn(emulator::Config::new(original_dir.clone()))?;
     let token = emulator::issue_token(&original_dir, "demo-admin", &[Role::Administrator, Role::CryptoOfficer])?;
     let token_file = dir.join("admin.token");
     files::write_new(&token_file, token.as_bytes(), Mode::Private)?;
+    // `local:DIR` serves the instance inside this process: the demo opens no socket.
     let connect = Connect {
-        url: original.url().to_string(),
+        url: format!("local:{}", original_dir.display()),
         token_file: Some(token_file.clone()),
-        ca: original.ca_pem_path().map(Path::to_path_buf),
+        ca: None,
     };
     println!(
-        "instance A at {} (CA {})",
-        original.url(),
-        connect.ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        "instance A: {} (in process, state {})",
+        crate::emulator::IN_PROCESS_ORIGIN,
+        original_dir.display()
     );
     let sd_path = dir.join("sd.json");
     instance::download(&DownloadArgs {
@@ -193,7 +193,6 @@ fn run_in(dir: &Path) -> Result<()> {
             pin_files: vec![],
         },
     })?;
-    drop(original);
 
     step(7, TOTAL, "The evidence");
     let md = std::fs::read_to_string(report_dir.join(drill::REPORT_MD)).map_err(|source| Error::Read {

@@ -141,7 +141,6 @@ pub fn prepare(args: &PrepareArgs) -> Result<()> {
 struct Target {
     client: InstanceClient,
     label: String,
-    _emulator: Option<emulator::RunningEmulator>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -151,7 +150,6 @@ fn connect(args: &DrillArgs) -> Result<Target> {
         return Ok(Target {
             client: InstanceClient::new(&args.instance, token, args.ca.as_deref())?,
             label: args.instance.clone(),
-            _emulator: None,
             _temp: None,
         });
     }
@@ -172,13 +170,13 @@ fn connect(args: &DrillArgs) -> Result<Target> {
         path: dir.clone(),
         source,
     })?;
-    let emu = emulator::spawn(emulator::Config::new(dir.clone()))?;
+    // In process, over an in-memory connection: a local drill opens no socket.
+    let emu = emulator::InProcess::open(&dir)?;
     let token = emulator::issue_token(&dir, "drill", &[Role::Administrator, Role::CryptoOfficer])?;
-    let client = InstanceClient::new(emu.url(), token, emu.ca_pem_path())?;
+    let client = InstanceClient::in_process(std::sync::Arc::new(emu), token);
     Ok(Target {
         client,
-        label: format!("local emulated instance {} (state {})", emu.url(), dir.display()),
-        _emulator: Some(emu),
+        label: format!("local emulated instance, in process (state {})", dir.display()),
         _temp: temp,
     })
 }

@@ -1,6 +1,7 @@
 //! Turning an error into what a custodian at 2 a.m. needs: what happened,
 //! what to do next, and a distinct exit code per family.
 
+use super::output;
 use crate::custodian::token::TokenError;
 use crate::custodian::CustodianError;
 use crate::error::{Error, ErrorKind};
@@ -106,9 +107,9 @@ pub fn advice(err: &Error) -> Option<String> {
 
 /// Prints the error and its advice to stderr.
 pub fn report(err: &Error) {
-    eprintln!("error: {err}");
+    eprintln!("error: {}", output::printable(&err.to_string()));
     if let Some(what) = advice(err) {
-        eprintln!("  what to do: {what}");
+        eprintln!("  what to do: {}", output::printable(&what));
     }
 }
 

@@ -25,7 +25,9 @@ pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
 /// visible to every user of the machine.
 #[derive(Args, Debug, Clone)]
 pub struct Connect {
-    /// The instance URL, e.g. https://contoso.managedhsm.azure.net or an emulator's https://127.0.0.1:PORT.
+    /// The instance URL, e.g. https://contoso.managedhsm.azure.net or an emulator's
+    /// https://127.0.0.1:PORT; or local:DIR for an emulated instance's state folder,
+    /// served inside this process with no socket.
     #[arg(long)]
     pub url: String,
     /// A file holding the bearer token (default: the HSM_CEREMONY_TOKEN variable).
@@ -39,6 +41,10 @@ pub struct Connect {
 impl Connect {
     pub fn client(&self) -> Result<InstanceClient> {
         let token = read_token(self.token_file.as_deref())?;
+        if let Some(dir) = self.url.strip_prefix("local:") {
+            let emulator = crate::emulator::InProcess::open(dir)?;
+            return Ok(InstanceClient::in_process(std::sync::Arc::new(emulator), token));
+        }
         InstanceClient::new(&self.url, token, self.ca.as_deref())
     }
 }

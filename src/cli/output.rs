@@ -24,7 +24,21 @@ macro_rules! say {
 }
 
 pub fn warn(message: &str) {
-    eprintln!("warning: {message}");
+    eprintln!("warning: {}", printable(message));
+}
+
+/// `text` with control characters (other than newline and tab) escaped:
+/// names and tags read from hostile files must not drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 pub fn print_json(value: &serde_json::Value) {

@@ -64,6 +64,15 @@ pub fn step(anchor: &Path, entry: Entry) -> Result<()> {
 /// Runs a step and records its outcome, success or failure. The error
 /// message is recorded; it never carries secret material.
 pub fn logged<T>(anchor: &Path, mut entry: Entry, body: impl FnOnce(&mut Entry) -> Result<T>) -> Result<T> {
+    // A log that cannot be one (a folder, a device) is refused before the step runs.
+    if let Some(path) = log_path(anchor) {
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(Error::Write {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+    }
     let result = body(&mut entry);
     entry.outcome = match &result {
         Ok(_) => "ok".into(),

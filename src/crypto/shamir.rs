@@ -4,6 +4,7 @@
 //! shares live in GF(257) with a 16-bit word per secret byte:
 //! `word = (x << 9) | v`, little-endian, x in 1..=126, v in 0..=256.
 
+use subtle::{Choice, ConstantTimeEq, ConstantTimeGreater};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::rng::CryptoRng;
@@ -55,6 +56,7 @@ impl Share {
         }
         let mut values = Zeroizing::new(Vec::with_capacity(bytes.len() / 2));
         let mut x = None;
+        let mut out_of_field = Choice::from(0);
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
             let mut word = u16::from_le_bytes([pair[0], pair[1]]);
             let wx = (word >> 9) as u8;
@@ -69,12 +71,14 @@ impl Share {
                 }
                 _ => {}
             }
-            if v as u32 >= PRIME {
-                return Err(CryptoError::ShareMalformed(format!(
-                    "word {i} holds {v}, above the field's 256"
-                )));
-            }
+            // Values are secret: checked in constant time, reported after the loop.
+            out_of_field |= v.ct_gt(&256);
             values.push(v);
+        }
+        if bool::from(out_of_field) {
+            return Err(CryptoError::ShareMalformed(
+                "a word holds a value above the field's 256".into(),
+            ));
         }
         let x = x.expect("share is not empty");
         if x == 0 || x > MAX_X {
@@ -185,18 +189,21 @@ pub fn combine(shares: &[&Share]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         })
         .collect();
     let mut secret = Zeroizing::new(Vec::with_capacity(first.len()));
+    // The interpolated bytes are the secret: no branch on them until the end.
+    let mut not_a_byte = Choice::from(0);
     for pos in 0..first.len() {
         let mut acc = 0u32;
         for (share, &l) in shares.iter().zip(&basis) {
             acc = (acc + mul(share.values[pos] as u32, l)) % PRIME;
         }
-        if acc == 256 {
-            return Err(CryptoError::SharesInconsistent(format!(
-                "byte {pos} interpolates to 256, which no byte can be"
-            )));
-        }
+        not_a_byte |= acc.ct_eq(&256);
         secret.push(acc as u8);
         acc.zeroize();
+    }
+    if bool::from(not_a_byte) {
+        return Err(CryptoError::SharesInconsistent(
+            "a byte interpolates to 256, which no byte can be".into(),
+        ));
     }
     Ok(secret)
 }

@@ -20,8 +20,8 @@ pub mod state;
 mod tls;
 
 pub use auth::{issue_token, Role};
-pub use routes::API_VERSIONS;
-pub use server::{serve_blocking, spawn, Config, Ready, RunningEmulator};
+pub use routes::{preflight, API_VERSIONS};
+pub use server::{serve_blocking, spawn, Config, InProcess, Ready, RunningEmulator, IN_PROCESS_ORIGIN};
 pub use state::{inspect, InstanceSummary, OpStatus, Operation, Status};
 pub use tls::CA_FILE;
 

@@ -160,6 +160,15 @@ fn plain(err: ApiError) -> Failure {
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    // A declared Content-Length over the limit is refused before waiting for
+    // a body that may never come.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(ApiError::bad_request(format!(
+            "the request body is declared as {} bytes, larger than {MAX_BODY}",
+            body.size_hint().lower()
+        )));
+    }
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(_) => Err(ApiError::bad_request(format!(
@@ -345,6 +354,41 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         }
     };
     result.map_err(plain)
+}
+
+/// The stateless part of handling one request: route, api-version, key name
+/// and body parsing, exactly as [`handle`] does them, without auth or state.
+/// Returns the status and Key Vault error body a refusal would carry. Used by
+/// the fuzz target `emulator_request` (hostile input must never panic here).
+pub fn preflight(method: &str, path_and_query: &str, body: &[u8]) -> Result<(), (u16, String)> {
+    let fail = |e: ApiError| (e.status.as_u16(), e.body());
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| fail(ApiError::bad_request("the request method is not valid")))?;
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let route = route(&method, path).map_err(fail)?;
+    api_version(query).map_err(fail)?;
+    match route {
+        Route::Download => {
+            let req: DownloadRequest = parse(body, "download request").map_err(fail)?;
+            for jwk in &req.certificates {
+                Certificate::from_jwk(jwk).map_err(|e| fail(ApiError::bad_request(e.to_string())))?;
+            }
+        }
+        Route::Upload | Route::RestoreKey => {
+            parse::<ValueBody>(body, "request").map_err(fail)?;
+        }
+        Route::CreateKey(name) => {
+            keys::check_name(name).map_err(fail)?;
+            let req: CreateKeyRequest = parse(body, "key creation request").map_err(fail)?;
+            req.check().map_err(fail)?;
+        }
+        Route::GetKey(name, _) | Route::BackupKey(name) => keys::check_name(name).map_err(fail)?,
+        Route::DownloadPending | Route::UploadPending | Route::TransferKey => {}
+    }
+    Ok(())
 }
 
 /// Key operations need a security domain; returns the backup sealing key.

@@ -86,6 +86,22 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// The instance's state, keys and tokens, with the state folder locked.
+fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) -> Result<(Arc<App>, File)> {
+    state::ensure_dir(&config.state_dir)?;
+    let lock = lock_dir(&config.state_dir)?;
+    let app = Arc::new(App {
+        instance: Mutex::new(Instance::open(&config.state_dir)?),
+        keys: Mutex::new(KeyStore::open(&config.state_dir)?),
+        auth: Authenticator::open(&config.state_dir)?,
+        bound_origin: origin,
+        scheme,
+        port,
+        tenant: config.tenant.clone(),
+    });
+    Ok((app, lock))
+}
+
 fn prepare(config: &Config) -> Result<Prepared> {
     if !config.listen.ip().is_loopback() {
         return Err(Error::Usage(format!(
@@ -94,10 +110,6 @@ fn prepare(config: &Config) -> Result<Prepared> {
         )));
     }
     state::ensure_dir(&config.state_dir)?;
-    let lock = lock_dir(&config.state_dir)?;
-    let instance = Instance::open(&config.state_dir)?;
-    let keys = KeyStore::open(&config.state_dir)?;
-    let auth = Authenticator::open(&config.state_dir)?;
     // An absolute CA path stays valid for clients started elsewhere.
     let dir = std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
     let material = if config.tls {
@@ -113,15 +125,7 @@ fn prepare(config: &Config) -> Result<Prepared> {
     let local_addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
     let scheme = if config.tls { "https" } else { "http" };
     let url = format!("{scheme}://{local_addr}");
-    let app = Arc::new(App {
-        instance: Mutex::new(instance),
-        keys: Mutex::new(keys),
-        auth,
-        bound_origin: url.clone(),
-        scheme,
-        port: local_addr.port(),
-        tenant: config.tenant.clone(),
-    });
+    let (app, lock) = open_app(config, url.clone(), scheme, local_addr.port())?;
     let ready = Ready {
         url,
         local_addr,
@@ -135,6 +139,84 @@ fn prepare(config: &Config) -> Result<Prepared> {
         ready,
         _lock: lock,
     })
+}
+
+/// The origin an in-process instance names itself by (key ids, status URLs).
+pub const IN_PROCESS_ORIGIN: &str = "http://in-process.invalid";
+
+/// An emulated instance inside this process that opens no socket at all:
+/// each request travels over an in-memory HTTP/1.1 connection to the same
+/// handler a served instance uses, so routing, authentication and state are
+/// identical. This is what `drill --instance local` and `demo` use, so they
+/// work with no network interface, not even loopback.
+pub struct InProcess {
+    app: Arc<App>,
+    runtime: tokio::runtime::Runtime,
+    state_dir: PathBuf,
+    _lock: File,
+}
+
+impl InProcess {
+    pub fn open(state_dir: impl Into<PathBuf>) -> Result<InProcess> {
+        let config = Config::new(state_dir);
+        let (app, lock) = open_app(&config, IN_PROCESS_ORIGIN.into(), "http", 0)?;
+        Ok(InProcess {
+            app,
+            runtime: runtime()?,
+            state_dir: config.state_dir,
+            _lock: lock,
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// One request; returns the status code and the body.
+    pub fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        authorization: &str,
+        body: Option<String>,
+    ) -> Result<(u16, String)> {
+        use http_body_util::{BodyExt, Full};
+        let failed =
+            |e: &dyn std::fmt::Display| Error::Instance(format!("{method} {path_and_query} in process failed: {e}"));
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, "in-process.invalid")
+            .header(hyper::header::AUTHORIZATION, authorization)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json")
+            .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| failed(&e))?;
+        let app = self.app.clone();
+        self.runtime.block_on(async move {
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let server = tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(server_io), service)
+                    .await;
+            });
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+                .await
+                .map_err(|e| failed(&e))?;
+            let driver = tokio::spawn(connection);
+            let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.map_err(|e| failed(&e))?.to_bytes();
+            drop(sender);
+            let _ = driver.await;
+            let _ = server.await;
+            Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        })
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

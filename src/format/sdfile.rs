@@ -143,6 +143,13 @@ impl SecurityDomain {
             if item.tag.is_empty() {
                 return Err(FormatError::Invalid(format!("data item {} has an empty tag", i + 1)));
             }
+            // Tags are printed: a control character could drive the terminal.
+            if item.tag.chars().any(char::is_control) {
+                return Err(FormatError::Invalid(format!(
+                    "data item {}'s tag holds control characters",
+                    i + 1
+                )));
+            }
             if self.enc_data.data[..i].iter().any(|d| d.tag == item.tag) {
                 return Err(FormatError::Invalid(format!(
                     "two data items carry the tag '{}'",

@@ -50,7 +50,7 @@ pub struct KeyInfo {
 pub struct InstanceClient {
     base: String,
     token: String,
-    agent: ureq::Agent,
+    transport: Transport,
     api_version: String,
     poll_timeout: Duration,
     poll_interval: Duration,
@@ -63,6 +63,13 @@ impl std::fmt::Debug for InstanceClient {
             .field("api_version", &self.api_version)
             .finish()
     }
+}
+
+/// How requests travel: HTTPS (or loopback HTTP) to a URL, or in memory to
+/// an emulated instance inside this process.
+enum Transport {
+    Http(ureq::Agent),
+    InProcess(Arc<crate::emulator::InProcess>),
 }
 
 fn inst(msg: impl Into<String>) -> Error {
@@ -136,11 +143,24 @@ impl InstanceClient {
         Ok(InstanceClient {
             base,
             token: token.into(),
-            agent,
+            transport: Transport::Http(agent),
             api_version: DEFAULT_API_VERSION.into(),
             poll_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(250),
         })
+    }
+
+    /// A client for an emulated instance inside this process: no socket is
+    /// opened (see [`crate::emulator::InProcess`]).
+    pub fn in_process(emulator: Arc<crate::emulator::InProcess>, token: impl Into<String>) -> InstanceClient {
+        InstanceClient {
+            base: crate::emulator::IN_PROCESS_ORIGIN.into(),
+            token: token.into(),
+            transport: Transport::InProcess(emulator),
+            api_version: DEFAULT_API_VERSION.into(),
+            poll_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(50),
+        }
     }
 
     pub fn with_api_version(mut self, v: impl Into<String>) -> Self {
@@ -166,31 +186,38 @@ impl InstanceClient {
 
     /// Sends one request; returns the status and body of a 2xx answer.
     fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
-        let url = self.url_for(path);
         let bearer = format!("Bearer {}", self.token);
-        let result = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", &bearer)
-                .header("Accept", "application/json")
-                .call(),
-            (_, body) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &bearer)
-                .header("Accept", "application/json")
-                .content_type("application/json")
-                .send(body.unwrap_or_default()),
+        let (status, text) = match &self.transport {
+            Transport::InProcess(emulator) => {
+                let path_and_query = format!("{path}?api-version={}", self.api_version);
+                emulator.call(method, &path_and_query, &bearer, body)?
+            }
+            Transport::Http(agent) => {
+                let url = self.url_for(path);
+                let result = match (method, body) {
+                    ("GET", _) => agent
+                        .get(&url)
+                        .header("Authorization", &bearer)
+                        .header("Accept", "application/json")
+                        .call(),
+                    (_, body) => agent
+                        .post(&url)
+                        .header("Authorization", &bearer)
+                        .header("Accept", "application/json")
+                        .content_type("application/json")
+                        .send(body.unwrap_or_default()),
+                };
+                let mut resp = result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
+                let status = resp.status().as_u16();
+                let text = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_RESPONSE_BYTES)
+                    .read_to_string()
+                    .map_err(|e| inst(format!("{method} {path}: the answer could not be read: {e}")))?;
+                (status, text)
+            }
         };
-        let mut resp = result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .map_err(|e| inst(format!("{method} {path}: the answer could not be read: {e}")))?;
         if (200..300).contains(&status) {
             return Ok((status, text));
         }

@@ -1,0 +1,16 @@
+//! The emulator's stateless request handling (`emulator::preflight`): route,
+//! api-version, key name and body parsing. Input: method line, path and
+//! query line, then the body.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let method = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let body = parts.next().unwrap_or_default();
+    if let Err((status, body)) = hsm_ceremony::emulator::preflight(&method, &path, body) {
+        assert!((400..500).contains(&status), "a hostile request gave {status}");
+        assert!(body.starts_with("{\"error\""), "not Key Vault's error shape: {body}");
+    }
+});
