@@ -164,19 +164,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
         (None, Some(count)) => return Err(Error::Usage(format!("--count {count} is outside 1 to 10"))),
         (None, None) => return Err(Error::Usage("give --name or --count".into())),
     };
-    if args.days == 0 || args.days > keygen::MAX_DAYS {
-        return Err(Error::WeakParameters(format!(
-            "--days {} is outside 1 to {}",
-            args.days,
-            keygen::MAX_DAYS
-        )));
-    }
-    if !args.out_dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "the output folder {} does not exist",
-            args.out_dir.display()
-        )));
-    }
+    check_validity_and_folder(args)?;
     let mut plans = Vec::new();
     for name in &names {
         check_name(name)?;
@@ -249,12 +237,8 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
 
 /// `keygen --token`: the key pair is made on the token, the certificate is
 /// signed there and stored both on the token and as NAME.cer.
-fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
-    let name = args
-        .name
-        .clone()
-        .ok_or_else(|| Error::Usage("--token needs --name".into()))?;
-    check_name(&name)?;
+/// The checks every keygen makes before any key is generated.
+fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
     if args.days == 0 || args.days > keygen::MAX_DAYS {
         return Err(Error::WeakParameters(format!(
             "--days {} is outside 1 to {}",
@@ -268,6 +252,16 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
             args.out_dir.display()
         )));
     }
+    Ok(())
+}
+
+fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
+    let name = args
+        .name
+        .clone()
+        .ok_or_else(|| Error::Usage("--token needs --name".into()))?;
+    check_name(&name)?;
+    check_validity_and_folder(args)?;
     let cert_path = args.out_dir.join(format!("{name}.cer"));
     files::ensure_absent(&cert_path)?;
     let mut source = Passphrases::new(&args.passphrases, None, 1)?;
