@@ -11,6 +11,7 @@ use clap::Args;
 use super::custodian::{self, KeygenArgs, VerifyArgs};
 use super::drill::{self, DrillArgs, PrepareArgs};
 use super::instance::{self, Connect, DownloadArgs};
+use super::keys::QuorumKeys;
 use super::passphrase::PassphraseArgs;
 use super::sd::{self, InspectArgs};
 use crate::crypto::b64::b64u;
@@ -179,8 +180,10 @@ fn run_in(dir: &Path) -> Result<()> {
     let report_dir = dir.join("drill-report");
     let report = drill::drill(&DrillArgs {
         sd_file: Some(sd_path.clone()),
-        sd_wrapping_keys: vec![keys[0].clone(), keys[2].clone()],
-        certs: vec![],
+        keys: QuorumKeys {
+            sd_wrapping_keys: vec![keys[0].clone(), keys[2].clone()],
+            certs: vec![],
+        },
         instance: "local".into(),
         token_file: None,
         ca: None,

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::instance::{read_token, Connect};
+use super::keys::QuorumKeys;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
@@ -68,12 +69,8 @@ pub struct DrillArgs {
     /// The security-domain file of the original instance.
     #[arg(long, required = true)]
     pub sd_file: Option<PathBuf>,
-    /// Custodians' private keys, tried in order until the quorum opens.
-    #[arg(long, required = true, num_args = 1..)]
-    pub sd_wrapping_keys: Vec<PathBuf>,
-    /// Certificates to pair the keys with.
-    #[arg(long = "cert", num_args = 1..)]
-    pub certs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: QuorumKeys,
     /// The target: `local` for a fresh emulated instance in this process, or an instance URL.
     #[arg(long, default_value = "local")]
     pub instance: String,
@@ -264,9 +261,9 @@ fn run_steps(
     let target = report.step("start or reach the target instance", || connect(args))?;
     report.instance = target.label.clone();
     let exchange = report.step("fetch the exchange key", || target.client.transfer_key())?;
-    let mut pass = Passphrases::new(&args.passphrases, None, args.sd_wrapping_keys.len())?;
+    let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
     let recovered = report.step("open a quorum of shares", || {
-        gather_quorum(sd, &args.sd_wrapping_keys, &args.certs, &mut pass)
+        gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)
     })?;
     report.participants = recovered
         .custodians

@@ -15,6 +15,21 @@ use crate::recovery::CustodianKey;
 
 use super::passphrase::Passphrases;
 
+/// The custodians' keys of a command that needs a quorum (restore-blob,
+/// drill, rotate).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QuorumKeys {
+    /// Custodians' private key files or `pkcs11:` token URIs, tried in order
+    /// until the quorum is met; only as many custodians as needed are asked
+    /// for their passphrase or PIN.
+    #[arg(long, required = true, num_args = 1..)]
+    pub sd_wrapping_keys: Vec<PathBuf>,
+    /// Certificates to pair keys with. Default: the certificate beside each
+    /// key (.cer) or on its token, else the share the key opens.
+    #[arg(long = "cert", num_args = 1..)]
+    pub certs: Vec<PathBuf>,
+}
+
 /// A custodian's key in memory, for signing as well as unwrapping.
 pub struct OpenedKey {
     pub label: String,

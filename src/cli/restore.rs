@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::keys;
+use super::keys::QuorumKeys;
 use super::output::{print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
@@ -35,15 +36,8 @@ pub struct RestoreBlobArgs {
     /// The target instance's exchange-key certificate (PEM or DER).
     #[arg(long)]
     pub sd_exchange_key: PathBuf,
-    /// Custodians' private key files or `pkcs11:` token URIs, tried in order
-    /// until the quorum is met; only as many custodians as needed are asked
-    /// for their passphrase or PIN.
-    #[arg(long, required = true, num_args = 1..)]
-    pub sd_wrapping_keys: Vec<PathBuf>,
-    /// Certificates to pair keys with. Default: the .cer beside each key, else
-    /// the share the key opens.
-    #[arg(long = "cert", num_args = 1..)]
-    pub certs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: QuorumKeys,
     /// Where to write the restore blob (must not exist).
     #[arg(long, visible_alias = "sd-file-restore-blob")]
     pub out: PathBuf,
@@ -110,8 +104,12 @@ fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
         label: inputs::label(&args.sd_exchange_key),
         source,
     })?;
-    let mut pass = Passphrases::new(&args.passphrases, args.passwords.clone(), args.sd_wrapping_keys.len())?;
-    let recovered = gather_quorum(&sd, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
+    let mut pass = Passphrases::new(
+        &args.passphrases,
+        args.passwords.clone(),
+        args.keys.sd_wrapping_keys.len(),
+    )?;
+    let recovered = gather_quorum(&sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
     entry.thumbprints = recovered.custodians.iter().map(|(x5t, _)| x5t.clone()).collect();
     entry.details = json!({"exchange_key_x5t_256": exchange.x5t_256(), "items": recovered.items.len()});
     let blob = recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)?;

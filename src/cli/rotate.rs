@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::keys::QuorumKeys;
 use super::manifest::ManifestCheck;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
@@ -40,12 +41,8 @@ pub struct StartArgs {
     /// The current security-domain file.
     #[arg(long, required = true)]
     pub sd_file: Option<PathBuf>,
-    /// Current custodians' key files or `pkcs11:` token URIs, tried in order until the quorum opens.
-    #[arg(long, required = true, num_args = 1..)]
-    pub sd_wrapping_keys: Vec<PathBuf>,
-    /// Certificates to pair the current keys with.
-    #[arg(long = "cert", num_args = 1..)]
-    pub certs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub keys: QuorumKeys,
     /// The new custodians' certificates, in share order.
     #[arg(long, required = true, num_args = 1..)]
     pub new_certs: Vec<PathBuf>,
@@ -158,8 +155,8 @@ fn start(args: &StartArgs) -> Result<()> {
             (None, None) => next_epoch(log_path.as_deref()),
         };
         entry.details["epoch"] = json!(epoch);
-        let mut pass = Passphrases::new(&args.passphrases, None, args.sd_wrapping_keys.len())?;
-        let recovered = gather_quorum(&old, &args.sd_wrapping_keys, &args.certs, &mut pass)?;
+        let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
+        let recovered = gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
         let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
         drop(recovered);
         files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
