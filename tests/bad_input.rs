@@ -42,7 +42,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
     vec![
         (
             "truncated.json",
-            text[..1000].as_bytes().to_vec(),
+            text.as_bytes()[..1000].to_vec(),
             "it is not valid JSON for this file: at EncData.data[0].compact_jwe".into(),
         ),
         (
@@ -125,7 +125,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, String)> {
         ),
         (
             "four-parts.json",
-            share0(|k| k.rsplitn(2, '.').nth(1).unwrap().to_string()),
+            share0(|k| k.rsplit_once('.').unwrap().0.to_string()),
             format!("{share1}a compact JWE must have 5 parts separated by '.', this one has 4"),
         ),
         (

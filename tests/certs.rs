@@ -3,7 +3,20 @@
 
 mod util;
 
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::key::KeyFile;
+use hsm_ceremony::custodian::keygen::self_signed_certificate_with_rng;
+use time::{Duration, OffsetDateTime};
 use util::{fixtures, openssl, Dir, EXIT_INPUT};
+
+/// `NAME.cer`, a certificate for the shared exchange key valid for `days`
+/// days from `from` (OpenSSL 3.0 cannot back-date a certificate).
+fn dated_cert(dir: &Dir, name: &str, from: OffsetDateTime, days: u32) {
+    let bytes = std::fs::read(fixtures().path("exchange.key")).unwrap();
+    let key = KeyFile::parse(&bytes).unwrap().into_key(None).unwrap();
+    let cert = self_signed_certificate_with_rng(&mut os_rng(), &key, name, days, from).unwrap();
+    dir.write(&format!("{name}.cer"), cert.to_pem());
+}
 
 /// A self-signed RSA-1024 certificate made by OpenSSL, as `weak.cer`.
 fn weak_cert(dir: &Dir) {
@@ -248,4 +261,32 @@ fn show_refuses_an_elliptic_curve_certificate_for_what_it_is() {
         EXIT_INPUT,
         &["the certificate ec.cer cannot be used: its key is elliptic-curve, not RSA"],
     );
+}
+
+#[test]
+fn show_warns_about_an_expired_and_a_not_yet_valid_certificate() {
+    let dir = Dir::new("show-dates");
+    let now = OffsetDateTime::now_utc();
+    dated_cert(&dir, "old", now - Duration::days(400), 30);
+    dated_cert(&dir, "future", now + Duration::days(30), 365);
+    dir.run(&["custodian", "show", "old.cer", "future.cer"])
+        .ok()
+        .stderr_has("warning: old.cer: it expired on")
+        .stderr_has("warning: future.cer: it is not valid before");
+}
+
+#[test]
+fn check_certs_refuses_an_expired_or_not_yet_valid_certificate() {
+    let dir = Dir::new("check-dates");
+    dir.custodian(0);
+    dir.custodian(1);
+    let now = OffsetDateTime::now_utc();
+    dated_cert(&dir, "old", now - Duration::days(400), 30);
+    dated_cert(&dir, "future", now + Duration::days(30), 365);
+    for name in ["old", "future"] {
+        let file = format!("{name}.cer");
+        let out = dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", &file]);
+        out.fails(EXIT_INPUT, &[&format!("{file}: it is not valid now (")]);
+        assert!(!out.stdout.contains("az keyvault"), "no az line for a refused set");
+    }
 }

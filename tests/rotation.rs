@@ -501,9 +501,10 @@ fn a_rotation_follows_its_signed_manifest_or_is_refused() {
 fn a_split_follows_its_signed_manifest_or_is_refused() {
     let dir = Dir::new("split-manifest");
     copy_new(&dir);
+    // `ceremony manifest` is accepted as another name for `manifest create`.
     dir.run(&[
+        "ceremony",
         "manifest",
-        "create",
         "--purpose",
         "split",
         "--quorum",

@@ -305,6 +305,9 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
     })
 }
 
+/// A new key as PEM (encrypted unless it has no passphrase) and its certificate.
+type Generated = (zeroize::Zeroizing<String>, Certificate);
+
 /// Generates the keys on all cores with a progress bar; returns each key's
 /// PEM (encrypted unless no passphrase) and certificate.
 fn generate_parallel(
@@ -312,7 +315,7 @@ fn generate_parallel(
     bits: usize,
     days: u32,
     passphrases: &[Option<Passphrase>],
-) -> Result<Vec<(zeroize::Zeroizing<String>, Certificate)>> {
+) -> Result<Vec<Generated>> {
     let bar = indicatif::ProgressBar::new(names.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -324,8 +327,7 @@ fn generate_parallel(
     bar.set_message(bits.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
     let now = OffsetDateTime::now_utc();
-    let slots: Vec<Mutex<Option<Result<(zeroize::Zeroizing<String>, Certificate)>>>> =
-        names.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Result<Generated>>>> = names.iter().map(|_| Mutex::new(None)).collect();
     let next = Mutex::new(0usize);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -366,7 +368,7 @@ fn make_one(
     days: u32,
     passphrase: Option<&Passphrase>,
     now: OffsetDateTime,
-) -> Result<(zeroize::Zeroizing<String>, Certificate)> {
+) -> Result<Generated> {
     let mut rng = os_rng();
     let gen_err = |source| Error::Key {
         label: format!("{name}.key"),

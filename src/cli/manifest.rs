@@ -22,6 +22,7 @@ pub enum ManifestCommand {
         after_help = "Example:\n  hsm-ceremony manifest create --purpose download --quorum 2 --epoch 1 \\\n      \
         --certs cert_0.cer cert_1.cer cert_2.cer --out manifest.json"
     )]
+    #[command(alias = "manifest")]
     Create(CreateArgs),
     /// Sign the terms with a custodian's wrapping key.
     #[command(after_help = "Example:\n  hsm-ceremony manifest sign --manifest manifest.json --key cert_0.key")]

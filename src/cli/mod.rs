@@ -73,7 +73,8 @@ pub enum Command {
     /// Re-split the master key to a new custodian set, verified before it takes effect.
     Rotate(rotate::RotateCmd),
     /// The terms custodians sign before a split, download or rotation.
-    #[command(subcommand)]
+    // `ceremony manifest` is the name the rotation design used for `manifest create`.
+    #[command(subcommand, alias = "ceremony")]
     Manifest(manifest::ManifestCommand),
     /// Run an emulated Managed HSM on loopback, and issue tokens for it.
     #[command(subcommand)]

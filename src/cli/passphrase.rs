@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -223,7 +223,7 @@ fn strip_newline(line: &str) -> String {
         .to_string()
 }
 
-fn read_passphrase_file(path: &PathBuf) -> Result<Passphrase> {
+fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
     let bytes = zeroize::Zeroizing::new(read_limited(path, 64 * 1024, "passphrase file")?);
     let text =
         std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not UTF-8 text", path.display())))?;

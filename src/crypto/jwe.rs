@@ -123,7 +123,7 @@ impl CompactJwe {
         };
         check_len("IV", jwe.iv.len(), cbc_hs512::IV_LEN)?;
         check_len("authentication tag", jwe.tag.len(), cbc_hs512::TAG_LEN)?;
-        if jwe.ciphertext.is_empty() || jwe.ciphertext.len() % 16 != 0 {
+        if jwe.ciphertext.is_empty() || !jwe.ciphertext.len().is_multiple_of(16) {
             return Err(CryptoError::JweHeader(
                 "the ciphertext is not a whole number of AES blocks".into(),
             ));

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 /// `K(i) = HMAC-SHA-512(KI, [i]32 || Label || 0x00 || Context || [L]32)`,
 /// concatenated for i = 1.. and cut to `out_bits` (a multiple of 8).
 pub fn sp108_kdf(ki: &[u8], label: &[u8], context: &[u8], out_bits: u32) -> Zeroizing<Vec<u8>> {
-    assert!(out_bits % 8 == 0, "sp108_kdf output must be whole bytes");
+    assert!(out_bits.is_multiple_of(8), "sp108_kdf output must be whole bytes");
     let out_len = (out_bits / 8) as usize;
     let mut out = Zeroizing::new(Vec::with_capacity(out_len + 64));
     let mut counter: u32 = 1;

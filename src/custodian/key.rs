@@ -22,6 +22,8 @@ pub const MIN_PASSPHRASE_CHARS: usize = 12;
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// A key file as read, before any passphrase is applied.
+// Short-lived, one per key file: boxing the key would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum KeyFile {
     Plain(rsa::PrivateKey),
     /// DER of an `EncryptedPrivateKeyInfo`.

@@ -2,10 +2,13 @@
 
 use zeroize::Zeroizing;
 
+/// A PEM block: its label and DER.
+pub type Block = (String, Zeroizing<Vec<u8>>);
+
 /// The label and DER of the first PEM block in `bytes`, or `None` when the
 /// bytes are not PEM (and so may be DER). Text before the block (OpenSSL's
 /// "Bag Attributes", comments) is skipped.
-pub fn decode_first_block(bytes: &[u8]) -> Option<Result<(String, Zeroizing<Vec<u8>>), String>> {
+pub fn decode_first_block(bytes: &[u8]) -> Option<Result<Block, String>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let start = text.find("-----BEGIN ")?;
     let block = &text[start..];

@@ -1,0 +1,147 @@
+//! The hidden prompts, driven through a real pseudo-terminal as a custodian
+//! would meet them. The terminal starts with echo on (`stty echo`), so a
+//! prompt that failed to hide what is typed would put the passphrase in the
+//! transcript, and the tests look for it there.
+
+mod util;
+
+use std::process::Command;
+
+use nix::sys::wait::WaitStatus;
+use rexpect::session::{spawn_command, PtySession};
+use util::{passphrase, Dir, BIN};
+
+const GOOD: &str = "a long and private custodian phrase";
+
+/// `hsm-ceremony ARGS` in `dir` on a fresh terminal with echo on.
+fn on_terminal(dir: &Dir, args: &[&str]) -> PtySession {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("stty echo && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("HSM_CEREMONY_PASSPHRASE")
+        .env_remove("HSM_CEREMONY_PIN")
+        .env("TERM", "dumb");
+    spawn_command(cmd, Some(60_000)).expect("a pseudo-terminal")
+}
+
+/// Waits for the end and returns the rest of the transcript and the exit code.
+fn finish(mut s: PtySession) -> (String, i32) {
+    let rest = s.exp_eof().expect("the command ends");
+    let code = match s.process().wait().expect("wait") {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("the command did not exit normally: {other:?}"),
+    };
+    (rest, code)
+}
+
+#[test]
+fn keygen_asks_twice_hides_the_input_and_asks_again_when_the_entries_differ() {
+    let dir = Dir::new("prompt-keygen");
+    let mut s = on_terminal(&dir, &["custodian", "keygen", "--name", "alice", "--bits", "2048"]);
+    let mut seen = String::new();
+    seen += &s.exp_string("New passphrase for custodian alice").unwrap();
+    s.send_line(GOOD).unwrap();
+    seen += &s.exp_string("Repeat it").unwrap();
+    s.send_line("a different phrase entirely").unwrap();
+    seen += &s.exp_string("The two entries differ; try again.").unwrap();
+    seen += &s.exp_string("New passphrase for custodian alice").unwrap();
+    s.send_line(GOOD).unwrap();
+    seen += &s.exp_string("Repeat it").unwrap();
+    s.send_line(GOOD).unwrap();
+    seen += &s.exp_string("x5t#S256").unwrap();
+    let (rest, code) = finish(s);
+    seen += &rest;
+    assert_eq!(code, 0, "{seen}");
+    assert!(!seen.contains(GOOD), "the passphrase was echoed:\n{seen}");
+    assert!(
+        !seen.contains("a different phrase"),
+        "the passphrase was echoed:\n{seen}"
+    );
+    // The key opens with what was typed, and only with that.
+    dir.write("alice.pass", format!("{GOOD}\n"));
+    util::openssl(
+        &dir,
+        &["pkey", "-in", "alice.key", "-passin", "file:alice.pass", "-noout"],
+    );
+    assert_eq!(dir.mode("alice.key"), 0o600);
+}
+
+#[test]
+fn keygen_refuses_a_weak_passphrase_at_the_prompt_and_gives_up_after_three() {
+    let dir = Dir::new("prompt-weak");
+    let mut s = on_terminal(&dir, &["custodian", "keygen", "--name", "bob", "--bits", "2048"]);
+    for _ in 0..3 {
+        s.exp_string("New passphrase for custodian bob").unwrap();
+        s.send_line("short").unwrap();
+        s.exp_string("Repeat it").unwrap();
+        s.send_line("short").unwrap();
+        s.exp_string("please choose another.").unwrap();
+    }
+    let (rest, code) = finish(s);
+    assert_ne!(code, 0, "{rest}");
+    assert!(rest.contains("no acceptable passphrase was chosen for bob"), "{rest}");
+    assert!(!dir.exists("bob.key") && !dir.exists("bob.cer"), "{:?}", dir.listing());
+    dir.assert_no_temp();
+}
+
+#[test]
+fn restore_blob_names_each_key_file_and_allows_three_tries() {
+    let dir = Dir::new("prompt-restore");
+    dir.copy(&["sd.json", "c0.key", "c0.cer", "c1.key", "c1.cer", "exchange.cer"]);
+    let args = [
+        "restore-blob",
+        "--sd-file",
+        "sd.json",
+        "--sd-exchange-key",
+        "exchange.cer",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "c1.key",
+        "--out",
+        "blob.json",
+    ];
+    let mut s = on_terminal(&dir, &args);
+    let mut seen = String::new();
+    seen += &s.exp_string("Passphrase for c0.key").unwrap();
+    s.send_line("not the right one at all").unwrap();
+    seen += &s.exp_string("That passphrase does not open c0.key.").unwrap();
+    seen += &s.exp_string("Passphrase for c0.key (try 2 of 3)").unwrap();
+    s.send_line(&passphrase(0)).unwrap();
+    seen += &s.exp_string("Passphrase for c1.key").unwrap();
+    s.send_line(&passphrase(1)).unwrap();
+    let (rest, code) = finish(s);
+    seen += &rest;
+    assert_eq!(code, 0, "{seen}");
+    assert!(dir.exists("blob.json"));
+    for secret in [passphrase(0), passphrase(1), "not the right one".into()] {
+        assert!(!seen.contains(&secret), "a passphrase was echoed:\n{seen}");
+    }
+
+    // Three wrong answers: the key file is named, nothing is written.
+    dir.remove("blob.json");
+    let mut s = on_terminal(&dir, &args);
+    s.exp_string("Passphrase for c0.key").unwrap();
+    s.send_line("wrong again and again").unwrap();
+    for attempt in 2..=3 {
+        s.exp_string("That passphrase does not open c0.key.").unwrap();
+        s.exp_string(&format!("Passphrase for c0.key (try {attempt} of 3)"))
+            .unwrap();
+        s.send_line("wrong again and again").unwrap();
+    }
+    // The custodian is skipped, the next one asked; one share is not a quorum.
+    s.exp_string("warning: the key c0.key cannot be used: the passphrase does not open it")
+        .unwrap();
+    s.exp_string("Passphrase for c1.key").unwrap();
+    s.send_line(&passphrase(1)).unwrap();
+    let (rest, code) = finish(s);
+    assert_eq!(code, util::EXIT_QUORUM, "{rest}");
+    assert!(
+        rest.contains("c0.key"),
+        "the failure names the key that did not open: {rest}"
+    );
+    assert!(!dir.exists("blob.json"));
+    dir.assert_no_temp();
+}
