@@ -21,6 +21,11 @@ pub enum Error {
     OutputExists { path: PathBuf },
     #[error("{} is a directory, not a file", path.display())]
     NotAFile { path: PathBuf },
+    #[error(
+        "{} is left from a rotation that stopped before its record {} was written; nothing took effect",
+        pending.display(), record.display()
+    )]
+    InterruptedRotation { pending: PathBuf, record: PathBuf },
     #[error("{} is {size} bytes; no {what} is larger than {limit} bytes, so it was not read", path.display())]
     TooLarge {
         path: PathBuf,

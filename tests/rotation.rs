@@ -749,10 +749,19 @@ fn kill_9_between_every_two_steps_is_recoverable() {
                 Ok(&contents)
             );
             if point == "start:pending-written" {
-                // No record: the rotation never started; running it again says what is in the way.
-                dir.run(&strs(&start))
-                    .fails(util::EXIT_INPUT, &["sd2.json.pending already exists"]);
+                // No record: the rotation never started; running it again says so and what to do.
+                dir.run(&strs(&start)).fails(
+                    util::EXIT_INPUT,
+                    &[
+                        "sd2.json.pending is left from a rotation that stopped before its record \
+                         sd2.json.rotation.json was written; nothing took effect",
+                        "Delete sd2.json.pending and run rotate again.",
+                    ],
+                );
                 assert_eq!(dir.read("sd.json"), base.read("sd.json"));
+                dir.remove("sd2.json.pending");
+                dir.run(&strs(&start)).ok();
+                assert!(dir.exists("sd2.json.rotation.json"), "{point}");
                 continue;
             }
             // The record was saved: the rotation carries on as if nothing happened.

@@ -37,6 +37,11 @@ pub fn advice(err: &Error) -> Option<String> {
     let text = match err {
         Error::OutputExists { .. } => "Choose another output path, or move the existing file away after checking what it is.".into(),
         Error::NotAFile { .. } => "Give the path of a file, not of a folder.".into(),
+        Error::InterruptedRotation { pending, .. } => format!(
+            "The current security domain is unchanged and no custodian has used the new one. \
+             Delete {} and run rotate again.",
+            pending.display()
+        ),
         Error::TooLarge { .. } => "Check that this is the file you meant; a real one is far smaller.".into(),
         Error::SecurityDomain { .. } => {
             "Use the file exactly as `az keyvault security-domain download` wrote it; compare its SHA-256 with the ceremony record."

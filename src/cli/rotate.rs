@@ -119,6 +119,13 @@ fn start(args: &StartArgs) -> Result<()> {
     let quorum = *required(&args.quorum, "--quorum")?;
     let pending = rotation::pending_path(out);
     let record_path = rotation::record_path(out);
+    // A kill between writing the pending file and its record leaves an orphan.
+    if pending.is_file() && !record_path.exists() {
+        return Err(Error::InterruptedRotation {
+            pending,
+            record: record_path,
+        });
+    }
     for p in [out, &pending, &record_path] {
         files::ensure_absent(p)?;
     }
