@@ -334,22 +334,11 @@ fn a_replaced_share_is_caught_by_the_items() {
         "c1.pass",
     ])
     .ok();
-    let out = dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--passphrase-file",
-        "c0.pass",
-        "--passphrase-file",
-        "c1.pass",
-        "--out",
+    let out = dir.run(&util::restore_blob_args(
+        &["c0.key", "c1.key"],
+        &["c0.pass", "c1.pass"],
         "blob.json",
-    ]);
+    ));
     // Usually the rebuilt key fails the items' tags; for some share values the
     // interpolation leaves the field first. Both are the same verdict.
     out.fails(
@@ -363,22 +352,11 @@ fn a_replaced_share_is_caught_by_the_items() {
     );
     dir.assert_absent("blob.json");
     // Control: custodians 0 and 2 (whose shares are genuine) still recover.
-    dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c2.key",
-        "--passphrase-file",
-        "c0.pass",
-        "--passphrase-file",
-        "c2.pass",
-        "--out",
+    dir.run(&util::restore_blob_args(
+        &["c0.key", "c2.key"],
+        &["c0.pass", "c2.pass"],
         "blob.json",
-    ])
+    ))
     .ok();
 }
 
@@ -451,22 +429,11 @@ fn a_share_copied_to_another_custodian_is_caught() {
     ])
     .ok()
     .stdout_has("share x=1 of 3 opens for c1.key");
-    let out = dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--passphrase-file",
-        "c0.pass",
-        "--passphrase-file",
-        "c1.pass",
-        "--out",
+    let out = dir.run(&util::restore_blob_args(
+        &["c0.key", "c1.key"],
+        &["c0.pass", "c1.pass"],
         "blob.json",
-    ]);
+    ));
     out.fails(
         EXIT_INTEGRITY,
         &[

@@ -35,22 +35,11 @@ fn ceremony_log(dir: &Dir) {
     }
     dir.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", "exchange.key"])
         .fails(EXIT_INTEGRITY, &[]);
-    dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--passphrase-file",
-        "c0.pass",
-        "--passphrase-file",
-        "c1.pass",
-        "--out",
+    dir.run(&util::restore_blob_args(
+        &["c0.key", "c1.key"],
+        &["c0.pass", "c1.pass"],
         "blob.json",
-    ])
+    ))
     .ok();
 }
 

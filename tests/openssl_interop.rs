@@ -128,22 +128,7 @@ fn openssl_made_custodians_split_verify_and_restore() {
     assert_eq!(util::b64u_decode(&cek).len(), 384);
 
     // Two different quorums produce blobs that open to the same contents.
-    let restore = |keys: &[&str], passes: &[&str], out: &str| {
-        let mut args = vec![
-            "restore-blob",
-            "--sd-file",
-            "sd.json",
-            "--sd-exchange-key",
-            "exchange.cer",
-            "--sd-wrapping-keys",
-        ];
-        args.extend_from_slice(keys);
-        for p in passes {
-            args.extend(["--passphrase-file", p]);
-        }
-        args.extend(["--out", out]);
-        dir.run(&args)
-    };
+    let restore = |keys: &[&str], passes: &[&str], out: &str| dir.run(&util::restore_blob_args(keys, passes, out));
     restore(&["a.key", "b.key"], &["b.pass"], "ab.json")
         .ok()
         .stdout_has("2 of 2 needed");
@@ -235,20 +220,11 @@ fn pkcs1_and_der_forms_work() {
         .stdout_has(&format!("share x=2 of 3 opens for {key} (certificate a.der)"));
     }
     dir.copy(&["exchange.cer"]);
-    dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "pkcs1.der",
-        "c1.key",
-        "--passphrase-file",
-        "c1.pass",
-        "--out",
+    dir.run(&util::restore_blob_args(
+        &["pkcs1.der", "c1.key"],
+        &["c1.pass"],
         "blob.json",
-    ])
+    ))
     .ok()
     .stdout_has("share x=2 opened for pkcs1.der (1 of 2 needed)");
     blob_fingerprint(&dir.join("blob.json"));

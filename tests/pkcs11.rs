@@ -202,19 +202,9 @@ fn mixed_ceremony(hsm: &Hsm) -> (String, String) {
 }
 
 fn restore(hsm: &Hsm, keys: &[&str], out: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--out",
-        out,
-        "--sd-wrapping-keys",
-    ];
-    args.extend_from_slice(keys);
-    args.extend_from_slice(extra);
-    hsm.run(&args)
+    let mut args = util::restore_blob_args(keys, &[], out);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    hsm.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]

@@ -91,18 +91,8 @@ fn keygen_refuses_a_weak_passphrase_at_the_prompt_and_gives_up_after_three() {
 fn restore_blob_names_each_key_file_and_allows_three_tries() {
     let dir = Dir::new("prompt-restore");
     dir.copy(&["sd.json", "c0.key", "c0.cer", "c1.key", "c1.cer", "exchange.cer"]);
-    let args = [
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--out",
-        "blob.json",
-    ];
+    let args = util::restore_blob_args(&["c0.key", "c1.key"], &[], "blob.json");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut s = on_terminal(&dir, &args);
     let mut seen = String::new();
     seen += &s.exp_string("Passphrase for c0.key").unwrap();

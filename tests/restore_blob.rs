@@ -14,17 +14,8 @@ use util::{fixtures, mutate_jwe, passphrase, Dir, EXIT_INPUT, EXIT_INTEGRITY, EX
 /// `restore-blob` on `sd.json` for `exchange.cer` into `blob.json`, with
 /// `keys` and then `extra` arguments.
 fn restore(dir: &Dir, keys: &[&str], extra: &[&str]) -> util::Output {
-    let mut args = vec![
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-    ];
-    args.extend_from_slice(keys);
-    args.extend_from_slice(&["--out", "blob.json"]);
-    args.extend_from_slice(extra);
+    let mut args = util::restore_blob_args(keys, &[], "blob.json");
+    args.extend(extra.iter().map(|a| a.to_string()));
     dir.run(&args)
 }
 

@@ -256,6 +256,25 @@ pub fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// `restore-blob` of `sd.json` for `exchange.cer` into `out` with `keys`
+/// and a `--passphrase-file` for each of `pass_files` (none: prompted for).
+pub fn restore_blob_args(keys: &[&str], pass_files: &[&str], out: &str) -> Vec<String> {
+    let mut args = vec![
+        "restore-blob",
+        "--sd-file",
+        "sd.json",
+        "--sd-exchange-key",
+        "exchange.cer",
+        "--sd-wrapping-keys",
+    ];
+    args.extend_from_slice(keys);
+    for p in pass_files {
+        args.extend(["--passphrase-file", p]);
+    }
+    args.extend(["--out", out]);
+    args.into_iter().map(String::from).collect()
+}
+
 /// The custodian passphrases of the shared set (distinct, ≥ 12 characters).
 pub fn passphrase(i: usize) -> String {
     format!("custodian {i} correct horse battery staple")
