@@ -653,6 +653,50 @@ fn a_key_that_may_not_decrypt_is_refused() {
 }
 
 #[test]
+fn a_key_that_asks_for_its_pin_before_every_use_is_refused() {
+    let hsm = Hsm::new("p11-always-auth");
+    hsm.token("alice");
+    hsm.dir.copy(&["sd.json"]);
+    hsm.with_session("alice", |s| {
+        let public = [
+            Attribute::Token(true),
+            Attribute::ModulusBits(2048u64.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+            Attribute::Label(b"piv".to_vec()),
+            Attribute::Id(vec![9]),
+        ];
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Decrypt(true),
+            Attribute::AlwaysAuthenticate(true),
+            Attribute::Label(b"piv".to_vec()),
+            Attribute::Id(vec![9]),
+        ];
+        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+            .unwrap();
+    });
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "piv"),
+        "--pin-file",
+        "pin",
+    ])
+    .fails(
+        EXIT_INPUT,
+        &[
+            "the key 'piv' (id 09) on token 'alice' asks for its PIN again before every use (CKA_ALWAYS_AUTHENTICATE)",
+            "slot 9d with PIN policy 'once'",
+        ],
+    );
+}
+
+#[test]
 fn pins_never_come_from_the_command_line() {
     let hsm = Hsm::new("p11-pin-sources");
     hsm.token("alice");

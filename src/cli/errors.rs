@@ -145,6 +145,10 @@ fn token_advice(err: &TokenError) -> String {
         T::NoDecrypt { .. } => "This key was made for signing only. Generate a wrapping key with \
             `hsm-ceremony custodian keygen --pkcs11-module MODULE --token LABEL --name NAME`, which allows decryption."
             .into(),
+        T::PinPerUse { .. } => "Use a wrapping key whose PIN is asked once per session: make one with \
+            `hsm-ceremony custodian keygen --pkcs11-module MODULE --token LABEL --name NAME`, or on a YubiKey use \
+            the key-management slot 9d with PIN policy 'once', not 'always'."
+            .into(),
         T::NoSign { .. } => {
             "This key may not sign; generate a custodian key with `hsm-ceremony custodian keygen --token`.".into()
         }

@@ -61,6 +61,11 @@ pub enum TokenError {
     NotRsa { token: String, object: String, got: String },
     #[error("the key {object} on token '{token}' may not decrypt (its CKA_DECRYPT attribute is false)")]
     NoDecrypt { token: String, object: String },
+    #[error(
+        "the key {object} on token '{token}' asks for its PIN again before every use (CKA_ALWAYS_AUTHENTICATE), \
+         which hsm-ceremony does not support"
+    )]
+    PinPerUse { token: String, object: String },
     #[error("the key {object} on token '{token}' may not sign (its CKA_SIGN attribute is false)")]
     NoSign { token: String, object: String },
     #[error("token '{token}' does not support RSA-OAEP with SHA-256 (CKM_RSA_PKCS_OAEP): {why}")]
@@ -471,6 +476,15 @@ impl TokenKey {
                 object: me.describe(),
             });
         }
+        // Such a key needs a context-specific login between C_DecryptInit and
+        // C_Decrypt, which cryptoki's one-call decrypt leaves no room for: say
+        // so, rather than fail later with CKR_USER_NOT_LOGGED_IN.
+        if me.bool_attr(AttributeType::AlwaysAuthenticate)? {
+            return Err(TokenError::PinPerUse {
+                token: uri.token.clone(),
+                object: me.describe(),
+            });
+        }
         if !uri.oaep_on_host {
             let support = oaep_support(&ctx, slot).map_err(|e| refused(&uri.token, "its mechanism list", e))?;
             check_oaep(&uri.token, support, me.bits())?;
@@ -621,9 +635,12 @@ impl TokenKey {
             .session
             .get_attributes(self.key, &[which])
             .map_err(|e| refused(&self.uri.token, "reading the key's attributes", e))?;
-        Ok(attrs
-            .iter()
-            .any(|a| matches!(a, Attribute::Decrypt(true) | Attribute::Sign(true))))
+        Ok(attrs.iter().any(|a| {
+            matches!(
+                a,
+                Attribute::Decrypt(true) | Attribute::Sign(true) | Attribute::AlwaysAuthenticate(true)
+            )
+        }))
     }
 
     fn describe(&self) -> String {
