@@ -92,6 +92,7 @@ pub struct ShowArgs {
     /// Certificate files (PEM or DER).
     #[arg(required = true)]
     pub certs: Vec<PathBuf>,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -109,6 +110,7 @@ pub struct VerifyArgs {
     pub cert: Option<PathBuf>,
     #[command(flatten)]
     pub passphrases: PassphraseArgs,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }

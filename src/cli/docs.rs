@@ -17,6 +17,7 @@ pub enum Shell {
 #[derive(Args, Debug)]
 #[command(after_help = "Example:\n  hsm-ceremony completions bash > /etc/bash_completion.d/hsm-ceremony")]
 pub struct CompletionsArgs {
+    /// The shell to print completions for.
     pub shell: Shell,
 }
 
@@ -31,12 +32,34 @@ pub fn completions(args: &CompletionsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes one man page per command into `dir` (what `man/` holds).
+/// Writes one man page per command into `dir` (what `man/` holds), each
+/// with the exit codes (the top page lists them in its help text already).
 pub fn write_man_pages(dir: &Path) -> Result<()> {
-    clap_mangen::generate_to(Cli::command(), dir).map_err(|source| Error::Write {
+    let failed = |source| Error::Write {
         path: dir.to_path_buf(),
         source,
-    })
+    };
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)?;
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let path = entry.map_err(failed)?.path();
+        if path.file_name().is_some_and(|n| n != "hsm-ceremony.1") {
+            let page = std::fs::read_to_string(&path).map_err(failed)?;
+            std::fs::write(&path, with_exit_status(&page)).map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// `page` with an EXIT STATUS section before its VERSION section.
+fn with_exit_status(page: &str) -> String {
+    let mut section = String::from(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in super::errors::EXIT_CODES {
+        section += &format!(".TP\n{code}\n{}\n", meaning.replace('-', "\\-"));
+    }
+    match page.find(".SH VERSION") {
+        Some(at) => format!("{}{section}{}", &page[..at], &page[at..]),
+        None => format!("{page}{section}"),
+    }
 }
 
 #[cfg(test)]
@@ -62,6 +85,27 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "hsm-ceremony".into(), &mut missing);
         assert!(missing.is_empty(), "commands without an example in --help: {missing:?}");
+    }
+
+    /// Every flag and argument says what it is, in --help and the man pages.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                walk(sub, format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "hsm-ceremony".into(), &mut missing);
+        assert!(missing.is_empty(), "arguments without a description: {missing:#?}");
     }
 
     /// The checked-in pages in `man/` must be what the code generates.
@@ -98,5 +142,7 @@ mod tests {
             );
         }
         assert!(names(fresh.path()).contains(&"hsm-ceremony-restore-blob.1".to_string()));
+        let page = std::fs::read_to_string(fresh.path().join("hsm-ceremony-restore-blob.1")).unwrap();
+        assert!(page.contains(".SH \"EXIT STATUS\"\n.TP\n0\nsuccess\n"), "{page}");
     }
 }

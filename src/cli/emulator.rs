@@ -51,6 +51,7 @@ pub enum EmulatorCommand {
         --role administrator --role crypto-officer > admin.token"
     )]
     Token {
+        /// The state directory of the instance the token is for.
         #[arg(long = "state", value_name = "DIR")]
         state: PathBuf,
         /// Who the token is for.

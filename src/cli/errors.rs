@@ -16,6 +16,28 @@ pub const EXIT_INSTANCE: u8 = 7;
 pub const EXIT_AT_RISK: u8 = 8;
 pub const EXIT_CANNOT_RECOVER: u8 = 9;
 
+/// Every exit code and what it means, for --help and the man pages.
+pub const EXIT_CODES: [(u8, &str); 9] = [
+    (0, "success"),
+    (EXIT_USAGE, "usage error (bad flags or arguments)"),
+    (
+        EXIT_INPUT,
+        "bad input: a malformed, weak or refused file or parameter, or an output that already exists",
+    ),
+    (
+        EXIT_INTEGRITY,
+        "integrity failure: a wrong passphrase, key or certificate, or a tampered file",
+    ),
+    (EXIT_QUORUM, "not enough custodians to meet the quorum"),
+    (EXIT_IO, "file-system error"),
+    (EXIT_INSTANCE, "the instance refused or could not be reached"),
+    (EXIT_AT_RISK, "sd health: the quorum is at risk"),
+    (
+        EXIT_CANNOT_RECOVER,
+        "sd health: the security domain cannot be recovered",
+    ),
+];
+
 pub fn exit_code(err: &Error) -> u8 {
     if matches!(err, Error::Usage(_)) {
         return EXIT_USAGE;

@@ -152,6 +152,7 @@ pub struct RestoreKeyArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub connect: Connect,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }

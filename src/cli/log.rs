@@ -29,7 +29,9 @@ pub enum LogCommand {
 
 #[derive(Args, Debug)]
 pub struct LogFileArgs {
+    /// The ceremony log file (JSON lines).
     pub log: PathBuf,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }

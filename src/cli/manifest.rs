@@ -34,24 +34,30 @@ pub struct CreateArgs {
     /// What the custodians agree to: split, download or rotate.
     #[arg(long, value_parser = ["split", "download", "rotate"])]
     pub purpose: String,
+    /// The custodians' certificates, in the order the shares will follow.
     #[arg(long, required = true, num_args = 1..)]
     pub certs: Vec<PathBuf>,
+    /// The quorum M the custodians agree to.
     #[arg(long)]
     pub quorum: usize,
     /// The custodian set's epoch (1 for the first set, then one more per rotation).
     #[arg(long)]
     pub epoch: u64,
+    /// Where to write the manifest (never overwritten).
     #[arg(long)]
     pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct SignArgs {
+    /// The manifest to sign; the signature is added to it.
     #[arg(long)]
     pub manifest: PathBuf,
     /// The custodian's private key file, or a `pkcs11:` token URI.
     #[arg(long)]
     pub key: PathBuf,
+    /// The custodian's certificate (default: the `.cer` beside the key, or
+    /// the certificate stored on the token).
     #[arg(long)]
     pub cert: Option<PathBuf>,
     #[command(flatten)]

@@ -23,23 +23,17 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
-const AFTER_HELP: &str = "\
-Exit codes:
-  0  success
-  2  usage error (bad flags or arguments)
-  3  bad input: a malformed, weak or refused file or parameter, or an output that already exists
-  4  integrity failure: a wrong passphrase, key or certificate, or a tampered file
-  5  not enough custodians to meet the quorum
-  6  file-system error
-  7  the instance refused or could not be reached
-  8  sd health: the quorum is at risk
-  9  sd health: the security domain cannot be recovered
-
-Start with: hsm-ceremony demo";
+fn after_help() -> String {
+    let codes: String = errors::EXIT_CODES
+        .iter()
+        .map(|(code, meaning)| format!("  {code}  {meaning}\n"))
+        .collect();
+    format!("Exit codes:\n{codes}\nStart with: hsm-ceremony demo")
+}
 
 /// Offline security-domain ceremonies for Azure Key Vault Managed HSM.
 #[derive(Parser, Debug)]
-#[command(name = "hsm-ceremony", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "hsm-ceremony", version, about, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     /// Print only results, warnings and errors.
     #[arg(long, short, global = true)]

@@ -48,6 +48,7 @@ pub struct RestoreBlobArgs {
     pub passwords: Option<Vec<String>>,
     #[command(flatten)]
     pub passphrases: PassphraseArgs,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }

@@ -57,6 +57,7 @@ pub struct CheckCertsArgs {
     /// Accept 2 custodians (a local instance; Azure wants 3 to 10).
     #[arg(long)]
     pub local: bool,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -68,6 +69,7 @@ pub struct InspectArgs {
     /// Certificates to match against the shares.
     #[arg(long, num_args = 1..)]
     pub certs: Vec<PathBuf>,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }
@@ -107,6 +109,7 @@ pub struct HealthArgs {
     /// Assess as of this date (YYYY-MM-DD, UTC) instead of now, e.g. the day of the next drill.
     #[arg(long, value_name = "DATE", value_parser = parse_day)]
     pub at: Option<OffsetDateTime>,
+    /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
 }
