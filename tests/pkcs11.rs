@@ -335,6 +335,34 @@ fn a_security_domain_with_token_and_file_custodians_restores() {
 }
 
 #[test]
+fn the_pin_is_asked_at_a_hidden_prompt_naming_the_token() {
+    let hsm = Hsm::new("p11-pin-prompt");
+    let (alice, _) = mixed_ceremony(&hsm);
+    let verify = ["custodian", "verify", "--sd-file", "sd.json", "--key", &alice];
+    let on_terminal = || {
+        util::pty::on_terminal_with(&hsm.dir, &verify, |c| {
+            c.env("SOFTHSM2_CONF", &hsm.conf);
+        })
+    };
+    let mut s = on_terminal();
+    let mut seen = s.exp_string("PIN for token 'alice'").unwrap();
+    s.send_line(PIN).unwrap();
+    let (rest, code) = util::pty::finish(s);
+    seen += &rest;
+    assert_eq!(code, 0, "{seen}");
+    assert!(seen.contains("share x=1 of 3 opens"), "{seen}");
+    assert!(!seen.contains(PIN), "the PIN was echoed:\n{seen}");
+
+    let mut s = on_terminal();
+    s.exp_string("PIN for token 'alice'").unwrap();
+    s.send_line("0000-wrong").unwrap();
+    let (rest, code) = util::pty::finish(s);
+    assert_eq!(code, EXIT_INTEGRITY, "{rest}");
+    assert!(rest.contains("the PIN for token 'alice' is wrong"), "{rest}");
+    assert!(!rest.contains("0000-wrong"), "the PIN was echoed:\n{rest}");
+}
+
+#[test]
 fn custodian_verify_takes_a_token_uri() {
     let hsm = Hsm::new("p11-verify");
     let (alice, bob) = mixed_ceremony(&hsm);

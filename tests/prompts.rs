@@ -1,41 +1,13 @@
 //! The hidden prompts, driven through a real pseudo-terminal as a custodian
-//! would meet them. The terminal starts with echo on (`stty echo`), so a
-//! prompt that failed to hide what is typed would put the passphrase in the
-//! transcript, and the tests look for it there.
+//! would meet them (see `util::pty`): what they ask, that nothing typed is
+//! echoed, and what happens after a wrong answer.
 
 mod util;
 
-use std::process::Command;
-
-use nix::sys::wait::WaitStatus;
-use rexpect::session::{spawn_command, PtySession};
-use util::{passphrase, Dir, BIN};
+use util::pty::{finish, on_terminal};
+use util::{passphrase, Dir};
 
 const GOOD: &str = "a long and private custodian phrase";
-
-/// `hsm-ceremony ARGS` in `dir` on a fresh terminal with echo on.
-fn on_terminal(dir: &Dir, args: &[&str]) -> PtySession {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("stty echo && exec \"$0\" \"$@\"")
-        .arg(BIN)
-        .args(args)
-        .current_dir(dir.path())
-        .env_remove("HSM_CEREMONY_PASSPHRASE")
-        .env_remove("HSM_CEREMONY_PIN")
-        .env("TERM", "dumb");
-    spawn_command(cmd, Some(60_000)).expect("a pseudo-terminal")
-}
-
-/// Waits for the end and returns the rest of the transcript and the exit code.
-fn finish(mut s: PtySession) -> (String, i32) {
-    let rest = s.exp_eof().expect("the command ends");
-    let code = match s.process().wait().expect("wait") {
-        WaitStatus::Exited(_, code) => code,
-        other => panic!("the command did not exit normally: {other:?}"),
-    };
-    (rest, code)
-}
 
 #[test]
 fn keygen_asks_twice_hides_the_input_and_asks_again_when_the_entries_differ() {
