@@ -124,11 +124,7 @@ fn run_in(dir: &Path) -> Result<()> {
         token_file: Some(token_file.clone()),
         ca: None,
     };
-    println!(
-        "instance A: {} (in process, state {})",
-        crate::emulator::IN_PROCESS_ORIGIN,
-        original_dir.display()
-    );
+    println!("instance A: in process, state {}", original_dir.display());
     let sd_path = dir.join("sd.json");
     instance::download(&DownloadArgs {
         connect: connect.clone(),

@@ -292,7 +292,14 @@ fn run_steps(
                 Ok(k)
             });
             match restored {
-                Ok(k) => report.canary = format!("{} (made on {}) restored as {}", c.name, c.instance, k.kid),
+                Ok(k) => {
+                    report.canary = format!(
+                        "{} (made on {}) restored as {}",
+                        c.name,
+                        c.instance,
+                        super::instance::shown_kid(&k.kid)
+                    )
+                }
                 Err(e) => {
                     let err = Error::Instance(format!(
                         "the canary key {} did NOT restore on the recovered instance: {e}",

@@ -240,8 +240,22 @@ fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
             key.name, key.version, canary.name, canary.key_version
         )));
     }
-    println!("{} (made on {}) restored as {}", canary.name, canary.instance, key.kid);
+    println!(
+        "{} (made on {}) restored as {}",
+        canary.name,
+        canary.instance,
+        shown_kid(&key.kid)
+    );
     Ok(())
+}
+
+/// A key id as people read it: an in-process instance has no real address,
+/// so its made-up origin is left out.
+pub fn shown_kid(kid: &str) -> String {
+    match kid.strip_prefix(crate::emulator::IN_PROCESS_ORIGIN) {
+        Some(path) => format!("{path} on the in-process instance"),
+        None => kid.to_string(),
+    }
 }
 
 fn status(args: &StatusArgs) -> Result<()> {
