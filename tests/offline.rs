@@ -175,22 +175,10 @@ const NETWORK_NAMES: [&str; 9] = [
     "socket2",
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn only_the_instance_client_and_the_emulator_name_networking() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    let files = util::rust_files(&root.join("src"));
     assert!(files.len() > 30);
     let mut offenders = Vec::new();
     for f in &files {

@@ -277,6 +277,20 @@ pub fn restore_blob_args(keys: &[&str], pass_files: &[&str], out: &str) -> Vec<S
     args.into_iter().map(String::from).collect()
 }
 
+/// Every `.rs` file below `dir`.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The custodian passphrases of the shared set (distinct, ≥ 12 characters).
 pub fn passphrase(i: usize) -> String {
     format!("custodian {i} correct horse battery staple")
