@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::custodian::cert::Certificate;
 use crate::custodian::key::KeyFile;
+use crate::custodian::CustodianError;
 use crate::error::{Error, Result};
 use crate::files::read_limited;
 use crate::format::limits::{MAX_KEY_FILE_BYTES, MAX_SD_FILE_BYTES};
@@ -44,12 +45,16 @@ pub fn certificate(path: &Path) -> Result<Certificate> {
 
 pub fn key_file(path: &Path) -> Result<KeyFile> {
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES, "private key file")?;
-    if readable_by_others(path) {
+    let parsed = KeyFile::parse(&bytes);
+    // A file that holds no key (a certificate given by mistake) is named as
+    // such; only a key is refused for being readable by others.
+    let not_a_key = matches!(parsed, Err(CustodianError::NotAKey(_)));
+    if !not_a_key && readable_by_others(path) {
         return Err(Error::KeyFileExposed {
             path: path.to_path_buf(),
         });
     }
-    KeyFile::parse(&bytes).map_err(|source| Error::Key {
+    parsed.map_err(|source| Error::Key {
         label: label(path),
         source,
     })

@@ -256,6 +256,24 @@ fn group_readable_key_is_refused_with_chmod_advice() {
     .fails(EXIT_INPUT, &["chmod 600 c0.key"]);
 }
 
+/// A certificate given where the key belongs (public, so 0644) is named for
+/// what it is, not refused with `chmod 600` advice that would not help.
+#[test]
+fn a_certificate_given_as_the_key_is_named_as_such() {
+    let dir = Dir::new("verify-cert-as-key");
+    dir.ceremony();
+    assert_eq!(dir.mode("c0.cer"), 0o644);
+    let out = dir.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", "c0.cer"]);
+    out.fails(
+        EXIT_INPUT,
+        &[
+            "the key c0.cer cannot be used",
+            "it is a certificate, not a private key",
+        ],
+    );
+    out.stderr_lacks("chmod");
+}
+
 #[test]
 fn windows_line_endings_in_key_cert_and_passphrase_file() {
     let dir = Dir::new("verify-crlf");
