@@ -297,17 +297,11 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
         .collect()
 }
 
-/// Splits `master` M-of-N to `certs` (in order) and encrypts `items` under it.
-pub fn split_with_rng<R: CryptoRng + ?Sized>(
-    rng: &mut R,
-    master: &MasterKey,
-    items: &[PlainItem],
-    certs: &[(String, Certificate)],
-    quorum: usize,
-    profile: Profile,
-) -> Result<SecurityDomain> {
+/// The checks a new custodian set must pass before a split: N and M within
+/// `profile`'s limits, one distinct RSA key of at least 2048 bits each.
+/// Rotation runs them before any custodian is asked for a passphrase.
+pub fn check_custodian_set(certs: &[(String, Certificate)], quorum: usize, profile: Profile) -> Result<()> {
     limits::check_quorum(certs.len(), quorum, profile).map_err(Error::WeakParameters)?;
-    check_items(items)?;
     for (i, (label, cert)) in certs.iter().enumerate() {
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
             return Err(Error::WeakParameters(format!(
@@ -320,7 +314,25 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
                 "{label} has the same key as {other}; each custodian needs their own key"
             )));
         }
+        cert.rsa_public_key().map_err(|source| Error::Certificate {
+            label: label.clone(),
+            source,
+        })?;
     }
+    Ok(())
+}
+
+/// Splits `master` M-of-N to `certs` (in order) and encrypts `items` under it.
+pub fn split_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    master: &MasterKey,
+    items: &[PlainItem],
+    certs: &[(String, Certificate)],
+    quorum: usize,
+    profile: Profile,
+) -> Result<SecurityDomain> {
+    check_custodian_set(certs, quorum, profile)?;
+    check_items(items)?;
     let shares = shamir::split_with_rng(rng, master.expose(), certs.len() as u8, quorum as u8)
         .map_err(|e| Error::WeakParameters(e.to_string()))?;
     let mut enc_shares = Vec::with_capacity(certs.len());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{contents_fingerprint, open_restore_blob, CustodianKey, Quorum};
-use util::{fixtures, passphrase, set_mode, Dir, BIN, EXIT_INTEGRITY, EXIT_QUORUM};
+use util::{fixtures, passphrase, set_mode, Dir, BIN, EXIT_INPUT, EXIT_INTEGRITY, EXIT_QUORUM};
 
 /// Three new custodians `n0..n2` (unencrypted keys, so proofs need no
 /// passphrase), made once per test binary with the real `keygen`.
@@ -788,5 +788,35 @@ fn kill_9_between_every_two_steps_is_recoverable() {
             assert_finalized(&dir, &base, &pending);
         }
         dir.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
+    }
+}
+
+/// A new set that cannot be split is refused before any old custodian is
+/// asked for a passphrase (no passphrase source is given here: a prompt
+/// would fail with "no terminal" instead).
+#[test]
+fn a_weak_new_set_is_refused_before_anyone_types_a_passphrase() {
+    let dir = Dir::new("rotate-weak-set");
+    dir.ceremony();
+    copy_new(&dir);
+    let rotate = |new_certs: &[&str], m: &str| {
+        let mut args = vec![
+            "rotate",
+            "--sd-file",
+            "sd.json",
+            "--sd-wrapping-keys",
+            "c0.key",
+            "c1.key",
+        ];
+        args.push("--new-certs");
+        args.extend_from_slice(new_certs);
+        args.extend(["--quorum", m, "--out", "sd2.json"]);
+        dir.run(&args)
+    };
+    rotate(&["n0.cer", "n1.cer"], "2").fails(EXIT_INPUT, &["2 custodians is outside the allowed 3 to 10"]);
+    rotate(&["n0.cer", "n1.cer", "n2.cer"], "4").fails(EXIT_INPUT, &["a quorum of 4 is outside"]);
+    rotate(&["n0.cer", "n1.cer", "n0.cer"], "2").fails(EXIT_INPUT, &["n0.cer and n0.cer are the same certificate"]);
+    for out in ["sd2.json", "sd2.json.pending", "sd2.json.rotation.json"] {
+        assert!(!dir.exists(out), "{out}");
     }
 }

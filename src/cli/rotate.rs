@@ -162,6 +162,8 @@ fn start(args: &StartArgs) -> Result<()> {
             (None, None) => next_epoch(log_path.as_deref()),
         };
         entry.details["epoch"] = json!(epoch);
+        // Refuse a new set that cannot be split before any custodian types a passphrase.
+        recovery::check_custodian_set(&new_certs, quorum, profile)?;
         let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
         let recovered = gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
         let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
