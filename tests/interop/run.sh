@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the real Azure Python SDKs (azure-keyvault-securitydomain,
-# azure-keyvault-keys) against `hsm-ceremony emulator serve` on 127.0.0.1.
-# The venv lives in $CARGO_TARGET_DIR/interop-venv (default target/).
-# Bounded: the script is given 300 s.
+# azure-keyvault-keys) against `hsm-ceremony emulator serve` on 127.0.0.1,
+# then the real Azure CLI's `az keyvault security-domain restore-blob`
+# against our files. The venvs live in $CARGO_TARGET_DIR/interop-venv and
+# azcli-venv (default target/). Bounded: each script is given 300 s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -15,4 +16,16 @@ if ! "$VENV/bin/python" -c "import azure.keyvault.securitydomain, azure.keyvault
     "$VENV/bin/pip" install --quiet azure-keyvault-securitydomain azure-keyvault-keys
 fi
 "$VENV/bin/pip" list 2>/dev/null | grep -iE '^(azure-core|azure-keyvault-securitydomain|azure-keyvault-keys) ' || true
-exec timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony"
+status=0
+timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
+
+# The Azure CLI in a venv of its own (it pins its own azure-* versions).
+AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
+if [ ! -x "$AZ_VENV/bin/az" ]; then
+    python3 -m venv "$AZ_VENV"
+    "$AZ_VENV/bin/pip" install --quiet azure-cli
+fi
+"$AZ_VENV/bin/pip" list 2>/dev/null | grep -iE '^azure-cli ' || true
+timeout 300 "$AZ_VENV/bin/python" tests/interop/azcli_interop.py \
+    --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" --az "$AZ_VENV/bin/az" || status=1
+exit $status
