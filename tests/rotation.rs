@@ -318,6 +318,22 @@ fn three_of_five_to_two_of_three_waits_for_all_with_require_all() {
     dir.run(&["rotate", "status", "--record", "sd3.json.rotation.json"])
         .ok()
         .stdout_has("2 of the 3 proofs required");
+    let status = dir
+        .run(&["rotate", "status", "--record", "sd3.json.rotation.json", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (status["state"].as_str(), status["proofs"].as_u64()),
+        (Some("pending"), Some(2))
+    );
+    assert_eq!(status["required_proofs"], 3);
+    let proved: Vec<bool> = status["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["proved"].as_bool().unwrap())
+        .collect();
+    assert_eq!(proved, [true, false, true], "n0 and n2 proved, n1 not yet");
     assert_eq!(dir.read("sd5.json"), old);
     verify(&dir, "sd3.json.pending", "n1.key").ok();
     dir.run(&finalize).ok();

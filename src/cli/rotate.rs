@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::keys::QuorumKeys;
 use super::manifest::ManifestCheck;
+use super::output::print_json;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
@@ -77,7 +78,16 @@ pub enum RotateSub {
     Cancel(RecordArg),
     /// Show a rotation's state and who has proved possession.
     #[command(after_help = "Example:\n  hsm-ceremony rotate status --record sd-epoch2.json.rotation.json")]
-    Status(RecordArg),
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub record: RecordArg,
+    /// Print the result as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -92,7 +102,7 @@ pub fn run(cmd: RotateCmd) -> Result<()> {
         None => start(&cmd.start),
         Some(RotateSub::Finalize(a)) => finalize(&a.record),
         Some(RotateSub::Cancel(a)) => cancel(&a.record),
-        Some(RotateSub::Status(a)) => status(&a.record),
+        Some(RotateSub::Status(a)) => status(&a.record.record, a.json),
     }
 }
 
@@ -244,12 +254,25 @@ fn cancel(record_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn status(record_path: &Path) -> Result<()> {
+fn status(record_path: &Path, as_json: bool) -> Result<()> {
     let rec = Record::load(record_path)?;
     let proved = rec.proofs()?;
+    let state = format!("{:?}", rec.state).to_lowercase();
+    if as_json {
+        print_json(&json!({
+            "state": state,
+            "epoch": rec.epoch,
+            "quorum": rec.quorum,
+            "pending": rec.pending.path,
+            "custodians": rec.custodians.iter().map(|t| json!({"x5t_256": t, "proved": proved.contains(t)})).collect::<Vec<_>>(),
+            "proofs": proved.len(),
+            "required_proofs": rec.required_proofs,
+        }));
+        return Ok(());
+    }
     println!(
         "rotation {}, epoch {}: {} new custodians, quorum {}",
-        format!("{:?}", rec.state).to_lowercase(),
+        state,
         rec.epoch,
         rec.custodians.len(),
         rec.quorum
