@@ -102,14 +102,8 @@ pub struct VerifyArgs {
     /// The security-domain file.
     #[arg(long)]
     pub sd_file: PathBuf,
-    /// This custodian's private key file, or the `pkcs11:` URI of their key on a token.
-    #[arg(long)]
-    pub key: PathBuf,
-    /// This custodian's certificate (default: the .cer beside the key, if any).
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
     #[command(flatten)]
-    pub passphrases: PassphraseArgs,
+    pub custodian: keys::OneKey,
     /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
@@ -494,11 +488,11 @@ pub struct Verified {
 /// finalize and `sd health` count the successful ones.
 pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     let mut input_files: Vec<&Path> = vec![&args.sd_file];
-    input_files.extend(args.cert.as_deref());
+    input_files.extend(args.custodian.cert.as_deref());
     let entry = Entry {
         command: "custodian verify".into(),
         inputs: record::refs(&input_files),
-        details: json!({"key": inputs::label(&args.key)}),
+        details: json!({"key": inputs::label(&args.custodian.key)}),
         ..Default::default()
     };
     record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))
@@ -506,20 +500,20 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
 
 fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
     let sd = inputs::security_domain(&args.sd_file)?;
-    let pool = match &args.cert {
+    let pool = match &args.custodian.cert {
         Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
         None => Vec::new(),
     };
-    let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
-    let ck = keys::open(&args.key, 0, &pool, &mut pass)?;
+    let mut pass = Passphrases::new(&args.custodian.passphrases, None, 1)?;
+    let ck = keys::open(&args.custodian.key, 0, &pool, &mut pass)?;
     if let Some((_, c)) = &ck.cert {
         entry.thumbprints = vec![c.x5t_256()];
     }
     // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
-    if let (Some(p), Some((_, given))) = (&args.cert, pool.first()) {
+    if let (Some(p), Some((_, given))) = (&args.custodian.cert, pool.first()) {
         if !given.matches(&ck.public_key) {
             return Err(Error::KeyCertMismatch {
-                key: inputs::label(&args.key),
+                key: inputs::label(&args.custodian.key),
                 cert: inputs::label(p),
             });
         }
@@ -536,7 +530,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
     if args.json {
         print_json(&json!({
             "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": sd.required(),
-            "x5t_256": v.x5t_256, "key": args.key, "sd_file": args.sd_file,
+            "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
         }));
     } else {
         println!(

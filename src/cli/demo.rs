@@ -149,12 +149,14 @@ fn run_in(dir: &Path) -> Result<()> {
     for (key, pass) in keys.iter().zip(&pass_files) {
         custodian::verify(&VerifyArgs {
             sd_file: sd_path.clone(),
-            key: key.clone(),
-            cert: None,
-            passphrases: PassphraseArgs {
-                files: vec![pass.clone()],
-                fd: None,
-                pin_files: vec![],
+            custodian: super::keys::OneKey {
+                key: key.clone(),
+                cert: None,
+                passphrases: PassphraseArgs {
+                    files: vec![pass.clone()],
+                    fd: None,
+                    pin_files: vec![],
+                },
             },
             json: false,
         })?;

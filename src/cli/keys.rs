@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::inputs;
 use crate::recovery::CustodianKey;
 
-use super::passphrase::Passphrases;
+use super::passphrase::{PassphraseArgs, Passphrases};
 
 /// The custodians' keys of a command that needs a quorum (restore-blob,
 /// drill, rotate).
@@ -28,6 +28,35 @@ pub struct QuorumKeys {
     /// key (.cer) or on its token, else the share the key opens.
     #[arg(long = "cert", num_args = 1..)]
     pub certs: Vec<PathBuf>,
+}
+
+/// One custodian's key, for the commands a custodian runs alone (verify,
+/// manifest sign, log sign).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OneKey {
+    /// The custodian's private key file, or the `pkcs11:` URI of their key on a token.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The custodian's certificate (default: the .cer beside the key, or the
+    /// certificate on the token).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrases: PassphraseArgs,
+}
+
+impl OneKey {
+    /// Opens the key for signing, with its certificate (which a signature
+    /// needs, to say whose it is).
+    pub fn signer(&self) -> Result<(OpenedSigner, Certificate)> {
+        let pool = cert_pool(self.cert.as_slice())?;
+        let mut pass = Passphrases::new(&self.passphrases, None, 1)?;
+        let mut opened = open_signer(&self.key, 0, &pool, &mut pass)?;
+        let (_, cert) = opened.cert.take().ok_or_else(|| {
+            Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
+        })?;
+        Ok((opened, cert))
+    }
 }
 
 /// A custodian's key in memory, for signing as well as unwrapping.

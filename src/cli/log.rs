@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::keys;
 use super::output::print_json;
-use super::passphrase::{PassphraseArgs, Passphrases};
 use crate::ceremony::log::{self, Entry};
 use crate::ceremony::signing;
 use crate::custodian::cert::Certificate;
@@ -43,14 +42,8 @@ pub struct SignArgs {
     /// The line to countersign (1-based).
     #[arg(long)]
     pub line: u64,
-    /// The custodian's private key file, or a `pkcs11:` token URI.
-    #[arg(long)]
-    pub key: PathBuf,
-    /// The custodian's certificate (default: the .cer beside the key).
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
     #[command(flatten)]
-    pub passphrases: PassphraseArgs,
+    pub custodian: keys::OneKey,
 }
 
 pub fn run(cmd: LogCommand) -> Result<()> {
@@ -153,12 +146,7 @@ fn sign(args: &SignArgs) -> Result<()> {
         .iter()
         .find(|l| l.seq == args.line)
         .ok_or_else(|| Error::Usage(format!("{} has no line {}", args.log_file.display(), args.line)))?;
-    let pool = keys::cert_pool(args.cert.as_slice())?;
-    let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
-    let ck = keys::open_signer(&args.key, 0, &pool, &mut pass)?;
-    let (_, cert) = ck.cert.ok_or_else(|| {
-        Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
-    })?;
+    let (ck, cert) = args.custodian.signer()?;
     let signature = signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
     log::append(
         &args.log_file,

@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
 use super::keys;
-use super::passphrase::{PassphraseArgs, Passphrases};
 use crate::ceremony::manifest::Manifest;
 use crate::crypto::rng::os_rng;
 use crate::custodian::cert::Certificate;
@@ -53,15 +52,8 @@ pub struct SignArgs {
     /// The manifest to sign; the signature is added to it.
     #[arg(long)]
     pub manifest: PathBuf,
-    /// The custodian's private key file, or a `pkcs11:` token URI.
-    #[arg(long)]
-    pub key: PathBuf,
-    /// The custodian's certificate (default: the `.cer` beside the key, or
-    /// the certificate stored on the token).
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
     #[command(flatten)]
-    pub passphrases: PassphraseArgs,
+    pub custodian: keys::OneKey,
 }
 
 /// `--manifest` and `--manifest-signatures` for commands that honour a manifest.
@@ -126,12 +118,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
         }
         ManifestCommand::Sign(args) => {
             let mut m = load(&args.manifest)?;
-            let pool = keys::cert_pool(args.cert.as_slice())?;
-            let mut pass = Passphrases::new(&args.passphrases, None, 1)?;
-            let k = keys::open_signer(&args.key, 0, &pool, &mut pass)?;
-            let (_, cert) = k.cert.ok_or_else(|| {
-                Error::Usage("give the custodian's certificate with --cert (or put the .cer beside the key)".into())
-            })?;
+            let (k, cert) = args.custodian.signer()?;
             m.sign(k.signer.as_ref(), &cert)?;
             files::replace(&args.manifest, m.to_json().as_bytes(), Mode::Public)?;
             println!(
