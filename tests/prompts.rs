@@ -107,3 +107,45 @@ fn restore_blob_names_each_key_file_and_allows_three_tries() {
     assert!(!dir.exists("blob.json"));
     dir.assert_no_temp();
 }
+
+#[test]
+fn batch_keygen_asks_each_custodian_in_turn() {
+    let dir = Dir::new("prompt-batch");
+    let mut s = on_terminal(
+        &dir,
+        &[
+            "custodian",
+            "keygen",
+            "--count",
+            "2",
+            "--prefix",
+            "cust_",
+            "--bits",
+            "2048",
+        ],
+    );
+    for name in ["cust_0", "cust_1"] {
+        s.exp_string(&format!("New passphrase for custodian {name}")).unwrap();
+        s.send_line(&format!("{GOOD} for {name}")).unwrap();
+        s.exp_string("Repeat it").unwrap();
+        s.send_line(&format!("{GOOD} for {name}")).unwrap();
+    }
+    let (rest, code) = finish(s);
+    assert_eq!(code, 0, "{rest}");
+    assert!(!rest.contains(GOOD), "a passphrase was echoed:\n{rest}");
+    // Each key opens with its own custodian's passphrase.
+    for name in ["cust_0", "cust_1"] {
+        dir.write("p.pass", format!("{GOOD} for {name}\n"));
+        util::openssl(
+            &dir,
+            &[
+                "pkey",
+                "-in",
+                &format!("{name}.key"),
+                "-passin",
+                "file:p.pass",
+                "-noout",
+            ],
+        );
+    }
+}
