@@ -254,6 +254,23 @@ fn a_failed_drill_still_leaves_evidence() {
     .fails(EXIT_QUORUM, &["not enough custodians"])
     .stdout_has("drill FAILED");
     let report = util::read_json(&dir.join("evidence/drill-report.json"));
+    // --json prints the same report on standard output, for a scheduler.
+    let out = dir.run(&s(&[
+        "drill",
+        "--sd-file",
+        "sd.json",
+        "--sd-wrapping-keys",
+        "c0.key",
+        "--passphrase-file",
+        "c0.pass",
+        "--report",
+        "evidence-json",
+        "--json",
+    ]));
+    out.fails(EXIT_QUORUM, &["not enough custodians"]);
+    let printed = out.json();
+    assert_eq!(printed["outcome"], "failed");
+    assert_eq!(printed, util::read_json(&dir.join("evidence-json/drill-report.json")));
     assert_eq!(report["outcome"], "failed");
     let steps = report["steps"].as_array().unwrap();
     assert!(steps

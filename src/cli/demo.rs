@@ -193,6 +193,7 @@ fn run_in(dir: &Path) -> Result<()> {
             fd: None,
             pin_files: vec![],
         },
+        json: false,
     })?;
 
     step(7, TOTAL, "The evidence");

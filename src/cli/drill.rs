@@ -91,6 +91,9 @@ pub struct DrillArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub passphrases: PassphraseArgs,
+    /// Print the report as JSON (what drill-report.json holds), for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cmd: DrillCmd) -> Result<()> {
@@ -240,6 +243,10 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
             ..Default::default()
         },
     )?;
+    if args.json {
+        print!("{}", report.to_json());
+        return outcome.map(|_| report);
+    }
     for s in &report.steps {
         say!("  {:<34} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
     }
