@@ -114,6 +114,20 @@ fn exchange_x5t() -> String {
     util::b64u(&util::sha256(&der))
 }
 
+/// With --json, standard output is the JSON alone (the narrative of which
+/// shares opened is dropped), so a script can parse it.
+#[test]
+fn json_output_is_json_alone() {
+    let dir = Dir::new("restore-json");
+    dir.ceremony();
+    let p = pass_files(&[0, 1]);
+    let mut extra = strs(&p);
+    extra.push("--json");
+    let v = restore(&dir, &["c0.key", "c1.key"], &extra).ok().json();
+    assert_eq!(v["out"], "blob.json");
+    assert_eq!(v["custodians"].as_array().unwrap().len(), 2);
+}
+
 #[test]
 fn azure_flag_name_for_the_output() {
     let dir = Dir::new("restore-alias");

@@ -84,7 +84,8 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    output::set_quiet(cli.quiet);
+    // With --json, standard output carries the JSON alone.
+    output::set_quiet(cli.quiet || wants_json(&cli.command));
     record::set(record::LogChoice {
         log: cli.log.clone(),
         no_log: cli.no_log,
@@ -101,6 +102,26 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Emulator(cmd) => emulator::run(cmd),
         Command::Demo(args) => demo::run(&args),
         Command::Completions(args) => docs::completions(&args),
+    }
+}
+
+/// Whether the command was asked for JSON output.
+fn wants_json(command: &Command) -> bool {
+    use custodian::CustodianCommand as C;
+    use sd::SdCommand as S;
+    match command {
+        Command::Custodian(C::Keygen(a)) => a.json,
+        Command::Custodian(C::Show(a)) => a.json,
+        Command::Custodian(C::Verify(a)) => a.json,
+        Command::Sd(S::CheckCerts(a)) => a.json,
+        Command::Sd(S::Inspect(a)) => a.json,
+        Command::Sd(S::Health(a)) => a.json,
+        Command::RestoreBlob(a) => a.json,
+        Command::Instance(instance::InstanceCommand::Status(a)) => a.json,
+        Command::Drill(d) => d.sub.is_none() && d.run.json,
+        Command::Rotate(r) => matches!(&r.sub, Some(rotate::RotateSub::Status(a)) if a.json),
+        Command::Log(log::LogCommand::Verify(a) | log::LogCommand::Show(a)) => a.json,
+        _ => false,
     }
 }
 
