@@ -6,7 +6,7 @@
 //! - [`crypto`]: the primitives the format names — base64url, the SP 800-108
 //!   KDF, A256CBC-HS512, compact JWE, Shamir over GF(257) — and the wrappers
 //!   that keep secrets out of logs and wipe them on drop.
-//! - [`format`]: the files — security domain, restore blob, transfer key.
+//! - [`format`](mod@format): the files — security domain, restore blob, transfer key.
 //! - [`custodian`]: custodians' RSA keys and certificates.
 //! - [`recovery`]: shares → master key → restore blob; split; rotate.
 //! - [`files`], [`inputs`]: size-limited reads, atomic never-overwriting

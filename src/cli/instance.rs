@@ -25,8 +25,8 @@ pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
 /// visible to every user of the machine.
 #[derive(Args, Debug, Clone)]
 pub struct Connect {
-    /// The instance URL, e.g. https://contoso.managedhsm.azure.net or an emulator's
-    /// https://127.0.0.1:PORT; or local:DIR for an emulated instance's state folder,
+    /// The instance URL, e.g. `https://contoso.managedhsm.azure.net` or an emulator's
+    /// `https://127.0.0.1:PORT`; or `local:DIR` for an emulated instance's state folder,
     /// served inside this process with no socket.
     #[arg(long)]
     pub url: String,

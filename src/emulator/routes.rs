@@ -357,7 +357,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
 }
 
 /// The stateless part of handling one request: route, api-version, key name
-/// and body parsing, exactly as [`handle`] does them, without auth or state.
+/// and body parsing, exactly as `handle` does them, without auth or state.
 /// Returns the status and Key Vault error body a refusal would carry. Used by
 /// the fuzz target `emulator_request` (hostile input must never panic here).
 pub fn preflight(method: &str, path_and_query: &str, body: &[u8]) -> Result<(), (u16, String)> {

@@ -82,7 +82,7 @@ pub struct OaepSupport {
 
 /// Whether OAEP decryption with a `bits`-bit key is offered. The list does
 /// not say which hashes: a token that refuses SHA-256 is caught by the
-/// self-test of [`TokenKey::open`].
+/// self-test of [`super::TokenKey::open`].
 pub fn check_oaep(token: &str, support: OaepSupport, bits: usize) -> Result<(), TokenError> {
     let no = |why: String| TokenError::NoOaep {
         token: token.to_string(),
