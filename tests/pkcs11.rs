@@ -636,42 +636,57 @@ fn a_missing_token_is_named_and_fails() {
     );
 }
 
-#[test]
-fn a_key_that_may_not_decrypt_is_refused() {
-    let hsm = Hsm::new("p11-no-decrypt");
-    hsm.token("alice");
-    hsm.dir.copy(&["sd.json"]);
-    hsm.with_session("alice", |s| {
+/// A 2048-bit RSA key pair made on token `token` by hand, labelled `label`
+/// with CKA_ID `id`, its private half carrying `usage` attributes.
+fn hand_made_key(hsm: &Hsm, token: &str, label: &str, id: u8, usage: &[Attribute]) {
+    hsm.with_session(token, |s| {
         let public = [
             Attribute::Token(true),
             Attribute::ModulusBits(2048u64.into()),
             Attribute::PublicExponent(vec![1, 0, 1]),
-            Attribute::Label(b"signer".to_vec()),
-            Attribute::Id(vec![7]),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(vec![id]),
         ];
-        let private = [
+        let mut private = vec![
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
-            Attribute::Decrypt(false),
-            Attribute::Sign(true),
-            Attribute::Label(b"signer".to_vec()),
-            Attribute::Id(vec![7]),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(vec![id]),
         ];
+        private.extend_from_slice(usage);
         s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
             .unwrap();
     });
+}
+
+/// `custodian verify` of key `object` on token `alice`, with the PIN file.
+fn verify_token_key(hsm: &Hsm, object: &str) -> Output {
     hsm.run(&[
         "custodian",
         "verify",
         "--sd-file",
         "sd.json",
         "--key",
-        &uri("alice", "signer"),
+        &uri("alice", object),
         "--pin-file",
         "pin",
     ])
-    .fails(
+}
+
+#[test]
+fn a_key_that_may_not_decrypt_is_refused() {
+    let hsm = Hsm::new("p11-no-decrypt");
+    hsm.token("alice");
+    hsm.dir.copy(&["sd.json"]);
+    hand_made_key(
+        &hsm,
+        "alice",
+        "signer",
+        7,
+        &[Attribute::Decrypt(false), Attribute::Sign(true)],
+    );
+    verify_token_key(&hsm, "signer").fails(
         EXIT_INPUT,
         &[
             "the key 'signer' (id 07) on token 'alice' may not decrypt (its CKA_DECRYPT attribute is false)",
@@ -685,37 +700,14 @@ fn a_key_that_asks_for_its_pin_before_every_use_is_refused() {
     let hsm = Hsm::new("p11-always-auth");
     hsm.token("alice");
     hsm.dir.copy(&["sd.json"]);
-    hsm.with_session("alice", |s| {
-        let public = [
-            Attribute::Token(true),
-            Attribute::ModulusBits(2048u64.into()),
-            Attribute::PublicExponent(vec![1, 0, 1]),
-            Attribute::Label(b"piv".to_vec()),
-            Attribute::Id(vec![9]),
-        ];
-        let private = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Decrypt(true),
-            Attribute::AlwaysAuthenticate(true),
-            Attribute::Label(b"piv".to_vec()),
-            Attribute::Id(vec![9]),
-        ];
-        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
-            .unwrap();
-    });
-    hsm.run(&[
-        "custodian",
-        "verify",
-        "--sd-file",
-        "sd.json",
-        "--key",
-        &uri("alice", "piv"),
-        "--pin-file",
-        "pin",
-    ])
-    .fails(
+    hand_made_key(
+        &hsm,
+        "alice",
+        "piv",
+        9,
+        &[Attribute::Decrypt(true), Attribute::AlwaysAuthenticate(true)],
+    );
+    verify_token_key(&hsm, "piv").fails(
         EXIT_INPUT,
         &[
             "the key 'piv' (id 09) on token 'alice' asks for its PIN again before every use (CKA_ALWAYS_AUTHENTICATE)",

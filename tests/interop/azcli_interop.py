@@ -28,20 +28,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import traceback
 
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    try:
-        fn()
-        RESULTS["passed"] += 1
-        print(f"ok   {name}", flush=True)
-    except Exception:  # noqa: BLE001 - report and go on
-        RESULTS["failed"] += 1
-        print(f"FAIL {name}", flush=True)
-        traceback.print_exc()
+from harness import check, summary
 
 
 def run(cmd, cwd, expect_ok=True):
@@ -184,8 +172,7 @@ def main():
 
     check("a key with no .cer beside it: az fails, hsm-ceremony finds its share", key_without_its_certificate)
 
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return 1 if RESULTS["failed"] else 0
+    return summary()
 
 
 if __name__ == "__main__":

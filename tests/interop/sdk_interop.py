@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
@@ -36,18 +35,7 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    try:
-        fn()
-        RESULTS["passed"] += 1
-        print(f"ok   {name}", flush=True)
-    except Exception:  # noqa: BLE001 - report and go on
-        RESULTS["failed"] += 1
-        print(f"FAIL {name}", flush=True)
-        traceback.print_exc()
+from harness import check, summary
 
 
 class FakeCredential:
@@ -316,8 +304,7 @@ def main():
     finally:
         for inst in (a, b, c):
             inst.stop()
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return 1 if RESULTS["failed"] else 0
+    return summary()
 
 
 if __name__ == "__main__":
