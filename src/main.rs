@@ -2,14 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use hsm_ceremony::cli::{self, errors, Cli};
 
 fn main() -> ExitCode {
     cli::harden_process();
     cli::report_output_failures();
-    let parsed = Cli::parse();
-    match cli::run(parsed) {
+    let matches = Cli::command().get_matches();
+    let parsed = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    match cli::run(parsed, cli::asks_for_json(&matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             errors::report(&err);

@@ -83,9 +83,10 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    // With --json, standard output carries the JSON alone.
-    output::set_quiet(cli.quiet || wants_json(&cli.command));
+/// Runs the parsed command; `json` (see [`asks_for_json`]) keeps standard
+/// output for the JSON alone.
+pub fn run(cli: Cli, json: bool) -> Result<()> {
+    output::set_quiet(cli.quiet || json);
     record::set(record::LogChoice {
         log: cli.log.clone(),
         no_log: cli.no_log,
@@ -105,23 +106,17 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Whether the command was asked for JSON output.
-fn wants_json(command: &Command) -> bool {
-    use custodian::CustodianCommand as C;
-    use sd::SdCommand as S;
-    match command {
-        Command::Custodian(C::Keygen(a)) => a.json,
-        Command::Custodian(C::Show(a)) => a.json,
-        Command::Custodian(C::Verify(a)) => a.json,
-        Command::Sd(S::CheckCerts(a)) => a.json,
-        Command::Sd(S::Inspect(a)) => a.json,
-        Command::Sd(S::Health(a)) => a.json,
-        Command::RestoreBlob(a) => a.json,
-        Command::Instance(instance::InstanceCommand::Status(a)) => a.json,
-        Command::Drill(d) => d.sub.is_none() && d.run.json,
-        Command::Rotate(r) => matches!(&r.sub, Some(rotate::RotateSub::Status(a)) if a.json),
-        Command::Log(log::LogCommand::Verify(a) | log::LogCommand::Show(a)) => a.json,
-        _ => false,
+/// Whether the command that runs (the innermost subcommand) was given
+/// `--json`: any command that offers the flag, with no list to keep up.
+pub fn asks_for_json(matches: &clap::ArgMatches) -> bool {
+    match matches.subcommand() {
+        Some((_, sub)) => asks_for_json(sub),
+        None => matches
+            .try_get_one::<bool>("json")
+            .ok()
+            .flatten()
+            .copied()
+            .unwrap_or(false),
     }
 }
 
@@ -159,5 +154,52 @@ pub fn harden_process() {
         };
         libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn json(args: &[&str]) -> bool {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        asks_for_json(&matches)
+    }
+
+    #[test]
+    fn json_is_read_from_the_command_that_runs() {
+        assert!(json(&["hsm-ceremony", "sd", "inspect", "sd.json", "--json"]));
+        assert!(json(&[
+            "hsm-ceremony",
+            "rotate",
+            "status",
+            "--record",
+            "r.json",
+            "--json"
+        ]));
+        assert!(json(&[
+            "hsm-ceremony",
+            "drill",
+            "--sd-file",
+            "sd.json",
+            "--sd-wrapping-keys",
+            "a.key",
+            "--report",
+            "r",
+            "--json"
+        ]));
+        assert!(!json(&["hsm-ceremony", "sd", "inspect", "sd.json"]));
+        assert!(!json(&[
+            "hsm-ceremony",
+            "drill",
+            "prepare",
+            "--url",
+            "local:a",
+            "--out",
+            "c.json"
+        ]));
+        assert!(!json(&["hsm-ceremony", "demo"]));
     }
 }
