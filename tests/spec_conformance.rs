@@ -238,22 +238,11 @@ fn our_security_domain_opens_by_the_spec() {
 fn our_restore_blob_opens_by_the_spec() {
     let dir = Dir::new("spec-blob");
     dir.ceremony();
-    dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c1.key",
-        "c0.key",
-        "--passphrase-file",
-        "c1.pass",
-        "--passphrase-file",
-        "c0.pass",
-        "--out",
+    dir.run(&util::restore_blob_args(
+        &["c1.key", "c0.key"],
+        &["c1.pass", "c0.pass"],
         "blob.json",
-    ])
+    ))
     .ok();
     let blob = util::read_json(&dir.join("blob.json"));
     let wrapped = &blob["WrappedKey"];
