@@ -4,9 +4,6 @@
 
 mod util;
 
-use std::fs;
-use std::path::Path;
-
 /// The library layers below the CLI, the instance client and the emulator.
 const LIBRARY: [&str; 8] = [
     "src/format/",
@@ -33,22 +30,7 @@ const FORBIDDEN: [&str; 8] = [
 
 #[test]
 fn the_library_layers_know_nothing_of_the_cli_or_the_network() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let files = util::rust_files(&root.join("src"));
-    let mut checked = 0;
-    let mut offenders = Vec::new();
-    for f in &files {
-        let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
-        if !LIBRARY.iter().any(|l| rel.starts_with(l)) {
-            continue;
-        }
-        checked += 1;
-        for (n, line) in fs::read_to_string(f).unwrap().lines().enumerate() {
-            if let Some(name) = FORBIDDEN.iter().find(|name| line.contains(*name)) {
-                offenders.push(format!("{rel}:{}: {name}: {}", n + 1, line.trim()));
-            }
-        }
-    }
+    let (checked, offenders) = util::src_lines_naming(|rel| LIBRARY.iter().any(|l| rel.starts_with(l)), &FORBIDDEN);
     assert!(checked > 25, "only {checked} library files found");
     assert!(
         offenders.is_empty(),

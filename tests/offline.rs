@@ -178,20 +178,11 @@ const NETWORK_NAMES: [&str; 9] = [
 #[test]
 fn only_the_instance_client_and_the_emulator_name_networking() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let files = util::rust_files(&root.join("src"));
-    assert!(files.len() > 30);
-    let mut offenders = Vec::new();
-    for f in &files {
-        let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
-        if NETWORK_ALLOWED.iter().any(|a| rel.starts_with(a)) {
-            continue;
-        }
-        for (n, line) in fs::read_to_string(f).unwrap().lines().enumerate() {
-            if let Some(name) = NETWORK_NAMES.iter().find(|name| line.contains(*name)) {
-                offenders.push(format!("{rel}:{}: {name}: {}", n + 1, line.trim()));
-            }
-        }
-    }
+    let (scanned, offenders) = util::src_lines_naming(
+        |rel| !NETWORK_ALLOWED.iter().any(|a| rel.starts_with(a)),
+        &NETWORK_NAMES,
+    );
+    assert!(scanned > 30, "only {scanned} source files scanned");
     assert!(
         offenders.is_empty(),
         "networking named outside src/instance and src/emulator:\n{}",

@@ -278,7 +278,7 @@ pub fn restore_blob_args(keys: &[&str], pass_files: &[&str], out: &str) -> Vec<S
 }
 
 /// Every `.rs` file below `dir`.
-pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -289,6 +289,28 @@ pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Scans the package's `src/` files whose path (as `src/...`) `scan`
+/// accepts: how many were scanned, and every line naming one of `names`,
+/// as `path:line: name: text`.
+pub fn src_lines_naming(scan: impl Fn(&str) -> bool, names: &[&str]) -> (usize, Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut scanned = 0;
+    let mut found = Vec::new();
+    for f in rust_files(&root.join("src")) {
+        let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+        if !scan(&rel) {
+            continue;
+        }
+        scanned += 1;
+        for (n, line) in fs::read_to_string(&f).unwrap().lines().enumerate() {
+            if let Some(name) = names.iter().find(|name| line.contains(*name)) {
+                found.push(format!("{rel}:{}: {name}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    (scanned, found)
 }
 
 /// The custodian passphrases of the shared set (distinct, ≥ 12 characters).
