@@ -344,22 +344,11 @@ fn an_old_rsa_oaep_sha1_share_is_read() {
     ])
     .ok()
     .stdout_has("share x=1 of 3 opens");
-    dir.run(&[
-        "restore-blob",
-        "--sd-file",
-        "sd.json",
-        "--sd-exchange-key",
-        "exchange.cer",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--passphrase-file",
-        "c0.pass",
-        "--passphrase-file",
-        "c1.pass",
-        "--out",
+    dir.run(&util::restore_blob_args(
+        &["c0.key", "c1.key"],
+        &["c0.pass", "c1.pass"],
         "blob.json",
-    ])
+    ))
     .ok();
     // The blob itself is always written with RSA-OAEP-256.
     let blob = util::read_json(&dir.join("blob.json"));
