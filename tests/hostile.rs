@@ -37,8 +37,8 @@ struct Case {
     stderr: String,
     #[serde(default)]
     generate: Option<String>,
+    /// What the case pins, in one line (required in the `cases-AREA.json` files).
     #[serde(default)]
-    #[allow(dead_code)]
     note: Option<String>,
 }
 
@@ -46,8 +46,31 @@ fn static_dir() -> PathBuf {
     Path::new(HOSTILE).join("files")
 }
 
+/// `cases.json` and every `cases-AREA.json` beside it (one file per area of
+/// hardening, so each grows on its own).
 fn cases() -> Vec<Case> {
-    serde_json::from_slice(&fs::read(Path::new(HOSTILE).join("cases.json")).unwrap()).expect("cases.json parses")
+    let mut files: Vec<PathBuf> = fs::read_dir(HOSTILE)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name == "cases.json" || (name.starts_with("cases-") && name.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        let mut some: Vec<Case> =
+            serde_json::from_slice(&fs::read(&f).unwrap()).unwrap_or_else(|e| panic!("{} parses: {e}", f.display()));
+        // The area files are newer: each case there says what it pins.
+        if f.file_name().unwrap() != "cases.json" {
+            if let Some(c) = some.iter().find(|c| c.note.as_deref().is_none_or(str::is_empty)) {
+                panic!("{}: case {:?} has no note saying what it pins", f.display(), c.name);
+            }
+        }
+        all.append(&mut some);
+    }
+    all
 }
 
 /// Copies the static inputs `args` name (and a log's `.head`), keys as 0600.
