@@ -1,5 +1,5 @@
 //! The files we write, opened by an independent reading of the spec
-//! (`../shared/spec/security-domain-format.md`): OpenSSL does the RSA-OAEP-256
+//! (`man/hsm-ceremony-security-domain.5`): OpenSSL does the RSA-OAEP-256
 //! and AES-256-CBC, this file does the rest (the A256CBC-HS512 tag, the share
 //! words, Lagrange over GF(257), the SP 800-108 KDF) without the library's
 //! crypto. A self-consistent but non-Azure encoding would fail here.

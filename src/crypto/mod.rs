@@ -1,5 +1,5 @@
-//! Cryptographic primitives of the security-domain format, named as the spec
-//! names them (`../shared/spec/security-domain-format.md`).
+//! Cryptographic primitives of the security-domain format, named as its
+//! reference page names them (`man/hsm-ceremony-security-domain.5`).
 //!
 //! Nothing here reads files, prompts or talks to a network.
 

@@ -1,6 +1,6 @@
 //! The emulated Managed HSM: a local HTTPS server that answers the
 //! data-plane requests of the security-domain ceremony closely enough for
-//! the Azure SDK and CLI (`../shared/spec/emulator-protocol.md`).
+//! the Azure SDK and CLI (`man/hsm-ceremony-emulator.7`).
 //!
 //! One instance is one state directory, holding:
 //! `instance.json` (life cycle, security-domain contents, exchange key; 0600),

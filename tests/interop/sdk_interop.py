@@ -92,7 +92,7 @@ class Instance:
         self.proc.wait(timeout=10)
 
 
-# ---- the format, from ../shared/spec/security-domain-format.md ----
+# ---- the format, from hsm-ceremony-security-domain(5) (man/) ----
 
 def b64u(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
