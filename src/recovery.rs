@@ -297,23 +297,43 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
         .collect()
 }
 
+/// Why `certs` are not one custodian each, one line per pair: the same
+/// certificate twice, or two certificates of one RSA modulus (whatever their
+/// exponents), either of which gives one person two shares. The one
+/// identity check behind split, rotate, download, check-certs and manifests.
+pub fn custodian_identity_problems(certs: &[(String, Certificate)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, (label, cert)) in certs.iter().enumerate() {
+        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
+            problems.push(format!(
+                "{label} is the same certificate as {other}; each custodian needs their own"
+            ));
+        } else if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_custodian_as(cert)) {
+            problems.push(format!(
+                "{label} has the same key as {other} (the same RSA modulus): one person would hold two shares; \
+                 each custodian needs their own key"
+            ));
+        }
+    }
+    problems
+}
+
+/// Refuses `certs` unless each is a distinct custodian (see
+/// [`custodian_identity_problems`]).
+pub fn check_distinct_custodians(certs: &[(String, Certificate)]) -> Result<()> {
+    match custodian_identity_problems(certs).into_iter().next() {
+        Some(why) => Err(Error::WeakParameters(why)),
+        None => Ok(()),
+    }
+}
+
 /// The checks a new custodian set must pass before a split: N and M within
 /// `profile`'s limits, one distinct RSA key of at least 2048 bits each.
 /// Rotation runs them before any custodian is asked for a passphrase.
 pub fn check_custodian_set(certs: &[(String, Certificate)], quorum: usize, profile: Profile) -> Result<()> {
     limits::check_quorum(certs.len(), quorum, profile).map_err(Error::WeakParameters)?;
-    for (i, (label, cert)) in certs.iter().enumerate() {
-        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
-            return Err(Error::WeakParameters(format!(
-                "{label} and {other} are the same certificate; each custodian needs their own"
-            )));
-        }
-        // Two certificates of one key would give one person two shares.
-        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
-            return Err(Error::WeakParameters(format!(
-                "{label} has the same key as {other}; each custodian needs their own key"
-            )));
-        }
+    check_distinct_custodians(certs)?;
+    for (label, cert) in certs {
         cert.rsa_public_key().map_err(|source| Error::Certificate {
             label: label.clone(),
             source,
@@ -632,5 +652,37 @@ mod tests {
         assert!(split_with_rng(&mut rng, &master, &items, &two, 2, Profile::Local).is_ok());
         let dup = vec![two[0].clone(), two[1].clone(), two[0].clone()];
         assert!(split_with_rng(&mut rng, &master, &items, &dup, 2, Profile::Azure).is_err());
+    }
+
+    /// Regression: a second certificate of custodian 0's modulus under e=3
+    /// passed every check, so custodian 0 alone held 2 of the 3 shares.
+    #[test]
+    fn one_modulus_under_two_exponents_is_one_custodian() {
+        use rsa::traits::PublicKeyParts;
+        let c = custodians();
+        let twin = crate::test_support::twin_certificate(&c[0].key);
+        let twin_key = twin.rsa_public_key().unwrap();
+        assert_eq!(twin_key.n(), c[0].key.n());
+        assert_ne!(twin_key.e(), c[0].key.e());
+        let set = vec![
+            ("a.cer".to_string(), c[0].cert.clone()),
+            ("b.cer".to_string(), c[1].cert.clone()),
+            ("twin.cer".to_string(), twin),
+        ];
+        let problems = custodian_identity_problems(&set);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("twin.cer has the same key as a.cer"),
+            "{}",
+            problems[0]
+        );
+        let mut rng = test_rng(25);
+        let master = MasterKey::generate_with_rng(&mut rng);
+        let items = random_items_with_rng(&mut rng);
+        let err = split_with_rng(&mut rng, &master, &items, &set, 2, Profile::Azure)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("twin.cer has the same key as a.cer"), "{err}");
+        assert!(custodian_identity_problems(&set[..2]).is_empty());
     }
 }

@@ -39,3 +39,22 @@ pub fn custodians() -> &'static [TestCustodian] {
 pub fn rsa_2048() -> &'static rsa::PrivateKey {
     &custodians()[0].key
 }
+
+/// The same RSA modulus as `key` under another public exponent (the first
+/// odd one from 3 that is coprime to φ(n)): one person's second identity.
+pub fn twin_key(key: &rsa::PrivateKey) -> rsa::PrivateKey {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let p: rsa::BoxedUint = key.primes()[0].as_ref().clone();
+    let q: rsa::BoxedUint = key.primes()[1].as_ref().clone();
+    (3u64..)
+        .step_by(2)
+        .find_map(|e| rsa::PrivateKey::from_p_q(p.clone(), q.clone(), rsa::BoxedUint::from(e)).ok())
+        .filter(|twin| twin.n() == key.n() && twin.e() != key.e())
+        .expect("some small odd exponent is coprime to φ(n)")
+}
+
+/// A self-signed certificate of [`twin_key`]`(key)`.
+pub fn twin_certificate(key: &rsa::PrivateKey) -> Certificate {
+    let twin = twin_key(key);
+    keygen::self_signed_certificate_with_rng(&mut test_rng(77), &twin, "twin", 365, OffsetDateTime::now_utc()).unwrap()
+}

@@ -118,6 +118,20 @@ fn with_shares(d: &Dir, replace: &[(usize, Vec<u8>)]) -> Vec<u8> {
     serde_json::to_vec(&sd).unwrap()
 }
 
+/// An unsigned manifest for `purpose`, 2 of c0..c(n-1), followed by `tail`.
+fn manifest_for(d: &Dir, purpose: &str, n: usize, tail: &[u8]) -> Vec<u8> {
+    let certs: Vec<String> = (0..n)
+        .map(|i| {
+            hsm_ceremony::custodian::cert::Certificate::from_bytes(&d.read(&format!("c{i}.cer")))
+                .unwrap()
+                .x5t_256()
+        })
+        .collect();
+    let m = serde_json::json!({"terms": {"version": 1, "purpose": purpose, "custodians": n, "quorum": 2,
+        "certificates": certs, "epoch": 1, "nonce": "AAAA", "created": "2025-01-01T00:00:00Z"}, "signatures": []});
+    [serde_json::to_vec(&m).unwrap(), tail.to_vec()].concat()
+}
+
 /// Makes a case's generated input; `spec` is `KIND:NAME`.
 fn generate(d: &Dir, spec: &str) {
     let (kind, name) = spec.split_once(':').expect("generate is KIND:NAME");
@@ -160,6 +174,13 @@ fn generate(d: &Dir, spec: &str) {
         "share_mixed-x" => share(vec![(0, [words(1, &ok32[..16]), words(2, &ok32[16..])].concat())]),
         "share_duplicate-x" => share(vec![(0, words(3, &ok32)), (1, words(3, &ok32))]),
         "share_share-31-bytes" => share(vec![(0, words(1, &ok32[..31]))]),
+        // Custodian 0's modulus under another exponent: one person, two certificates.
+        "twin_of_c0" => util::twin_certificate(d, 0, name),
+        // A valid document, then more: refused as Python's json.load refuses it.
+        "sd_then_object" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b"\n{}"].concat()).unwrap(),
+        "sd_then_garbage" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b" x"].concat()).unwrap(),
+        "sd_then_nul" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b"\0"].concat()).unwrap(),
+        "manifest_then_object" => fs::write(&path, manifest_for(d, "split", 3, b" {}")).unwrap(),
         other => panic!("unknown generator {other}"),
     }
 }

@@ -217,7 +217,7 @@ pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
     let bytes = files::read_limited(path, MAX_LOG_BYTES, "ceremony log")?;
     let head: Option<Head> = files::read_limited(&head_path(path), 4096, "log head")
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+        .and_then(|b| crate::format::json::from_slice(&b).ok());
     Ok(check_chain(&bytes, head.as_ref()))
 }
 
@@ -238,7 +238,7 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
                 "the last line is cut short (no newline): the log was truncated mid-line".into(),
             ));
         }
-        let line: Line = serde_json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
+        let line: Line = crate::format::json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
         if line.prev != prev {
             return Err(broken(if n == 1 {
                 "it is not the first line ever written (its prev hash is not the genesis value): lines were removed from the start".into()

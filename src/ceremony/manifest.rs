@@ -60,6 +60,7 @@ impl Manifest {
                 PURPOSES.join(", ")
             )));
         }
+        distinct(certs).map_err(Error::WeakParameters)?;
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
         Ok(Manifest {
@@ -80,7 +81,7 @@ impl Manifest {
     }
 
     pub fn from_json(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        crate::format::json::from_slice(bytes)
     }
 
     pub fn to_json(&self) -> String {
@@ -132,6 +133,10 @@ impl Manifest {
                 certs.len()
             ));
         }
+        // Signatures are counted per certificate: one person's two would count twice.
+        if let Err(why) = distinct(certs) {
+            return refuse(why);
+        }
         let given: Vec<String> = certs.iter().map(Certificate::x5t_256).collect();
         if given != t.certificates {
             return refuse("its certificates (or their order) differ from the ones given".into());
@@ -160,6 +165,22 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+}
+
+/// The shared identity check, certificates named by position and thumbprint.
+fn distinct(certs: &[Certificate]) -> std::result::Result<(), String> {
+    let labelled: Vec<(String, Certificate)> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("certificate {} ({})", i + 1, c.x5t_256()), c.clone()))
+        .collect();
+    match crate::recovery::custodian_identity_problems(&labelled)
+        .into_iter()
+        .next()
+    {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }
 
@@ -195,5 +216,25 @@ mod tests {
             edited.check("split", &certs(3), 3, 3).is_err(),
             "terms edited after signing"
         );
+    }
+
+    /// Regression: a twin certificate (custodian 0's modulus, another
+    /// exponent) let custodian 0 sign twice and count as two custodians.
+    #[test]
+    fn one_modulus_signs_once() {
+        let c = custodians();
+        let twin = crate::test_support::twin_certificate(&c[0].key);
+        let set = vec![c[0].cert.clone(), c[1].cert.clone(), twin.clone()];
+        let now = OffsetDateTime::now_utc();
+        let err = Manifest::new_with_rng(&mut test_rng(31), "split", &set, 2, 1, now).unwrap_err();
+        assert!(err.to_string().contains("certificate 3"), "{err}");
+        // A manifest made (or edited) elsewhere is refused at the check too.
+        let mut m = Manifest::new_with_rng(&mut test_rng(31), "split", &certs(3), 2, 1, now).unwrap();
+        m.terms.certificates[2] = twin.x5t_256();
+        let twin_key = crate::test_support::twin_key(&c[0].key);
+        m.sign(&c[0].key, &c[0].cert).unwrap();
+        m.sign(&twin_key, &twin).unwrap();
+        let err = m.check("split", &set, 2, 2).unwrap_err();
+        assert!(err.to_string().contains("the same RSA modulus"), "{err}");
     }
 }

@@ -85,7 +85,7 @@ pub fn kill_point(point: &str) {
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
-        serde_json::from_slice(&bytes)
+        crate::format::json::from_slice(&bytes)
             .map_err(|e| Error::Usage(format!("{} is not a rotation record: {e}", path.display())))
     }
 

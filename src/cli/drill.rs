@@ -183,7 +183,7 @@ fn connect(args: &DrillArgs) -> Result<Target> {
 
 pub fn load_canary(path: &Path) -> Result<Canary> {
     let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    crate::format::json::from_slice(&bytes).map_err(|e| {
         Error::Usage(format!(
             "{} is not a canary backup from `drill prepare`: {e}",
             path.display()

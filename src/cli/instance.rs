@@ -169,11 +169,15 @@ pub fn run(cmd: InstanceCommand) -> Result<()> {
 
 pub fn download(args: &DownloadArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
-    let certs: Vec<Certificate> = args
+    let labelled: Vec<(String, Certificate)> = args
         .certs
         .iter()
-        .map(|p| inputs::certificate(p))
+        .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
         .collect::<Result<_>>()?;
+    // The instance would wrap shares to whatever it is given: one person's
+    // two certificates are refused here, by file.
+    crate::recovery::check_distinct_custodians(&labelled)?;
+    let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
     let epoch = args.manifest.check("download", &certs, args.quorum)?.unwrap_or(1);
     let entry = Entry {
         command: "instance download".into(),

@@ -92,11 +92,13 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
     match cmd {
         ManifestCommand::Create(args) => {
             files::ensure_absent(&args.out)?;
-            let certs: Vec<Certificate> = args
+            let labelled: Vec<(String, Certificate)> = args
                 .certs
                 .iter()
-                .map(|p| inputs::certificate(p))
+                .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
                 .collect::<Result<_>>()?;
+            crate::recovery::check_distinct_custodians(&labelled)?;
+            let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
             let m = Manifest::new_with_rng(
                 &mut os_rng(),
                 &args.purpose,

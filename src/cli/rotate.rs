@@ -160,6 +160,8 @@ fn start(args: &StartArgs) -> Result<()> {
     };
     // A refused manifest is recorded too: it is what a bait-and-switch looks like.
     record::logged(out, entry, |entry| {
+        // One person's two certificates are named by file before the manifest is read.
+        recovery::check_distinct_custodians(&new_certs)?;
         let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
         let epoch = match (signed_epoch, args.epoch) {
             (Some(signed), Some(given)) if signed != given => {

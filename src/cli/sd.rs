@@ -165,16 +165,10 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
     if let Err(why) = limits::check_quorum(certs.len(), args.quorum, profile) {
         problems.push(why);
     }
-    for (i, (label, cert)) in certs.iter().enumerate() {
+    problems.extend(recovery::custodian_identity_problems(&certs));
+    for (label, cert) in &certs {
         if let Err(e) = cert.rsa_public_key() {
             problems.push(format!("{label}: {e}"));
-        }
-        if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
-            problems.push(format!("{label} is the same certificate as {other}"));
-        } else if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_key_as(cert)) {
-            problems.push(format!(
-                "{label} has the same key as {other}; each custodian needs their own key"
-            ));
         }
         if now < cert.not_before || cert.days_left(now) < 0 {
             problems.push(format!(
@@ -318,6 +312,8 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
         ..Default::default()
     };
     record::logged(&args.out, entry, |entry| {
+        // One person's two certificates are named by file before the manifest is read.
+        recovery::check_distinct_custodians(&certs)?;
         // Refused before any key material exists when the terms differ from what was signed.
         let epoch = args.manifest.check("split", &plain, args.quorum)?.unwrap_or(1);
         entry.details["epoch"] = json!(epoch);

@@ -53,8 +53,16 @@ struct RawHeader {
     alg: String,
     enc: String,
     kid: Option<String>,
-    crit: Option<serde::de::IgnoredAny>,
-    zip: Option<serde::de::IgnoredAny>,
+    // Present at all counts: `"crit": null` is refused like any `crit`.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    #[serde(default, deserialize_with = "present")]
+    zip: bool,
+}
+
+/// True for any value, `null` included; absent fields take the default (false).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// A parsed compact JWE. Holds ciphertext only: nothing secret.
@@ -99,11 +107,11 @@ impl CompactJwe {
             return Err(CryptoError::JweParts(parts.len()));
         }
         let header_json = b64u_decode(parts[0], "the JWE header")?;
-        let raw: RawHeader = serde_json::from_slice(&header_json).map_err(|e| CryptoError::JweHeader(e.to_string()))?;
-        if raw.crit.is_some() {
+        let raw: RawHeader = crate::format::json::from_slice(&header_json).map_err(CryptoError::JweHeader)?;
+        if raw.crit {
             return Err(CryptoError::CritHeader);
         }
-        if raw.zip.is_some() {
+        if raw.zip {
             return Err(CryptoError::JweHeader(
                 "compressed JWEs ('zip') are not accepted".into(),
             ));
@@ -352,5 +360,11 @@ mod tests {
             matches!(CompactJwe::parse(&dup), Err(CryptoError::JweHeader(_))),
             "duplicate header member refused"
         );
+        let null_crit = format!("{}..{body}", h(r#"{"alg":"dir","enc":"A256CBC-HS512","crit":null}"#));
+        assert_eq!(CompactJwe::parse(&null_crit).err(), Some(CryptoError::CritHeader));
+        let null_zip = format!("{}..{body}", h(r#"{"alg":"dir","enc":"A256CBC-HS512","zip":null}"#));
+        assert!(matches!(CompactJwe::parse(&null_zip), Err(CryptoError::JweHeader(m)) if m.contains("zip")));
+        let trailing = format!("{}..{body}", h(r#"{"alg":"dir","enc":"A256CBC-HS512"}{}"#));
+        assert!(matches!(CompactJwe::parse(&trailing), Err(CryptoError::JweHeader(m)) if m.contains("after the JSON")));
     }
 }

@@ -25,6 +25,8 @@ pub struct Certificate {
     /// Modulus size in bits.
     pub bits: usize,
     public_key_der: Vec<u8>,
+    /// The RSA modulus, big-endian without leading zeros: the custodian's identity.
+    modulus: Vec<u8>,
 }
 
 impl Certificate {
@@ -51,8 +53,11 @@ impl Certificate {
             )));
         }
         let spki = x509.public_key();
-        let bits = match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => rsa.key_size(),
+        let (bits, modulus) = match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => {
+                let start = rsa.modulus.iter().position(|&b| b != 0).unwrap_or(rsa.modulus.len());
+                (rsa.key_size(), rsa.modulus[start..].to_vec())
+            }
             Ok(PublicKey::EC(_)) => return Err(CustodianError::NotRsa("elliptic-curve".into())),
             Ok(_) => {
                 return Err(CustodianError::NotRsa(format!(
@@ -73,6 +78,7 @@ impl Certificate {
             not_after: x509.validity().not_after.to_datetime(),
             bits,
             public_key_der: spki.raw.to_vec(),
+            modulus,
             der: der.clone(),
         };
         Ok(cert)
@@ -115,9 +121,11 @@ impl Certificate {
         }
     }
 
-    /// Whether two certificates carry the same public key.
-    pub fn same_key_as(&self, other: &Certificate) -> bool {
-        self.public_key_der == other.public_key_der
+    /// Whether two certificates belong to one custodian: the same RSA
+    /// modulus. The exponent does not count: whoever can decrypt for one
+    /// exponent knows the factors, so holds the private key for any other.
+    pub fn same_custodian_as(&self, other: &Certificate) -> bool {
+        !self.modulus.is_empty() && self.modulus == other.modulus
     }
 
     /// Days from `now` until the certificate expires (negative once expired).

@@ -118,7 +118,7 @@ fn read_file(path: &Path) -> Result<TokenFile> {
         });
     }
     let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
-    let file: TokenFile = serde_json::from_slice(&bytes)
+    let file: TokenFile = crate::format::json::from_slice(&bytes)
         .map_err(|e| Error::Usage(format!("{} is not a token file of this emulator: {e}", path.display())))?;
     if file.format != 1 {
         return Err(Error::Usage(format!(

@@ -194,7 +194,7 @@ impl KeyStore {
             });
         }
         let bytes = Zeroizing::new(files::read_limited(&path, MAX_KEYS_BYTES, "emulator key store")?);
-        let file: KeysFile = serde_json::from_slice(&bytes)
+        let file: KeysFile = crate::format::json::from_slice(&bytes)
             .map_err(|e| Error::Usage(format!("{} is not a key store of this emulator: {e}", path.display())))?;
         if file.format != 1 {
             return Err(Error::Usage(format!(
@@ -317,7 +317,7 @@ impl KeyStore {
                     )
                 })?,
         );
-        let contents: BackupContents = serde_json::from_slice(&plain)
+        let contents: BackupContents = crate::format::json::from_slice(&plain)
             .map_err(|e| ApiError::bad_request(format!("the key backup is malformed: {e}")))?;
         check_name(&contents.name)?;
         let last = contents

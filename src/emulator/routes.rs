@@ -178,7 +178,8 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
+    crate::format::json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid {what}: {e}")))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {

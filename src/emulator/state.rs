@@ -193,7 +193,7 @@ impl Snapshot {
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<Snapshot> {
         use pkcs8::DecodePrivateKey;
-        let file: StateFile = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
+        let file: StateFile = crate::format::json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
         if file.format != 1 {
             return Err(corrupt(path, format!("format {} is not understood", file.format)));
         }

@@ -89,7 +89,7 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
     let path = state_dir.join(TLS_FILE);
     let file: TlsFile = if path.exists() {
         let bytes = Zeroizing::new(files::read_limited(&path, 64 * 1024, "emulator TLS file")?);
-        serde_json::from_slice(&bytes)
+        crate::format::json::from_slice(&bytes)
             .map_err(|e| Error::Usage(format!("{} is not a TLS file of this emulator: {e}", path.display())))?
     } else {
         let file = generate()?;

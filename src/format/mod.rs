@@ -25,18 +25,9 @@ pub enum FormatError {
     Jwe { location: String, source: CryptoError },
 }
 
-/// Parses JSON into `T`, naming the path of a field that is wrong.
+/// Parses one strict JSON document into `T` (see [`json::from_slice`]).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FormatError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            FormatError::Json(inner.to_string())
-        } else {
-            FormatError::Json(format!("at {path}: {inner}"))
-        }
-    })
+    json::from_slice(bytes).map_err(FormatError::Json)
 }
 
 impl FormatError {

@@ -75,7 +75,7 @@ impl TransferKeyResponse {
                 "'jwk'",
             ));
         }
-        serde_json::from_str(&resp.transfer_key).map_err(|e| FormatError::Json(format!("transfer_key: {e}")))
+        crate::format::json::from_str(&resp.transfer_key).map_err(|e| FormatError::Json(format!("transfer_key: {e}")))
     }
 
     pub fn for_jwk(jwk: &Jwk) -> TransferKeyResponse {

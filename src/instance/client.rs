@@ -221,7 +221,7 @@ impl InstanceClient {
         if (200..300).contains(&status) {
             return Ok((status, text));
         }
-        let detail = match serde_json::from_str::<ErrorBody>(&text) {
+        let detail = match crate::format::json::from_str::<ErrorBody>(&text) {
             Ok(b) if !b.error.message.is_empty() => {
                 format!("{} ({})", b.error.message, b.error.code)
             }
@@ -256,7 +256,8 @@ impl InstanceClient {
 
     fn operation_status(&self, path: &str) -> Result<OperationStatus> {
         let (_, text) = self.request("GET", path, None)?;
-        serde_json::from_str(&text).map_err(|e| inst(format!("GET {path}: the answer is not an operation status: {e}")))
+        crate::format::json::from_str(&text)
+            .map_err(|e| inst(format!("GET {path}: the answer is not an operation status: {e}")))
     }
 
     /// Downloads the security domain wrapped to `certs` with quorum `quorum`
@@ -279,7 +280,7 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
+        let v: Value = crate::format::json::from_str(&text).map_err(|e| {
             inst(format!(
                 "POST /securitydomain/download: the answer carries no security domain: {e}"
             ))
@@ -341,8 +342,8 @@ impl InstanceClient {
     }
 
     fn key_info(path: &str, text: &str) -> Result<KeyInfo> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
+        let v: serde_json::Value = crate::format::json::from_str(text)
+            .map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
         let kid = v["key"]["kid"]
             .as_str()
             .ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?
@@ -379,8 +380,8 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
+        let v: Value = crate::format::json::from_str(&text)
+            .map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
         Ok(v.value)
     }
 

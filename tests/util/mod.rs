@@ -490,3 +490,33 @@ pub fn openssl(dir: &Dir, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Writes `out`: a self-signed certificate for custodian `i`'s RSA modulus
+/// under another public exponent (the first odd one from 3 coprime to
+/// φ(n)), as one person would make to hold two shares. `cI.key` must be here.
+pub fn twin_certificate(dir: &Dir, i: usize, out: &str) {
+    use hsm_ceremony::crypto::secret::Passphrase;
+    use hsm_ceremony::custodian::key::KeyFile;
+    use rand::SeedableRng;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let key = KeyFile::parse(&dir.read(&format!("c{i}.key")))
+        .unwrap()
+        .into_key(Some(&Passphrase::new(passphrase(i))))
+        .unwrap();
+    let p: rsa::BoxedUint = key.primes()[0].as_ref().clone();
+    let q: rsa::BoxedUint = key.primes()[1].as_ref().clone();
+    let twin = (3u64..)
+        .step_by(2)
+        .find_map(|e| rsa::PrivateKey::from_p_q(p.clone(), q.clone(), rsa::BoxedUint::from(e)).ok())
+        .unwrap();
+    assert!(twin.n() == key.n() && twin.e() != key.e());
+    let cert = hsm_ceremony::custodian::keygen::self_signed_certificate_with_rng(
+        &mut rand::rngs::StdRng::seed_from_u64(7),
+        &twin,
+        "twin",
+        365,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    dir.write(out, cert.to_pem());
+}
