@@ -45,6 +45,8 @@ pub enum Error {
     Token { source: TokenError },
     #[error("{} can be read by other users of this machine; a private key must be readable by its owner only", path.display())]
     KeyFileExposed { path: PathBuf },
+    #[error("{} can be read by other users of this machine; a {what} must be readable by its owner only", path.display())]
+    SecretFileExposed { path: PathBuf, what: &'static str },
     #[error("the key {key} does not belong to the certificate {cert}")]
     KeyCertMismatch { key: String, cert: String },
     #[error("the certificate {cert} (x5t_256 {x5t_256}) has no share in this security domain")]

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use crate::custodian::cert::Certificate;
 use crate::custodian::key::KeyFile;
 use crate::custodian::CustodianError;
@@ -60,6 +62,20 @@ pub fn key_file(path: &Path) -> Result<KeyFile> {
     })
 }
 
+/// A file holding a secret (a passphrase, PIN or bearer token), at most
+/// `limit` bytes; refused like a key file when group or others can read it,
+/// since the secret opens as much as the key it guards.
+pub fn secret_file(path: &Path, limit: u64, what: &'static str) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(read_limited(path, limit, what)?);
+    if readable_by_others(path) {
+        return Err(Error::SecretFileExposed {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    Ok(bytes)
+}
+
 /// The certificate the Azure CLI expects beside a key: `cert_0.key` →
 /// `cert_0.cer`, when it exists.
 pub fn sibling_certificate(key_path: &Path) -> Option<PathBuf> {
@@ -67,7 +83,7 @@ pub fn sibling_certificate(key_path: &Path) -> Option<PathBuf> {
     (cer != key_path && cer.is_file()).then_some(cer)
 }
 
-/// Whether a private key file can be read by group or others.
+/// Whether a private key or secret file can be read by group or others.
 pub fn readable_by_others(path: &Path) -> bool {
     #[cfg(unix)]
     {

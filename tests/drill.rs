@@ -373,7 +373,7 @@ fn instance_commands_need_a_token_and_never_take_one_as_a_flag() {
         "x",
     ]))
     .fails(EXIT_USAGE, &["--token"]);
-    dir.write("t", "abc");
+    dir.write_secret("t", "abc");
     dir.run(&s(&[
         "instance",
         "status",

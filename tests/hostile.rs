@@ -163,6 +163,11 @@ fn generate(d: &Dir, spec: &str) {
         }
         "chmod_0640" => set_mode(&path, 0o640),
         "chmod_0644" => set_mode(&path, 0o644),
+        // A secret (token) file that group or others can read.
+        "secret_0644" => {
+            fs::write(&path, "not-a-real-token\n").unwrap();
+            set_mode(&path, 0o644);
+        }
         "share_x0" => share(vec![(0, words(0, &ok32))]),
         "share_x127" => share(vec![(0, words(127, &ok32))]),
         "share_mixed-lengths" => share(vec![

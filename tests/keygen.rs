@@ -19,7 +19,7 @@ fn printed_x5t(stdout: &str) -> String {
 #[test]
 fn single_custodian_with_passphrase_file() {
     let dir = Dir::new("keygen-single");
-    dir.write("alice.pass", format!("{PASS}\n"));
+    dir.write_secret("alice.pass", format!("{PASS}\n"));
     let out = dir.run(&[
         "custodian",
         "keygen",
@@ -74,7 +74,7 @@ fn single_custodian_with_passphrase_file() {
 #[test]
 fn batch_of_three_with_prefix() {
     let dir = Dir::new("keygen-batch");
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     let out = dir.run(&[
         "custodian",
         "keygen",
@@ -115,7 +115,7 @@ fn batch_of_three_with_prefix() {
 #[test]
 fn refuses_existing_output_and_changes_nothing() {
     let dir = Dir::new("keygen-exists");
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     dir.write("bob.cer", "not mine to overwrite");
     let out = dir.run(&[
         "custodian",
@@ -153,7 +153,7 @@ fn refuses_existing_output_and_changes_nothing() {
 #[test]
 fn weak_passphrase_is_refused_and_no_files_are_made() {
     let dir = Dir::new("keygen-weak-pass");
-    dir.write("p", "short11char\n");
+    dir.write_secret("p", "short11char\n");
     let out = dir.run(&[
         "custodian",
         "keygen",
@@ -171,7 +171,7 @@ fn weak_passphrase_is_refused_and_no_files_are_made() {
 #[test]
 fn rsa_1024_is_refused() {
     let dir = Dir::new("keygen-1024");
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     let out = dir.run(&[
         "custodian",
         "keygen",
@@ -206,7 +206,7 @@ fn passphrase_from_environment_is_used() {
         c.env("HSM_CEREMONY_PASSPHRASE", PASS);
     });
     out.ok();
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     dir.copy(&["sd.json"]);
     // The key opens with that passphrase (it has no share, but it is opened first).
     let v = dir.run(&[
@@ -243,7 +243,7 @@ fn insecure_unencrypted_key_is_plain_pkcs8_and_warned() {
 #[test]
 fn bad_names_days_and_folders_are_refused() {
     let dir = Dir::new("keygen-bad-args");
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     let base = ["custodian", "keygen", "--bits", "2048", "--passphrase-file", "p"];
     let with = |extra: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
@@ -254,7 +254,7 @@ fn bad_names_days_and_folders_are_refused() {
     with(&["--name", "x", "--days", "4000"]).fails(EXIT_INPUT, &["--days 4000"]);
     with(&["--name", "x", "--out-dir", "missing"]).fails(EXIT_USAGE, &["missing", "does not exist"]);
     with(&["--count", "11", "--prefix", "c"]).fails(EXIT_USAGE, &["--count 11"]);
-    dir.write("q", PASS);
+    dir.write_secret("q", PASS);
     with(&["--count", "3", "--prefix", "c", "--passphrase-file", "q"])
         .fails(EXIT_USAGE, &["2 --passphrase-file options were given for 3 key(s)"]);
     dir.remove("q");
@@ -286,7 +286,7 @@ fn quiet_prints_only_the_thumbprint() {
 #[test]
 fn key_is_0600_whatever_the_umask() {
     let dir = Dir::new("keygen-umask");
-    dir.write("p", PASS);
+    dir.write_secret("p", PASS);
     let script = format!(
         "umask 000; exec '{}' custodian keygen --name loose --bits 2048 --passphrase-file p",
         util::BIN

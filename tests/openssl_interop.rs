@@ -61,7 +61,7 @@ fn openssl_made_custodians_split_verify_and_restore() {
     dir.copy(&["exchange.cer"]);
     dir.custodian(0);
     openssl_plain(&dir, "a");
-    dir.write("b.pass", format!("{PASS_B}\n"));
+    dir.write_secret("b.pass", format!("{PASS_B}\n"));
     openssl(
         &dir,
         &[
@@ -251,7 +251,7 @@ fn legacy_encrypted_pem_is_refused_with_the_conversion_command() {
     );
     dir.chmod("legacy.key", 0o600);
     assert!(dir.read_string("legacy.key").contains("Proc-Type: 4,ENCRYPTED"));
-    dir.write("p", "legacy passphrase");
+    dir.write_secret("p", "legacy passphrase");
     dir.run(&[
         "custodian",
         "verify",
@@ -288,7 +288,7 @@ fn openssl_opens_our_encrypted_keys() {
         assert!(asn1.contains(oid), "{oid} not in\n{asn1}");
     }
     // Control: OpenSSL does refuse a wrong passphrase, so the success above means something.
-    dir.write("wrong.pass", "not the passphrase at all");
+    dir.write_secret("wrong.pass", "not the passphrase at all");
     let status = Command::new("openssl")
         .args(["pkey", "-in", "c0.key", "-passin", "file:wrong.pass", "-noout"])
         .current_dir(dir.path())

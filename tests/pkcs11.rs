@@ -52,8 +52,8 @@ impl Hsm {
                 tokens.display()
             ),
         );
-        dir.write("pin", format!("{PIN}\n"));
-        dir.write("wrong-pin", "0000-wrong\n");
+        dir.write_secret("pin", format!("{PIN}\n"));
+        dir.write_secret("wrong-pin", "0000-wrong\n");
         Hsm { dir, conf }
     }
 
@@ -756,6 +756,29 @@ fn pins_never_come_from_the_command_line() {
     );
     hsm.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", &with_file])
         .fails(EXIT_INTEGRITY, &["the PIN for token 'alice' is wrong"]);
+    // Regression: PIN files that others could read were used; now refused like key files.
+    hsm.dir.chmod("wrong-pin", 0o644);
+    hsm.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", &with_file])
+        .fails(
+            EXIT_INPUT,
+            &[
+                "wrong-pin can be read by other users",
+                "a PIN file must be readable by its owner only",
+                "chmod 600",
+            ],
+        );
+    hsm.dir.chmod("pin", 0o640);
+    hsm.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        &uri("alice", "a"),
+        "--pin-file",
+        "pin",
+    ])
+    .fails(EXIT_INPUT, &["pin can be read by other users", "chmod 600"]);
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn keygen_asks_twice_hides_the_input_and_asks_again_when_the_entries_differ() {
         "the passphrase was echoed:\n{seen}"
     );
     // The key opens with what was typed, and only with that.
-    dir.write("alice.pass", format!("{GOOD}\n"));
+    dir.write_secret("alice.pass", format!("{GOOD}\n"));
     util::openssl(
         &dir,
         &["pkey", "-in", "alice.key", "-passin", "file:alice.pass", "-noout"],
@@ -135,7 +135,7 @@ fn batch_keygen_asks_each_custodian_in_turn() {
     assert!(!rest.contains(GOOD), "a passphrase was echoed:\n{rest}");
     // Each key opens with its own custodian's passphrase.
     for name in ["cust_0", "cust_1"] {
-        dir.write("p.pass", format!("{GOOD} for {name}\n"));
+        dir.write_secret("p.pass", format!("{GOOD} for {name}\n"));
         util::openssl(
             &dir,
             &[

@@ -529,6 +529,21 @@ fn passphrases_from_an_inherited_descriptor() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--passphrase-fd ran out of lines before the passphrase for c0.key"));
     dir.assert_absent("blob.json");
+    // Regression: a descriptor with no newline (here /dev/zero) was read
+    // without limit, until memory ran out; now bounded like a passphrase file.
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script.replace("3<secrets", "3</dev/zero")])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(util::EXIT_USAGE), "{stderr}");
+    assert!(
+        stderr.contains("--passphrase-fd: the line for c2.key is longer than 65536 bytes"),
+        "{stderr}"
+    );
+    dir.assert_absent("blob.json");
 }
 
 #[test]

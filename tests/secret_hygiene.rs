@@ -176,7 +176,7 @@ fn no_command_prints_or_writes_a_secret() {
     d.ceremony();
     d.custodian(3);
     let known = known_security_domain(&d);
-    d.write("new.pass", format!("{NEW_PASSPHRASE}\n"));
+    d.write_secret("new.pass", format!("{NEW_PASSPHRASE}\n"));
     d.chmod("new.pass", 0o600);
     d.write(
         "item.bin",

@@ -282,7 +282,7 @@ fn windows_line_endings_in_key_cert_and_passphrase_file() {
     dir.write("w.key", crlf(dir.read_string("c0.key")));
     dir.chmod("w.key", 0o600);
     dir.write("w.cer", crlf(dir.read_string("c0.cer")));
-    dir.write("w.pass", crlf(dir.read_string("c0.pass")));
+    dir.write_secret("w.pass", crlf(dir.read_string("c0.pass")));
     assert!(dir.read_string("w.pass").ends_with("\r\n"));
     dir.run(&[
         "custodian",

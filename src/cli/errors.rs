@@ -81,7 +81,9 @@ pub fn advice(err: &Error) -> Option<String> {
         ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
         Error::Token { source } => token_advice(source),
-        Error::KeyFileExposed { path } => format!("Restrict it, then run again: chmod 600 {}", path.display()),
+        Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {
+            format!("Restrict it, then run again: chmod 600 {}", path.display())
+        }
         Error::Certificate { .. } => "Give the custodian's certificate (.cer, PEM or DER) with an RSA key of 2048 bits or more.".into(),
         Error::KeyCertMismatch { .. } => "Pair each key with its own certificate: give the right --cert, or fix the .cer file beside the key.".into(),
         Error::CertNotInSd { .. } => {

@@ -14,7 +14,7 @@ use super::record;
 use crate::ceremony::log::Entry;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, Result};
-use crate::files::{self, read_limited, Mode};
+use crate::files::{self, Mode};
 use crate::instance::InstanceClient;
 use crate::{inputs, say};
 
@@ -52,8 +52,8 @@ impl Connect {
 pub fn read_token(file: Option<&Path>) -> Result<String> {
     let token = match file {
         Some(path) => {
-            let bytes = read_limited(path, 64 * 1024, "token file")?;
-            String::from_utf8(bytes)
+            let bytes = inputs::secret_file(path, 64 * 1024, "token file")?;
+            std::str::from_utf8(&bytes)
                 .map_err(|_| Error::Usage(format!("{} is not text", path.display())))?
                 .lines()
                 .next()

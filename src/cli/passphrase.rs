@@ -5,7 +5,7 @@
 //! the environment; never a flag's value.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -13,7 +13,7 @@ use clap::Args;
 use crate::crypto::secret::Passphrase;
 use crate::custodian::key::check_passphrase_strength;
 use crate::error::{Error, Result};
-use crate::files::read_limited;
+use crate::inputs;
 
 /// The variable read when no other passphrase source is given (automation).
 pub const ENV_VAR: &str = "HSM_CEREMONY_PASSPHRASE";
@@ -110,15 +110,27 @@ impl Passphrases {
                 &self.files[index]
             };
             return Ok(Some(Given {
-                passphrase: read_passphrase_file(file)?,
+                passphrase: read_passphrase_file(file, "passphrase file")?,
                 typed: false,
             }));
         }
         if let Some(reader) = &mut self.fd {
-            let mut line = zeroize::Zeroizing::new(String::new());
+            // Bounded like a passphrase file: a descriptor on /dev/zero must not fill memory.
+            let mut raw = zeroize::Zeroizing::new(Vec::new());
             reader
-                .read_line(&mut line)
+                .by_ref()
+                .take(MAX_SECRET_BYTES + 1)
+                .read_until(b'\n', &mut raw)
                 .map_err(|e| Error::Usage(format!("cannot read a passphrase from --passphrase-fd: {e}")))?;
+            if raw.len() as u64 > MAX_SECRET_BYTES {
+                return Err(Error::Usage(format!(
+                    "--passphrase-fd: the line for {label} is longer than {MAX_SECRET_BYTES} bytes; it is not a passphrase"
+                )));
+            }
+            let line = zeroize::Zeroizing::new(
+                String::from_utf8(raw.to_vec())
+                    .map_err(|_| Error::Usage(format!("--passphrase-fd: the line for {label} is not UTF-8 text")))?,
+            );
             if line.is_empty() {
                 return Err(Error::Usage(format!(
                     "--passphrase-fd ran out of lines before the passphrase for {label}"
@@ -176,7 +188,7 @@ impl Passphrases {
     /// HSM_CEREMONY_PIN, else the hidden prompt.
     pub fn pin_for(&mut self, index: usize, label: &str, pin_source: Option<&PathBuf>) -> Result<Passphrase> {
         if let Some(file) = pin_source {
-            return read_passphrase_file(file);
+            return read_passphrase_file(file, "PIN file");
         }
         if !self.pins_asked.contains(&index) {
             self.pins_asked.push(index);
@@ -194,7 +206,7 @@ impl Passphrases {
                     ))
                 })?,
             };
-            return read_passphrase_file(file);
+            return read_passphrase_file(file, "PIN file");
         }
         if let Ok(value) = std::env::var(PIN_ENV_VAR) {
             return Ok(Passphrase::new(value));
@@ -223,8 +235,13 @@ fn strip_newline(line: &str) -> String {
         .to_string()
 }
 
-fn read_passphrase_file(path: &Path) -> Result<Passphrase> {
-    let bytes = zeroize::Zeroizing::new(read_limited(path, 64 * 1024, "passphrase file")?);
+/// The most a passphrase or PIN source is read: a file, or a descriptor's line.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// The first line of a passphrase or PIN file (`what`), which must be
+/// readable by its owner only.
+fn read_passphrase_file(path: &Path, what: &'static str) -> Result<Passphrase> {
+    let bytes = inputs::secret_file(path, MAX_SECRET_BYTES, what)?;
     let text =
         std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not UTF-8 text", path.display())))?;
     let first = text.split('\n').next().unwrap_or("");

@@ -76,7 +76,12 @@ pub fn gather_quorum(
                 quorum.needed()
             ),
             // Files set up wrongly (exposed key, key and .cer that differ) are fixed by the operator, not skipped.
-            Err(e @ (Error::Usage(_) | Error::KeyFileExposed { .. } | Error::KeyCertMismatch { .. })) => return Err(e),
+            Err(
+                e @ (Error::Usage(_)
+                | Error::KeyFileExposed { .. }
+                | Error::SecretFileExposed { .. }
+                | Error::KeyCertMismatch { .. }),
+            ) => return Err(e),
             Err(e) => {
                 warn(&format!("{e}; going on with the next key"));
                 quorum.record_failure(&e);

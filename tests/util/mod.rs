@@ -158,6 +158,14 @@ impl Dir {
         p
     }
 
+    /// Writes a passphrase, PIN or token file, readable by its owner only
+    /// (the tool refuses such files that others can read).
+    pub fn write_secret(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.write(name, bytes);
+        set_mode(&p, 0o600);
+        p
+    }
+
     pub fn read(&self, name: &str) -> Vec<u8> {
         fs::read(self.join(name)).unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
     }
