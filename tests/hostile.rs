@@ -118,6 +118,43 @@ fn with_shares(d: &Dir, replace: &[(usize, Vec<u8>)]) -> Vec<u8> {
     serde_json::to_vec(&sd).unwrap()
 }
 
+fn scrypt(n: u64, r: u16, p: u16) -> pkcs8::pkcs5::pbes2::Kdf {
+    pkcs8::pkcs5::pbes2::ScryptParams {
+        salt: pkcs8::pkcs5::pbes2::Salt::new([7u8; 16]).unwrap(),
+        cost_parameter: n,
+        block_size: r,
+        parallelization: p,
+        key_length: Some(32),
+    }
+    .into()
+}
+
+fn pbkdf2(iterations: u32) -> pkcs8::pkcs5::pbes2::Kdf {
+    pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(pkcs8::pkcs5::pbes2::Pbkdf2Params {
+        salt: pkcs8::pkcs5::pbes2::Salt::new([7u8; 16]).unwrap(),
+        iteration_count: iterations,
+        key_length: None,
+        prf: pkcs8::pkcs5::pbes2::Pbkdf2Prf::HmacWithSha256,
+    })
+}
+
+/// A DER `EncryptedPrivateKeyInfo` (mode 0600) with PBES2 `kdf` and
+/// AES-256-CBC; the ciphertext is filler, since the file must be refused
+/// from its parameters alone, before any derivation.
+fn pkcs8_with(path: &Path, kdf: pkcs8::pkcs5::pbes2::Kdf) {
+    use pkcs8::der::Encode;
+    let filler = [0x5au8; 1232];
+    let info = pkcs8::EncryptedPrivateKeyInfoRef {
+        encryption_algorithm: pkcs8::pkcs5::EncryptionScheme::Pbes2(pkcs8::pkcs5::pbes2::Parameters {
+            kdf,
+            encryption: pkcs8::pkcs5::pbes2::EncryptionScheme::Aes256Cbc { iv: [9; 16] },
+        }),
+        encrypted_data: pkcs8::der::asn1::OctetStringRef::new(&filler).unwrap(),
+    };
+    fs::write(path, info.to_der().unwrap()).unwrap();
+    set_mode(path, 0o600);
+}
+
 /// An unsigned manifest for `purpose`, 2 of c0..c(n-1), followed by `tail`.
 fn manifest_for(d: &Dir, purpose: &str, n: usize, tail: &[u8]) -> Vec<u8> {
     let certs: Vec<String> = (0..n)
@@ -185,6 +222,14 @@ fn generate(d: &Dir, spec: &str) {
         "sd_then_object" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b"\n{}"].concat()).unwrap(),
         "sd_then_garbage" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b" x"].concat()).unwrap(),
         "sd_then_nul" => fs::write(&path, [&fs::read(AZURE_SD).unwrap()[..], b"\0"].concat()).unwrap(),
+        // Encrypted PKCS#8 whose key derivation would allocate petabytes or run for hours.
+        "pkcs8_scrypt_n2pow40" => pkcs8_with(&path, scrypt(1 << 40, 8, 1)),
+        "pkcs8_scrypt_r_huge" => pkcs8_with(&path, scrypt(1 << 14, 65535, 1)),
+        "pkcs8_scrypt_p_huge" => pkcs8_with(&path, scrypt(1 << 14, 8, 65535)),
+        "pkcs8_scrypt_n0" => pkcs8_with(&path, scrypt(0, 8, 1)),
+        "pkcs8_scrypt_n3" => pkcs8_with(&path, scrypt(3, 8, 1)),
+        "pkcs8_pbkdf2_2pow31" => pkcs8_with(&path, pbkdf2(1 << 31)),
+        "pkcs8_pbkdf2_u32max" => pkcs8_with(&path, pbkdf2(u32::MAX)),
         "manifest_then_object" => fs::write(&path, manifest_for(d, "split", 3, b" {}")).unwrap(),
         other => panic!("unknown generator {other}"),
     }

@@ -321,3 +321,68 @@ fn openssl_fingerprint_matches_ours() {
     assert!(text.contains("CN = c3") || text.contains("CN=c3"), "{text}");
     assert!(text.contains("(2048 bit)"), "{text}");
 }
+
+/// A weakly encrypted key (PBKDF2 with 1 iteration, or 3DES) still opens, but
+/// the custodian is told, naming the file, and given the command that fixes it.
+#[test]
+fn weakly_encrypted_keys_open_with_a_warning_and_the_fix() {
+    let dir = Dir::new("ossl-weak-keys");
+    dir.ceremony();
+    openssl(
+        &dir,
+        &["pkey", "-in", "c0.key", "-passin", "file:c0.pass", "-out", "plain.pem"],
+    );
+    dir.chmod("plain.pem", 0o600);
+    let variants: [(&str, &[&str], &str); 3] = [
+        (
+            "iter1.key",
+            &["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256", "-iter", "1"],
+            "only 1 PBKDF2 iteration(s)",
+        ),
+        ("des3.key", &["-v2", "des3", "-iter", "600000"], "3DES (DES-EDE3-CBC)"),
+        (
+            "good.key",
+            &["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256", "-iter", "100000"],
+            "",
+        ),
+    ];
+    for (name, opts, weakness) in variants {
+        let mut args = vec![
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "plain.pem",
+            "-passout",
+            "file:c0.pass",
+            "-out",
+            name,
+        ];
+        args.extend_from_slice(opts);
+        openssl(&dir, &args);
+        dir.chmod(name, 0o600);
+        let out = dir.run(&[
+            "custodian",
+            "verify",
+            "--sd-file",
+            "sd.json",
+            "--key",
+            name,
+            "--cert",
+            "c0.cer",
+            "--passphrase-file",
+            "c0.pass",
+        ]);
+        out.ok();
+        if weakness.is_empty() {
+            assert!(!out.stderr.contains("warning"), "{name}: {}", out.stderr);
+            continue;
+        }
+        for want in [
+            &format!("warning: {name}: it is encrypted with")[..],
+            weakness,
+            &format!("openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 600000 -in {name} -out NEW.key"),
+        ] {
+            assert!(out.stderr.contains(want), "{name}: {want:?} not in\n{}", out.stderr);
+        }
+    }
+}

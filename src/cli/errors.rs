@@ -79,6 +79,11 @@ pub fn advice(err: &Error) -> Option<String> {
         Error::Key { source: C::LegacyEncryption, label } => format!(
             "Convert it once to encrypted PKCS#8: openssl pkcs8 -topk8 -v2 aes-256-cbc -in {label} -out NEW.key"
         ),
+        Error::Key { source: C::KdfTooCostly(_), label } => format!(
+            "A key this tool or OpenSSL made never asks for that much: check where {label} came from. {}",
+            super::keys::reencrypt_advice(label)
+        ),
+        Error::Key { source: C::UnsupportedEncryption(_), label } => super::keys::reencrypt_advice(label),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
         Error::Token { source } => token_advice(source),
         Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {

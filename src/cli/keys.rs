@@ -170,6 +170,7 @@ pub fn open_rsa(
     }
     let label = inputs::label(path);
     let file = inputs::key_file(path)?;
+    let weaknesses = file.warnings();
     let key = if file.is_encrypted() {
         let mut attempt = 0;
         loop {
@@ -191,6 +192,10 @@ pub fn open_rsa(
             source,
         })?
     };
+    // Said once the key opened, so a wrong passphrase is not mistaken for the cause.
+    for why in weaknesses {
+        super::output::warn(&format!("{label}: {why}. {}", reencrypt_advice(&label)));
+    }
     let public = key.to_public_key();
     let cert = match pool.iter().find(|(_, c)| c.matches(&public)) {
         Some((p, c)) => Some((inputs::label(p), c.clone())),
@@ -214,4 +219,12 @@ pub fn open_rsa(
 /// Loads `--cert` files for pairing.
 pub fn cert_pool(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Certificate)>> {
     paths.iter().map(|p| Ok((p.clone(), inputs::certificate(p)?))).collect()
+}
+
+/// How to re-encrypt a weakly or oddly encrypted key file with current parameters.
+pub fn reencrypt_advice(label: &str) -> String {
+    format!(
+        "Re-encrypt it with current parameters: openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 600000 -in {label} -out NEW.key \
+         (then check that NEW.key opens and replace {label} with it)"
+    )
 }

@@ -16,6 +16,18 @@ use crate::format::limits::MIN_RSA_BITS;
 
 /// OWASP's 2023 figure for PBKDF2-HMAC-SHA256.
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Below this an encrypted key opens with a warning: each passphrase guess is cheap.
+pub const WEAK_PBKDF2_ITERATIONS: u32 = 100_000;
+/// Past this a key is refused unopened: ten million is RFC 8018's figure for
+/// "especially critical keys"; more is a file made to burn CPU.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// scrypt caps: N at most 2^20, at most 1 GiB of memory (128·N·r), and at
+/// most 4 GiB of mixing in all (128·N·r·p), so a hostile file can neither
+/// abort the process on an allocation nor keep it busy for minutes.
+pub const MAX_SCRYPT_N: u64 = 1 << 20;
+pub const MAX_SCRYPT_MEMORY: u64 = 1 << 30;
+pub const MAX_SCRYPT_WORK: u64 = 4 << 30;
+
 /// Refused when a new key is encrypted; a short passphrase is the weak link.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
 
@@ -38,8 +50,9 @@ impl KeyFile {
             Some(Ok((label, der))) => match label.as_str() {
                 "PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs8(&der)?)),
                 "ENCRYPTED PRIVATE KEY" => {
-                    EncryptedPrivateKeyInfoRef::try_from(&der[..])
+                    let info = EncryptedPrivateKeyInfoRef::try_from(&der[..])
                         .map_err(|e| CustodianError::NotAKey(e.to_string()))?;
+                    encryption_weaknesses(&info.encryption_algorithm)?;
                     Ok(KeyFile::Encrypted(der))
                 }
                 "RSA PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs1(&der)?)),
@@ -47,7 +60,8 @@ impl KeyFile {
                 other => Err(CustodianError::NotAKey(format!("it holds a PEM '{other}' block"))),
             },
             None => {
-                if EncryptedPrivateKeyInfoRef::try_from(bytes).is_ok() {
+                if let Ok(info) = EncryptedPrivateKeyInfoRef::try_from(bytes) {
+                    encryption_weaknesses(&info.encryption_algorithm)?;
                     Ok(KeyFile::Encrypted(Zeroizing::new(bytes.to_vec())))
                 } else if PrivateKeyInfoRef::try_from(bytes).is_ok() {
                     Ok(KeyFile::Plain(from_pkcs8(bytes)?))
@@ -62,6 +76,19 @@ impl KeyFile {
 
     pub fn is_encrypted(&self) -> bool {
         matches!(self, KeyFile::Encrypted(_))
+    }
+
+    /// Why the file's encryption is weak (few PBKDF2 iterations, DES or
+    /// 3DES), one line each; empty for a plain key. The key still opens:
+    /// the caller says so, and how to re-encrypt it.
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            KeyFile::Plain(_) => Vec::new(),
+            KeyFile::Encrypted(der) => EncryptedPrivateKeyInfoRef::try_from(&der[..])
+                .ok()
+                .and_then(|info| encryption_weaknesses(&info.encryption_algorithm).ok())
+                .unwrap_or_default(),
+        }
     }
 
     /// The key, decrypting with `passphrase` when the file is encrypted.
@@ -83,6 +110,88 @@ impl KeyFile {
             }
         }
     }
+}
+
+/// Refuses encryption parameters that would cost more than any real key
+/// (read from the file, so checked before any passphrase is asked or any
+/// memory is allocated); returns the weaknesses of the rest.
+fn encryption_weaknesses(scheme: &pkcs8::pkcs5::EncryptionScheme) -> Result<Vec<String>, CustodianError> {
+    use pkcs8::pkcs5::pbes2::{EncryptionScheme as Cipher, Kdf};
+    let params = match scheme {
+        pkcs8::pkcs5::EncryptionScheme::Pbes2(params) => params,
+        pkcs8::pkcs5::EncryptionScheme::Pbes1(_) => {
+            return Err(CustodianError::UnsupportedEncryption(
+                "PBES1 (DES or RC2 with MD5 or SHA-1)".into(),
+            ))
+        }
+        other => {
+            return Err(CustodianError::UnsupportedEncryption(format!(
+                "the scheme {}",
+                other.oid()
+            )))
+        }
+    };
+    let mut weak = Vec::new();
+    match &params.kdf {
+        Kdf::Pbkdf2(p) => {
+            if p.iteration_count > MAX_PBKDF2_ITERATIONS {
+                return Err(CustodianError::KdfTooCostly(format!(
+                    "{} PBKDF2 iterations, more than the {MAX_PBKDF2_ITERATIONS} accepted",
+                    p.iteration_count
+                )));
+            }
+            if p.iteration_count < WEAK_PBKDF2_ITERATIONS {
+                weak.push(format!(
+                    "it is encrypted with only {} PBKDF2 iteration(s) (fewer than {WEAK_PBKDF2_ITERATIONS}), \
+                     so a stolen copy gives way to passphrase guessing quickly",
+                    p.iteration_count
+                ));
+            }
+        }
+        Kdf::Scrypt(s) => {
+            let (n, r, p) = (s.cost_parameter, u64::from(s.block_size), u64::from(s.parallelization));
+            // The KDF takes log2(N) and would panic on N = 0; r or p of 0 are meaningless.
+            if n < 2 || !n.is_power_of_two() {
+                return Err(CustodianError::NotAKey(format!(
+                    "its scrypt N = {n} is not a power of two above 1"
+                )));
+            }
+            if r == 0 || p == 0 {
+                return Err(CustodianError::NotAKey(format!(
+                    "its scrypt r = {r} and p = {p} must both be at least 1"
+                )));
+            }
+            let memory = 128u128 * u128::from(n) * u128::from(r);
+            let work = memory * u128::from(p);
+            let why = if n > MAX_SCRYPT_N {
+                Some(format!("scrypt N = {n}, more than the {MAX_SCRYPT_N} accepted"))
+            } else if memory > u128::from(MAX_SCRYPT_MEMORY) {
+                Some(format!(
+                    "{memory} bytes of scrypt memory (128·N·r, N = {n}, r = {r}), more than the {MAX_SCRYPT_MEMORY} accepted"
+                ))
+            } else if work > u128::from(MAX_SCRYPT_WORK) {
+                Some(format!(
+                    "{work} bytes of scrypt mixing (128·N·r·p, N = {n}, r = {r}, p = {p}), more than the {MAX_SCRYPT_WORK} accepted"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(CustodianError::KdfTooCostly(why));
+            }
+        }
+        other => {
+            return Err(CustodianError::UnsupportedEncryption(format!(
+                "the key derivation {}",
+                other.oid()
+            )))
+        }
+    }
+    // Single DES is not compiled in: such a file fails to decrypt.
+    if let Cipher::DesEde3Cbc { .. } = params.encryption {
+        weak.push("it is encrypted with 3DES (DES-EDE3-CBC), a 64-bit block cipher long retired".into());
+    }
+    Ok(weak)
 }
 
 fn from_pkcs8(der: &[u8]) -> Result<rsa::PrivateKey, CustodianError> {

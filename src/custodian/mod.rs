@@ -29,6 +29,10 @@ pub enum CustodianError {
     WrongPassphrase,
     #[error("it is encrypted in the legacy OpenSSL format (Proc-Type: 4,ENCRYPTED), which is not supported")]
     LegacyEncryption,
+    #[error("its encryption asks for {0}; it is refused before any work")]
+    KdfTooCostly(String),
+    #[error("it is encrypted with {0}, which is not supported")]
+    UnsupportedEncryption(String),
     #[error("{0}")]
     Generation(String),
 }
