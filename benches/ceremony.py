@@ -77,7 +77,8 @@ def main():
         batch = os.path.join(work, "batch")
         os.mkdir(batch)
         passfile = os.path.join(work, "pass")
-        with open(passfile, "w") as f:
+        # Passphrase files others can read are refused: created 0600.
+        with open(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write("benchmark passphrase only\n")
         t, rss = run([binary, "-q", "custodian", "keygen", "--count", "10", "--prefix", "b", "--bits", "3072",
                       "--passphrase-file", passfile, "--out-dir", batch], work)

@@ -85,7 +85,8 @@ def main():
     os.environ["AZURE_CORE_COLLECT_TELEMETRY"] = "no"
     passes = [f"interop custodian {i} passphrase" for i in range(3)]
     for i, p in enumerate(passes):
-        with open(os.path.join(work, f"c{i}.pass"), "w") as f:
+        # Passphrase and token files others can read are refused: created 0600.
+        with open(os.open(os.path.join(work, f"c{i}.pass"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(p + "\n")
     state = {}
 
@@ -100,7 +101,7 @@ def main():
                  "--role", "administrator", "--role", "crypto-officer"],
                 work,
             ).stdout.strip()
-            with open(os.path.join(work, f"{name}.token"), "w") as f:
+            with open(os.open(os.path.join(work, f"{name}.token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
                 f.write(token + "\n")
         conn = lambda n: ["--url", f"local:hsm-{n}", "--token-file", f"{n}.token"]  # noqa: E731
         state["conn"] = conn
