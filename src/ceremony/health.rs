@@ -121,7 +121,16 @@ pub fn assess(
         })
         .collect();
     let required = sd.required();
-    let usable = custodians.iter().filter(|c| c.usable).count();
+    // One person's two certificates (one RSA modulus) are one custodian: a
+    // second share they hold adds nothing when they are lost or unavailable.
+    let held: Vec<(String, Certificate)> = custodians
+        .iter()
+        .filter(|c| c.usable)
+        .filter_map(|c| certs.iter().find(|(_, k)| k.x5t_256() == c.x5t_256).cloned())
+        .collect();
+    let twins = crate::recovery::custodian_identity_problems(&held);
+    let usable = held.len() - twins.len();
+    reasons.extend(twins);
     let can_lose = usable as i64 - required as i64;
     let mut verdict = Verdict::Healthy;
     if usable < required {
@@ -251,6 +260,28 @@ mod tests {
         let h = assess(&sd, "abc", &certs(4), Some(&log), OffsetDateTime::now_utc());
         assert_eq!(h.verdict, Verdict::Healthy, "{:?}", h.reasons);
         assert_eq!(h.can_lose, 2);
+    }
+
+    /// Regression: shares held twice by one person (one modulus, two
+    /// exponents) were counted as two custodians, so "can lose 1" was wrong.
+    #[test]
+    fn one_modulus_holding_two_shares_counts_once() {
+        let mut sd = sd(3, 2);
+        let twin = crate::test_support::twin_certificate(&custodians()[0].key);
+        sd.shared_keys.enc_shares[2].x5t_256 = twin.x5t_256();
+        let mut set = certs(2);
+        set.push(("twin".into(), twin));
+        let h = assess(&sd, "abc", &set, None, OffsetDateTime::now_utc());
+        assert_eq!(h.usable, 2);
+        assert_eq!(h.can_lose, 0);
+        assert_eq!(h.verdict, Verdict::AtRisk);
+        assert!(
+            h.reasons
+                .iter()
+                .any(|r| r.contains("twin has the same key as custodian0")),
+            "{:?}",
+            h.reasons
+        );
     }
 
     #[test]
