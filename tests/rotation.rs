@@ -831,7 +831,7 @@ fn a_weak_new_set_is_refused_before_anyone_types_a_passphrase() {
     };
     rotate(&["n0.cer", "n1.cer"], "2").fails(EXIT_INPUT, &["2 custodians is outside the allowed 3 to 10"]);
     rotate(&["n0.cer", "n1.cer", "n2.cer"], "4").fails(EXIT_INPUT, &["a quorum of 4 is outside"]);
-    rotate(&["n0.cer", "n1.cer", "n0.cer"], "2").fails(EXIT_INPUT, &["n0.cer and n0.cer are the same certificate"]);
+    rotate(&["n0.cer", "n1.cer", "n0.cer"], "2").fails(EXIT_INPUT, &["n0.cer is the same certificate as n0.cer"]);
     for out in ["sd2.json", "sd2.json.pending", "sd2.json.rotation.json"] {
         assert!(!dir.exists(out), "{out}");
     }

@@ -185,7 +185,7 @@ fn refuses_a_duplicate_certificate() {
         "--out",
         "d.json",
     ])
-    .fails(EXIT_INPUT, &["again.cer and c1.cer are the same certificate"]);
+    .fails(EXIT_INPUT, &["again.cer is the same certificate as c1.cer"]);
     dir.assert_absent("d.json");
 }
 
