@@ -173,7 +173,7 @@ fn run_in(dir: &Path) -> Result<()> {
     step(
         6,
         TOTAL,
-        "Drill: custodians 0 and 2 recover into a fresh emulated instance B, and the canary restores there",
+        "Drill: custodians 0 and 2 recover into a fresh emulated instance B (in memory only), and the canary restores there",
     );
     let report_dir = dir.join("drill-report");
     let report = drill::drill(&DrillArgs {
@@ -185,7 +185,6 @@ fn run_in(dir: &Path) -> Result<()> {
         instance: "local".into(),
         token_file: None,
         ca: None,
-        state: Some(dir.join("instance-b")),
         canary: Some(canary),
         report: Some(report_dir.clone()),
         passphrases: PassphraseArgs {

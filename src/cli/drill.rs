@@ -80,9 +80,6 @@ pub struct DrillArgs {
     /// With a URL: a CA certificate to trust (an emulator's ca.pem).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// With `local`: keep the recovered instance's state in DIR (default: a temporary folder).
-    #[arg(long, value_name = "DIR")]
-    pub state: Option<PathBuf>,
     /// The canary backup made by `drill prepare` on the original instance.
     #[arg(long)]
     pub canary: Option<PathBuf>,
@@ -141,8 +138,10 @@ pub fn prepare(args: &PrepareArgs) -> Result<()> {
 struct Target {
     client: InstanceClient,
     label: String,
-    _temp: Option<tempfile::TempDir>,
 }
+
+/// The label a local drill's report names its instance by.
+pub const LOCAL_LABEL: &str = "local emulated instance, in process, in memory only";
 
 fn connect(args: &DrillArgs) -> Result<Target> {
     if args.instance != "local" {
@@ -150,34 +149,17 @@ fn connect(args: &DrillArgs) -> Result<Target> {
         return Ok(Target {
             client: InstanceClient::new(&args.instance, token, args.ca.as_deref())?,
             label: args.instance.clone(),
-            _temp: None,
         });
     }
-    let (dir, temp) = match &args.state {
-        Some(d) => {
-            files::ensure_absent(d)?;
-            (d.clone(), None)
-        }
-        None => {
-            let t = tempfile::tempdir().map_err(|source| Error::Write {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-            (t.path().join("instance"), Some(t))
-        }
-    };
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    // In process, over an in-memory connection: a local drill opens no socket.
-    let emu = emulator::InProcess::open(&dir)?;
-    let token = emulator::issue_token(&dir, "drill", &[Role::Administrator, Role::CryptoOfficer])?;
+    // What the drill uploads is the production security domain's contents:
+    // the instance holding them has no state folder, token file or key store
+    // on disk, and opens no socket (an in-memory connection carries requests).
+    let emu = emulator::InProcess::in_memory()?;
+    let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoOfficer])?;
     let client = InstanceClient::in_process(std::sync::Arc::new(emu), token);
     Ok(Target {
         client,
-        label: format!("local emulated instance, in process (state {})", dir.display()),
-        _temp: temp,
+        label: LOCAL_LABEL.into(),
     })
 }
 

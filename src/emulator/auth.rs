@@ -170,21 +170,36 @@ pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<
     })?;
     let path = state_dir.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
-    let mut secret = [0u8; 32];
-    rand_core::Rng::fill_bytes(&mut os_rng(), &mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", b64u(&secret));
+    let (token, record) = new_token(principal, roles);
+    file.format = 1;
+    file.tokens.push(record);
+    let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
+    // Never write what the server would refuse to read.
+    if text.len() as u64 > MAX_TOKENS_BYTES {
+        return Err(Error::Usage(format!(
+            "{} would grow past {MAX_TOKENS_BYTES} bytes, more than the emulator reads; nothing was issued \
+             (serve a fresh state folder)",
+            path.display()
+        )));
+    }
+    files::replace(&path, &text, Mode::Private)?;
+    Ok(token)
+}
+
+/// A fresh token and the record (its hash) that admits it.
+fn new_token(principal: &str, roles: &[Role]) -> (String, TokenRecord) {
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::Rng::fill_bytes(&mut os_rng(), &mut secret[..]);
+    let token = format!("{TOKEN_PREFIX}{}", b64u(&secret[..]));
     let mut roles_sorted = roles.to_vec();
     roles_sorted.dedup();
-    file.format = 1;
-    file.tokens.push(TokenRecord {
+    let record = TokenRecord {
         principal: principal.to_string(),
         roles: roles_sorted,
         sha256: hash(&token),
         issued: super::now_unix(),
-    });
-    let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
-    files::replace(&path, &text, Mode::Private)?;
-    Ok(token)
+    };
+    (token, record)
 }
 
 /// Pure decision on one header against the known records.
@@ -235,9 +250,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// The server's view of `tokens.json`, reloaded when the file changes.
+/// The server's view of `tokens.json`, reloaded when the file changes; or,
+/// with no file, the tokens issued in memory by [`Authenticator::issue`].
 pub(crate) struct Authenticator {
-    path: PathBuf,
+    path: Option<PathBuf>,
     cache: Mutex<(Option<Stamp>, Vec<TokenRecord>)>,
 }
 
@@ -247,17 +263,37 @@ impl Authenticator {
         let records = read_file(&path)?.tokens;
         Ok(Authenticator {
             cache: Mutex::new((stamp(&path), records)),
-            path,
+            path: Some(path),
         })
+    }
+
+    /// Knows no token until [`Authenticator::issue`] makes one.
+    pub fn in_memory() -> Authenticator {
+        Authenticator {
+            path: None,
+            cache: Mutex::new((None, Vec::new())),
+        }
+    }
+
+    /// Issues a token known only to this process (an in-memory instance's).
+    ///
+    /// Errors: a bad principal name.
+    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<String> {
+        check_principal(principal)?;
+        let (token, record) = new_token(principal, roles);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.push(record);
+        Ok(token)
     }
 
     pub fn decide(&self, header: Option<&[u8]>, need: Need) -> Decision {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let now = stamp(&self.path);
-        if now != cache.0 {
-            // A file being replaced may be unreadable for an instant; keep the old view then.
-            if let Ok(file) = read_file(&self.path) {
-                *cache = (now, file.tokens);
+        if let Some(path) = &self.path {
+            let now = stamp(path);
+            if now != cache.0 {
+                // A file being replaced may be unreadable for an instant; keep the old view then.
+                if let Ok(file) = read_file(path) {
+                    *cache = (now, file.tokens);
+                }
             }
         }
         decide_with(&cache.1, header, need)

@@ -1,7 +1,9 @@
 //! The minimal key store behind the canary key: RSA keys with versions,
 //! Key Vault key bundles, and backups sealed (AES-256-GCM) under a key
 //! derived from the security domain, so only a clone of the instance can
-//! restore them. Stored in `keys.json` (0600).
+//! restore them. Stored in `keys.json` (0600) — except while the instance
+//! holds contents learned from an upload, or has no state folder: then the
+//! store lives in memory only (see [`super::state`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ const KNOWN_KEY_OPS: [&str; 8] = [
 #[serde(deny_unknown_fields)]
 struct KeyVersion {
     version: String,
-    /// PKCS#8 DER, base64url.
+    /// PKCS#8 DER, base64url; wiped when dropped.
     pkcs8: String,
     key_ops: Vec<String>,
     enabled: bool,
@@ -49,6 +51,12 @@ struct KeyVersion {
     updated: u64,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+}
+
+impl Drop for KeyVersion {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pkcs8);
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -148,7 +156,8 @@ pub fn generate<R: CryptoRng + ?Sized>(
 }
 
 pub(crate) struct KeyStore {
-    path: PathBuf,
+    /// `None`: in memory only.
+    path: Option<PathBuf>,
     keys: BTreeMap<String, Vec<KeyVersion>>,
 }
 
@@ -185,11 +194,18 @@ fn bundle(origin: &str, name: &str, v: &KeyVersion) -> std::result::Result<Value
 }
 
 impl KeyStore {
+    pub fn in_memory() -> KeyStore {
+        KeyStore {
+            path: None,
+            keys: BTreeMap::new(),
+        }
+    }
+
     pub fn open(state_dir: &Path) -> Result<KeyStore> {
         let path = state_dir.join(KEYS_FILE);
         if !path.exists() {
             return Ok(KeyStore {
-                path,
+                path: Some(path),
                 keys: BTreeMap::new(),
             });
         }
@@ -203,18 +219,39 @@ impl KeyStore {
                 file.format
             )));
         }
-        Ok(KeyStore { path, keys: file.keys })
+        Ok(KeyStore {
+            path: Some(path),
+            keys: file.keys,
+        })
     }
 
-    fn commit(&mut self, next: BTreeMap<String, Vec<KeyVersion>>) -> std::result::Result<(), ApiError> {
+    /// Adopts `next`, writing it first when `persist` (and there is a file).
+    /// A store larger than [`MAX_KEYS_BYTES`] is refused even in memory: a
+    /// written one would stop the next start, a held one would grow without bound.
+    fn commit(&mut self, next: BTreeMap<String, Vec<KeyVersion>>, persist: bool) -> std::result::Result<(), ApiError> {
         let file = KeysFile { format: 1, keys: next };
         let bytes = Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises"));
-        files::replace(&self.path, &bytes, Mode::Private).map_err(ApiError::internal)?;
-        self.keys = file.keys;
+        if bytes.len() as u64 > MAX_KEYS_BYTES {
+            return Err(ApiError {
+                status: hyper::StatusCode::FORBIDDEN,
+                code: "QuotaExceeded",
+                message: format!(
+                    "the key store would be {} bytes, more than this emulator's limit of {MAX_KEYS_BYTES}; \
+                     nothing was changed (use fewer or smaller tags, or fewer keys)",
+                    bytes.len()
+                ),
+            });
+        }
+        if let (Some(path), true) = (&self.path, persist) {
+            files::replace(path, &bytes, Mode::Private).map_err(ApiError::internal)?;
+        }
+        let mut file = file;
+        self.keys = std::mem::take(&mut file.keys);
         Ok(())
     }
 
-    /// Adds a new version of `name` (creating the key if new).
+    /// Adds a new version of `name` (creating the key if new); written only when `persist`.
+    #[allow(clippy::too_many_arguments)]
     pub fn create<R: CryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
@@ -223,6 +260,7 @@ impl KeyStore {
         spec: KeySpec,
         pkcs8: &[u8],
         now: u64,
+        persist: bool,
     ) -> std::result::Result<Value, ApiError> {
         let mut version = [0u8; 16];
         rng.fill_bytes(&mut version);
@@ -237,7 +275,7 @@ impl KeyStore {
         };
         let mut next = self.keys.clone();
         next.entry(name.to_string()).or_default().push(v.clone());
-        self.commit(next)?;
+        self.commit(next, persist)?;
         bundle(origin, name, &v)
     }
 
@@ -294,12 +332,14 @@ impl KeyStore {
         Ok(b64u(&blob))
     }
 
-    /// Restores a backup made by an instance with the same security domain.
+    /// Restores a backup made by an instance with the same security domain;
+    /// written only when `persist`.
     pub fn restore(
         &mut self,
         origin: &str,
         blob_b64u: &str,
         sealing_key: &[u8; 32],
+        persist: bool,
     ) -> std::result::Result<Value, ApiError> {
         let blob =
             b64u_decode(blob_b64u, "backup").map_err(|_| ApiError::bad_request("the key backup is not base64url"))?;
@@ -333,8 +373,9 @@ impl KeyStore {
         }
         public_parts(&last)?;
         let mut next = self.keys.clone();
-        next.insert(contents.name.clone(), contents.versions);
-        self.commit(next)?;
+        let mut contents = contents;
+        next.insert(contents.name.clone(), std::mem::take(&mut contents.versions));
+        self.commit(next, persist)?;
         bundle(origin, &contents.name, &last)
     }
 }
@@ -343,6 +384,7 @@ impl KeyStore {
 mod tests {
     use super::*;
     use crate::test_support::{rsa_2048, test_rng};
+    use std::fs;
 
     fn spec() -> KeySpec {
         let req: CreateKeyRequest = serde_json::from_str(r#"{"kty":"RSA-HSM","key_size":2048}"#).unwrap();
@@ -356,7 +398,7 @@ mod tests {
         let dir_a = tempfile::tempdir().unwrap();
         let mut a = KeyStore::open(dir_a.path()).unwrap();
         let created = a
-            .create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 100)
+            .create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 100, true)
             .unwrap();
         assert_eq!(created["key"]["kty"], "RSA-HSM");
         assert!(created["key"]["kid"]
@@ -367,14 +409,14 @@ mod tests {
 
         let dir_b = tempfile::tempdir().unwrap();
         let mut b = KeyStore::open(dir_b.path()).unwrap();
-        let err = b.restore("https://b", &blob, &[8; 32]).unwrap_err();
+        let err = b.restore("https://b", &blob, &[8; 32], true).unwrap_err();
         assert_eq!(err.status, hyper::StatusCode::BAD_REQUEST);
         assert!(err.message.contains("another security domain"));
         assert!(b.get("https://b", "canary", None).is_err(), "nothing restored");
-        let restored = b.restore("https://b", &blob, &[7; 32]).unwrap();
+        let restored = b.restore("https://b", &blob, &[7; 32], true).unwrap();
         assert_eq!(restored["key"]["n"], created["key"]["n"]);
         assert_eq!(
-            b.restore("https://b", &blob, &[7; 32]).unwrap_err().status,
+            b.restore("https://b", &blob, &[7; 32], true).unwrap_err().status,
             hyper::StatusCode::CONFLICT
         );
         // Survives reopening.
@@ -388,7 +430,59 @@ mod tests {
         let last = raw.len() - 1;
         raw[last] ^= 1;
         let mut c = KeyStore::open(tempfile::tempdir().unwrap().path()).unwrap();
-        assert!(c.restore("https://c", &b64u(&raw), &[7; 32]).is_err());
+        assert!(c.restore("https://c", &b64u(&raw), &[7; 32], true).is_err());
+    }
+
+    #[test]
+    fn a_restore_not_persisted_is_held_in_memory_only() {
+        use pkcs8::EncodePrivateKey;
+        let pkcs8 = rsa_2048().to_pkcs8_der().unwrap();
+        let mut a = KeyStore::in_memory();
+        a.create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 1, true)
+            .unwrap();
+        let blob = a.backup(&mut test_rng(2), "canary", &[7; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = KeyStore::open(dir.path()).unwrap();
+        b.restore("https://b", &blob, &[7; 32], false).unwrap();
+        assert!(b.get("https://b", "canary", None).is_ok());
+        assert!(!dir.path().join(KEYS_FILE).exists(), "nothing was written");
+    }
+
+    /// A store the next start could not read is refused with a Key Vault
+    /// error, and the file on disk stays readable.
+    #[test]
+    fn the_store_never_grows_past_what_it_reads_back() {
+        use pkcs8::EncodePrivateKey;
+        let pkcs8 = rsa_2048().to_pkcs8_der().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyStore::open(dir.path()).unwrap();
+        // Tags as large as a request body allows: the limit is reached in a few keys.
+        let big = |i: usize| {
+            let req = format!(
+                r#"{{"kty":"RSA","tags":{{"t":"{}"}}}}"#,
+                char::from(b'a' + (i % 26) as u8).to_string().repeat(1000 * 1000)
+            );
+            serde_json::from_str::<CreateKeyRequest>(&req).unwrap().check().unwrap()
+        };
+        let mut refused = None;
+        for i in 0..40 {
+            match store.create(&mut test_rng(i as u64), "https://a", &format!("k{i}"), big(i), pkcs8.as_bytes(), 1, true) {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, err) = refused.expect("the store refused to grow");
+        assert!(i >= 10, "refused after only {i} keys");
+        assert!(err.status.is_client_error(), "{:?}", err.status);
+        assert!(err.body().contains("QuotaExceeded") && err.message.contains("limit"));
+        assert!(store.get("https://a", &format!("k{i}"), None).is_err(), "not adopted");
+        let on_disk = fs::metadata(dir.path().join(KEYS_FILE)).unwrap().len();
+        assert!(on_disk <= MAX_KEYS_BYTES);
+        let again = KeyStore::open(dir.path()).expect("the store still opens");
+        assert!(again.get("https://a", &format!("k{}", i - 1), None).is_ok());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(crate) struct App {
     pub scheme: &'static str,
     pub port: u16,
     pub tenant: String,
+    /// How long a request body may take to arrive once its headers are in.
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,11 @@ fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 fn error_response(err: &ApiError, challenge: Option<&str>) -> Response<Full<Bytes>> {
     let mut resp = json_response(err.status, err.body());
+    if err.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a trickled body is not waited for.
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(c) = challenge {
         if let Ok(v) = HeaderValue::from_str(c) {
             resp.headers_mut().insert(WWW_AUTHENTICATE, v);
@@ -159,7 +166,7 @@ fn plain(err: ApiError) -> Failure {
     (err, None)
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
     use hyper::body::Body as _;
     // A declared Content-Length over the limit is refused before waiting for
     // a body that may never come.
@@ -169,11 +176,21 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
             body.size_hint().lower()
         )));
     }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(_) => Err(ApiError::bad_request(format!(
+    // A client trickling its body would otherwise hold the connection (and,
+    // for uploads, the instance's attention) for as long as it likes.
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(ApiError::bad_request(format!(
             "the request body could not be read or is larger than {MAX_BODY} bytes"
         ))),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "RequestTimeout",
+            message: format!(
+                "the request body did not arrive within {} s; send it at once",
+                timeout.as_secs_f64()
+            ),
+        }),
     }
 }
 
@@ -253,7 +270,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
     let app = app.clone();
     let result = match route {
         Route::Download => {
-            let body = read_body(body).await.map_err(plain)?;
+            let body = read_body(body, app.body_timeout).await.map_err(plain)?;
             let req: DownloadRequest = parse(
                 &body,
                 "download request ({\"certificates\": [JWK...], \"required\": M})",
@@ -302,7 +319,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             Ok(json_response(StatusCode::OK, body))
         }
         Route::Upload => {
-            let body = read_body(body).await.map_err(plain)?;
+            let body = read_body(body, app.body_timeout).await.map_err(plain)?;
             let req: ValueBody = parse(&body, "upload request ({\"value\": \"<restore blob>\"})").map_err(plain)?;
             lock(&app.instance).begin_upload().map_err(plain)?;
             let a = app.clone();
@@ -319,14 +336,14 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         }
         Route::CreateKey(name) => {
             keys::check_name(name).map_err(plain)?;
-            require_activated(&app).map_err(plain)?;
-            let body = read_body(body).await.map_err(plain)?;
+            let (_, persist) = require_activated(&app).map_err(plain)?;
+            let body = read_body(body, app.body_timeout).await.map_err(plain)?;
             let req: CreateKeyRequest = parse(&body, "key creation request").map_err(plain)?;
             let spec = req.check().map_err(plain)?;
             let (a, name, origin) = (app.clone(), name.to_string(), origin.clone());
             blocking(move || {
                 let pkcs8 = keys::generate(&mut os_rng(), &spec)?;
-                lock(&a.keys).create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix())
+                lock(&a.keys).create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix(), persist)
             })
             .await
             .map(|v| json_response(StatusCode::OK, v.to_string()))
@@ -340,17 +357,17 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         }
         Route::BackupKey(name) => {
             keys::check_name(name).map_err(plain)?;
-            let sealing = require_activated(&app).map_err(plain)?;
+            let (sealing, _) = require_activated(&app).map_err(plain)?;
             lock(&app.keys)
                 .backup(&mut os_rng(), name, &sealing)
                 .map(|b| json_response(StatusCode::OK, json!({"value": b}).to_string()))
         }
         Route::RestoreKey => {
-            let sealing = require_activated(&app).map_err(plain)?;
-            let body = read_body(body).await.map_err(plain)?;
+            let (sealing, persist) = require_activated(&app).map_err(plain)?;
+            let body = read_body(body, app.body_timeout).await.map_err(plain)?;
             let req: ValueBody = parse(&body, "key restore request ({\"value\": \"<backup>\"})").map_err(plain)?;
             lock(&app.keys)
-                .restore(&origin, &req.value, &sealing)
+                .restore(&origin, &req.value, &sealing, persist)
                 .map(|v| json_response(StatusCode::OK, v.to_string()))
         }
     };
@@ -392,11 +409,14 @@ pub fn preflight(method: &str, path_and_query: &str, body: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// Key operations need a security domain; returns the backup sealing key.
-fn require_activated(app: &App) -> Result<zeroize::Zeroizing<[u8; 32]>, ApiError> {
-    lock(&app.instance).backup_key().ok_or_else(|| {
+/// Key operations need a security domain; returns the backup sealing key
+/// and whether the key store may be written.
+fn require_activated(app: &App) -> Result<(zeroize::Zeroizing<[u8; 32]>, bool), ApiError> {
+    let instance = lock(&app.instance);
+    let sealing = instance.backup_key().ok_or_else(|| {
         ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
-    })
+    })?;
+    Ok((sealing, instance.persists_keys()))
 }
 
 #[cfg(test)]

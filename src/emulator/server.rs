@@ -32,7 +32,15 @@ pub struct Config {
     pub tls: bool,
     /// Tenant named in the challenge's `authorization` URL.
     pub tenant: String,
+    /// How long a request body may take once its headers are in.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
 }
+
+/// Defaults of [`Config`]: generous for the SDKs, bounded for anything else.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_CONNECTIONS: usize = 64;
 
 impl Config {
     /// HTTPS on 127.0.0.1, ephemeral port.
@@ -42,6 +50,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: true,
             tenant: "00000000-0000-0000-0000-000000000000".into(),
+            body_timeout: BODY_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -98,6 +108,7 @@ fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) ->
         scheme,
         port,
         tenant: config.tenant.clone(),
+        body_timeout: config.body_timeout,
     });
     Ok((app, lock))
 }
@@ -152,24 +163,63 @@ pub const IN_PROCESS_ORIGIN: &str = "http://in-process.invalid";
 pub struct InProcess {
     app: Arc<App>,
     runtime: tokio::runtime::Runtime,
-    state_dir: PathBuf,
-    _lock: File,
+    state_dir: Option<PathBuf>,
+    _lock: Option<File>,
 }
 
 impl InProcess {
+    /// The instance whose state is in `state_dir` (`local:DIR`), locked
+    /// while this lives.
     pub fn open(state_dir: impl Into<PathBuf>) -> Result<InProcess> {
         let config = Config::new(state_dir);
         let (app, lock) = open_app(&config, IN_PROCESS_ORIGIN.into(), "http", 0)?;
         Ok(InProcess {
             app,
             runtime: runtime()?,
-            state_dir: config.state_dir,
-            _lock: lock,
+            state_dir: Some(config.state_dir),
+            _lock: Some(lock),
         })
     }
 
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+    /// A fresh provisioned instance with no state folder: its life cycle,
+    /// key store and tokens are in this process's memory and nothing of it
+    /// is ever written (what `drill --instance local` recovers into, since
+    /// what it receives is the production security domain's contents).
+    pub fn in_memory() -> Result<InProcess> {
+        let config = Config::new(PathBuf::new());
+        let app = Arc::new(App {
+            instance: Mutex::new(Instance::in_memory()),
+            keys: Mutex::new(KeyStore::in_memory()),
+            auth: Authenticator::in_memory(),
+            bound_origin: IN_PROCESS_ORIGIN.into(),
+            scheme: "http",
+            port: 0,
+            tenant: config.tenant,
+            body_timeout: config.body_timeout,
+        });
+        Ok(InProcess {
+            app,
+            runtime: runtime()?,
+            state_dir: None,
+            _lock: None,
+        })
+    }
+
+    /// The state folder; `None` for an in-memory instance.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
+    }
+
+    /// Issues a token for `principal`. An in-memory instance keeps its hash
+    /// in memory; one with a state folder records it there as
+    /// [`super::issue_token`] does.
+    ///
+    /// Errors: a bad principal name, or the token file cannot be written.
+    pub fn issue_token(&self, principal: &str, roles: &[super::Role]) -> Result<String> {
+        match &self.state_dir {
+            None => self.app.auth.issue(principal, roles),
+            Some(dir) => super::issue_token(dir, principal, roles),
+        }
     }
 
     /// One request; returns the status code and the body.
@@ -227,11 +277,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Usage(format!("cannot start the emulator's runtime: {e}")))
 }
 
-async fn accept_loop(p: &Prepared, listener: std::net::TcpListener, mut shutdown: oneshot::Receiver<()>) {
+async fn accept_loop(
+    p: &Prepared,
+    listener: std::net::TcpListener,
+    max_connections: usize,
+    mut shutdown: oneshot::Receiver<()>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(_) => return,
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (tcp, _peer) = tokio::select! {
             _ = &mut shutdown => return,
@@ -241,10 +297,17 @@ async fn accept_loop(p: &Prepared, listener: std::net::TcpListener, mut shutdown
                 Err(_) => { tokio::time::sleep(Duration::from_millis(20)).await; continue; }
             },
         };
+        // Over the cap the connection is closed at once: idle or slow clients
+        // cannot use up the server's descriptors and tasks.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let app = p.app.clone();
         let acceptor = p.tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
@@ -279,7 +342,7 @@ pub fn serve_blocking(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(
     let listener = prepared.listener.try_clone().map_err(|e| Error::Usage(e.to_string()))?;
     // The sender is kept alive so the loop runs until the process ends.
     let (_keep, shutdown) = oneshot::channel();
-    rt.block_on(accept_loop(&prepared, listener, shutdown));
+    rt.block_on(accept_loop(&prepared, listener, config.max_connections, shutdown));
     Ok(())
 }
 
@@ -323,6 +386,7 @@ impl Drop for RunningEmulator {
 /// Errors: as [`serve_blocking`].
 pub fn spawn(config: Config) -> Result<RunningEmulator> {
     let prepared = prepare(&config)?;
+    let max_connections = config.max_connections;
     let rt = runtime()?;
     let ready = prepared.ready.clone();
     let (tx, rx) = oneshot::channel();
@@ -331,7 +395,7 @@ pub fn spawn(config: Config) -> Result<RunningEmulator> {
         .spawn(move || {
             let prepared = prepared;
             if let Ok(listener) = prepared.listener.try_clone() {
-                rt.block_on(accept_loop(&prepared, listener, rx));
+                rt.block_on(accept_loop(&prepared, listener, max_connections, rx));
             }
             // Open connections and background uploads get a moment to finish.
             rt.shutdown_timeout(Duration::from_secs(2));

@@ -4,6 +4,15 @@
 //! Every change builds the next state in full, writes it with one atomic
 //! rename ([`files::replace`]) and only then adopts it in memory, so a crash
 //! or kill -9 leaves either the old state or the new one, never a mix.
+//!
+//! What is written: contents the instance drew itself (an activation
+//! download on a provisioned instance), the exchange key and the operation
+//! statuses. Contents learned from an uploaded restore blob are another
+//! instance's — in a drill, production's — and are never written: on disk
+//! such an instance stays `recovering` with an upload status saying so
+//! ([`RECOVERED_IN_MEMORY_ONLY`]), so a restart brings it back to waiting
+//! for the same restore blob. An instance made by [`Instance::in_memory`]
+//! writes nothing at all.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +36,9 @@ use crate::recovery::{self, PlainItem};
 
 pub const STATE_FILE: &str = "instance.json";
 const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+/// The upload status a restarted instance reports for contents it held only in memory.
+pub const RECOVERED_IN_MEMORY_ONLY: &str =
+    "the instance restarted: recovered contents are kept in memory only; upload the restore blob again";
 /// Label of the key that seals key backups (see [`Instance::backup_key`]).
 const BACKUP_KEY_LABEL: &[u8] = b"hsm-ceremony emulator key backup";
 
@@ -67,6 +79,8 @@ impl Operation {
 struct Domain {
     master: MasterKey,
     items: Vec<PlainItem>,
+    /// Learned from an uploaded restore blob: held in memory only.
+    uploaded: bool,
 }
 
 impl Clone for Domain {
@@ -81,6 +95,7 @@ impl Clone for Domain {
                     plaintext: i.plaintext.clone(),
                 })
                 .collect(),
+            uploaded: self.uploaded,
         }
     }
 }
@@ -167,6 +182,17 @@ impl Snapshot {
             }),
             None => None,
         };
+        // An uploaded domain is written as the recovering instance it came to.
+        if self.domain.as_ref().is_some_and(|d| d.uploaded) {
+            let on_disk = Snapshot {
+                status: Status::Recovering,
+                exchange: self.exchange.clone(),
+                domain: None,
+                download: None,
+                upload: Some(Operation::new(OpStatus::Failed, RECOVERED_IN_MEMORY_ONLY)),
+            };
+            return on_disk.to_file();
+        }
         let domain = self.domain.as_ref().map(|d| DomainFile {
             master_key: b64u(d.master.expose()),
             items: d
@@ -220,7 +246,11 @@ impl Snapshot {
                         plaintext: SecretBytes::new(data),
                     });
                 }
-                Some(Domain { master, items })
+                Some(Domain {
+                    master,
+                    items,
+                    uploaded: false,
+                })
             }
             None => None,
         };
@@ -295,19 +325,35 @@ fn read_snapshot(path: &Path) -> Result<Snapshot> {
     Snapshot::from_file(path, &bytes)
 }
 
-/// A served instance: its state in memory, mirrored on disk.
+/// A served instance: its state in memory, mirrored on disk unless it has
+/// no state folder.
 pub(crate) struct Instance {
-    path: PathBuf,
+    /// `None`: in memory only, nothing is ever written.
+    path: Option<PathBuf>,
     snap: Snapshot,
 }
 
 impl Instance {
+    /// A fresh provisioned instance that lives in memory only.
+    pub fn in_memory() -> Instance {
+        Instance {
+            path: None,
+            snap: Snapshot::provisioned(),
+        }
+    }
+
+    /// Whether the key store may be written: not once the instance holds
+    /// another instance's contents (keys restored under them are theirs too).
+    pub fn persists_keys(&self) -> bool {
+        self.path.is_some() && !self.snap.domain.as_ref().is_some_and(|d| d.uploaded)
+    }
+
     /// Loads the instance. An upload that was in progress when the previous
     /// server died is marked failed: nothing of it was adopted.
     pub fn open(state_dir: &Path) -> Result<Instance> {
         let path = state_dir.join(STATE_FILE);
         let snap = read_snapshot(&path)?;
-        let mut inst = Instance { path, snap };
+        let mut inst = Instance { path: Some(path), snap };
         if inst
             .snap
             .upload
@@ -325,7 +371,17 @@ impl Instance {
     }
 
     fn commit(&mut self, next: Snapshot) -> Result<()> {
-        files::replace(&self.path, &next.to_file()?, Mode::Private)?;
+        if let Some(path) = &self.path {
+            let bytes = next.to_file()?;
+            // Never write what the next start would refuse to read.
+            if bytes.len() as u64 > MAX_STATE_BYTES {
+                return Err(Error::Usage(format!(
+                    "the instance state would be {} bytes, more than the {MAX_STATE_BYTES} its next start reads; nothing was changed",
+                    bytes.len()
+                )));
+            }
+            files::replace(path, &bytes, Mode::Private)?;
+        }
         self.snap = next;
         Ok(())
     }
@@ -368,6 +424,7 @@ impl Instance {
             (_, None) => Domain {
                 master: MasterKey::generate_with_rng(rng),
                 items: recovery::random_items_with_rng(rng),
+                uploaded: false,
             },
         };
         let sd = recovery::split_with_rng(rng, &domain.master, &domain.items, certs, quorum, Profile::Azure)
@@ -447,6 +504,7 @@ impl Instance {
                 next.domain = Some(Domain {
                     master: MasterKey::generate_with_rng(rng),
                     items,
+                    uploaded: true,
                 });
                 next.upload = Some(Operation::new(OpStatus::Success, ""));
             }
@@ -580,7 +638,39 @@ mod tests {
             &a.backup_key().unwrap()[..],
             "backups from A open on B"
         );
-        assert_eq!(inspect(dir_b.path()).unwrap(), b.summary());
+        assert!(!b.persists_keys(), "keys under uploaded contents stay in memory");
+        assert!(a.persists_keys());
+
+        // Uploaded contents are never written: on disk B is still recovering, and says why.
+        let stored = fs::read(dir_b.path().join(STATE_FILE)).unwrap();
+        for item in &items {
+            let enc = b64u(item.plaintext.expose());
+            assert!(!String::from_utf8_lossy(&stored).contains(&enc[..32]), "item {} written", item.tag);
+        }
+        let on_disk = inspect(dir_b.path()).unwrap();
+        assert_eq!(on_disk.status, Status::Recovering);
+        assert_eq!(on_disk.contents_fingerprint, None);
+        assert_eq!(on_disk.upload.as_ref().unwrap().status, OpStatus::Failed);
+        assert_eq!(on_disk.upload.unwrap().status_details, RECOVERED_IN_MEMORY_ONLY);
+        // After a restart the same blob (same exchange key) activates it again.
+        drop(b);
+        let mut b = Instance::open(dir_b.path()).unwrap();
+        assert_eq!(b.status(), Status::Recovering);
+        assert_eq!(b.upload_status().unwrap().status_details, RECOVERED_IN_MEMORY_ONLY);
+        b.begin_upload().unwrap();
+        b.finish_upload(&mut test_rng(11), &good.to_json()).unwrap();
+        assert_eq!(b.summary().contents_fingerprint, a.summary().contents_fingerprint);
+    }
+
+    #[test]
+    fn an_in_memory_instance_writes_nothing() {
+        let mut a = Instance::in_memory();
+        assert!(!a.persists_keys());
+        a.download(&mut test_rng(12), &certs(0..3), 2).unwrap();
+        assert_eq!(a.status(), Status::Activated);
+        let mut b = Instance::in_memory();
+        b.transfer_key(&mut test_rng(13)).unwrap();
+        assert_eq!(b.status(), Status::Recovering);
     }
 
     #[test]
