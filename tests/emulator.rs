@@ -265,8 +265,10 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     let backup = ca.backup_key("canary").unwrap();
     let items = recovered_items(&sd_a);
 
-    // Instance B: recovering.
-    let b = start();
+    // Instance B: recovering (its folder outlives it: it is restarted below).
+    let b_tmp = tempfile::tempdir().unwrap();
+    let b_dir = b_tmp.path().join("instance");
+    let b = Emu::start_in(&b_dir);
     let cb = admin(&b).with_polling(Duration::from_secs(20), Duration::from_millis(20));
     assert!(cb
         .restore_key(&backup)
@@ -343,20 +345,49 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     let good = RestoreBlob::from_json(good.to_json().as_bytes()).unwrap();
     cb.upload(&good).unwrap();
     assert!(cb.status().unwrap().is_success());
-    let summary_a = emulator::inspect(a.dir()).unwrap();
+    // Another instance's contents are held in memory only: on disk B is
+    // recovering, waiting for the same blob again.
     let summary_b = emulator::inspect(b.dir()).unwrap();
-    assert_eq!(summary_b.status, Status::Activated);
-    assert_eq!(summary_b.contents_fingerprint, summary_a.contents_fingerprint);
+    assert_eq!(summary_b.status, Status::Recovering);
+    assert_eq!(summary_b.contents_fingerprint, None);
+    let why = summary_b.upload.as_ref().unwrap();
+    assert!(
+        why.status_details
+            .contains("recovered contents are kept in memory only"),
+        "{why:?}"
+    );
     let restored = cb.restore_key(&backup).unwrap();
     assert_eq!(restored.version, canary.version);
     assert!(restored.kid.starts_with(b.url()));
     assert_eq!(cb.get_key("canary").unwrap().version, canary.version);
     assert!(cb.restore_key(&backup).unwrap_err().to_string().contains("409"));
+    assert!(
+        !b.dir().join("keys.json").exists(),
+        "a key restored under uploaded contents is not written"
+    );
 
     // Upload to an activated instance: 400.
     let err = cb.start_upload(&good).unwrap_err().to_string();
     assert!(err.contains("400") && err.contains("already activated"), "{err}");
     assert_eq!(emulator::inspect(b.dir()).unwrap(), summary_b);
+
+    // Restarted, B is recovering and says so; the same blob activates it again.
+    drop(cb);
+    drop(b);
+    let b_again = Emu::start_in(&b_dir);
+    let cb = admin(&b_again).with_polling(Duration::from_secs(20), Duration::from_millis(20));
+    let st = cb.status().unwrap();
+    assert!(
+        st.is_failed() && st.status_details.contains("upload the restore blob again"),
+        "{st:?}"
+    );
+    assert!(cb
+        .restore_key(&backup)
+        .unwrap_err()
+        .to_string()
+        .contains("not activated"));
+    cb.upload(&good).unwrap();
+    assert_eq!(cb.restore_key(&backup).unwrap().version, canary.version);
 
     // Instance D, with its own security domain, refuses A's backup.
     let d = start();

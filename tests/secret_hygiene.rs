@@ -463,3 +463,281 @@ fn the_scanner_finds_every_encoding_at_every_offset() {
         .iter()
         .any(|n| find(b"nothing secret here at all, nothing", n)));
 }
+
+/// `emulator serve` as a child (TLS, its own state folder), killed on drop.
+struct Served {
+    child: std::process::Child,
+    connect: Vec<String>,
+}
+
+impl Served {
+    fn start(d: &Dir, state: &str) -> Served {
+        let mut child = Command::new(BIN)
+            .args(["--no-log", "emulator", "serve", "--state", state])
+            .current_dir(d.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut url, mut ca) = (None, None);
+        while url.is_none() || ca.is_none() {
+            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                url = Some(u.trim().to_string());
+            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
+                ca = Some(c.trim().to_string());
+            }
+        }
+        let token = d.run(&[
+            "emulator",
+            "token",
+            "--state",
+            state,
+            "--principal",
+            "ops",
+            "--role",
+            "administrator",
+            "--role",
+            "crypto-officer",
+        ]);
+        token.ok();
+        let token_file = format!("{state}.token");
+        d.write(&token_file, token.stdout.trim());
+        d.chmod(&token_file, 0o600);
+        Served {
+            child,
+            connect: vec![
+                "--url".into(),
+                url.unwrap(),
+                "--ca".into(),
+                ca.unwrap(),
+                "--token-file".into(),
+                token_file,
+            ],
+        }
+    }
+
+    fn run(&self, d: &Dir, args: &[&str]) -> util::Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.splice(2..2, self.connect.iter().cloned());
+        d.run(&all)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The known security domain of [`known_security_domain`], recovered into a
+/// served instance (`orig/`) that then backs up a canary key, as `drill
+/// prepare` does on production: what a drill needs to run every step.
+fn drill_fixture(d: &Dir) -> Known {
+    d.ceremony();
+    let known = known_security_domain(d);
+    d.remove("exchange.cer");
+    let orig = Served::start(d, "orig");
+    orig.run(d, &["instance", "init-recovery", "--out", "exchange.cer"])
+        .ok();
+    d.run(&util::restore_blob_args(
+        &["c0.key", "c1.key"],
+        &["c0.pass", "c1.pass"],
+        "blob.json",
+    ))
+    .ok();
+    orig.run(d, &["instance", "upload", "--restore-blob", "blob.json"]).ok();
+    orig.run(d, &["drill", "prepare", "--out", "canary.json"]).ok();
+    // The served instance held the contents in memory only: restarted, it is
+    // recovering again, and says why.
+    drop(orig);
+    let orig = Served::start(d, "orig");
+    orig.run(d, &["instance", "status"])
+        .ok()
+        .stdout_has("recovered contents are kept in memory only; upload the restore blob again");
+    known
+}
+
+const DRILL: [&str; 13] = [
+    "drill",
+    "--sd-file",
+    "sd.json",
+    "--sd-wrapping-keys",
+    "c0.key",
+    "c2.key",
+    "--passphrase-file",
+    "c0.pass",
+    "--passphrase-file",
+    "c2.pass",
+    "--canary",
+    "canary.json",
+    "--report",
+];
+
+const PASS_FILES: [&str; 3] = ["c0.pass", "c1.pass", "c2.pass"];
+
+/// Prints a SKIP line past libtest's capture (shown in `.ci/run`'s log).
+fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
+/// Why `strace -f` cannot run here, if it cannot.
+fn strace_unavailable() -> Option<String> {
+    match Command::new("strace").args(["-f", "-o", "/dev/null", "true"]).output() {
+        Err(e) => Some(format!("strace cannot be started: {e}")),
+        Ok(o) if !o.status.success() => Some(format!(
+            "ptrace is not permitted: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// The buffers of one strace line (`-xx`: every byte as `\xNN`), decoded.
+fn strace_buffers(line: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("\"\\x") {
+        let body = &rest[start + 1..];
+        let end = body.find('"').unwrap_or(body.len());
+        let hex: String = body[..end].split("\\x").collect();
+        out.push(hex::decode(&hex).unwrap_or_else(|e| panic!("undecodable buffer in {line}: {e}")));
+        rest = &body[end.min(body.len())..];
+        rest = rest.get(1..).unwrap_or("");
+    }
+    out
+}
+
+/// Every write of the whole process tree of a local drill, traced by
+/// `strace -f`: no buffer written to any file, pipe, socket or terminal holds
+/// the master key, a share, a data item or a passphrase in any encoding.
+#[test]
+fn a_local_drill_writes_no_secret_in_any_syscall() {
+    const TEST: &str = "a_local_drill_writes_no_secret_in_any_syscall";
+    if let Some(why) = strace_unavailable() {
+        skip(TEST, &why);
+        return;
+    }
+    let d = Dir::new("hygiene-strace");
+    let known = drill_fixture(&d);
+    let trace = d.join("writes.trace");
+    let calls = "write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,sendmmsg";
+    let mut args: Vec<String> = DRILL.iter().map(|s| s.to_string()).collect();
+    args.push("rep".into());
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-xx", "-s", "16777216", "-e"])
+        .arg(format!("trace={calls}"))
+        .arg("-o")
+        .arg(&trace)
+        .arg(BIN)
+        .args(&args)
+        .current_dir(d.path())
+        .env_remove("HSM_CEREMONY_PASSPHRASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("drill PASSED"),
+        "the traced drill failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean("drill stdout", &out.stdout, &known.secrets);
+    assert_clean("drill stderr", &out.stderr, &known.secrets);
+
+    let text = fs::read_to_string(&trace).unwrap();
+    let names: Vec<&str> = calls.split(',').collect();
+    let mut writes = 0;
+    let mut bytes = 0;
+    // Per (pid, fd): a secret split across two writes is caught too.
+    let mut streams: std::collections::BTreeMap<(String, String), Vec<u8>> = Default::default();
+    for line in text.lines() {
+        let mut fields = line.splitn(2, ' ');
+        let (pid, call) = (fields.next().unwrap_or(""), fields.next().unwrap_or("").trim_start());
+        let name = call.split('(').next().unwrap_or("");
+        if !names.contains(&name) {
+            // `<... write resumed>` lines carry no buffer; anything else is not a write.
+            assert!(
+                call.starts_with("<...") || call.starts_with("+++") || call.starts_with("---"),
+                "unexpected trace line: {line}"
+            );
+            continue;
+        }
+        writes += 1;
+        let fd = call[name.len() + 1..].split(',').next().unwrap_or("").to_string();
+        for buf in strace_buffers(call) {
+            assert_clean(&format!("{name} by process {pid} to fd {fd}"), &buf, &known.secrets);
+            bytes += buf.len();
+            streams
+                .entry((pid.to_string(), fd.clone()))
+                .or_default()
+                .extend_from_slice(&buf);
+        }
+    }
+    for ((pid, fd), all) in &streams {
+        assert_clean(&format!("all writes of process {pid} to fd {fd}"), all, &known.secrets);
+    }
+    // The trace saw the drill's real output: its report, its log line.
+    let report = d.read("rep/drill-report.json");
+    assert!(
+        streams.values().any(|s| find(s, &report[..64])),
+        "the report's write was not traced"
+    );
+    assert!(writes >= 10, "only {writes} writes traced");
+    println!("{TEST}: {writes} writes ({bytes} bytes) traced, none holds a secret");
+    scan_tree(d.path(), &known.secrets, &[&PASS_FILES[..], &["writes.trace"]].concat());
+}
+
+/// A local drill killed (SIGKILL, SIGTERM, SIGHUP) at each of its kill
+/// points leaves nothing in TMPDIR and no secret anywhere: the recovered
+/// instance lived in memory only.
+#[test]
+fn a_killed_local_drill_leaves_nothing_behind() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Dir::new("hygiene-kill");
+    let known = drill_fixture(&d);
+    let points = hsm_ceremony::ceremony::rotation::DRILL_KILL_POINTS;
+    let signals = [("KILL", 9), ("TERM", 15), ("HUP", 1)];
+    let mut runs = 0;
+    for point in points {
+        for (name, number) in signals {
+            let tmp = d.join(&format!("tmp-{runs}"));
+            fs::create_dir(&tmp).unwrap();
+            let mut args: Vec<String> = DRILL.iter().map(|s| s.to_string()).collect();
+            args.push(format!("rep-{runs}"));
+            let out = Command::new(BIN)
+                .args(&args)
+                .current_dir(d.path())
+                .env("TMPDIR", &tmp)
+                .env("HSM_CEREMONY_KILL_AT", point)
+                .env("HSM_CEREMONY_KILL_SIGNAL", name)
+                .env_remove("HSM_CEREMONY_PASSPHRASE")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.signal(),
+                Some(number),
+                "the drill was not killed by SIG{name} at {point}: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+            assert!(left.is_empty(), "SIG{name} at {point} left {left:?} in TMPDIR");
+            assert_clean(&format!("stdout at {point}"), &out.stdout, &known.secrets);
+            assert_clean(&format!("stderr at {point}"), &out.stderr, &known.secrets);
+            runs += 1;
+        }
+    }
+    let files = scan_tree(d.path(), &known.secrets, &PASS_FILES);
+    assert!(files >= 10, "only {files} files scanned");
+    println!(
+        "a_killed_local_drill_leaves_nothing_behind: {} kill points x {} signals",
+        points.len(),
+        signals.len()
+    );
+}

@@ -68,15 +68,37 @@ pub const KILL_POINTS: [&str; 6] = [
     "finalize:pending-removed",
 ];
 
+/// Where the crash tests stop a drill: with the exchange key fetched, the
+/// quorum open (the recovered contents in memory), the upload done and the
+/// canary restored.
+pub const DRILL_KILL_POINTS: [&str; 4] = [
+    "drill:exchange-key",
+    "drill:quorum-open",
+    "drill:uploaded",
+    "drill:canary-restored",
+];
+
 /// Test hook: with `HSM_CEREMONY_KILL_AT=<point>` in the environment the
-/// process kills itself with SIGKILL at that point, so the integration tests
-/// can crash a rotation between any two of its steps. Never set it otherwise.
+/// process kills itself at that point, so the integration tests can crash a
+/// rotation or a drill between any two of its steps. The signal is SIGKILL,
+/// or `HSM_CEREMONY_KILL_SIGNAL` (`TERM`, `HUP`, `INT`): what an operator's
+/// Ctrl-C or a closed terminal does. Never set them otherwise.
 pub fn kill_point(point: &str) {
     if std::env::var_os("HSM_CEREMONY_KILL_AT").is_some_and(|v| v == point) {
         #[cfg(unix)]
-        // SAFETY: signals this very process; it does not return.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+        {
+            let signal = match std::env::var("HSM_CEREMONY_KILL_SIGNAL").as_deref() {
+                Ok("TERM") => libc::SIGTERM,
+                Ok("HUP") => libc::SIGHUP,
+                Ok("INT") => libc::SIGINT,
+                _ => libc::SIGKILL,
+            };
+            // SAFETY: signals this very process; with the default
+            // dispositions (this program installs no handler) it ends it.
+            unsafe {
+                libc::kill(libc::getpid(), signal);
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
         }
         std::process::abort();
     }

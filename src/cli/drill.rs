@@ -18,6 +18,7 @@ use super::record;
 use super::restore::gather_quorum;
 use crate::ceremony::drill::{Canary, Participant, Report};
 use crate::ceremony::log::Entry;
+use crate::ceremony::rotation::kill_point;
 use crate::crypto::rng::os_rng;
 use crate::emulator::{self, Role};
 use crate::error::{Error, Result};
@@ -250,10 +251,12 @@ fn run_steps(
     let target = report.step("start or reach the target instance", || connect(args))?;
     report.instance = target.label.clone();
     let exchange = report.step("fetch the exchange key", || target.client.transfer_key())?;
+    kill_point("drill:exchange-key");
     let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
     let recovered = report.step("open a quorum of shares", || {
         gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)
     })?;
+    kill_point("drill:quorum-open");
     report.participants = recovered
         .custodians
         .iter()
@@ -267,6 +270,7 @@ fn run_steps(
     })?;
     drop(recovered);
     report.step("upload and wait for Success", || target.client.upload(&blob))?;
+    kill_point("drill:uploaded");
     match canary {
         None => report.canary = "not checked: no --canary backup was given".into(),
         Some(c) => {
@@ -280,6 +284,7 @@ fn run_steps(
                 }
                 Ok(k)
             });
+            kill_point("drill:canary-restored");
             match restored {
                 Ok(k) => {
                     report.canary = format!(

@@ -398,7 +398,15 @@ mod tests {
         let dir_a = tempfile::tempdir().unwrap();
         let mut a = KeyStore::open(dir_a.path()).unwrap();
         let created = a
-            .create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 100, true)
+            .create(
+                &mut test_rng(1),
+                "https://a",
+                "canary",
+                spec(),
+                pkcs8.as_bytes(),
+                100,
+                true,
+            )
             .unwrap();
         assert_eq!(created["key"]["kty"], "RSA-HSM");
         assert!(created["key"]["kid"]
@@ -438,8 +446,16 @@ mod tests {
         use pkcs8::EncodePrivateKey;
         let pkcs8 = rsa_2048().to_pkcs8_der().unwrap();
         let mut a = KeyStore::in_memory();
-        a.create(&mut test_rng(1), "https://a", "canary", spec(), pkcs8.as_bytes(), 1, true)
-            .unwrap();
+        a.create(
+            &mut test_rng(1),
+            "https://a",
+            "canary",
+            spec(),
+            pkcs8.as_bytes(),
+            1,
+            true,
+        )
+        .unwrap();
         let blob = a.backup(&mut test_rng(2), "canary", &[7; 32]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut b = KeyStore::open(dir.path()).unwrap();
@@ -466,7 +482,15 @@ mod tests {
         };
         let mut refused = None;
         for i in 0..40 {
-            match store.create(&mut test_rng(i as u64), "https://a", &format!("k{i}"), big(i), pkcs8.as_bytes(), 1, true) {
+            match store.create(
+                &mut test_rng(i as u64),
+                "https://a",
+                &format!("k{i}"),
+                big(i),
+                pkcs8.as_bytes(),
+                1,
+                true,
+            ) {
                 Ok(_) => {}
                 Err(e) => {
                     refused = Some((i, e));

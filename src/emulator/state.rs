@@ -645,7 +645,11 @@ mod tests {
         let stored = fs::read(dir_b.path().join(STATE_FILE)).unwrap();
         for item in &items {
             let enc = b64u(item.plaintext.expose());
-            assert!(!String::from_utf8_lossy(&stored).contains(&enc[..32]), "item {} written", item.tag);
+            assert!(
+                !String::from_utf8_lossy(&stored).contains(&enc[..32]),
+                "item {} written",
+                item.tag
+            );
         }
         let on_disk = inspect(dir_b.path()).unwrap();
         assert_eq!(on_disk.status, Status::Recovering);
