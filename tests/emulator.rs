@@ -427,3 +427,157 @@ fn state_survives_a_restart_and_one_server_per_directory() {
     config.listen = "0.0.0.0:0".parse().unwrap();
     assert!(emulator::spawn(config).is_err(), "non-loopback refused");
 }
+
+/// A served emulator (plain HTTP on 127.0.0.1, so raw sockets can speak to
+/// it) with a short body timeout and a small connection cap.
+fn bounded_emulator(dir: &Path) -> (emulator::RunningEmulator, String) {
+    let mut config = emulator::Config::new(dir);
+    config.tls = false;
+    config.body_timeout = Duration::from_millis(800);
+    config.max_connections = 4;
+    let running = emulator::spawn(config).unwrap();
+    let token = emulator::issue_token(dir, "slow", &[Role::Administrator]).unwrap();
+    (running, token)
+}
+
+fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = std::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return (got, true),
+        }
+    }
+    (got, false)
+}
+
+/// An authenticated client trickling its body is answered 408 (Key Vault
+/// JSON) and cut off within the body timeout, however long it would go on.
+#[test]
+fn a_slow_body_is_cut_off_within_a_bounded_time() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, token) = bounded_emulator(dir.path());
+    let mut s = std::net::TcpStream::connect(emu.local_addr()).unwrap();
+    let start = std::time::Instant::now();
+    write!(
+        s,
+        "POST /securitydomain/download?api-version=7.5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+    )
+    .unwrap();
+    // One byte every 100 ms for up to 10 s, on a thread, until the server hangs up.
+    let mut trickle = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            if trickle.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"RequestTimeout""#), "{text}");
+    assert!(closed, "the connection stayed open: {text}");
+    assert!(elapsed < Duration::from_secs(5), "cut off only after {elapsed:?}");
+    drop(s);
+    writer.join().unwrap();
+}
+
+/// Connections beyond the cap are closed at once; the server keeps serving
+/// the ones it holds, and new ones once slots free up.
+#[test]
+fn connections_beyond_the_cap_are_refused_without_exhausting_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, token) = bounded_emulator(dir.path());
+    let request = format!(
+        "GET /securitydomain/upload/pending?api-version=7.5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(emu.local_addr()).unwrap())
+        .collect();
+    // Give the accept loop time to take the four in.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let mut extra = std::net::TcpStream::connect(emu.local_addr()).unwrap();
+        let _ = extra.write_all(request.as_bytes());
+        let (got, closed) = read_until_closed(&mut extra, Duration::from_secs(3));
+        assert!(
+            closed && got.is_empty(),
+            "a connection past the cap was served: {got:?}"
+        );
+    }
+    // A held connection is still served.
+    let mut first = held.into_iter().collect::<Vec<_>>();
+    first[0].write_all(request.as_bytes()).unwrap();
+    let (got, _) = read_until_closed(&mut first[0], Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 404"), "{got:?}");
+    drop(first);
+    // Slots free up: a new connection is served again, soon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = std::net::TcpStream::connect(emu.local_addr()).unwrap();
+        let _ = s.write_all(request.as_bytes());
+        let (got, _) = read_until_closed(&mut s, Duration::from_secs(3));
+        if String::from_utf8_lossy(&got).starts_with("HTTP/1.1 404") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server no longer serves");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A crypto user filling the key store gets a Key Vault 4xx once it would
+/// outgrow what a start reads back, and the instance still restarts.
+#[test]
+fn a_full_key_store_is_refused_and_the_instance_still_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("instance");
+    let emu = Emu::start_in(&dir);
+    admin(&emu).download(&certs(0..3), 2).unwrap();
+    let token = emu.token("user", &[Role::CryptoUser]);
+    let mut refused = None;
+    for i in 0..40 {
+        // A tag value as large as a request body allows.
+        let body = serde_json::json!({"kty": "RSA", "tags": {"t": "x".repeat(1000 * 1000)}}).to_string();
+        let r = raw(
+            &emu,
+            "POST",
+            &format!("/keys/k{i}/create?api-version=7.5"),
+            Some(&token),
+            Some(&body),
+        );
+        if r.status != 200 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("the key store refused to grow");
+    assert!(
+        i >= 10 && (400..500).contains(&r.status),
+        "{i}: {} {}",
+        r.status,
+        r.body
+    );
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(err["error"]["code"], "QuotaExceeded", "{}", r.body);
+    drop(emu);
+    let emu = Emu::start_in(&dir);
+    let client = emu.client(&[Role::CryptoUser]);
+    assert!(
+        client.get_key(&format!("k{}", i - 1)).is_ok(),
+        "the keys made before are still there"
+    );
+    assert!(client.get_key(&format!("k{i}")).is_err());
+}
