@@ -11,7 +11,7 @@
 //! instance's — in a drill, production's — and are never written: on disk
 //! such an instance stays `recovering` with an upload status saying so
 //! ([`RECOVERED_IN_MEMORY_ONLY`]), so a restart brings it back to waiting
-//! for the same restore blob. An instance made by [`Instance::in_memory`]
+//! for the same restore blob. An instance made by `Instance::in_memory`
 //! writes nothing at all.
 
 use std::fs;
