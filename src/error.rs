@@ -92,12 +92,41 @@ pub enum Error {
     CannotRecover(Vec<String>),
     #[error("{0}")]
     WeakParameters(String),
+    /// A custodian set that cannot be used, each problem with its cause so
+    /// each gets its own advice.
+    #[error("the certificates are not ready for the download:\n  - {}", cert_problems(.0))]
+    CertsNotReady(Vec<CertProblem>),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
     Crypto(String),
     #[error("{0}")]
     Instance(String),
+    /// An `--url` that is not an instance's base URL (shown with any user
+    /// info and query masked: they may hold a secret).
+    #[error("--url {url}: {why}")]
+    InstanceUrl { url: String, why: String },
+    /// No answer: connection refused, DNS, timeout.
+    #[error("{request} to {url} failed: {reason}")]
+    InstanceUnreachable {
+        url: String,
+        request: String,
+        reason: String,
+    },
+    /// The TLS handshake failed: usually a CA that does not sign the instance's certificate.
+    #[error("{request} to {url} failed: the TLS connection was refused: {reason}")]
+    InstanceTls {
+        url: String,
+        request: String,
+        reason: String,
+    },
+    /// A non-2xx answer.
+    #[error("{request} was refused with {status}: {detail}")]
+    InstanceRefused {
+        request: String,
+        status: u16,
+        detail: String,
+    },
 }
 
 fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String {
@@ -114,6 +143,35 @@ fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String 
         msg.push_str(&format!("\n  - {f}"));
     }
     msg
+}
+
+/// What is wrong with one certificate of a custodian set (or with the set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertCause {
+    /// The custodian count or quorum is outside what is accepted.
+    Quorum,
+    /// The certificate's key is unusable (not RSA, too short).
+    Key,
+    /// The same certificate given twice.
+    Duplicate,
+    /// Two certificates of one key: one person would hold two shares.
+    SameKey,
+    /// Expired, or not valid yet.
+    NotValid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertProblem {
+    pub cause: CertCause,
+    pub text: String,
+}
+
+fn cert_problems(problems: &[CertProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n  - ")
 }
 
 /// Families of errors, one exit code each (see the README and man pages).
@@ -159,7 +217,10 @@ impl Error {
             Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
             Error::QuorumAtRisk(_) => ErrorKind::AtRisk,
             Error::CannotRecover(_) => ErrorKind::CannotRecover,
-            Error::Instance(_) => ErrorKind::Instance,
+            Error::Instance(_)
+            | Error::InstanceUnreachable { .. }
+            | Error::InstanceTls { .. }
+            | Error::InstanceRefused { .. } => ErrorKind::Instance,
             _ => ErrorKind::Input,
         }
     }

@@ -14,7 +14,7 @@ use crate::crypto::secret::{MasterKey, SecretBytes};
 use crate::crypto::shamir::{self, Share};
 use crate::crypto::CryptoError;
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{CertCause, CertProblem, Error, Result};
 use crate::format::limits::{self, Profile};
 use crate::format::restore_blob::{RestoreBlob, WrappedKey};
 use crate::format::sdfile::{self, DataItem, EncData, EncShare, SecurityDomain, SharedKeys};
@@ -302,17 +302,27 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
 /// exponents), either of which gives one person two shares. The one
 /// identity check behind split, rotate, download, check-certs and manifests.
 pub fn custodian_identity_problems(certs: &[(String, Certificate)]) -> Vec<String> {
+    custodian_identity_causes(certs).into_iter().map(|p| p.text).collect()
+}
+
+/// As [`custodian_identity_problems`], each with its cause, so each gets
+/// its own advice.
+pub fn custodian_identity_causes(certs: &[(String, Certificate)]) -> Vec<CertProblem> {
     let mut problems = Vec::new();
     for (i, (label, cert)) in certs.iter().enumerate() {
         if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.der() == cert.der()) {
-            problems.push(format!(
-                "{label} is the same certificate as {other}; each custodian needs their own"
-            ));
+            problems.push(CertProblem {
+                cause: CertCause::Duplicate,
+                text: format!("{label} is the same certificate as {other}; each custodian needs their own"),
+            });
         } else if let Some((other, _)) = certs[..i].iter().find(|(_, c)| c.same_custodian_as(cert)) {
-            problems.push(format!(
-                "{label} has the same key as {other} (the same RSA modulus): one person would hold two shares; \
-                 each custodian needs their own key"
-            ));
+            problems.push(CertProblem {
+                cause: CertCause::SameKey,
+                text: format!(
+                    "{label} has the same key as {other} (the same RSA modulus): one person would hold two shares; \
+                     each custodian needs their own key"
+                ),
+            });
         }
     }
     problems
@@ -321,8 +331,8 @@ pub fn custodian_identity_problems(certs: &[(String, Certificate)]) -> Vec<Strin
 /// Refuses `certs` unless each is a distinct custodian (see
 /// [`custodian_identity_problems`]).
 pub fn check_distinct_custodians(certs: &[(String, Certificate)]) -> Result<()> {
-    match custodian_identity_problems(certs).into_iter().next() {
-        Some(why) => Err(Error::WeakParameters(why)),
+    match custodian_identity_causes(certs).into_iter().next() {
+        Some(problem) => Err(Error::CertsNotReady(vec![problem])),
         None => Ok(()),
     }
 }
@@ -331,7 +341,8 @@ pub fn check_distinct_custodians(certs: &[(String, Certificate)]) -> Result<()> 
 /// `profile`'s limits, one distinct RSA key of at least 2048 bits each.
 /// Rotation runs them before any custodian is asked for a passphrase.
 pub fn check_custodian_set(certs: &[(String, Certificate)], quorum: usize, profile: Profile) -> Result<()> {
-    limits::check_quorum(certs.len(), quorum, profile).map_err(Error::WeakParameters)?;
+    let refused = |cause, text| Error::CertsNotReady(vec![crate::error::CertProblem { cause, text }]);
+    limits::check_quorum(certs.len(), quorum, profile).map_err(|why| refused(CertCause::Quorum, why))?;
     check_distinct_custodians(certs)?;
     for (label, cert) in certs {
         cert.rsa_public_key().map_err(|source| Error::Certificate {

@@ -102,7 +102,7 @@ fn show_json_parses_with_warnings() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["subject"], "CN=c1");
     assert_eq!(list[0]["bits"], 2048);
-    assert_eq!(list[0]["x5t#S256"], fixtures().x5t[1]);
+    assert_eq!(list[0]["x5t_256"], fixtures().x5t[1]);
     assert_eq!(list[0]["warnings"].as_array().unwrap().len(), 0);
     assert_eq!(list[1]["bits"], 1024);
     assert!(list[1]["warnings"][0].as_str().unwrap().contains("1024 bits"), "{v}");
@@ -217,7 +217,7 @@ fn check_certs_json() {
         .ok()
         .json();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["custodians"][2]["x5t#S256"], fixtures().x5t[2]);
+    assert_eq!(v["custodians"][2]["x5t_256"], fixtures().x5t[2]);
     assert!(v["az"].as_str().unwrap().contains("--sd-quorum 2"));
 }
 

@@ -108,7 +108,7 @@ fn batch_of_three_with_prefix() {
         "p",
     ]);
     // Three distinct custodians, not one key three times.
-    let x: Vec<&str> = list.iter().map(|m| m["x5t#S256"].as_str().unwrap()).collect();
+    let x: Vec<&str> = list.iter().map(|m| m["x5t_256"].as_str().unwrap()).collect();
     assert!(x[0] != x[1] && x[1] != x[2] && x[0] != x[2], "{x:?}");
 }
 

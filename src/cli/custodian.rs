@@ -277,7 +277,7 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
     if args.json {
         print_json(&json!([{
             "name": name, "key": uri, "certificate": cert_path, "token": token, "bits": made.cert.bits,
-            "not_after": date(made.cert.not_after), "x5t#S256": made.cert.x5t_256(), "sha256": made.cert.sha256_hex(),
+            "not_after": date(made.cert.not_after), "x5t_256": made.cert.x5t_256(), "sha256": made.cert.sha256_hex(),
         }]));
     } else {
         say!("custodian {name}");
@@ -288,9 +288,9 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
             made.cert.bits,
             date(made.cert.not_after)
         );
-        println!("  x5t#S256      {}", made.cert.x5t_256());
+        crate::out!("  x5t#S256      {}", made.cert.x5t_256());
         say!("  SHA-256       {}", colon_hex(&made.cert.sha256_hex()));
-        println!("  key URI       {uri}");
+        crate::out!("  key URI       {uri}");
         say!("Give the key URI wherever a key file is asked for (--key, --sd-wrapping-keys); quote it in the shell.");
     }
     Ok(Made {
@@ -388,7 +388,7 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
                 json!({
                     "name": m.name, "key": m.key_path, "certificate": m.cert_path,
                     "encrypted": !args.insecure_unencrypted_key, "bits": m.cert.bits,
-                    "not_after": date(m.cert.not_after), "x5t#S256": m.cert.x5t_256(),
+                    "not_after": date(m.cert.not_after), "x5t_256": m.cert.x5t_256(),
                     "sha256": m.cert.sha256_hex(),
                 })
             })
@@ -413,7 +413,7 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
             m.cert.bits,
             date(m.cert.not_after)
         );
-        println!("  x5t#S256      {}", m.cert.x5t_256());
+        crate::out!("  x5t#S256      {}", m.cert.x5t_256());
         say!("  SHA-256       {}", colon_hex(&m.cert.sha256_hex()));
     }
     say!("Record each x5t#S256 in the ceremony log: it is how the security domain names the custodian.");
@@ -439,6 +439,19 @@ pub fn cert_warnings(cert: &Certificate, now: OffsetDateTime) -> Vec<String> {
     w
 }
 
+/// "N days left", "expired N days ago" or "not valid yet": a negative
+/// count of days left reads as nonsense.
+fn time_left(cert: &Certificate, now: OffsetDateTime) -> String {
+    let days = cert.days_left(now);
+    if now < cert.not_before {
+        "not valid yet".into()
+    } else if days < 0 {
+        format!("expired {} days ago", -days)
+    } else {
+        format!("{days} days left")
+    }
+}
+
 fn show(args: &ShowArgs) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let mut out = Vec::new();
@@ -450,22 +463,22 @@ fn show(args: &ShowArgs) -> Result<()> {
                 "file": path, "subject": cert.subject, "serial": cert.serial,
                 "not_before": date(cert.not_before), "not_after": date(cert.not_after),
                 "days_left": cert.days_left(now), "bits": cert.bits,
-                "x5t#S256": cert.x5t_256(), "sha256": cert.sha256_hex(), "warnings": warnings,
+                "x5t_256": cert.x5t_256(), "sha256": cert.sha256_hex(), "warnings": warnings,
             }));
             continue;
         }
-        println!("{}", path.display());
-        println!("  subject       {}", cert.subject);
-        println!("  serial        {}", cert.serial);
-        println!(
-            "  valid         {} to {} ({} days left)",
+        crate::out!("{}", path.display());
+        crate::out!("  subject       {}", cert.subject);
+        crate::out!("  serial        {}", cert.serial);
+        crate::out!(
+            "  valid         {} to {} ({})",
             date(cert.not_before),
             date(cert.not_after),
-            cert.days_left(now)
+            time_left(&cert, now)
         );
-        println!("  key           RSA-{}", cert.bits);
-        println!("  x5t#S256      {}", cert.x5t_256());
-        println!("  SHA-256       {}", colon_hex(&cert.sha256_hex()));
+        crate::out!("  key           RSA-{}", cert.bits);
+        crate::out!("  x5t#S256      {}", cert.x5t_256());
+        crate::out!("  SHA-256       {}", colon_hex(&cert.sha256_hex()));
         for w in warnings {
             warn(&format!("{}: {w}", path.display()));
         }
@@ -533,7 +546,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
             "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
         }));
     } else {
-        println!(
+        crate::out!(
             "share x={} of {} opens for {} (x5t_256 {})",
             v.x,
             v.of,

@@ -29,7 +29,7 @@ pub struct DemoArgs {
 }
 
 fn step(n: usize, total: usize, what: &str) {
-    println!("\n[{n}/{total}] {what}");
+    crate::out!("\n[{n}/{total}] {what}");
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -55,7 +55,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
     };
     run_in(&dir)?;
-    println!(
+    crate::out!(
         "\nDemo complete. Files are in {}{}",
         dir.display(),
         if args.keep.is_some() { "" } else { " (removed now)" }
@@ -74,7 +74,7 @@ fn passphrase_file<R: CryptoRng + ?Sized>(rng: &mut R, dir: &Path, name: &str) -
 fn run_in(dir: &Path) -> Result<()> {
     const TOTAL: usize = 7;
     let mut rng = os_rng();
-    println!("hsm-ceremony demo in {}", dir.display());
+    crate::out!("hsm-ceremony demo in {}", dir.display());
 
     step(
         1,
@@ -124,7 +124,7 @@ fn run_in(dir: &Path) -> Result<()> {
         token_file: Some(token_file.clone()),
         ca: None,
     };
-    println!("instance A: in process, state {}", original_dir.display());
+    crate::out!("instance A: in process, state {}", original_dir.display());
     let sd_path = dir.join("sd.json");
     instance::download(&DownloadArgs {
         connect: connect.clone(),
@@ -200,10 +200,10 @@ fn run_in(dir: &Path) -> Result<()> {
         path: report_dir.join(drill::REPORT_MD),
         source,
     })?;
-    println!("{md}");
+    crate::out!("{md}");
     if !report.passed() {
         return Err(Error::Crypto("the drill did not pass".into()));
     }
-    println!("The canary key made on instance A restored on instance B: the recovery works.");
+    crate::out!("The canary key made on instance A restored on instance B: the recovery works.");
     Ok(())
 }

@@ -28,8 +28,26 @@ pub fn completions(args: &CompletionsArgs) -> Result<()> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut cmd, "hsm-ceremony", &mut std::io::stdout());
+    // Generated into memory: clap_complete panics when its writer fails
+    // (a closed pipe, a full disk); the output layer reports that instead.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "hsm-ceremony", &mut script);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    let script = match args.shell {
+        Shell::Bash => bash_fixed(&script),
+        Shell::Zsh | Shell::Fish => script,
+    };
+    super::output::stdout_bytes(script.as_bytes());
     Ok(())
+}
+
+/// clap_complete's bash script (clap-rs issue 6421) names each subcommand's
+/// `case` arm after the binary name with its `-` mangled as `__subcmd__`,
+/// while the dispatch loop sets the unmangled `hsm__ceremony__...`: no arm
+/// ever matches, so no subcommand's flags complete. Renaming the arms joins
+/// the two up again.
+fn bash_fixed(script: &str) -> String {
+    script.replace("hsm__subcmd__ceremony__subcmd__", "hsm__ceremony__subcmd__")
 }
 
 /// Writes one man page per command into `dir` (what `man/` holds), each

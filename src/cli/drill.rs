@@ -227,13 +227,13 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
         },
     )?;
     if args.json {
-        print!("{}", report.to_json());
+        super::output::stdout_bytes(format!("{}\n", report.to_json()).as_bytes());
         return outcome.map(|_| report);
     }
     for s in &report.steps {
         say!("  {:<34} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
     }
-    println!(
+    crate::out!(
         "drill {}: report in {} and {}",
         report.outcome.to_uppercase(),
         json_path.display(),

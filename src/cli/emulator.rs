@@ -1,7 +1,6 @@
 //! `hsm-ceremony emulator serve|token`: run an emulated Managed HSM on
 //! loopback, and issue bearer tokens for it.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -75,12 +74,10 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
             config.listen = listen;
             config.tls = !insecure_http;
             emulator::serve_blocking(config, |ready| {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "listening on {}", ready.url);
+                crate::out!("listening on {}", ready.url);
                 if let Some(ca) = &ready.ca_pem_path {
-                    let _ = writeln!(out, "CA certificate: {}", ca.display());
+                    crate::out!("CA certificate: {}", ca.display());
                 }
-                let _ = out.flush();
             })
         }
         EmulatorCommand::Token {
@@ -90,7 +87,7 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
         } => {
             let roles: Vec<Role> = roles.into_iter().map(Role::from).collect();
             let token = emulator::issue_token(&state, &principal, &roles)?;
-            println!("{token}");
+            crate::out!("{token}");
             Ok(())
         }
     }

@@ -1,10 +1,9 @@
 //! Turning an error into what a custodian at 2 a.m. needs: what happened,
 //! what to do next, and a distinct exit code per family.
 
-use super::output;
 use crate::custodian::token::TokenError;
 use crate::custodian::CustodianError;
-use crate::error::{Error, ErrorKind};
+use crate::error::{CertCause, CertProblem, Error, ErrorKind};
 
 /// Exit codes, documented in the README and every man page.
 pub const EXIT_USAGE: u8 = 2;
@@ -84,6 +83,10 @@ pub fn advice(err: &Error) -> Option<String> {
             super::keys::reencrypt_advice(label)
         ),
         Error::Key { source: C::UnsupportedEncryption(_), label } => super::keys::reencrypt_advice(label),
+        Error::Key { source: C::CertificateNotKey, label } => format!(
+            "{label} is a certificate: give the custodian's private key (the .key file, or a pkcs11: URI) here; \
+             certificates go to --cert or --certs."
+        ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
         Error::Token { source } => token_advice(source),
         Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {
@@ -130,20 +133,66 @@ pub fn advice(err: &Error) -> Option<String> {
              set now (`hsm-ceremony rotate`, or download a new security domain with new certificates); escalate today."
                 .into()
         }
-        Error::WeakParameters(_) => "Choose stronger parameters; see --help for what is accepted.".into(),
+        Error::WeakParameters(_) => "Change what the message names; see --help for what is accepted.".into(),
+        Error::CertsNotReady(problems) => certs_advice(problems),
+        Error::InstanceUrl { .. } => "Give the instance's base URL and nothing else: https://NAME.managedhsm.azure.net, \
+            or an emulator's https://127.0.0.1:PORT (http:// only to a loopback address); the token goes in --token-file \
+            or HSM_CEREMONY_TOKEN."
+            .into(),
+        Error::InstanceUnreachable { .. } => "Check the URL and port, that the instance (or `hsm-ceremony emulator serve`) \
+            is running, and that this machine can reach it; then run again."
+            .into(),
+        Error::InstanceTls { .. } => "The instance's certificate is not trusted: for an emulator give its CA with \
+            --ca STATE/ca.pem; for Azure leave --ca out; check the URL names the instance you meant."
+            .into(),
+        Error::InstanceRefused { status: 401, .. } => "The token was refused: issue a new one for this instance \
+            (Azure: az account get-access-token --resource https://managedhsm.azure.net; emulator: \
+            hsm-ceremony emulator token) and give it with --token-file or HSM_CEREMONY_TOKEN."
+            .into(),
+        Error::InstanceRefused { status: 403, .. } => "The token's principal lacks the local role for this step: \
+            have an administrator grant it (Managed HSM Administrator, or Crypto User for keys), then run again."
+            .into(),
+        Error::InstanceRefused { .. } | Error::Instance(_) => "Check the instance is in the state this step needs \
+            (`hsm-ceremony instance status`) and the URL names the right instance; the message above is the instance's own."
+            .into(),
         Error::Write { .. } => "Check the disk has room and the folder is writable; nothing was left at the output path.".into(),
         Error::Read { .. } => "Check the path and its permissions.".into(),
         Error::Usage(_) => "See --help for the command's usage and examples.".into(),
-        Error::Crypto(_) | Error::Instance(_) => return None,
+        Error::Crypto(_) => return None,
     };
     Some(text)
 }
 
+/// One piece of advice per distinct cause, in the order they were found.
+fn certs_advice(problems: &[CertProblem]) -> String {
+    let mut causes: Vec<CertCause> = Vec::new();
+    for p in problems {
+        if !causes.contains(&p.cause) {
+            causes.push(p.cause);
+        }
+    }
+    causes
+        .iter()
+        .map(|cause| match cause {
+            CertCause::Quorum => "Choose a custodian count and quorum that are accepted (see --help).",
+            CertCause::Key => "Give each custodian's certificate with an RSA key of 2048 bits or more.",
+            CertCause::Duplicate => "Give each custodian's certificate once: remove the repeated file.",
+            CertCause::SameKey => {
+                "Each custodian needs their own key pair: one of them makes a new one with `hsm-ceremony custodian keygen`."
+            }
+            CertCause::NotValid => {
+                "Have the custodian make a new certificate (`hsm-ceremony custodian keygen`); for one not valid yet, check this machine's clock."
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints the error and its advice to stderr.
 pub fn report(err: &Error) {
-    eprintln!("error: {}", output::printable(&err.to_string()));
+    crate::note!("error: {err}");
     if let Some(what) = advice(err) {
-        eprintln!("  what to do: {}", output::printable(&what));
+        crate::note!("  what to do: {what}");
     }
 }
 

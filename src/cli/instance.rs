@@ -231,7 +231,7 @@ pub fn upload(args: &UploadArgs) -> Result<()> {
         ..Default::default()
     };
     record::logged(&args.restore_blob, entry, |_| args.connect.client()?.upload(&blob))?;
-    println!("upload succeeded: {} now holds the security domain.", args.connect.url);
+    crate::out!("upload succeeded: {} now holds the security domain.", args.connect.url);
     Ok(())
 }
 
@@ -244,7 +244,7 @@ fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
             key.name, key.version, canary.name, canary.key_version
         )));
     }
-    println!(
+    crate::out!(
         "{} (made on {}) restored as {}",
         canary.name,
         canary.instance,
@@ -264,8 +264,15 @@ pub fn shown_kid(kid: &str) -> String {
 
 fn status(args: &StatusArgs) -> Result<()> {
     let client = args.connect.client()?;
-    let download = client.download_status().ok();
-    let upload = client.status().ok();
+    // "none" only when the instance says there is no such operation (404);
+    // an unreachable instance, a wrong CA or a refused token is a failure.
+    let none_if_absent = |r: Result<crate::instance::OperationStatus>| match r {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::InstanceRefused { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let download = none_if_absent(client.download_status())?;
+    let upload = none_if_absent(client.status())?;
     let show = |s: &Option<crate::instance::OperationStatus>| match s {
         Some(s) if s.status_details.is_empty() => s.status.clone(),
         Some(s) => format!("{} ({})", s.status, s.status_details),
@@ -274,9 +281,9 @@ fn status(args: &StatusArgs) -> Result<()> {
     if args.json {
         print_json(&json!({"url": args.connect.url, "download": show(&download), "upload": show(&upload)}));
     } else {
-        println!("{}", args.connect.url);
-        println!("  download (activation)  {}", show(&download));
-        println!("  upload (recovery)      {}", show(&upload));
+        crate::out!("{}", args.connect.url);
+        crate::out!("  download (activation)  {}", show(&download));
+        crate::out!("  upload (recovery)      {}", show(&upload));
     }
     Ok(())
 }

@@ -180,7 +180,7 @@ pub fn open_rsa(
             match file.into_key(given.as_ref().map(|g| &g.passphrase)) {
                 Ok(key) => break key,
                 Err(CustodianError::WrongPassphrase) if typed && attempt < 2 => {
-                    eprintln!("That passphrase does not open {label}.");
+                    crate::note!("That passphrase does not open {label}.");
                     attempt += 1;
                 }
                 Err(source) => return Err(Error::Key { label, source }),

@@ -77,7 +77,7 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     if args.json {
         print_json(&json!({"ok": true, "lines": lines.len(), "last": lines.last().map(log::line_hash)}));
     } else {
-        println!("{}: {} lines, chain intact", args.log.display(), lines.len());
+        crate::out!("{}: {} lines, chain intact", args.log.display(), lines.len());
         if let Some(last) = lines.last() {
             say!("last line hash {} (write it in the paper record)", log::line_hash(last));
         }
@@ -124,17 +124,22 @@ fn show(args: &LogFileArgs) -> Result<()> {
     }
     for l in &lines {
         let e = &l.entry;
-        println!("{:>4}  {}  {:<22} {}", l.seq, l.time, e.command, e.outcome);
+        crate::out!("{:>4}  {}  {:<22} {}", l.seq, l.time, e.command, e.outcome);
         for f in e
             .inputs
             .iter()
             .map(|f| ("in ", f))
             .chain(e.outputs.iter().map(|f| ("out", f)))
         {
-            println!("        {} {}  sha256 {}", f.0, f.1.path, &f.1.sha256[..16]);
+            crate::out!(
+                "        {} {}  sha256 {}",
+                f.0,
+                f.1.path,
+                f.1.sha256.get(..16).unwrap_or(&f.1.sha256)
+            );
         }
         for t in &e.thumbprints {
-            println!("        custodian {t}");
+            crate::out!("        custodian {t}");
         }
     }
     Ok(())
@@ -161,6 +166,6 @@ fn sign(args: &SignArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
-    println!("line {} countersigned by {} ({})", args.line, ck.label, cert.x5t_256());
+    crate::out!("line {} countersigned by {} ({})", args.line, ck.label, cert.x5t_256());
     Ok(())
 }

@@ -108,7 +108,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
                 OffsetDateTime::now_utc(),
             )?;
             files::write_new(&args.out, m.to_json().as_bytes(), Mode::Public)?;
-            println!(
+            crate::out!(
                 "wrote {}: {} of {} custodians, epoch {}, nonce {}. Each custodian now signs it with `manifest sign`.",
                 args.out.display(),
                 m.terms.quorum,
@@ -123,7 +123,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
             let (k, cert) = args.custodian.signer()?;
             m.sign(k.signer.as_ref(), &cert)?;
             files::replace(&args.manifest, m.to_json().as_bytes(), Mode::Public)?;
-            println!(
+            crate::out!(
                 "signed by {} ({}); {} of {} custodians have signed",
                 k.label,
                 cert.x5t_256(),

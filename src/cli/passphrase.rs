@@ -63,7 +63,7 @@ impl Passphrases {
             )));
         }
         if let Some(list) = &passwords {
-            eprintln!(
+            crate::note!(
                 "warning: --passwords puts passphrases on the command line, where every user of this machine can read them \
                  (ps, /proc). Prefer the prompt, --passphrase-file or --passphrase-fd."
             );
@@ -166,7 +166,7 @@ impl Passphrases {
                 let pass = prompt_hidden(&format!("New passphrase for custodian {name}"), Some(name))?;
                 match check_passphrase_strength(&pass) {
                     Ok(()) => return Ok(pass),
-                    Err(why) => eprintln!("{why}; please choose another."),
+                    Err(why) => crate::note!("{why}; please choose another."),
                 }
             }
             return Err(Error::WeakParameters(format!(

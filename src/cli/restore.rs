@@ -76,11 +76,16 @@ pub fn gather_quorum(
                 quorum.needed()
             ),
             // Files set up wrongly (exposed key, key and .cer that differ) are fixed by the operator, not skipped.
+            // So is a certificate given where its key belongs: "bring more custodians" would mislead.
             Err(
                 e @ (Error::Usage(_)
                 | Error::KeyFileExposed { .. }
                 | Error::SecretFileExposed { .. }
-                | Error::KeyCertMismatch { .. }),
+                | Error::KeyCertMismatch { .. }
+                | Error::Key {
+                    source: crate::custodian::CustodianError::CertificateNotKey,
+                    ..
+                }),
             ) => return Err(e),
             Err(e) => {
                 warn(&format!("{e}; going on with the next key"));

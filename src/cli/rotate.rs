@@ -190,7 +190,11 @@ fn start(args: &StartArgs) -> Result<()> {
         let rec = Record {
             version: 1,
             state: State::Pending,
-            old: FileRef::of(sd_path).expect("read above"),
+            // Read above, but it may have been removed since: an error, not a panic.
+            old: FileRef::of(sd_path).ok_or_else(|| Error::Read {
+                path: sd_path.to_path_buf(),
+                source: std::io::Error::other("the security domain can no longer be read"),
+            })?,
             pending: pending_ref,
             target: out.display().to_string(),
             quorum,
@@ -232,7 +236,7 @@ fn finalize(record_path: &Path) -> Result<()> {
         entry.outputs = record::refs(&[Path::new(&rec.target)]);
         Ok(())
     })?;
-    println!(
+    crate::out!(
         "rotation finalized: {} is current (epoch {}); the old file is retired as {}",
         rec.target,
         rec.epoch,
@@ -249,9 +253,10 @@ fn cancel(record_path: &Path) -> Result<()> {
         ..Default::default()
     };
     record::logged(&PathBuf::from(&rec.target), entry, |_| rec.cancel(record_path))?;
-    println!(
+    crate::out!(
         "rotation cancelled: {} removed; {} is unchanged",
-        rec.pending.path, rec.old.path
+        rec.pending.path,
+        rec.old.path
     );
     Ok(())
 }
@@ -272,7 +277,7 @@ fn status(record_path: &Path, as_json: bool) -> Result<()> {
         }));
         return Ok(());
     }
-    println!(
+    crate::out!(
         "rotation {}, epoch {}: {} new custodians, quorum {}",
         state,
         rec.epoch,
@@ -280,8 +285,16 @@ fn status(record_path: &Path, as_json: bool) -> Result<()> {
         rec.quorum
     );
     for t in &rec.custodians {
-        println!("  {}  {t}", if proved.contains(t) { "proved " } else { "pending" });
+        crate::out!("  {}  {t}", if proved.contains(t) { "proved " } else { "pending" });
     }
-    println!("{} of the {} proofs required", proved.len(), rec.required_proofs);
+    if proved.len() >= rec.required_proofs {
+        crate::out!(
+            "{} proved, {} required: enough to finalize",
+            proved.len(),
+            rec.required_proofs
+        );
+    } else {
+        crate::out!("{} of the {} proofs required", proved.len(), rec.required_proofs);
+    }
     Ok(())
 }

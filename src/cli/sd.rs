@@ -17,7 +17,7 @@ use crate::ceremony::log::{self, Entry};
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::{MasterKey, SecretBytes};
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{CertCause, CertProblem, Error, Result};
 use crate::files::{self, read_limited, Mode};
 use crate::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
 use crate::recovery::{self, PlainItem};
@@ -162,19 +162,23 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
     let now = OffsetDateTime::now_utc();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
+    let problem = |cause, text| CertProblem { cause, text };
     if let Err(why) = limits::check_quorum(certs.len(), args.quorum, profile) {
-        problems.push(why);
+        problems.push(problem(CertCause::Quorum, why));
     }
-    problems.extend(recovery::custodian_identity_problems(&certs));
+    problems.extend(recovery::custodian_identity_causes(&certs));
     for (label, cert) in &certs {
         if let Err(e) = cert.rsa_public_key() {
-            problems.push(format!("{label}: {e}"));
+            problems.push(problem(CertCause::Key, format!("{label}: {e}")));
         }
         if now < cert.not_before || cert.days_left(now) < 0 {
-            problems.push(format!(
-                "{label}: it is not valid now ({} to {})",
-                super::output::date(cert.not_before),
-                super::output::date(cert.not_after)
+            problems.push(problem(
+                CertCause::NotValid,
+                format!(
+                    "{label}: it is not valid now ({} to {})",
+                    super::output::date(cert.not_before),
+                    super::output::date(cert.not_after)
+                ),
             ));
         } else {
             warnings.extend(cert_warnings(cert, now).into_iter().map(|w| format!("{label}: {w}")));
@@ -187,8 +191,8 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
     );
     if args.json {
         print_json(&json!({
-            "ok": problems.is_empty(), "problems": problems, "warnings": warnings,
-            "custodians": certs.iter().map(|(l, c)| json!({"file": l, "x5t#S256": c.x5t_256(), "bits": c.bits})).collect::<Vec<_>>(),
+            "ok": problems.is_empty(), "problems": problems.iter().map(|p| &p.text).collect::<Vec<_>>(), "warnings": warnings,
+            "custodians": certs.iter().map(|(l, c)| json!({"file": l, "x5t_256": c.x5t_256(), "bits": c.bits})).collect::<Vec<_>>(),
             "az": problems.is_empty().then_some(&az),
         }));
     } else {
@@ -201,16 +205,13 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
                 say!("  {label}  x5t#S256 {}", cert.x5t_256());
             }
             say!("On the connected workstation, run:");
-            println!("{az}");
+            crate::out!("{az}");
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::WeakParameters(format!(
-            "the certificates are not ready for the download:\n  - {}",
-            problems.join("\n  - ")
-        )))
+        Err(Error::CertsNotReady(problems))
     }
 }
 
@@ -256,22 +257,22 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    println!("security domain {}", args.sd_file.display());
-    println!("  SHA-256       {fingerprint}");
-    println!("  version       {}", sd.version);
-    println!("  quorum        {} of {} custodians", sd.required(), sd.share_count());
-    println!("  shares (RSA-OAEP-256 + A256CBC-HS512):");
+    crate::out!("security domain {}", args.sd_file.display());
+    crate::out!("  SHA-256       {fingerprint}");
+    crate::out!("  version       {}", sd.version);
+    crate::out!("  quorum        {} of {} custodians", sd.required(), sd.share_count());
+    crate::out!("  shares (RSA-OAEP-256 + A256CBC-HS512):");
     for (i, s) in sd.shared_keys.enc_shares.iter().enumerate() {
         let who = match owner(&s.x5t_256) {
             Some(l) => format!("  {l}"),
             None if certs.is_empty() => String::new(),
             None => "  (no certificate given)".into(),
         };
-        println!("    {}  x5t_256 {}{who}", i + 1, s.x5t_256);
+        crate::out!("    {}  x5t_256 {}{who}", i + 1, s.x5t_256);
     }
-    println!("  data items ({}, dir + A256CBC-HS512):", sd.enc_data.kdf);
+    crate::out!("  data items ({}, dir + A256CBC-HS512):", sd.enc_data.kdf);
     for (tag, n) in &items {
-        println!("    {tag:<26} {n} bytes of ciphertext");
+        crate::out!("    {tag:<26} {n} bytes of ciphertext");
     }
     for l in unmatched {
         warn(&format!("{l} has no share in this security domain"));
@@ -380,15 +381,15 @@ fn health(args: &HealthArgs) -> Result<()> {
         v["as_of"] = json!(date(now));
         print_json(&v);
     } else {
-        println!("security domain {} (SHA-256 {})", args.sd_file.display(), sha);
-        println!("  as of {}; quorum {} of {}", date(now), h.required, h.custodians.len());
+        crate::out!("security domain {} (SHA-256 {})", args.sd_file.display(), sha);
+        crate::out!("  as of {}; quorum {} of {}", date(now), h.required, h.custodians.len());
         match &log_path {
-            Some(p) => println!(
+            Some(p) => crate::out!(
                 "  ceremony log {} ({} lines, chain intact)",
                 p.display(),
                 lines.as_ref().map_or(0, Vec::len)
             ),
-            None => println!("  no ceremony log: proofs of possession and drills not assessed (give --log)"),
+            None => crate::out!("  no ceremony log: proofs of possession and drills not assessed (give --log)"),
         }
         for c in &h.custodians {
             let cert = c.certificate.as_deref().unwrap_or("(no certificate)");
@@ -397,7 +398,7 @@ fn health(args: &HealthArgs) -> Result<()> {
                 (Some(bits), Some(days)) => format!("RSA-{bits}, expired {} days ago", -days),
                 _ => "certificate unknown".into(),
             };
-            println!(
+            crate::out!(
                 "  {} {}  {}  {}  {}",
                 c.position,
                 if c.usable { "usable" } else { "LOST  " },
@@ -406,30 +407,32 @@ fn health(args: &HealthArgs) -> Result<()> {
                 validity
             );
             if lines.is_some() {
-                println!(
+                crate::out!(
                     "      last proof {}, last drill {}",
                     c.last_proof.as_deref().unwrap_or("never"),
                     c.last_drill.as_deref().unwrap_or("never")
                 );
             }
             for p in &c.problems {
-                println!("      - {p}");
+                crate::out!("      - {p}");
             }
         }
         if h.can_lose >= 0 {
-            println!(
+            crate::out!(
                 "  {} usable, {} needed: {} custodian(s) can be lost before recovery becomes impossible",
-                h.usable, h.required, h.can_lose
+                h.usable,
+                h.required,
+                h.can_lose
             );
         } else {
-            println!("  {} usable, {} needed: recovery is impossible", h.usable, h.required);
+            crate::out!("  {} usable, {} needed: recovery is impossible", h.usable, h.required);
         }
         let verdict = match h.verdict {
             Verdict::Healthy => "healthy",
             Verdict::AtRisk => "AT RISK",
             Verdict::CannotRecover => "CANNOT RECOVER",
         };
-        println!("verdict: {verdict}");
+        crate::out!("verdict: {verdict}");
     }
     match h.verdict {
         Verdict::Healthy => Ok(()),

@@ -56,7 +56,7 @@ impl KeyFile {
                     Ok(KeyFile::Encrypted(der))
                 }
                 "RSA PRIVATE KEY" => Ok(KeyFile::Plain(from_pkcs1(&der)?)),
-                "CERTIFICATE" => Err(CustodianError::NotAKey("it is a certificate, not a private key".into())),
+                "CERTIFICATE" => Err(CustodianError::CertificateNotKey),
                 other => Err(CustodianError::NotAKey(format!("it holds a PEM '{other}' block"))),
             },
             None => {
@@ -65,6 +65,8 @@ impl KeyFile {
                     Ok(KeyFile::Encrypted(Zeroizing::new(bytes.to_vec())))
                 } else if PrivateKeyInfoRef::try_from(bytes).is_ok() {
                     Ok(KeyFile::Plain(from_pkcs8(bytes)?))
+                } else if x509_parser::parse_x509_certificate(bytes).is_ok() {
+                    Err(CustodianError::CertificateNotKey)
                 } else {
                     from_pkcs1(bytes)
                         .map(KeyFile::Plain)

@@ -17,6 +17,9 @@ pub enum CustodianError {
     NotACertificate(String),
     #[error("it is not a private key in PEM or DER form (PKCS#8, encrypted PKCS#8 or PKCS#1): {0}")]
     NotAKey(String),
+    /// A certificate where a private key is asked for: a mix-up of files, not a bad key.
+    #[error("it is a certificate, not a private key")]
+    CertificateNotKey,
     #[error("its key is {0}, not RSA")]
     NotRsa(String),
     #[error("its RSA key is {bits} bits; at least {min} are required")]

@@ -89,6 +89,93 @@ struct ErrorInner {
     message: String,
 }
 
+/// The base URL (`scheme://host[:port]`) of `url`, parsed rather than
+/// prefix-matched: `http://127.0.0.1:1@elsewhere` names the host
+/// `elsewhere`, which would get the bearer token. Refused: user info, a path,
+/// a query or a fragment (an instance URL has none), a scheme other than
+/// https, and plain http to a host that is not loopback.
+pub fn base_url(url: &str) -> Result<String> {
+    let bad = |why: &str| Error::InstanceUrl {
+        url: masked(url),
+        why: why.into(),
+    };
+    if url.contains('#') {
+        return Err(bad("an instance URL has no fragment (#...)"));
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(bad("not an absolute URL (https://host[:port])"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "a user name or password in the URL is refused: the token comes from --token-file or HSM_CEREMONY_TOKEN",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(bad("an instance URL has no query (?...)"));
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err(bad("an instance URL has no path"));
+    }
+    let host = authority.host();
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => {}
+        "http" => {
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback =
+                host.eq_ignore_ascii_case("localhost") || ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                return Err(bad(
+                    "plain http is only allowed to a local emulator (127.0.0.1, localhost, [::1]): the token would travel in clear",
+                ));
+            }
+        }
+        _ => return Err(bad("not an https:// URL")),
+    }
+    if host.is_empty() {
+        return Err(bad("the URL names no host"));
+    }
+    Ok(format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        authority.as_str().to_ascii_lowercase()
+    ))
+}
+
+/// `url` for an error message, with what may be a secret masked: user info,
+/// query and fragment.
+fn masked(url: &str) -> String {
+    let (head, cut) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], true),
+        None => (url, false),
+    };
+    let (scheme, rest) = match head.find("://") {
+        Some(at) => (&head[..at + 3], &head[at + 3..]),
+        None => ("", head),
+    };
+    let rest = match rest.find('/').map_or(rest, |at| &rest[..at]).rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_string(),
+    };
+    format!("{scheme}{rest}{}", if cut { "?***" } else { "" })
+}
+
+/// A request that got no HTTP answer, told apart by cause: a TLS refusal
+/// (usually the wrong --ca) is not a closed port.
+fn transport_error(url: &str, request: &str, e: ureq::Error) -> Error {
+    let tls = match &e {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => true,
+        ureq::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    };
+    let (url, request, reason) = (url.to_string(), request.to_string(), e.to_string());
+    if tls {
+        Error::InstanceTls { url, request, reason }
+    } else {
+        Error::InstanceUnreachable { url, request, reason }
+    }
+}
+
 impl InstanceClient {
     /// A client for `url` (`https://...`; `http://` only for a loopback
     /// emulator). `ca_pem` is a CA certificate to trust instead of the public
@@ -97,25 +184,7 @@ impl InstanceClient {
     /// Errors: a URL that is not http(s), plain HTTP to a non-loopback host,
     /// or an unreadable CA file.
     pub fn new(url: &str, token: impl Into<String>, ca_pem: Option<&Path>) -> Result<InstanceClient> {
-        let base = url.trim_end_matches('/').to_string();
-        let rest = if let Some(r) = base.strip_prefix("https://") {
-            r
-        } else if let Some(r) = base.strip_prefix("http://") {
-            let host = r.split('/').next().unwrap_or("");
-            let loopback =
-                host.starts_with("127.0.0.1:") || host.starts_with("localhost:") || host.starts_with("[::1]:");
-            if !loopback {
-                return Err(inst(format!(
-                    "{url}: plain HTTP is only allowed to a local emulator (127.0.0.1, localhost, [::1])"
-                )));
-            }
-            r
-        } else {
-            return Err(inst(format!("{url} is not an https:// URL")));
-        };
-        if rest.is_empty() || rest.contains('?') || rest.contains('#') {
-            return Err(inst(format!("{url} is not an instance URL (https://host[:port])")));
-        }
+        let base = base_url(url)?;
         let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(path) = ca_pem {
             let bytes = crate::files::read_limited(path, 256 * 1024, "CA certificate")?;
@@ -207,7 +276,7 @@ impl InstanceClient {
                         .content_type("application/json")
                         .send(body.unwrap_or_default()),
                 };
-                let mut resp = result.map_err(|e| inst(format!("{method} {path} to {} failed: {e}", self.base)))?;
+                let mut resp = result.map_err(|e| transport_error(&self.base, &format!("{method} {path}"), e))?;
                 let status = resp.status().as_u16();
                 let text = resp
                     .body_mut()
@@ -227,14 +296,11 @@ impl InstanceClient {
             }
             _ => text.chars().take(300).collect(),
         };
-        let hint = match status {
-            401 => " — the token was refused; issue a new one for this instance",
-            403 => " — the principal lacks the local role for this operation",
-            _ => "",
-        };
-        Err(inst(format!(
-            "{method} {path} was refused with {status}: {detail}{hint}"
-        )))
+        Err(Error::InstanceRefused {
+            request: format!("{method} {path}"),
+            status,
+            detail,
+        })
     }
 
     fn poll(&self, path: &str, what: &str) -> Result<OperationStatus> {

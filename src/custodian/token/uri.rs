@@ -29,7 +29,7 @@ pub struct TokenUri {
 impl TokenUri {
     /// Whether `text` is meant as a PKCS#11 URI rather than a file path.
     pub fn is_uri(text: &str) -> bool {
-        text.len() >= 7 && text[..7].eq_ignore_ascii_case("pkcs11:")
+        text.get(..7).is_some_and(|head| head.eq_ignore_ascii_case("pkcs11:"))
     }
 
     /// Parses `text` (RFC 7512 §2.3). Errors: a missing `token`, `module-path`
