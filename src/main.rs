@@ -7,9 +7,8 @@ use hsm_ceremony::cli::{self, errors, Cli};
 
 fn main() -> ExitCode {
     cli::harden_process();
-    cli::report_output_failures();
-    let matches = Cli::command().get_matches();
-    let parsed = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| cli::clap_exit(e));
+    let parsed = Cli::from_arg_matches(&matches).unwrap_or_else(|e| cli::clap_exit(e.format(&mut Cli::command())));
     match cli::run(parsed, cli::asks_for_json(&matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

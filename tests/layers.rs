@@ -38,3 +38,33 @@ fn the_library_layers_know_nothing_of_the_cli_or_the_network() {
         offenders.join("\n")
     );
 }
+
+/// Every byte the program prints goes through src/cli/output.rs, which
+/// escapes control characters and turns an unwritable stdout into exit 6:
+/// a raw print macro anywhere else would bypass both.
+#[test]
+fn nothing_prints_outside_the_output_module() {
+    let raw = [
+        "println!",
+        "eprintln!",
+        "print!",
+        "eprint!",
+        "std::io::stdout()",
+        "std::io::stderr()",
+        "io::stdout()",
+        "io::stderr()",
+        "dbg!",
+    ];
+    let (checked, offenders) = util::src_lines_naming(|rel| rel != "src/cli/output.rs", &raw);
+    assert!(checked > 40, "only {checked} source files found");
+    // Doc comments may name the macros they warn about.
+    let offenders: Vec<&String> = offenders
+        .iter()
+        .filter(|l| !l.split_once(": ").map(|(_, rest)| rest).unwrap_or("").contains("///"))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "print through crate::out!/say!/note! or cli::output instead:\n{}",
+        offenders.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}

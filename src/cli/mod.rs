@@ -120,27 +120,21 @@ pub fn asks_for_json(matches: &clap::ArgMatches) -> bool {
     }
 }
 
-/// `println!` panics when stdout cannot be written (a full disk, a closed
-/// pipe): report that as a file-system error with its exit code instead.
-pub fn report_output_failures() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") || msg.starts_with("failed printing to stderr") {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: cannot write the command's output ({msg})\n  what to do: Check the disk or pipe that standard output goes to; files the command wrote are complete."
-            );
-            std::process::exit(i32::from(errors::EXIT_IO));
-        }
-        default(info);
-    }));
+/// Prints clap's help, version or usage error and exits with its code;
+/// clap's own `exit` ignores a failed write and exits 0 even when --help
+/// went nowhere (a full disk).
+pub fn clap_exit(e: clap::Error) -> ! {
+    if let Err(io) = e.print() {
+        output::fail(
+            if e.use_stderr() {
+                "standard error"
+            } else {
+                "standard output"
+            },
+            &io,
+        );
+    }
+    std::process::exit(e.exit_code());
 }
 
 /// Keeps secrets out of core dumps and away from same-user debuggers.

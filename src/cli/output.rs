@@ -64,7 +64,7 @@ pub fn stderr_line(text: &str) {
         .and_then(|()| err.flush())
     {
         drop(err);
-        output_failed("standard error", &e);
+        fail("standard error", &e);
     }
 }
 
@@ -74,7 +74,7 @@ pub fn stdout_bytes(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
         drop(out);
-        output_failed("standard output", &e);
+        fail("standard output", &e);
     }
 }
 
@@ -82,7 +82,7 @@ pub fn stdout_bytes(bytes: &[u8]) {
 /// print site: report it once, on stderr if that still works, and exit with
 /// the file-system code. Files the command wrote are complete by then
 /// (every write is atomic), so nothing is left half-done.
-fn output_failed(which: &str, e: &std::io::Error) -> ! {
+pub fn fail(which: &str, e: &std::io::Error) -> ! {
     let _ = writeln!(
         std::io::stderr(),
         "error: cannot write the command's {which}: {e}\n  what to do: Check the disk or pipe that {which} goes to; \

@@ -217,7 +217,8 @@ impl Passphrases {
             )));
         }
         dialoguer::Password::new()
-            .with_prompt(format!("PIN for {label}"))
+            // Prompts name files: escaped like every other output.
+            .with_prompt(super::output::printable(&format!("PIN for {label}")))
             .interact()
             .map(Passphrase::new)
             .map_err(|e| Error::Usage(format!("could not read the PIN: {e}")))
@@ -254,7 +255,7 @@ fn prompt_hidden(prompt: &str, confirm_for: Option<&str>) -> Result<Passphrase> 
             "{prompt}: no terminal to ask on; give --passphrase-file, --passphrase-fd or {ENV_VAR}"
         )));
     }
-    let mut input = dialoguer::Password::new().with_prompt(prompt);
+    let mut input = dialoguer::Password::new().with_prompt(super::output::printable(prompt));
     if confirm_for.is_some() {
         input = input.with_confirmation("Repeat it", "The two entries differ; try again.");
     }
