@@ -7,7 +7,7 @@ mod util;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use util::{Dir, BIN, EXIT_QUORUM, EXIT_USAGE};
+use util::{Dir, BIN, EXIT_INPUT, EXIT_QUORUM, EXIT_USAGE};
 
 /// `hsm-ceremony emulator serve` as a child, killed on drop.
 struct Served {
@@ -382,5 +382,8 @@ fn instance_commands_need_a_token_and_never_take_one_as_a_flag() {
         "--token-file",
         "t",
     ]))
-    .fails(7, &["plain HTTP is only allowed to a local emulator"]);
+    .fails(
+        EXIT_INPUT,
+        &["plain http is only allowed to a local emulator", "what to do"],
+    );
 }
