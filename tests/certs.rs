@@ -275,6 +275,21 @@ fn show_warns_about_an_expired_and_a_not_yet_valid_certificate() {
         .stderr_has("warning: future.cer: it is not valid before");
 }
 
+/// An expired certificate's validity reads "expired N days ago", not "-N days left".
+#[test]
+fn show_says_how_long_ago_a_certificate_expired() {
+    let dir = Dir::new("show-expired-ago");
+    let now = OffsetDateTime::now_utc();
+    dated_cert(&dir, "old", now - Duration::days(400), 30);
+    dated_cert(&dir, "future", now + Duration::days(30), 365);
+    let out = dir.run(&["custodian", "show", "old.cer"]);
+    out.ok().stdout_has("expired 370 days ago)");
+    assert!(!out.stdout.contains("days left"), "{}", out.stdout);
+    let out = dir.run(&["custodian", "show", "future.cer"]);
+    out.ok().stdout_has("(not valid yet)");
+    assert!(!out.stdout.contains("days left"), "{}", out.stdout);
+}
+
 #[test]
 fn check_certs_refuses_an_expired_or_not_yet_valid_certificate() {
     let dir = Dir::new("check-dates");
@@ -286,7 +301,15 @@ fn check_certs_refuses_an_expired_or_not_yet_valid_certificate() {
     for name in ["old", "future"] {
         let file = format!("{name}.cer");
         let out = dir.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", &file]);
-        out.fails(EXIT_INPUT, &[&format!("{file}: it is not valid now (")]);
+        // The advice fits the cause: a new certificate, not stronger parameters.
+        out.fails(
+            EXIT_INPUT,
+            &[
+                &format!("{file}: it is not valid now ("),
+                "what to do: Have the custodian make a new certificate",
+            ],
+        )
+        .stderr_lacks("stronger parameters");
         assert!(!out.stdout.contains("az keyvault"), "no az line for a refused set");
     }
 }

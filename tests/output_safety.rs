@@ -625,3 +625,76 @@ fn bash_completes_subcommand_flags() {
     let got = ask(&["hsm-ceremony", "instance", "st"]);
     assert_eq!(got, ["status"], "instance st completes to {got:?}");
 }
+
+/// `log show` prints the first 16 hex digits of each file's SHA-256: a log
+/// line whose field is shorter (the chain is intact, the line is odd) is
+/// shown whole, not a panic.
+#[test]
+fn log_show_takes_a_short_sha256_field() {
+    use hsm_ceremony::ceremony::log::{append, Entry, FileRef};
+    let d = Dir::new("log-short-sha");
+    let log = d.join("ceremony-log.jsonl");
+    for sha in ["ab", "", "é9"] {
+        let entry = Entry {
+            command: "sd inspect".into(),
+            outcome: "ok".into(),
+            inputs: vec![FileRef {
+                path: format!("{ESC}sd.json"),
+                sha256: sha.into(),
+            }],
+            ..Default::default()
+        };
+        append(&log, entry).unwrap();
+    }
+    let out = d.run(&["log", "show", "ceremony-log.jsonl"]);
+    no_raw_control(&out);
+    out.ok().stdout_has("sha256 ab\n").stdout_has("sha256 é9\n");
+}
+
+/// Every `--json` output names a thumbprint `x5t_256`, the security
+/// domain's own field name, never `x5t#S256` in one command and `x5t_256`
+/// in the next.
+#[test]
+fn json_outputs_spell_the_thumbprint_one_way() {
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let d = Dir::new("json-x5t");
+    d.ceremony();
+    let certs = ["c0.cer", "c1.cer", "c2.cer"];
+    let runs = [
+        [s(&["custodian", "show", "--json"]), s(&certs)].concat(),
+        [s(&["sd", "check-certs", "--json", "--quorum", "2"]), s(&certs)].concat(),
+        [s(&["sd", "inspect", "sd.json", "--json", "--certs"]), s(&certs)].concat(),
+        [s(&["sd", "health", "sd.json", "--json", "--certs"]), s(&certs)].concat(),
+        [
+            util::restore_blob_args(&["c0.key", "c1.key"], &["c0.pass", "c1.pass"], "blob.json"),
+            s(&["--json"]),
+        ]
+        .concat(),
+    ];
+    for args in &runs {
+        let out = d.run(args);
+        let mut found = Vec::new();
+        keys(&out.json(), &mut found);
+        assert!(
+            !found.iter().any(|k| k.contains('#')),
+            "{}: keys {found:?}",
+            args.join(" ")
+        );
+        assert!(
+            found.iter().any(|k| k == "x5t_256"),
+            "{}: no x5t_256 in {found:?}",
+            args.join(" ")
+        );
+    }
+}

@@ -217,6 +217,11 @@ fn two_of_three_to_three_of_five_restores_the_same_contents() {
     assert_eq!(dir.read("sd.json"), old);
     assert!(!dir.exists("sd2.json"));
     verify(&dir, "sd2.json.pending", "n1.key").ok();
+    // More proved than required reads as enough, not "4 of the 3 proofs required".
+    verify(&dir, "sd2.json.pending", "n2.key").ok();
+    let status = dir.run(&["rotate", "status", "--record", "sd2.json.rotation.json"]);
+    status.ok().stdout_has("4 proved, 3 required: enough to finalize");
+    assert!(!status.stdout.contains("of the 3 proofs required"), "{}", status.stdout);
     dir.run(&finalize).ok().stdout_has("rotation finalized");
 
     assert!(!dir.exists("sd.json"), "the old file is retired");

@@ -252,3 +252,99 @@ fn token_advice(err: &TokenError) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(err: &Error) -> String {
+        advice(err).unwrap_or_default()
+    }
+
+    /// Each cause of a refused custodian set has its own advice; a set with
+    /// two causes gets both, once each.
+    #[test]
+    fn each_certificate_problem_gets_its_own_advice() {
+        let causes = [
+            CertCause::Quorum,
+            CertCause::Key,
+            CertCause::Duplicate,
+            CertCause::SameKey,
+            CertCause::NotValid,
+        ];
+        let one = |cause| {
+            said(&Error::CertsNotReady(vec![CertProblem {
+                cause,
+                text: "x".into(),
+            }]))
+        };
+        let texts: Vec<String> = causes.iter().map(|&c| one(c)).collect();
+        for (i, t) in texts.iter().enumerate() {
+            assert!(!t.contains("stronger parameters"), "{t}");
+            assert!(!texts[..i].contains(t), "two causes share the advice {t}");
+        }
+        let problem = |cause| CertProblem {
+            cause,
+            text: "x".into(),
+        };
+        let both = said(&Error::CertsNotReady(vec![
+            problem(CertCause::NotValid),
+            problem(CertCause::Duplicate),
+            problem(CertCause::NotValid),
+        ]));
+        assert_eq!(both, format!("{} {}", texts[4], texts[2]));
+    }
+
+    /// Every instance failure says what to do, and a refused token is not
+    /// told the same as a missing role or a closed port.
+    #[test]
+    fn each_instance_failure_gets_its_own_advice() {
+        let refused = |status| Error::InstanceRefused {
+            request: "GET /x".into(),
+            status,
+            detail: "d".into(),
+        };
+        let (u, r, q) = ("https://h".to_string(), "GET /x".to_string(), "r".to_string());
+        let all = [
+            Error::InstanceUrl {
+                url: u.clone(),
+                why: q.clone(),
+            },
+            Error::InstanceUnreachable {
+                url: u.clone(),
+                request: r.clone(),
+                reason: q.clone(),
+            },
+            Error::InstanceTls {
+                url: u,
+                request: r,
+                reason: q,
+            },
+            refused(401),
+            refused(403),
+            refused(409),
+            Error::Instance("the instance reports the download failed".into()),
+        ];
+        let texts: Vec<String> = all.iter().map(said).collect();
+        for (i, t) in texts.iter().enumerate().take(6) {
+            assert!(!t.is_empty(), "{:?} has no advice", all[i]);
+            assert!(!texts[..i].contains(t), "{:?} shares the advice {t}", all[i]);
+        }
+        assert!(!texts[6].is_empty());
+        assert_eq!(exit_code(&all[0]), EXIT_INPUT);
+        assert!(all[1..].iter().all(|e| exit_code(e) == EXIT_INSTANCE));
+    }
+
+    #[test]
+    fn a_certificate_given_as_a_key_is_told_so() {
+        let err = Error::Key {
+            label: "alice.cer".into(),
+            source: CustodianError::CertificateNotKey,
+        };
+        let t = said(&err);
+        assert!(
+            t.contains("alice.cer is a certificate") && !t.contains("more custodians"),
+            "{t}"
+        );
+    }
+}
