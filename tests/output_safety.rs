@@ -192,7 +192,7 @@ fn run_unwritable(d: &Dir, args: &[String], sink: Sink) -> (Option<i32>, String)
         .env_remove("HSM_CEREMONY_PASSPHRASE")
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
-    let _reader_closed = match sink {
+    match sink {
         Sink::DevFull => {
             cmd.stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap());
         }
