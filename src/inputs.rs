@@ -50,7 +50,10 @@ pub fn key_file(path: &Path) -> Result<KeyFile> {
     let parsed = KeyFile::parse(&bytes);
     // A file that holds no key (a certificate given by mistake) is named as
     // such; only a key is refused for being readable by others.
-    let not_a_key = matches!(parsed, Err(CustodianError::NotAKey(_)));
+    let not_a_key = matches!(
+        parsed,
+        Err(CustodianError::NotAKey(_) | CustodianError::CertificateNotKey)
+    );
     if !not_a_key && readable_by_others(path) {
         return Err(Error::KeyFileExposed {
             path: path.to_path_buf(),

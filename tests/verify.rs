@@ -272,6 +272,17 @@ fn a_certificate_given_as_the_key_is_named_as_such() {
         ],
     );
     out.stderr_lacks("chmod");
+    // In DER too, with advice that names where certificates go.
+    dir.write("c0.der", util::pem_der(&dir.read_string("c0.cer")));
+    dir.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", "c0.der"])
+        .fails(
+            EXIT_INPUT,
+            &[
+                "it is a certificate, not a private key",
+                "c0.der is a certificate: give the custodian's private key",
+            ],
+        )
+        .stderr_lacks("chmod");
 }
 
 #[test]
