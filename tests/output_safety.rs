@@ -639,7 +639,7 @@ fn log_show_takes_a_short_sha256_field() {
             command: "sd inspect".into(),
             outcome: "ok".into(),
             inputs: vec![FileRef {
-                path: format!("{ESC}sd.json"),
+                path: format!("{ESC}sd.json\n   9  forged line"),
                 sha256: sha.into(),
             }],
             ..Default::default()
@@ -649,6 +649,9 @@ fn log_show_takes_a_short_sha256_field() {
     let out = d.run(&["log", "show", "ceremony-log.jsonl"]);
     no_raw_control(&out);
     out.ok().stdout_has("sha256 ab\n").stdout_has("sha256 é9\n");
+    // A newline in a field is shown escaped: it cannot forge a line of its own.
+    out.stdout_has("sd.json\\n   9  forged line  sha256");
+    assert!(!out.stdout.lines().any(|l| l.starts_with("   9")), "{}", out.stdout);
 }
 
 /// Every `--json` output names a thumbprint `x5t_256`, the security

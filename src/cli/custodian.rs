@@ -468,7 +468,8 @@ fn show(args: &ShowArgs) -> Result<()> {
             continue;
         }
         crate::out!("{}", path.display());
-        crate::out!("  subject       {}", cert.subject);
+        // One line per field: a newline in the CN must not forge the next field.
+        crate::out!("  subject       {}", super::output::one_line(&cert.subject));
         crate::out!("  serial        {}", cert.serial);
         crate::out!(
             "  valid         {} to {} ({})",

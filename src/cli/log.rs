@@ -124,7 +124,15 @@ fn show(args: &LogFileArgs) -> Result<()> {
     }
     for l in &lines {
         let e = &l.entry;
-        crate::out!("{:>4}  {}  {:<22} {}", l.seq, l.time, e.command, e.outcome);
+        // Fields read from the log stay on their line: a newline in one must not forge a line.
+        let one = super::output::one_line;
+        crate::out!(
+            "{:>4}  {}  {:<22} {}",
+            l.seq,
+            one(&l.time),
+            one(&e.command),
+            one(&e.outcome)
+        );
         for f in e
             .inputs
             .iter()
@@ -134,12 +142,12 @@ fn show(args: &LogFileArgs) -> Result<()> {
             crate::out!(
                 "        {} {}  sha256 {}",
                 f.0,
-                f.1.path,
-                f.1.sha256.get(..16).unwrap_or(&f.1.sha256)
+                one(&f.1.path),
+                one(f.1.sha256.get(..16).unwrap_or(&f.1.sha256))
             );
         }
         for t in &e.thumbprints {
-            crate::out!("        custodian {t}");
+            crate::out!("        custodian {}", one(t));
         }
     }
     Ok(())
