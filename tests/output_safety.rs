@@ -757,3 +757,22 @@ fn json_outputs_spell_the_thumbprint_one_way() {
         );
     }
 }
+
+/// clap quotes a mistyped flag or value in its usage error: that quote is
+/// escaped like every other output (exit 2 still), on a terminal too.
+#[test]
+fn a_usage_error_quotes_what_was_typed_escaped() {
+    let d = Dir::new("usage-error-escaped");
+    let evil = format!("{ESC}\r\x07");
+    for args in [
+        s(&["sd", "inspect", &format!("--bogus{evil}")]),
+        s(&["custodian", "keygen", "--name", "a", "--bits", &format!("12{evil}")]),
+        s(&[&format!("not-a-command{evil}")]),
+    ] {
+        let out = d.run(&args);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("\\u{d}"), "the quote is not escaped: {out:?}");
+        assert!(!out.stderr.contains('\r') && !out.stderr.contains('\x07'), "{out:?}");
+        no_raw_control(&out);
+    }
+}

@@ -124,7 +124,11 @@ pub fn asks_for_json(matches: &clap::ArgMatches) -> bool {
 /// clap's own `exit` ignores a failed write and exits 0 even when --help
 /// went nowhere (a full disk).
 pub fn clap_exit(e: clap::Error) -> ! {
-    if let Err(io) = e.print() {
+    if e.use_stderr() {
+        // A usage error quotes what was typed: escaped like every other output.
+        let text = e.render().to_string();
+        output::stderr_line(text.trim_end_matches('\n'));
+    } else if let Err(io) = e.print() {
         output::fail(
             if e.use_stderr() {
                 "standard error"
