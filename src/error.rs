@@ -21,6 +21,14 @@ pub enum Error {
     OutputExists { path: PathBuf },
     #[error("{} is a directory, not a file", path.display())]
     NotAFile { path: PathBuf },
+    #[error("{} is a symbolic link; a ceremony log, its .head and every output must be a real file", path.display())]
+    SymlinkRefused { path: PathBuf },
+    #[error("the output folder {} cannot be used for {}: {reason}", folder.display(), output.display())]
+    OutputFolder {
+        folder: PathBuf,
+        output: PathBuf,
+        reason: String,
+    },
     #[error(
         "{} is left from a rotation that stopped before its record {} was written; nothing took effect",
         pending.display(), record.display()
@@ -55,6 +63,8 @@ pub enum Error {
     KeyOpensNoShare { key: String, shares: usize },
     #[error("the share of {who} failed its integrity check: {source}")]
     ShareIntegrity { who: String, source: CryptoError },
+    #[error("{second} is the same key as {first} ({why}); each custodian's key is given once")]
+    DuplicateKey { first: String, second: String, why: &'static str },
     #[error("the share of {who} was already opened; each custodian counts once")]
     DuplicateCustodian { who: String },
     #[error("{}", not_enough(.opened, .needed, .failures))]
@@ -197,7 +207,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use CustodianError as C;
         match self {
-            Error::Read { .. } | Error::Write { .. } => ErrorKind::Io,
+            Error::Read { .. } | Error::Write { .. } | Error::OutputFolder { .. } => ErrorKind::Io,
             Error::Key {
                 source: C::WrongPassphrase,
                 ..

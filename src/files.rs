@@ -60,6 +60,64 @@ pub fn ensure_absent(path: &Path) -> Result<()> {
     }
 }
 
+/// Fails early, before any secret is asked, unless `folder` (where `output`
+/// goes) exists and takes new files: an anonymous temporary is created there
+/// and vanishes at once, so nothing is left behind.
+pub fn ensure_writable_folder(folder: &Path, output: &Path) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::OutputFolder {
+            folder: folder.to_path_buf(),
+            output: output.to_path_buf(),
+            reason,
+        })
+    };
+    match fs::metadata(folder) {
+        Err(e) => return refuse(format!("it does not exist ({e})")),
+        Ok(m) if !m.is_dir() => return refuse("it is not a folder".into()),
+        Ok(_) => {}
+    }
+    match tempfile::tempfile_in(folder) {
+        Ok(_) => Ok(()),
+        Err(e) => refuse(format!("no file can be created in it ({e})")),
+    }
+}
+
+/// The folder where `path` goes (`.` for a bare name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    parent_dir(path)
+}
+
+/// Fails unless the file system holding `folder` has `need` bytes free for
+/// `output` (checked first so a full disk stops a step before it starts).
+#[cfg(unix)]
+pub fn ensure_free_space(folder: &Path, need: u64, output: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+        return Ok(());
+    };
+    // SAFETY: statvfs fills the struct we own from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(()); // the write itself will say what is wrong
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < need {
+        return Err(Error::Write {
+            path: output.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("only {free} bytes are free on its disk, {need} are needed; nothing was done"),
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn ensure_free_space(_folder: &Path, _need: u64, _output: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// How a new file is to be readable.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -48,9 +48,9 @@ fn keygen_refuses_a_weak_passphrase_at_the_prompt_and_gives_up_after_three() {
     for _ in 0..3 {
         s.exp_string("New passphrase for custodian bob").unwrap();
         s.send_line("short").unwrap();
-        s.exp_string("Repeat it").unwrap();
-        s.send_line("short").unwrap();
-        s.exp_string("please choose another.").unwrap();
+        // Judged on the first entry: no confirmation is asked for a weak one.
+        let seen = s.exp_string("please choose another.").unwrap();
+        assert!(!seen.contains("Repeat it"), "a weak passphrase was asked again:\n{seen}");
     }
     let (rest, code) = finish(s);
     assert_ne!(code, 0, "{rest}");

@@ -4,7 +4,15 @@
 //! hash, so truncation is detected too. Never holds a secret.
 //!
 //! Appends take an exclusive `flock` on the log, so two processes appending
-//! at once still leave one valid chain.
+//! at once still leave one valid chain. A write that fails part-way (a full
+//! disk) is cut back under the lock, so the log never ends in a partial
+//! line; the head may lag by one append (a kill between the two writes),
+//! never more.
+//!
+//! What the chain proves: no line was removed, moved or edited *unless the
+//! whole chain after it was rewritten consistently*. Anyone who can write
+//! the file can compute a new chain and head, and it verifies; only the last
+//! line's hash, written on paper (or countersigned), catches that.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -23,6 +31,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The log's default file name, beside the security domain.
 pub const DEFAULT_NAME: &str = "ceremony-log.jsonl";
 const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Free space a step needs on the log's file system before it starts: a line
+/// and the head's temporary, with a wide margin.
+pub const MIN_FREE_BYTES: u64 = 64 * 1024;
 
 /// A file the step read or wrote, by fingerprint.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -96,17 +107,32 @@ pub fn default_beside(anchor: &Path) -> PathBuf {
 
 struct Locked(File);
 
+/// A log or its head that is a symbolic link is refused, as outputs are: the
+/// link could send the record anywhere.
+fn refuse_symlinks(log: &Path) -> Result<()> {
+    for p in [log.to_path_buf(), head_path(log)] {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::SymlinkRefused { path: p });
+        }
+    }
+    Ok(())
+}
+
 impl Locked {
-    fn open(path: &Path) -> Result<Locked> {
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|source| Error::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    fn open(path: &Path, create: bool) -> Result<Locked> {
+        refuse_symlinks(path)?;
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(create);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A link made after the check above is not followed either.
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options.open(path).map_err(|source| Error::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
@@ -129,9 +155,8 @@ impl Locked {
     }
 }
 
-/// The last complete line of the log (without its newline), and how many
-/// lines there are.
-fn last_line(file: &mut File, path: &Path) -> Result<(u64, Option<Vec<u8>>)> {
+/// The whole log, refused when too large or ending in a partial line.
+fn read_all(file: &mut File, path: &Path) -> Result<Vec<u8>> {
     let read_err = |source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -164,8 +189,42 @@ fn last_line(file: &mut File, path: &Path) -> Result<(u64, Option<Vec<u8>>)> {
             path.display()
         )));
     }
-    let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-    Ok((lines.len() as u64, lines.last().map(|l| l.to_vec())))
+    Ok(all)
+}
+
+fn read_head(log: &Path) -> Option<Head> {
+    files::read_limited(&head_path(log), 4096, "log head")
+        .ok()
+        .and_then(|b| crate::format::json::from_slice(&b).ok())
+}
+
+/// The log's lines, checked as `log verify` checks them: a line is only
+/// appended to an intact chain, else the new head would hide the break.
+fn checked_lines(file: &mut File, path: &Path) -> Result<Vec<Line>> {
+    let all = read_all(file, path)?;
+    check_chain(&all, read_head(path).as_ref()).map_err(|b| Error::LogBroken {
+        path: path.to_path_buf(),
+        line: b.line,
+        reason: b.reason,
+    })
+}
+
+/// Fails, without writing anything, unless a line could be appended to the
+/// log at `path` now: called before a step does its work, so a step whose
+/// record would fail leaves no output behind.
+pub fn check_appendable(path: &Path) -> Result<()> {
+    refuse_symlinks(path)?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        let mut locked = Locked::open(path, false)?;
+        checked_lines(&mut locked.0, path)?;
+    }
+    // The head is replaced through a temporary beside it: the folder must take new files.
+    files::ensure_writable_folder(&folder, path)?;
+    files::ensure_free_space(&folder, MIN_FREE_BYTES, path)
 }
 
 /// Appends `entry` to the log at `path` (created if absent); returns the line.
@@ -174,11 +233,11 @@ pub fn append(path: &Path, entry: Entry) -> Result<Line> {
 }
 
 pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line> {
-    let mut locked = Locked::open(path)?;
-    let (count, last) = last_line(&mut locked.0, path)?;
-    let prev = last.as_deref().map(sha256_hex).unwrap_or_else(|| GENESIS.to_string());
+    let mut locked = Locked::open(path, true)?;
+    let lines = checked_lines(&mut locked.0, path)?;
+    let prev = lines.last().map(line_hash).unwrap_or_else(|| GENESIS.to_string());
     let line = Line {
-        seq: count + 1,
+        seq: lines.len() as u64 + 1,
         time: now
             .format(&time::format_description::well_known::Rfc3339)
             .expect("UTC times format"),
@@ -192,9 +251,15 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
         path: path.to_path_buf(),
         source,
     };
-    // One write of the whole line: O_APPEND keeps it in one piece.
-    locked.0.write_all(text.as_bytes()).map_err(write_err)?;
-    locked.0.sync_all().map_err(write_err)?;
+    let before = locked.0.metadata().map_err(write_err)?.len();
+    // One write of the whole line: O_APPEND keeps it in one piece. A short
+    // write (full disk, file-size limit) is cut back while the lock is held,
+    // so no partial line is ever left for the next append to trip on.
+    if let Err(e) = locked.0.write_all(text.as_bytes()).and_then(|_| locked.0.sync_all()) {
+        let _ = locked.0.set_len(before);
+        let _ = locked.0.sync_all();
+        return Err(write_err(e));
+    }
     super::rotation::kill_point("log:line-written");
     let head = serde_json::to_vec(&Head {
         lines: line.seq,
@@ -214,11 +279,9 @@ pub struct Broken {
 
 /// Reads and checks the whole chain; returns its lines or the first break.
 pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
+    refuse_symlinks(path)?;
     let bytes = files::read_limited(path, MAX_LOG_BYTES, "ceremony log")?;
-    let head: Option<Head> = files::read_limited(&head_path(path), 4096, "log head")
-        .ok()
-        .and_then(|b| crate::format::json::from_slice(&b).ok());
-    Ok(check_chain(&bytes, head.as_ref()))
+    Ok(check_chain(&bytes, read_head(path).as_ref()))
 }
 
 fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Line>, Broken> {
@@ -274,8 +337,17 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
                 h.lines
             ),
         }),
-        // The head may lag behind when an append was killed between writing
-        // its line and the head; the line it names must still be the same.
+        // The head lags by one when an append was killed between writing its
+        // line and the head; more than one is lines added by other means.
+        Some(h) if count > h.lines + 1 => Err(Broken {
+            line: h.lines + 2,
+            reason: format!(
+                "the log has {count} lines but its .head file records {}: a head lags by one append at most, \
+                 so lines {} to {count} were not appended by this tool",
+                h.lines,
+                h.lines + 2
+            ),
+        }),
         Some(h) if h.lines > 0 && hashes[h.lines as usize - 1] != h.last => Err(Broken {
             line: h.lines,
             reason: if h.lines == count {
@@ -284,11 +356,8 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
                 format!("line {} is not the one the .head file records: it was edited", h.lines)
             },
         }),
-        Some(h) if h.lines == 0 && !lines.is_empty() => Err(Broken {
-            line: 1,
-            reason: "the .head file records an empty log".into(),
-        }),
-        None if !lines.is_empty() => Err(Broken {
+        // A missing head is an empty log's: only the first append may have been cut short.
+        None if count > 1 => Err(Broken {
             line: count + 1,
             reason: "the .head file beside the log is missing".into(),
         }),

@@ -35,7 +35,12 @@ pub enum CustodianCommand {
     /// Show certificates: subject, validity, key size, thumbprints, warnings.
     #[command(after_help = "Example:\n  hsm-ceremony custodian show cert_0.cer cert_1.cer cert_2.cer")]
     Show(ShowArgs),
-    /// Prove one custodian can open their own share, without any quorum.
+    /// Prove one custodian's key opens a well-formed share of theirs, without any quorum.
+    ///
+    /// This proves that this key opens a well-formed share addressed to its
+    /// certificate. It cannot prove the share is genuine: anyone with the
+    /// certificate can encrypt a share to it. Only a drill (`hsm-ceremony
+    /// drill`) proves that the shares combine into the master key.
     #[command(
         after_help = "Example:\n  hsm-ceremony custodian verify --sd-file sd.json --key alice.key --cert alice.cer"
     )]
@@ -214,7 +219,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
         made_files.push(&m.cert_path);
     }
     record::step(
-        &args.out_dir.join(crate::ceremony::log::DEFAULT_NAME),
+        &keygen_log_anchor(args),
         Entry {
             command: "custodian keygen".into(),
             outputs: record::refs(&made_files),
@@ -248,7 +253,14 @@ fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
             args.out_dir.display()
         )));
     }
-    Ok(())
+    // A folder that takes no files, or a log that takes no line, is found before anyone types a passphrase.
+    files::ensure_writable_folder(&args.out_dir, &args.out_dir)?;
+    record::preflight(&keygen_log_anchor(args))
+}
+
+/// Keygen's log goes beside the new files (or to --log).
+fn keygen_log_anchor(args: &KeygenArgs) -> PathBuf {
+    args.out_dir.join(crate::ceremony::log::DEFAULT_NAME)
 }
 
 fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
@@ -274,6 +286,20 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
     let made = token::generate_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc())?;
     files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)?;
     let uri = made.key.uri().to_string();
+    // Logged like a key file's keygen (the README says every keygen is): the URI and certificate, never the PIN.
+    record::step(
+        &keygen_log_anchor(args),
+        Entry {
+            command: "custodian keygen".into(),
+            outputs: record::refs(&[&cert_path]),
+            thumbprints: vec![made.cert.x5t_256()],
+            outcome: "ok".into(),
+            details: json!({
+                "names": [name], "bits": args.bits, "days": args.days, "token": token, "key": uri,
+            }),
+            ..Default::default()
+        },
+    )?;
     if args.json {
         print_json(&json!([{
             "name": name, "key": uri, "certificate": cert_path, "token": token, "bits": made.cert.bits,
@@ -498,8 +524,15 @@ pub struct Verified {
     pub x5t_256: String,
 }
 
+/// What verify proves, and what it cannot (said in its output, help and README).
+pub const VERIFY_PROVES: &str = "This proves that this key opens a well-formed share addressed to it \
+    (64 bytes, one x throughout, every value in the field). It cannot prove the share is genuine: \
+    anyone with the certificate can encrypt a share to it. Only a drill (`hsm-ceremony drill`) \
+    proves that the shares combine into the master key. Nothing was reconstructed.";
+
 /// Proves possession and records the attempt, failures included: rotation
-/// finalize and `sd health` count the successful ones.
+/// finalize and `sd health` count the successful ones. The proof is
+/// recorded before anything is printed, so a closed stdout cannot lose it.
 pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     let mut input_files: Vec<&Path> = vec![&args.sd_file];
     input_files.extend(args.custodian.cert.as_deref());
@@ -509,15 +542,28 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
         details: json!({"key": inputs::label(&args.custodian.key)}),
         ..Default::default()
     };
-    record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))
+    let (v, who, required) = record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))?;
+    if args.json {
+        print_json(&json!({
+            "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": required,
+            "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
+            "share_genuine": "not proven: run a drill", "proves": VERIFY_PROVES,
+        }));
+    } else {
+        crate::out!("share x={} of {} opens for {who} (x5t_256 {})", v.x, v.of, v.x5t_256);
+        say!("{VERIFY_PROVES}");
+    }
+    Ok(v)
 }
 
-fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
+fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, String, usize)> {
     let sd = inputs::security_domain(&args.sd_file)?;
     let pool = match &args.custodian.cert {
         Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
         None => Vec::new(),
     };
+    // A certificate with no share here is refused before the passphrase is asked.
+    keys::check_certs_have_shares(&sd, std::slice::from_ref(&args.custodian.key), &pool)?;
     let mut pass = Passphrases::new(&args.custodian.passphrases, None, 1)?;
     let ck = keys::open(&args.custodian.key, 0, &pool, &mut pass)?;
     if let Some((_, c)) = &ck.cert {
@@ -541,22 +587,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Verified> {
         of: sd.share_count(),
         x5t_256: opened.x5t_256.clone(),
     };
-    if args.json {
-        print_json(&json!({
-            "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": sd.required(),
-            "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
-        }));
-    } else {
-        crate::out!(
-            "share x={} of {} opens for {} (x5t_256 {})",
-            v.x,
-            v.of,
-            ck.who(),
-            v.x5t_256
-        );
-        say!("Integrity and form checked: 64 bytes, one x throughout, every value in the field. Nothing was reconstructed.");
-    }
-    Ok(v)
+    Ok((v, ck.who(), sd.required()))
 }
 
 /// Paths of files a command is about to create, for early refusal.

@@ -189,6 +189,18 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     let sd_bytes = read_limited(sd_path, MAX_SD_FILE_BYTES, "security-domain file")?;
     let sd = inputs::security_domain(sd_path)?;
     let canary = args.canary.as_deref().map(load_canary).transpose()?;
+    // Everything checkable without a secret is checked before anyone is asked:
+    // the keys, where the report goes, and that the log takes a line.
+    super::keys::check_quorum_keys(&sd, &args.keys)?;
+    // The report folder is created if missing: its nearest existing ancestor must take it.
+    let report_folder = report_dir
+        .ancestors()
+        .map(|a| if a.as_os_str().is_empty() { Path::new(".") } else { a })
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    files::ensure_writable_folder(&report_folder, &json_path)?;
+    record::preflight(sd_path)?;
     std::fs::create_dir_all(report_dir).map_err(|source| Error::Write {
         path: report_dir.clone(),
         source,

@@ -58,6 +58,14 @@ pub fn advice(err: &Error) -> Option<String> {
     let text = match err {
         Error::OutputExists { .. } => "Choose another output path, or move the existing file away after checking what it is.".into(),
         Error::NotAFile { .. } => "Give the path of a file, not of a folder.".into(),
+        Error::SymlinkRefused { .. } => {
+            "Give the real file's path (or --log with it); a link could send the record or the output anywhere."
+                .into()
+        }
+        Error::OutputFolder { .. } => {
+            "Create the folder, make it writable, or free space on its disk, then run again; nothing was asked or written."
+                .into()
+        }
         Error::InterruptedRotation { pending, .. } => format!(
             "The current security domain is unchanged and no custodian has used the new one. \
              Delete {} and run rotate again.",
@@ -103,6 +111,7 @@ pub fn advice(err: &Error) -> Option<String> {
             "The share was altered or belongs to another key. Keep this file as evidence and try the next custodian."
                 .into()
         }
+        Error::DuplicateKey { .. } => "Give each custodian's key once, and bring another custodian for the quorum; nothing was asked.".into(),
         Error::DuplicateCustodian { .. } => "Each custodian's key may be given once; bring another custodian.".into(),
         Error::NotEnoughShares { .. } => "Bring more custodians with their keys and passphrases, then run again.".into(),
         Error::NotEnoughProofs { pending, log, .. } => format!(

@@ -10,7 +10,9 @@ use crate::custodian::signer::Signer;
 use crate::custodian::token::{TokenKey, TokenUri};
 use crate::custodian::CustodianError;
 use crate::error::{Error, Result};
+use crate::format::sdfile::SecurityDomain;
 use crate::inputs;
+use sha2::{Digest, Sha256};
 use crate::recovery::CustodianKey;
 
 use super::passphrase::{PassphraseArgs, Passphrases};
@@ -214,6 +216,79 @@ pub fn open_rsa(
         },
     };
     Ok(OpenedKey { label, key, cert })
+}
+
+/// The checks a quorum's keys pass before anyone is asked a passphrase or
+/// PIN: no key given twice (same path, same file content, same token key, or
+/// the same certificate beside two files), at least M keys, and every
+/// certificate known now (a --cert, or the .cer beside a key) has a share.
+pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
+    let paths = &keys.sd_wrapping_keys;
+    let mut seen: Vec<(String, String, &'static str)> = Vec::new();
+    for p in paths {
+        let label = inputs::label(p);
+        let mut ids: Vec<(String, &'static str)> = Vec::new();
+        match token_uri(p) {
+            Some(uri) => ids.push((format!("uri:{}", TokenUri::parse(uri)?), "the same token key")),
+            None => {
+                if let Ok(real) = std::fs::canonicalize(p) {
+                    ids.push((format!("path:{}", real.display()), "the same file"));
+                }
+                if let Ok(bytes) = crate::files::read_limited(p, 1024 * 1024, "key file") {
+                    ids.push((format!("sha256:{}", hex::encode(Sha256::digest(&bytes))), "a copy of the same file"));
+                }
+                if keys.certs.is_empty() {
+                    if let Some(cer) = inputs::sibling_certificate(p) {
+                        let c = inputs::certificate(&cer)?;
+                        ids.push((format!("x5t:{}", c.x5t_256()), "the same certificate beside it"));
+                    }
+                }
+            }
+        }
+        for (id, why) in ids {
+            if let Some((first, _, _)) = seen.iter().find(|(_, i, _)| *i == id) {
+                return Err(Error::DuplicateKey {
+                    first: first.clone(),
+                    second: label,
+                    why,
+                });
+            }
+            seen.push((label.clone(), id, why));
+        }
+    }
+    if paths.len() < sd.required() {
+        return Err(Error::NotEnoughShares {
+            opened: Vec::new(),
+            needed: sd.required(),
+            failures: vec![format!(
+                "only {} key(s) were given with --sd-wrapping-keys; nothing was asked",
+                paths.len()
+            )],
+        });
+    }
+    check_certs_have_shares(sd, paths, &cert_pool(&keys.certs)?)
+}
+
+/// Refuses, before any secret is asked, a certificate that has no share in
+/// `sd`: each --cert, and (with none) the .cer beside each key file.
+pub fn check_certs_have_shares(sd: &SecurityDomain, key_paths: &[PathBuf], pool: &[(PathBuf, Certificate)]) -> Result<()> {
+    let mut known: Vec<(String, Certificate)> = pool.iter().map(|(p, c)| (inputs::label(p), c.clone())).collect();
+    if pool.is_empty() {
+        for p in key_paths.iter().filter(|p| token_uri(p).is_none()) {
+            if let Some(cer) = inputs::sibling_certificate(p) {
+                known.push((inputs::label(&cer), inputs::certificate(&cer)?));
+            }
+        }
+    }
+    for (label, c) in known {
+        if sd.share_index(&c.x5t_256()).is_none() {
+            return Err(Error::CertNotInSd {
+                cert: label,
+                x5t_256: c.x5t_256(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Loads `--cert` files for pairing.

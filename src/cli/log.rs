@@ -159,6 +159,8 @@ fn sign(args: &SignArgs) -> Result<()> {
         .iter()
         .find(|l| l.seq == args.line)
         .ok_or_else(|| Error::Usage(format!("{} has no line {}", args.log_file.display(), args.line)))?;
+    // The log must take the countersignature before the custodian is asked for anything.
+    log::check_appendable(&args.log_file)?;
     let (ck, cert) = args.custodian.signer()?;
     let signature = signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
     log::append(

@@ -153,7 +153,7 @@ impl Passphrases {
             format!("Passphrase for {label} (try {} of 3)", attempt + 1)
         };
         Ok(Some(Given {
-            passphrase: prompt_hidden(&prompt, None)?,
+            passphrase: prompt_hidden(&prompt)?,
             typed: true,
         }))
     }
@@ -163,11 +163,18 @@ impl Passphrases {
     pub fn new_for(&mut self, index: usize, name: &str) -> Result<Passphrase> {
         if self.interactive_only() {
             for _ in 0..3 {
-                let pass = prompt_hidden(&format!("New passphrase for custodian {name}"), Some(name))?;
-                match check_passphrase_strength(&pass) {
-                    Ok(()) => return Ok(pass),
-                    Err(why) => crate::note!("{why}; please choose another."),
+                // Judged on the first entry: a weak one is refused before the custodian retypes it.
+                let pass = prompt_hidden(&format!("New passphrase for custodian {name}"))?;
+                if let Err(why) = check_passphrase_strength(&pass) {
+                    crate::note!("{why}; please choose another.");
+                    continue;
                 }
+                let again = prompt_hidden("Repeat it")?;
+                if again.expose() != pass.expose() {
+                    crate::note!("The two entries differ; try again.");
+                    continue;
+                }
+                return Ok(pass);
             }
             return Err(Error::WeakParameters(format!(
                 "no acceptable passphrase was chosen for {name}"
@@ -249,17 +256,14 @@ fn read_passphrase_file(path: &Path, what: &'static str) -> Result<Passphrase> {
     Ok(Passphrase::new(first.strip_suffix('\r').unwrap_or(first).to_string()))
 }
 
-fn prompt_hidden(prompt: &str, confirm_for: Option<&str>) -> Result<Passphrase> {
+fn prompt_hidden(prompt: &str) -> Result<Passphrase> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::Usage(format!(
             "{prompt}: no terminal to ask on; give --passphrase-file, --passphrase-fd or {ENV_VAR}"
         )));
     }
-    let mut input = dialoguer::Password::new().with_prompt(super::output::printable(prompt));
-    if confirm_for.is_some() {
-        input = input.with_confirmation("Repeat it", "The two entries differ; try again.");
-    }
-    input
+    dialoguer::Password::new()
+        .with_prompt(super::output::printable(prompt))
         .interact()
         .map(Passphrase::new)
         .map_err(|e| Error::Usage(format!("could not read the passphrase: {e}")))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::ceremony::log::{self, Entry, FileRef};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Clone, Debug, Default)]
 pub struct LogChoice {
@@ -47,16 +47,22 @@ pub fn refs(paths: &[&Path]) -> Vec<FileRef> {
     paths.iter().filter_map(|p| FileRef::of(p)).collect()
 }
 
+/// Fails unless the step's log can take a line now (not a link, not a
+/// device, an intact chain, a writable folder with room): checked before the
+/// step does any work or asks any passphrase, so a step that could not be
+/// recorded leaves nothing behind.
+pub fn preflight(anchor: &Path) -> Result<()> {
+    match log_path(anchor) {
+        Some(path) => log::check_appendable(&path),
+        None => Ok(()),
+    }
+}
+
 /// Appends `entry` to the step's log. A step that cannot be recorded fails:
 /// the record is part of the ceremony.
 pub fn step(anchor: &Path, entry: Entry) -> Result<()> {
     if let Some(path) = log_path(anchor) {
-        log::append(&path, entry).map_err(|e| match e {
-            Error::Write { path, source } => Error::Write { path, source },
-            other => Error::Usage(format!(
-                "the step succeeded but could not be recorded in the ceremony log: {other}"
-            )),
-        })?;
+        log::append(&path, entry)?;
     }
     Ok(())
 }
@@ -64,15 +70,7 @@ pub fn step(anchor: &Path, entry: Entry) -> Result<()> {
 /// Runs a step and records its outcome, success or failure. The error
 /// message is recorded; it never carries secret material.
 pub fn logged<T>(anchor: &Path, mut entry: Entry, body: impl FnOnce(&mut Entry) -> Result<T>) -> Result<T> {
-    // A log that cannot be one (a folder, a device) is refused before the step runs.
-    if let Some(path) = log_path(anchor) {
-        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
-            return Err(Error::Write {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            });
-        }
-    }
+    preflight(anchor)?;
     let result = body(&mut entry);
     entry.outcome = match &result {
         Ok(_) => "ok".into(),

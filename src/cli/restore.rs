@@ -100,6 +100,7 @@ pub fn gather_quorum(
 /// the custodians who opened shares, never their keys or passphrases.
 pub fn run(args: &RestoreBlobArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
+    files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let entry = Entry {
         command: "restore-blob".into(),
         inputs: record::refs(&[&args.sd_file, &args.sd_exchange_key]),
@@ -115,6 +116,7 @@ fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
         label: inputs::label(&args.sd_exchange_key),
         source,
     })?;
+    keys::check_quorum_keys(&sd, &args.keys)?;
     let mut pass = Passphrases::new(
         &args.passphrases,
         args.passwords.clone(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::keys::QuorumKeys;
+use super::keys::{self, QuorumKeys};
 use super::manifest::ManifestCheck;
 use super::output::print_json;
 use super::passphrase::{PassphraseArgs, Passphrases};
@@ -139,6 +139,7 @@ fn start(args: &StartArgs) -> Result<()> {
     for p in [out, &pending, &record_path] {
         files::ensure_absent(p)?;
     }
+    files::ensure_writable_folder(&files::folder_of(out), out)?;
     let old = inputs::security_domain(sd_path)?;
     let new_certs: Vec<(String, Certificate)> = args
         .new_certs
@@ -176,6 +177,7 @@ fn start(args: &StartArgs) -> Result<()> {
         entry.details["epoch"] = json!(epoch);
         // Refuse a new set that cannot be split before any custodian types a passphrase.
         recovery::check_custodian_set(&new_certs, quorum, profile)?;
+        keys::check_quorum_keys(&old, &args.keys)?;
         let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
         let recovered = gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
         let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
