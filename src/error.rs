@@ -64,7 +64,11 @@ pub enum Error {
     #[error("the share of {who} failed its integrity check: {source}")]
     ShareIntegrity { who: String, source: CryptoError },
     #[error("{second} is the same key as {first} ({why}); each custodian's key is given once")]
-    DuplicateKey { first: String, second: String, why: &'static str },
+    DuplicateKey {
+        first: String,
+        second: String,
+        why: &'static str,
+    },
     #[error("the share of {who} was already opened; each custodian counts once")]
     DuplicateCustodian { who: String },
     #[error("{}", not_enough(.opened, .needed, .failures))]
@@ -90,6 +94,8 @@ pub enum Error {
     ItemIntegrity { tag: String, source: CryptoError },
     #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
     WrongExchangeKey { blob: String, ours: String },
+    #[error("the rotation record {} is refused: {reason}", path.display())]
+    RecordRefused { path: PathBuf, reason: String },
     #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
     LogBroken { path: PathBuf, line: u64, reason: String },
     #[error("the manifest is refused: {0}")]
@@ -223,6 +229,7 @@ impl Error {
             | Error::ItemIntegrity { .. }
             | Error::WrongExchangeKey { .. }
             | Error::ManifestRefused(_)
+            | Error::RecordRefused { .. }
             | Error::LogBroken { .. } => ErrorKind::Integrity,
             Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
             Error::QuorumAtRisk(_) => ErrorKind::AtRisk,

@@ -120,8 +120,11 @@ fn a_certificate_expiring_in_ten_days_is_at_risk_and_exits_8() {
     );
 }
 
+/// Azure's restore does not check certificate dates, so expired
+/// certificates are a hygiene problem (exit 8, "rotate"), never "cannot
+/// recover" (exit 9): regression for health counting them as lost.
 #[test]
-fn n_minus_m_plus_one_expired_certificates_cannot_recover_and_exit_9() {
+fn expired_certificates_are_at_risk_and_exit_8_not_9() {
     let dir = Dir::new("health-expired");
     dir.ceremony();
     dir.run(&[
@@ -152,28 +155,36 @@ fn n_minus_m_plus_one_expired_certificates_cannot_recover_and_exit_9() {
     .ok();
     let certs = ["c0.cer", "c1.cer", "long.cer"];
     health(&dir, "sd3.json", &certs, &["--no-log"]).ok();
-    // 400 days on, the two 365-day certificates (N - M + 1 = 2) have expired; one usable, two needed.
+    // 400 days on, two of the three certificates have expired; their shares still open.
     let out = health(&dir, "sd3.json", &certs, &["--no-log", "--at", &day_from_now(400)]);
     out.fails(
-        EXIT_CANNOT_RECOVER,
-        &[
-            "cannot be recovered",
-            "only 1 of 3 custodians are usable and 2 are needed",
-            "rotate",
-        ],
+        EXIT_AT_RISK,
+        &["quorum is at risk", "certificate expired on ", ": rotate"],
     )
-    .stdout_has("verdict: CANNOT RECOVER")
-    .stdout_has("recovery is impossible");
+    .stderr_lacks("cannot be recovered")
+    .stdout_has("verdict: AT RISK")
+    .stdout_has("3 usable, 2 needed");
     assert_eq!(
-        out.stdout.matches("the certificate expired").count(),
+        out.stdout.matches("the certificate expired on ").count(),
         2,
         "{}",
         out.stdout
     );
+    // Expiring soon says by when to rotate.
+    let out = health(&dir, "sd3.json", &certs, &["--no-log", "--at", &day_from_now(350)]);
+    out.fails(EXIT_AT_RISK, &["at risk: rotate before "]);
     // N - M = 1 lost is still recoverable, but at risk: losing one more ends it.
     let out = health(&dir, "sd3.json", &["c0.cer", "long.cer"], &["--no-log"]);
     out.fails(EXIT_AT_RISK, &["losing one more custodian makes recovery impossible"])
         .stdout_has("no certificate was given for this share");
+    // What really prevents recovery stays exit 9: too few custodians with a usable key.
+    health(&dir, "sd3.json", &["c0.cer"], &["--no-log"]).fails(
+        EXIT_CANNOT_RECOVER,
+        &[
+            "cannot be recovered",
+            "only 1 of 3 custodians are usable and 2 are needed",
+        ],
+    );
     // A date that is not a date is a usage error.
     health(&dir, "sd3.json", &certs, &["--at", "next tuesday"]).fails(util::EXIT_USAGE, &["YYYY-MM-DD"]);
 }

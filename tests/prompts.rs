@@ -50,7 +50,10 @@ fn keygen_refuses_a_weak_passphrase_at_the_prompt_and_gives_up_after_three() {
         s.send_line("short").unwrap();
         // Judged on the first entry: no confirmation is asked for a weak one.
         let seen = s.exp_string("please choose another.").unwrap();
-        assert!(!seen.contains("Repeat it"), "a weak passphrase was asked again:\n{seen}");
+        assert!(
+            !seen.contains("Repeat it"),
+            "a weak passphrase was asked again:\n{seen}"
+        );
     }
     let (rest, code) = finish(s);
     assert_ne!(code, 0, "{rest}");

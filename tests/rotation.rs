@@ -258,7 +258,11 @@ fn two_of_three_to_three_of_five_restores_the_same_contents() {
         "--passphrase-file",
         "c2.pass",
     ]);
-    dir.run(&args).fails(EXIT_QUORUM, &["not enough custodians"]);
+    // Refused before any passphrase is read: none of these certificates has a share there.
+    dir.run(&args).fails(
+        util::EXIT_INTEGRITY,
+        &["c0.cer", "has no share in this security domain"],
+    );
     assert!(!dir.exists("blob-bad.json"));
     for k in ["c0", "c1", "c2"] {
         assert!(
@@ -840,4 +844,126 @@ fn a_weak_new_set_is_refused_before_anyone_types_a_passphrase() {
     for out in ["sd2.json", "sd2.json.pending", "sd2.json.rotation.json"] {
         assert!(!dir.exists(out), "{out}");
     }
+}
+
+/// A started rotation (2 of n0..n2, from sd.json to sd2.json) with one proof (n0): one short of finalize.
+fn started_with_one_proof(name: &str) -> Dir {
+    let dir = Dir::new(name);
+    dir.ceremony();
+    copy_new(&dir);
+    dir.run(&rotate_args(
+        "sd.json",
+        &[0, 1],
+        &["n0.cer", "n1.cer", "n2.cer"],
+        2,
+        "sd2.json",
+    ))
+    .ok();
+    verify(&dir, "sd2.json.pending", "n0.key").ok();
+    dir
+}
+
+fn edit_record(dir: &Dir, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v = util::read_json(&dir.join("sd2.json.rotation.json"));
+    edit(&mut v);
+    dir.remove("sd2.json.rotation.json");
+    dir.write("sd2.json.rotation.json", serde_json::to_vec_pretty(&v).unwrap());
+}
+
+/// Regression: finalize trusted the numbers in `.rotation.json`, so editing
+/// `required_proofs` (or the quorum, or the custodians) to what one person
+/// could meet finalized without the proofs. They are recomputed from the
+/// pending file and the log, and an edited record is refused.
+#[test]
+fn an_edited_record_cannot_consent_to_finalize() {
+    let finalize = ["rotate", "finalize", "--record", "sd2.json.rotation.json"];
+    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("required_proofs 1", Box::new(|v| v["required_proofs"] = 1.into())),
+        ("required_proofs 0", Box::new(|v| v["required_proofs"] = 0.into())),
+        (
+            "quorum 1",
+            Box::new(|v| {
+                v["quorum"] = 1.into();
+                v["required_proofs"] = 1.into();
+            }),
+        ),
+        (
+            "one custodian",
+            Box::new(|v| {
+                let first = v["custodians"][0].clone();
+                v["custodians"] = serde_json::json!([first]);
+                v["required_proofs"] = 1.into();
+            }),
+        ),
+        ("another log", Box::new(|v| v["log"] = "forged-log.jsonl".into())),
+        ("another target", Box::new(|v| v["target"] = "elsewhere.json".into())),
+    ];
+    for (what, edit) in edits {
+        let dir = started_with_one_proof("rotate-edited");
+        let old = dir.read("sd.json");
+        edit_record(&dir, edit);
+        let out = dir.run(&finalize);
+        assert_eq!(out.code, EXIT_INTEGRITY, "{what}: {out:?}");
+        out.stderr_has("the rotation record sd2.json.rotation.json is refused");
+        assert_eq!(dir.read("sd.json"), old, "{what}: the current file was touched");
+        assert!(!dir.exists("sd2.json") && !dir.exists("sd.json.retired"), "{what}");
+    }
+    // Untouched, the record is one proof short (exit 5), as it should be.
+    let dir = started_with_one_proof("rotate-unedited");
+    dir.run(&finalize).fails(EXIT_QUORUM, &["only 1 of the 2"]);
+}
+
+/// Regression: `rotate cancel` deleted whatever file the record named as
+/// pending, so an edited record could make it delete the current file.
+#[test]
+fn cancel_deletes_only_the_pending_file_it_wrote() {
+    let dir = started_with_one_proof("rotate-cancel-edited");
+    let old = dir.read("sd.json");
+    let sha = hex(&util::sha256(&old));
+    edit_record(&dir, |v| {
+        v["pending"] = serde_json::json!({"path": "sd.json", "sha256": sha})
+    });
+    dir.run(&["rotate", "cancel", "--record", "sd2.json.rotation.json"])
+        .fails(EXIT_INTEGRITY, &["is refused", "as the pending file"]);
+    assert_eq!(dir.read("sd.json"), old);
+    assert!(dir.exists("sd2.json.pending"));
+}
+
+/// Finalize retires only the file the rotation started from, and never
+/// removes a current file it has not kept: a changed current file, or a
+/// `.retired` that is another file, stops it before anything moves.
+#[test]
+fn finalize_retires_only_the_file_it_started_from() {
+    let finalize = ["rotate", "finalize", "--record", "sd2.json.rotation.json"];
+    // The current file changed since the rotation started.
+    let dir = started_with_one_proof("rotate-old-changed");
+    verify(&dir, "sd2.json.pending", "n1.key").ok();
+    let other = fixtures().dir().join("sd.json");
+    let mut changed = fs::read(other).unwrap();
+    changed.push(b'\n');
+    dir.remove("sd.json");
+    dir.write("sd.json", &changed);
+    dir.run(&finalize)
+        .fails(EXIT_INTEGRITY, &["sd.json is not the file the rotation started from"]);
+    assert_eq!(dir.read("sd.json"), changed);
+    assert!(!dir.exists("sd2.json") && !dir.exists("sd.json.retired"));
+    // A .retired from an earlier rotation is another file: it is not taken for this one.
+    let dir = started_with_one_proof("rotate-retired-taken");
+    verify(&dir, "sd2.json.pending", "n1.key").ok();
+    let old = dir.read("sd.json");
+    dir.write("sd.json.retired", b"an earlier security domain");
+    dir.run(&finalize).fails(
+        EXIT_INTEGRITY,
+        &["sd.json.retired is not the file the rotation started from"],
+    );
+    assert_eq!(
+        dir.read("sd.json"),
+        old,
+        "the current file was removed without being kept"
+    );
+    assert_eq!(dir.read("sd.json.retired"), b"an earlier security domain");
+    // Moved away, finalize completes.
+    dir.remove("sd.json.retired");
+    dir.run(&finalize).ok();
+    assert_eq!(dir.read("sd.json.retired"), old);
 }

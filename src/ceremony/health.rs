@@ -75,14 +75,23 @@ pub fn assess(
                         problems.push(format!("RSA-{} is below {MIN_RSA_BITS} bits", c.bits));
                         ok = false;
                     }
+                    // Dates are hygiene, not recovery: Azure's restore does not check them,
+                    // so a custodian with an expired certificate still opens their share.
                     if now < c.not_before {
-                        problems.push("the certificate is not yet valid".into());
-                        ok = false;
+                        problems.push(format!(
+                            "the certificate is not valid before {}: replace it (rotate)",
+                            day(c.not_before)
+                        ));
                     } else if days < 0 {
-                        problems.push(format!("the certificate expired {} days ago", -days));
-                        ok = false;
+                        problems.push(format!(
+                            "the certificate expired on {}: rotate (the share still opens)",
+                            day(c.not_after)
+                        ));
                     } else if days < EXPIRY_WARNING_DAYS {
-                        problems.push(format!("the certificate expires in {days} days"));
+                        problems.push(format!(
+                            "the certificate expires in {days} days: at risk: rotate before {}",
+                            day(c.not_after)
+                        ));
                     }
                     (ok, Some(c.bits), Some(days))
                 }
@@ -146,13 +155,27 @@ pub fn assess(
             ));
         }
         for c in custodians.iter().filter(|c| c.usable) {
-            if c.days_left.map(|d| d < EXPIRY_WARNING_DAYS).unwrap_or(false) {
-                reasons.push(format!(
-                    "custodian {} ({}): certificate expires in {} days",
+            let cert = certs.iter().find(|(_, x)| x.x5t_256() == c.x5t_256).map(|(_, x)| x);
+            match (c.days_left, cert) {
+                (Some(d), Some(x)) if d < 0 => reasons.push(format!(
+                    "custodian {} ({}): certificate expired on {}: rotate (the share still opens; Azure does not check dates)",
                     c.position,
                     c.x5t_256,
-                    c.days_left.unwrap_or(0)
-                ));
+                    day(x.not_after)
+                )),
+                (Some(d), Some(x)) if d < EXPIRY_WARNING_DAYS => reasons.push(format!(
+                    "custodian {} ({}): certificate expires in {d} days: at risk: rotate before {}",
+                    c.position,
+                    c.x5t_256,
+                    day(x.not_after)
+                )),
+                (_, Some(x)) if now < x.not_before => reasons.push(format!(
+                    "custodian {} ({}): certificate not valid before {}: rotate to a valid one",
+                    c.position,
+                    c.x5t_256,
+                    day(x.not_before)
+                )),
+                _ => {}
             }
             if log.is_some() && c.last_proof.is_none() {
                 reasons.push(format!(
@@ -178,6 +201,11 @@ pub fn assess(
         verdict,
         reasons,
     }
+}
+
+/// A date as the custodian reads it on paper: YYYY-MM-DD.
+fn day(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
 fn last_time(lines: &[Line], pred: impl Fn(&Line) -> bool) -> Option<String> {
@@ -294,13 +322,28 @@ mod tests {
         assert!(h.reasons.iter().any(|r| r.contains("expires in")), "{:?}", h.reasons);
     }
 
+    /// Azure's restore does not check certificate dates: every custodian with
+    /// an expired certificate still opens their share, so it is hygiene (at
+    /// risk, exit 8), never "cannot recover".
     #[test]
-    fn n_minus_m_plus_one_expired_cannot_recover() {
+    fn expired_certificates_are_at_risk_not_lost() {
         let sd = sd(3, 2);
-        // Two of three (N - M + 1) certificates given as expired: seen after expiry, only one is usable.
         let after = OffsetDateTime::now_utc() + Duration::days(400);
         let h = assess(&sd, "abc", &certs(3), None, after);
-        assert_eq!(h.verdict, Verdict::CannotRecover);
+        assert_eq!(h.verdict, Verdict::AtRisk, "{:?}", h.reasons);
+        assert_eq!(h.usable, 3);
+        assert!(
+            h.reasons
+                .iter()
+                .any(|r| r.contains("expired on ") && r.contains(": rotate")),
+            "{:?}",
+            h.reasons
+        );
+    }
+
+    #[test]
+    fn missing_certificates_cannot_recover() {
+        let sd = sd(3, 2);
         let h = assess(&sd, "abc", &certs(3)[..1], None, OffsetDateTime::now_utc());
         assert_eq!(h.verdict, Verdict::CannotRecover, "missing certificates count as lost");
     }

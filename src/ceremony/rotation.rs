@@ -47,6 +47,16 @@ pub fn record_path(out: &Path) -> PathBuf {
     suffixed(out, ".rotation.json")
 }
 
+/// The new file a record at `record_path` is for: the record's own name
+/// without `.rotation.json` (what `rotate` wrote it as).
+pub fn target_of(record_path: &Path) -> Option<PathBuf> {
+    record_path
+        .to_str()
+        .and_then(|s| s.strip_suffix(".rotation.json"))
+        .filter(|t| !t.is_empty() && !t.ends_with('/'))
+        .map(PathBuf::from)
+}
+
 pub fn retired_path(old: &Path) -> PathBuf {
     suffixed(old, ".retired")
 }
@@ -104,6 +114,25 @@ pub fn kill_point(point: &str) {
     }
 }
 
+/// Whether two paths name the same place: equal, or the same name in the same
+/// (resolved) folder, so a record written from another working folder still matches.
+fn same_place(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let folder = |p: &Path| std::fs::canonicalize(files::folder_of(p)).ok();
+    a.file_name() == b.file_name() && folder(a).is_some() && folder(a) == folder(b)
+}
+
+/// A log read for proofs or records: a broken one cannot be trusted.
+fn verified_log(path: &Path) -> Result<Vec<log::Line>> {
+    log::verify(path)?.map_err(|b| Error::LogBroken {
+        path: path.to_path_buf(),
+        line: b.line,
+        reason: b.reason,
+    })
+}
+
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
@@ -129,12 +158,7 @@ impl Record {
         if !log_path.exists() {
             return Ok(Vec::new());
         }
-        // Proofs from a broken log cannot be trusted.
-        let lines = log::verify(log_path)?.map_err(|b| Error::LogBroken {
-            path: log_path.to_path_buf(),
-            line: b.line,
-            reason: b.reason,
-        })?;
+        let lines = verified_log(log_path)?;
         let mut proved: Vec<String> = Vec::new();
         for line in lines {
             let e = &line.entry;
@@ -150,13 +174,123 @@ impl Record {
         Ok(proved)
     }
 
-    /// Completes a pending rotation (again, if a crash interrupted it).
-    pub fn finalize(&mut self, record_path: &Path) -> Result<()> {
+    /// Checks the record against the files themselves, so that an edited
+    /// record cannot consent to anything: the pending and target paths follow
+    /// from the record's own path, the quorum and custodians from the pending
+    /// file, the proofs come from the log this finalize reads (`log`), and the
+    /// `rotate` line of that log (when the start was recorded) must name the
+    /// same old file, epoch and proofs required.
+    pub fn check_against_files(&self, record_path: &Path, log: Option<&Path>) -> Result<()> {
+        let refuse = |reason: String| {
+            Err(Error::RecordRefused {
+                path: record_path.to_path_buf(),
+                reason,
+            })
+        };
+        let Some(target) = target_of(record_path) else {
+            return refuse("its name does not end in .rotation.json, so the file it finalizes is not known".into());
+        };
+        if !same_place(Path::new(&self.target), &target) {
+            return refuse(format!(
+                "it names {} as the new file, but a record at this path is for {}",
+                self.target,
+                target.display()
+            ));
+        }
+        if !same_place(Path::new(&self.pending.path), &pending_path(&target)) {
+            return refuse(format!(
+                "it names {} as the pending file, not {}",
+                self.pending.path,
+                pending_path(&target).display()
+            ));
+        }
+        let log_here = log.map(|p| p.display().to_string()).unwrap_or_default();
+        let same_log = match log {
+            Some(p) => !self.log.is_empty() && same_place(Path::new(&self.log), p),
+            None => self.log.is_empty(),
+        };
+        if !same_log {
+            return refuse(format!(
+                "it names the log '{}', but this command reads '{log_here}'; give --log with the rotation's log",
+                self.log
+            ));
+        }
+        // What the pending file itself says (or the new file, once linked).
+        let new_file = [pending_path(&target), target.clone()]
+            .into_iter()
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::RecordRefused {
+                path: record_path.to_path_buf(),
+                reason: format!("neither {} nor {} exists", self.pending.path, target.display()),
+            })?;
+        self.check_fingerprint(&new_file)?;
+        let sd = crate::inputs::security_domain(&new_file)?;
+        let custodians: Vec<String> = sd.shared_keys.enc_shares.iter().map(|s| s.x5t_256.clone()).collect();
+        if self.quorum != sd.required() || self.custodians != custodians {
+            return refuse(format!(
+                "it says {} of {} custodians, but {} is {} of {} (or names other certificates): it was edited",
+                self.quorum,
+                self.custodians.len(),
+                new_file.display(),
+                sd.required(),
+                custodians.len()
+            ));
+        }
+        if self.required_proofs != sd.required() && self.required_proofs != custodians.len() {
+            return refuse(format!(
+                "it requires {} proofs; a rotation requires {} (the quorum) or {} (all, --require-all)",
+                self.required_proofs,
+                sd.required(),
+                custodians.len()
+            ));
+        }
+        // The start's own record in the log, when it got that far, must agree.
+        if let Some(log_path) = log.filter(|p| p.exists()) {
+            let lines = verified_log(log_path)?;
+            let started = lines.iter().rev().find(|l| {
+                l.entry.command == "rotate"
+                    && l.entry.outcome == "ok"
+                    && l.entry.outputs.iter().any(|f| f.sha256 == self.pending.sha256)
+            });
+            if let Some(l) = started {
+                let d = &l.entry.details;
+                if l.entry.inputs.first() != Some(&self.old) {
+                    return refuse(format!(
+                        "it names {} as the current file, but the log's line {} says the rotation started from {}",
+                        self.old.path,
+                        l.seq,
+                        l.entry.inputs.first().map_or("nothing", |f| f.path.as_str())
+                    ));
+                }
+                if d.get("epoch").and_then(|v| v.as_u64()).is_some_and(|e| e != self.epoch) {
+                    return refuse(format!(
+                        "it says epoch {}, but the log's line {} says {}",
+                        self.epoch, l.seq, d["epoch"]
+                    ));
+                }
+                if d.get("required_proofs")
+                    .and_then(|v| v.as_u64())
+                    .is_some_and(|r| r as usize != self.required_proofs)
+                {
+                    return refuse(format!(
+                        "it requires {} proofs, but the log's line {} says {}",
+                        self.required_proofs, l.seq, d["required_proofs"]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes a pending rotation (again, if a crash interrupted it). The
+    /// record is checked against the files first ([`Record::check_against_files`]).
+    pub fn finalize(&mut self, record_path: &Path, log: Option<&Path>) -> Result<()> {
         match self.state {
             State::Finalized => return Ok(()),
             State::Cancelled => return Err(Error::Usage("this rotation was cancelled".into())),
             State::Pending => {}
         }
+        self.check_against_files(record_path, log)?;
         let proved = self.proofs()?;
         if proved.len() < self.required_proofs {
             return Err(Error::NotEnoughProofs {
@@ -169,6 +303,16 @@ impl Record {
         let pending = Path::new(&self.pending.path);
         let target = Path::new(&self.target);
         let old = Path::new(&self.old.path);
+        let retired = retired_path(old);
+        // The file to retire must be the one the rotation started from, and a
+        // .retired already there must be that same file: nothing current is
+        // removed unless it is kept.
+        if old.exists() {
+            self.check_old(old, record_path)?;
+        }
+        if retired.exists() {
+            self.check_old(&retired, record_path)?;
+        }
         // 1. The new file appears at its final path (a link, never replacing).
         if !target.exists() {
             self.check_fingerprint(pending)?;
@@ -180,7 +324,6 @@ impl Record {
         }
         self.check_fingerprint(target)?;
         // 2. The old file is retired under a new name, never lost.
-        let retired = retired_path(old);
         if old.exists() {
             if !retired.exists() {
                 std::fs::hard_link(old, &retired).map_err(|source| Error::Write {
@@ -189,6 +332,7 @@ impl Record {
                 })?;
                 kill_point("finalize:retired-linked");
             }
+            self.check_old(&retired, record_path)?;
             std::fs::remove_file(old).map_err(|source| Error::Write {
                 path: old.to_path_buf(),
                 source,
@@ -206,14 +350,17 @@ impl Record {
         self.save(record_path)
     }
 
-    pub fn cancel(&mut self, record_path: &Path) -> Result<()> {
+    pub fn cancel(&mut self, record_path: &Path, log: Option<&Path>) -> Result<()> {
         if self.state != State::Pending {
             return Err(Error::Usage(
                 format!("this rotation is {:?}, not pending", self.state).to_lowercase(),
             ));
         }
+        // Only the pending file this record wrote is ever deleted, whatever path the record names.
+        self.check_against_files(record_path, log)?;
         let pending = Path::new(&self.pending.path);
         if pending.exists() {
+            self.check_fingerprint(pending)?;
             std::fs::remove_file(pending).map_err(|source| Error::Write {
                 path: pending.to_path_buf(),
                 source,
@@ -221,6 +368,22 @@ impl Record {
         }
         self.state = State::Cancelled;
         self.save(record_path)
+    }
+
+    /// `path` must hold the file the rotation started from, measured now.
+    fn check_old(&self, path: &Path, record_path: &Path) -> Result<()> {
+        match FileRef::of(path) {
+            Some(f) if f.sha256 == self.old.sha256 => Ok(()),
+            _ => Err(Error::RecordRefused {
+                path: record_path.to_path_buf(),
+                reason: format!(
+                    "{} is not the file the rotation started from (its SHA-256 differs from {}); \
+                     nothing was moved or removed",
+                    path.display(),
+                    self.old.sha256
+                ),
+            }),
+        }
     }
 
     fn check_fingerprint(&self, path: &Path) -> Result<()> {

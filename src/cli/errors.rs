@@ -123,6 +123,11 @@ pub fn advice(err: &Error) -> Option<String> {
                 .into()
         }
         Error::WrongExchangeKey { .. } => "Fetch the exchange key of the instance you upload to, and build the blob for it.".into(),
+        Error::RecordRefused { .. } => {
+            "Do not finalize: the record does not match the files and log it names. Keep it as evidence, check \
+             which files are genuine against the paper record, and start the rotation again if in doubt."
+                .into()
+        }
         Error::LogBroken { .. } => {
             "Keep the log as evidence and compare it with the paper record and other copies; do not append to it until the break is explained."
                 .into()

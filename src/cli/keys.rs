@@ -12,8 +12,8 @@ use crate::custodian::CustodianError;
 use crate::error::{Error, Result};
 use crate::format::sdfile::SecurityDomain;
 use crate::inputs;
-use sha2::{Digest, Sha256};
 use crate::recovery::CustodianKey;
+use sha2::{Digest, Sha256};
 
 use super::passphrase::{PassphraseArgs, Passphrases};
 
@@ -235,7 +235,10 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
                     ids.push((format!("path:{}", real.display()), "the same file"));
                 }
                 if let Ok(bytes) = crate::files::read_limited(p, 1024 * 1024, "key file") {
-                    ids.push((format!("sha256:{}", hex::encode(Sha256::digest(&bytes))), "a copy of the same file"));
+                    ids.push((
+                        format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+                        "a copy of the same file",
+                    ));
                 }
                 if keys.certs.is_empty() {
                     if let Some(cer) = inputs::sibling_certificate(p) {
@@ -271,7 +274,11 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
 
 /// Refuses, before any secret is asked, a certificate that has no share in
 /// `sd`: each --cert, and (with none) the .cer beside each key file.
-pub fn check_certs_have_shares(sd: &SecurityDomain, key_paths: &[PathBuf], pool: &[(PathBuf, Certificate)]) -> Result<()> {
+pub fn check_certs_have_shares(
+    sd: &SecurityDomain,
+    key_paths: &[PathBuf],
+    pool: &[(PathBuf, Certificate)],
+) -> Result<()> {
     let mut known: Vec<(String, Certificate)> = pool.iter().map(|(p, c)| (inputs::label(p), c.clone())).collect();
     if pool.is_empty() {
         for p in key_paths.iter().filter(|p| token_uri(p).is_none()) {

@@ -16,9 +16,17 @@ use crate::say;
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
     /// Check the hash chain; print the first broken line.
+    ///
+    /// An intact chain shows that no line was edited, removed or moved on its
+    /// own. It cannot show that the log was not rewritten consistently (new
+    /// lines, new hashes, new head): such a chain verifies. Only the last line
+    /// hash written on paper, or a countersignature, catches that.
     #[command(after_help = "Example:\n  hsm-ceremony log verify ceremony-log.jsonl")]
     Verify(LogFileArgs),
-    /// Print a readable timeline.
+    /// Print a readable timeline (of a chain checked as `log verify` checks it).
+    ///
+    /// The chain is checked first; it cannot show that the log was not
+    /// rewritten consistently: compare the last line hash with the paper record.
     #[command(after_help = "Example:\n  hsm-ceremony log show ceremony-log.jsonl")]
     Show(LogFileArgs),
     /// Countersign a line with a custodian's wrapping key (who was present).
@@ -54,6 +62,11 @@ pub fn run(cmd: LogCommand) -> Result<()> {
     }
 }
 
+/// What an intact chain proves and what it cannot, said wherever a chain is shown.
+pub const CHAIN_PROVES: &str = "The chain shows no line was edited, removed or moved on its own. \
+    It cannot show the log was not rewritten consistently (a rewritten chain verifies): \
+    only the last line hash written on paper, or a countersignature, catches that.";
+
 fn verified(path: &std::path::Path) -> Result<Vec<log::Line>> {
     log::verify(path)?.map_err(|b| Error::LogBroken {
         path: path.to_path_buf(),
@@ -75,12 +88,18 @@ fn verify(args: &LogFileArgs) -> Result<()> {
         }
     }
     if args.json {
-        print_json(&json!({"ok": true, "lines": lines.len(), "last": lines.last().map(log::line_hash)}));
+        print_json(&json!({
+            "ok": true, "lines": lines.len(), "last": lines.last().map(log::line_hash), "proves": CHAIN_PROVES,
+        }));
     } else {
         crate::out!("{}: {} lines, chain intact", args.log.display(), lines.len());
         if let Some(last) = lines.last() {
-            say!("last line hash {} (write it in the paper record)", log::line_hash(last));
+            println!(
+                "last line hash {} (compare it with the paper record, and write it there)",
+                log::line_hash(last)
+            );
         }
+        say!("{CHAIN_PROVES}");
     }
     Ok(())
 }
@@ -150,6 +169,10 @@ fn show(args: &LogFileArgs) -> Result<()> {
             crate::out!("        custodian {}", one(t));
         }
     }
+    if let Some(last) = lines.last() {
+        println!("last line hash {}", log::line_hash(last));
+    }
+    say!("{CHAIN_PROVES}");
     Ok(())
 }
 

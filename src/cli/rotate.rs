@@ -156,7 +156,10 @@ fn start(args: &StartArgs) -> Result<()> {
         command: "rotate".into(),
         inputs: record::refs(&input_files),
         thumbprints: thumbprints.clone(),
-        details: json!({"phase": "pending", "quorum": quorum, "custodians": new_certs.len()}),
+        details: json!({
+            "phase": "pending", "quorum": quorum, "custodians": new_certs.len(),
+            "required_proofs": if args.require_all { new_certs.len() } else { quorum },
+        }),
         ..Default::default()
     };
     // A refused manifest is recorded too: it is what a bait-and-switch looks like.
@@ -232,9 +235,11 @@ fn finalize(record_path: &Path) -> Result<()> {
         details: json!({"epoch": rec.epoch, "retired": rotation::retired_path(Path::new(&rec.old.path))}),
         ..Default::default()
     };
-    let anchor = PathBuf::from(&rec.target);
+    // The log is found from the record's own path, not from what the record says.
+    let anchor = rotation::target_of(record_path).unwrap_or_else(|| PathBuf::from(&rec.target));
+    let log_path = record::log_path(&anchor);
     record::logged(&anchor, entry, |entry| {
-        rec.finalize(record_path)?;
+        rec.finalize(record_path, log_path.as_deref())?;
         entry.outputs = record::refs(&[Path::new(&rec.target)]);
         Ok(())
     })?;
@@ -254,7 +259,10 @@ fn cancel(record_path: &Path) -> Result<()> {
         inputs: vec![rec.pending.clone()],
         ..Default::default()
     };
-    record::logged(&PathBuf::from(&rec.target), entry, |_| rec.cancel(record_path))?;
+    // The log is found from the record's own path, not from what the record says.
+    let anchor = rotation::target_of(record_path).unwrap_or_else(|| PathBuf::from(&rec.target));
+    let log_path = record::log_path(&anchor);
+    record::logged(&anchor, entry, |_| rec.cancel(record_path, log_path.as_deref()))?;
     crate::out!(
         "rotation cancelled: {} removed; {} is unchanged",
         rec.pending.path,
