@@ -444,6 +444,11 @@ fn cancel_leaves_everything_as_it_was() {
 
 /// A signed manifest for `rotate` to n0..n2 with quorum `m`, signed by `signers`.
 fn manifest(dir: &Dir, name: &str, m: usize, signers: &[usize]) {
+    manifest_at(dir, name, m, signers, 7)
+}
+
+fn manifest_at(dir: &Dir, name: &str, m: usize, signers: &[usize], epoch: u64) {
+    let epoch = epoch.to_string();
     dir.run(&[
         "manifest",
         "create",
@@ -452,7 +457,7 @@ fn manifest(dir: &Dir, name: &str, m: usize, signers: &[usize]) {
         "--quorum",
         &m.to_string(),
         "--epoch",
-        "7",
+        &epoch,
         "--certs",
         "n0.cer",
         "n1.cer",
@@ -512,10 +517,29 @@ fn a_rotation_follows_its_signed_manifest_or_is_refused() {
         .filter(|l| l.contains("\"command\":\"rotate\"") && l.contains("failed: the manifest is refused"))
         .count();
     assert_eq!(refused, 4);
-    // A manifest signed by two is enough when two are asked for.
     dir.run(&["rotate", "cancel", "--record", "sd2.json.rotation.json"])
         .ok();
-    manifest(&dir, "m-two.json", 2, &[0, 2]);
+    // A manifest is signed for one step: its nonce, once used in the log, is refused.
+    let mut again = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd4.json");
+    again.extend(["--manifest".to_string(), "m-good.json".to_string()]);
+    dir.run(&strs(&again))
+        .fails(EXIT_INTEGRITY, &["its nonce was already used by line"]);
+    // Epochs only increase: another manifest for epoch 7 is refused now that 7 was used.
+    manifest(&dir, "m-seven.json", 2, &[0, 1, 2]);
+    let mut seven = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd4.json");
+    seven.extend(["--manifest".to_string(), "m-seven.json".to_string()]);
+    dir.run(&strs(&seven))
+        .fails(EXIT_INTEGRITY, &["already has epoch 7; epochs only increase"]);
+    assert!(!dir.exists("sd4.json.pending"));
+    // Fewer than M signatures is never enough, whatever --manifest-signatures says.
+    manifest_at(&dir, "m-lone.json", 2, &[0], 8);
+    let mut lone = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd4.json");
+    lone.extend(["--manifest", "m-lone.json", "--manifest-signatures", "1"].map(String::from));
+    dir.run(&strs(&lone))
+        .fails(EXIT_INTEGRITY, &["1 custodian(s) signed it; 2 are required"]);
+    assert!(!dir.exists("sd4.json.pending"));
+    // A manifest signed by two is enough when two are asked for.
+    manifest_at(&dir, "m-two.json", 2, &[0, 2], 8);
     let mut a = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd3.json");
     a.extend(["--manifest", "m-two.json", "--manifest-signatures", "2"].map(String::from));
     dir.run(&strs(&a)).ok();

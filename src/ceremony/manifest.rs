@@ -95,10 +95,23 @@ impl Manifest {
     /// Adds `cert`'s custodian's signature. They must be one of the
     /// manifest's custodians, and sign once.
     pub fn sign(&mut self, key: &dyn Signer, cert: &Certificate) -> Result<()> {
-        let x5t = cert.x5t_256();
         if !cert.matches(&key.public_key()) {
             return Err(Error::Usage("the key does not belong to the certificate given".into()));
         }
+        self.check_signer(cert)?;
+        let x5t = cert.x5t_256();
+        let signature = signing::sign(key, &self.signed_bytes()).map_err(Error::Crypto)?;
+        self.signatures.push(Signature {
+            x5t_256: x5t,
+            signature,
+        });
+        Ok(())
+    }
+
+    /// Whether `cert`'s custodian may sign: one of the manifest's custodians
+    /// who has not signed yet (checked before their key is opened too).
+    pub fn check_signer(&self, cert: &Certificate) -> Result<()> {
+        let x5t = cert.x5t_256();
         if !self.terms.certificates.contains(&x5t) {
             return Err(Error::Usage(format!(
                 "the certificate {x5t} is not one of this manifest's custodians"
@@ -109,11 +122,6 @@ impl Manifest {
                 "the custodian {x5t} has already signed this manifest"
             )));
         }
-        let signature = signing::sign(key, &self.signed_bytes()).map_err(Error::Crypto)?;
-        self.signatures.push(Signature {
-            x5t_256: x5t,
-            signature,
-        });
         Ok(())
     }
 

@@ -178,14 +178,20 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     // two certificates are refused here, by file.
     crate::recovery::check_distinct_custodians(&labelled)?;
     let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
-    let epoch = args.manifest.check("download", &certs, args.quorum)?.unwrap_or(1);
-    let entry = Entry {
+    let signed = args
+        .manifest
+        .check("download", &certs, args.quorum, record::log_path(&args.out).as_deref())?;
+    let epoch = signed.as_ref().map_or(1, |s| s.epoch);
+    let mut entry = Entry {
         command: "instance download".into(),
         inputs: record::refs(&args.certs.iter().map(PathBuf::as_path).collect::<Vec<_>>()),
         thumbprints: certs.iter().map(Certificate::x5t_256).collect(),
         details: json!({"instance": args.connect.url, "quorum": args.quorum, "custodians": certs.len(), "epoch": epoch}),
         ..Default::default()
     };
+    if let Some(s) = &signed {
+        entry.details["manifest_nonce"] = json!(s.nonce);
+    }
     record::logged(&args.out, entry, |entry| {
         let sd = args.connect.client()?.download(&certs, args.quorum)?;
         files::write_new(&args.out, sd.as_bytes(), Mode::Public)?;

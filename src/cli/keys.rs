@@ -48,6 +48,20 @@ pub struct OneKey {
 }
 
 impl OneKey {
+    /// The certificate known without opening the key: --cert, else the .cer
+    /// beside a key file (a token's is only read after the PIN).
+    pub fn known_certificate(&self) -> Result<Option<Certificate>> {
+        let path = match (&self.cert, token_uri(&self.key)) {
+            (Some(p), _) => p.clone(),
+            (None, None) => match inputs::sibling_certificate(&self.key) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+            (None, Some(_)) => return Ok(None),
+        };
+        inputs::certificate(&path).map(Some)
+    }
+
     /// Opens the key for signing, with its certificate (which a signature
     /// needs, to say whose it is).
     pub fn signer(&self) -> Result<(OpenedSigner, Certificate)> {

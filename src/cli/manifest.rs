@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
 use super::keys;
+use crate::ceremony::log;
 use crate::ceremony::manifest::Manifest;
 use crate::crypto::rng::os_rng;
 use crate::custodian::cert::Certificate;
@@ -67,19 +68,90 @@ pub struct ManifestCheck {
     pub manifest_signatures: Option<usize>,
 }
 
+/// What a checked manifest fixes for the step: its epoch and its nonce
+/// (recorded in the log, so the same manifest cannot be used twice).
+pub struct Signed {
+    pub epoch: u64,
+    pub nonce: String,
+}
+
 impl ManifestCheck {
-    /// Checks the manifest, if one was given; returns its epoch.
-    pub fn check(&self, purpose: &str, certs: &[Certificate], quorum: usize) -> Result<Option<u64>> {
+    /// Checks the manifest, if one was given, against the step's terms and
+    /// the log the step records in (`log`): at least M signatures whatever
+    /// --manifest-signatures says, an epoch above every epoch the log has
+    /// seen, and a nonce no recorded step has used.
+    pub fn check(
+        &self,
+        purpose: &str,
+        certs: &[Certificate],
+        quorum: usize,
+        log: Option<&Path>,
+    ) -> Result<Option<Signed>> {
         let Some(path) = &self.manifest else { return Ok(None) };
         let m = load(path)?;
-        m.check(purpose, certs, quorum, self.manifest_signatures.unwrap_or(certs.len()))?;
+        // Fewer than M signers could not have opened the master key together: never enough.
+        let needed = self.manifest_signatures.unwrap_or(certs.len()).max(quorum);
+        m.check(purpose, certs, quorum, needed)?;
+        let lines = recorded_lines(log)?;
+        let ok = || lines.iter().filter(|l| l.entry.outcome == "ok");
+        if let Some(l) =
+            ok().find(|l| l.entry.details.get("manifest_nonce").and_then(|n| n.as_str()) == Some(&m.terms.nonce))
+        {
+            return Err(Error::ManifestRefused(format!(
+                "its nonce was already used by line {} of the ceremony log ({}); a manifest is signed for one step",
+                l.seq, l.entry.command
+            )));
+        }
+        if let Some(highest) = highest_epoch(&lines) {
+            if m.terms.epoch <= highest {
+                return Err(Error::ManifestRefused(format!(
+                    "it is for custodian-set epoch {}, but the ceremony log already has epoch {highest}; epochs only increase",
+                    m.terms.epoch
+                )));
+            }
+        }
         say!(
-            "manifest {} checked: {} signatures, epoch {}",
+            "manifest {} checked: {} signatures ({needed} required), epoch {}",
             path.display(),
             m.signatures.len(),
             m.terms.epoch
         );
-        Ok(Some(m.terms.epoch))
+        Ok(Some(Signed {
+            epoch: m.terms.epoch,
+            nonce: m.terms.nonce,
+        }))
+    }
+}
+
+/// The lines of the step's log, when there is one (a broken one is an error:
+/// its epochs and nonces cannot be trusted).
+fn recorded_lines(log: Option<&Path>) -> Result<Vec<log::Line>> {
+    match log.filter(|p| p.exists()) {
+        None => Ok(Vec::new()),
+        Some(p) => log::verify(p)?.map_err(|b| Error::LogBroken {
+            path: p.to_path_buf(),
+            line: b.line,
+            reason: b.reason,
+        }),
+    }
+}
+
+/// The highest custodian-set epoch that a successful step recorded.
+pub fn highest_epoch(lines: &[log::Line]) -> Option<u64> {
+    lines
+        .iter()
+        .filter(|l| l.entry.outcome == "ok")
+        .filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64()))
+        .max()
+}
+
+/// Refuses an epoch given without a manifest that does not exceed the log's.
+pub fn check_epoch_increases(epoch: u64, log: Option<&Path>) -> Result<()> {
+    match highest_epoch(&recorded_lines(log)?) {
+        Some(highest) if epoch <= highest => Err(Error::WeakParameters(format!(
+            "--epoch {epoch} is not above epoch {highest}, already in the ceremony log; epochs only increase"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -120,6 +192,12 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
         }
         ManifestCommand::Sign(args) => {
             let mut m = load(&args.manifest)?;
+            // Checked before the custodian is asked anything: the manifest can be rewritten,
+            // and the certificate known now is one of its custodians who has not signed yet.
+            files::ensure_writable_folder(&files::folder_of(&args.manifest), &args.manifest)?;
+            if let Some(cert) = args.custodian.known_certificate()? {
+                m.check_signer(&cert)?;
+            }
             let (k, cert) = args.custodian.signer()?;
             m.sign(k.signer.as_ref(), &cert)?;
             files::replace(&args.manifest, m.to_json().as_bytes(), Mode::Public)?;

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::keys::{self, QuorumKeys};
-use super::manifest::ManifestCheck;
+use super::manifest::{self, ManifestCheck};
 use super::output::print_json;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
@@ -166,18 +166,24 @@ fn start(args: &StartArgs) -> Result<()> {
     record::logged(out, entry, |entry| {
         // One person's two certificates are named by file before the manifest is read.
         recovery::check_distinct_custodians(&new_certs)?;
-        let signed_epoch = args.manifest.check("rotate", &plain, quorum)?;
-        let epoch = match (signed_epoch, args.epoch) {
+        let signed = args.manifest.check("rotate", &plain, quorum, log_path.as_deref())?;
+        let epoch = match (signed.as_ref().map(|s| s.epoch), args.epoch) {
             (Some(signed), Some(given)) if signed != given => {
                 return Err(Error::ManifestRefused(format!(
                     "it was signed for custodian-set epoch {signed}, but --epoch {given} was given"
                 )))
             }
             (Some(signed), _) => signed,
-            (None, Some(given)) => given,
+            (None, Some(given)) => {
+                manifest::check_epoch_increases(given, log_path.as_deref())?;
+                given
+            }
             (None, None) => next_epoch(log_path.as_deref()),
         };
         entry.details["epoch"] = json!(epoch);
+        if let Some(s) = &signed {
+            entry.details["manifest_nonce"] = json!(s.nonce);
+        }
         // Refuse a new set that cannot be split before any custodian types a passphrase.
         recovery::check_custodian_set(&new_certs, quorum, profile)?;
         keys::check_quorum_keys(&old, &args.keys)?;

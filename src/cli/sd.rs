@@ -316,8 +316,13 @@ pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> 
         // One person's two certificates are named by file before the manifest is read.
         recovery::check_distinct_custodians(&certs)?;
         // Refused before any key material exists when the terms differ from what was signed.
-        let epoch = args.manifest.check("split", &plain, args.quorum)?.unwrap_or(1);
-        entry.details["epoch"] = json!(epoch);
+        let signed = args
+            .manifest
+            .check("split", &plain, args.quorum, record::log_path(&args.out).as_deref())?;
+        entry.details["epoch"] = json!(signed.as_ref().map_or(1, |s| s.epoch));
+        if let Some(s) = signed {
+            entry.details["manifest_nonce"] = json!(s.nonce);
+        }
         let sd = split_unlogged(args, &certs, profile)?;
         entry.outputs = record::refs(&[&args.out]);
         Ok(sd)
