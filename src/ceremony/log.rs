@@ -462,15 +462,71 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let hash_of = |i: usize| sha256_hex(text.lines().nth(i).unwrap().as_bytes());
         let good = Head {
-            lines: 2,
-            last: hash_of(1),
+            lines: 4,
+            last: hash_of(3),
         };
         assert!(check_chain(text.as_bytes(), Some(&good)).is_ok());
         let wrong = Head {
-            lines: 2,
-            last: hash_of(0),
+            lines: 4,
+            last: hash_of(2),
         };
-        assert_eq!(check_chain(text.as_bytes(), Some(&wrong)).unwrap_err().line, 2);
+        assert_eq!(check_chain(text.as_bytes(), Some(&wrong)).unwrap_err().line, 4);
+    }
+
+    /// Regression: a head any number of lines behind was accepted, so lines
+    /// added by hand after the head verified. It may lag by one append only.
+    #[test]
+    fn a_head_more_than_one_line_behind_is_refused() {
+        let (_d, path) = log_with(2);
+        let old_head = std::fs::read(head_path(&path)).unwrap();
+        append(&path, entry(2)).unwrap();
+        append(&path, entry(3)).unwrap();
+        std::fs::write(head_path(&path), &old_head).unwrap();
+        let broken = verify(&path).unwrap().unwrap_err();
+        assert_eq!(broken.line, 4, "{broken:?}");
+        assert!(broken.reason.contains("lags by one append at most"), "{broken:?}");
+        assert!(matches!(append(&path, entry(4)), Err(Error::LogBroken { .. })));
+        assert!(check_appendable(&path).is_err());
+    }
+
+    /// Regression: appending to a truncated log rewrote its head to match, so
+    /// the removed lines were no longer detected. A broken chain takes no line.
+    #[test]
+    fn a_truncated_log_takes_no_line_that_would_hide_it() {
+        let (_d, path) = log_with(4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first_two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, first_two).unwrap();
+        assert!(matches!(append(&path, entry(9)), Err(Error::LogBroken { .. })));
+        assert!(matches!(check_appendable(&path), Err(Error::LogBroken { .. })));
+        assert!(verify(&path)
+            .unwrap()
+            .unwrap_err()
+            .reason
+            .contains("removed from the end"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_log_or_head_is_refused() {
+        let (d, path) = log_with(1);
+        let link = d.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(append(&link, entry(1)), Err(Error::SymlinkRefused { .. })));
+        assert!(matches!(check_appendable(&link), Err(Error::SymlinkRefused { .. })));
+        assert!(matches!(verify(&link), Err(Error::SymlinkRefused { .. })));
+        assert_eq!(
+            verify(&path).unwrap().unwrap().len(),
+            1,
+            "the target was not appended to"
+        );
+        // A head that is a link (to a file the attacker controls) is refused too.
+        let real_head = head_path(&path);
+        let elsewhere = d.path().join("elsewhere.head");
+        std::fs::rename(&real_head, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &real_head).unwrap();
+        assert!(matches!(append(&path, entry(1)), Err(Error::SymlinkRefused { .. })));
+        assert!(matches!(verify(&path), Err(Error::SymlinkRefused { .. })));
     }
 
     #[test]
