@@ -495,3 +495,156 @@ fn writing_to_a_full_tmpfs_is_an_error_and_leaves_nothing() {
         "a failed write left {left:?}"
     );
 }
+
+/// Fills the tmpfs at `at`, then frees `room` bytes.
+fn fill_leaving(at: &Path, room: u64) {
+    let mut filler = fs::File::create(at.join("filler")).unwrap();
+    let chunk = vec![0u8; 1024];
+    while filler.write_all(&chunk).is_ok() {}
+    let _ = filler.sync_all();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len.saturating_sub(room)).unwrap();
+}
+
+/// A log on a nearly full disk: the step is refused before it does anything
+/// (exit 6), the log is left exactly as it was (no partial line), and no
+/// output is written anywhere, even on a disk that has room.
+#[test]
+fn a_log_on_a_nearly_full_disk_stops_the_step_and_keeps_the_log_whole() {
+    let d = Dir::new("tmpfs-log");
+    d.ceremony();
+    let small = match Tmpfs::mount(&d.join("small")) {
+        Ok(t) => t,
+        Err(why) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP a_log_on_a_nearly_full_disk_stops_the_step_and_keeps_the_log_whole: cannot mount a tmpfs here: {why}"
+            );
+            return;
+        }
+    };
+    d.run(&[
+        "--log",
+        "small/ceremony-log.jsonl",
+        "sd",
+        "check-certs",
+        "--quorum",
+        "2",
+        "c0.cer",
+        "c1.cer",
+        "c2.cer",
+    ])
+    .ok();
+    let before = fs::read(small.0.join("ceremony-log.jsonl")).unwrap();
+    fill_leaving(&small.0, 2048);
+    let runs: [&[&str]; 2] = [
+        &[
+            "custodian",
+            "verify",
+            "--sd-file",
+            "sd.json",
+            "--key",
+            "c0.key",
+            "--passphrase-file",
+            "c0.pass",
+        ],
+        &[
+            "restore-blob",
+            "--sd-file",
+            "sd.json",
+            "--sd-exchange-key",
+            "exchange.cer",
+            "--sd-wrapping-keys",
+            "c0.key",
+            "c1.key",
+            "--passphrase-file",
+            "c0.pass",
+            "--passphrase-file",
+            "c1.pass",
+            "--out",
+            "blob.json",
+        ],
+    ];
+    for args in runs {
+        let mut all = vec!["--log", "small/ceremony-log.jsonl"];
+        all.extend(args);
+        let out = d.run(&all);
+        assert_eq!(out.code, 6, "{out:?}");
+        assert!(out.stderr.contains("bytes are free on its disk"), "{out:?}");
+        assert_eq!(
+            fs::read(small.0.join("ceremony-log.jsonl")).unwrap(),
+            before,
+            "the log changed"
+        );
+    }
+    assert!(
+        !d.exists("blob.json"),
+        "restore-blob wrote its blob though the step could not be recorded"
+    );
+    d.run(&["log", "verify", "small/ceremony-log.jsonl"]).ok();
+}
+
+/// Regression: a line cut short by the disk (here: a file-size limit that
+/// stops the write part-way, as a full disk does) stayed in the log as a
+/// partial line, which broke the chain and refused every later append. The
+/// append cuts it back under its lock and fails with exit 6.
+#[test]
+fn a_line_cut_short_by_the_disk_is_cut_back() {
+    use std::os::unix::process::CommandExt;
+    let d = Dir::new("fsize-log");
+    d.ceremony();
+    d.run(&["sd", "check-certs", "--quorum", "2", "c0.cer", "c1.cer", "c2.cer"])
+        .ok();
+    let before = d.read("ceremony-log.jsonl");
+    // Room for 100 bytes of the next line, which is several hundred long.
+    let limit = before.len() as u64 + 100;
+    let out = d.run_with(
+        &[
+            "custodian",
+            "verify",
+            "--sd-file",
+            "sd.json",
+            "--key",
+            "c0.key",
+            "--passphrase-file",
+            "c0.pass",
+        ],
+        |c| {
+            // SAFETY: plain system calls in the child between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot write") && out.stderr.contains("ceremony-log.jsonl"),
+        "{out:?}"
+    );
+    assert_eq!(d.read("ceremony-log.jsonl"), before, "a partial line was left");
+    d.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
+    // The next step appends as if nothing happened.
+    d.run(&[
+        "custodian",
+        "verify",
+        "--sd-file",
+        "sd.json",
+        "--key",
+        "c0.key",
+        "--passphrase-file",
+        "c0.pass",
+    ])
+    .ok();
+    d.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
+}

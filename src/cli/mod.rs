@@ -141,8 +141,21 @@ pub fn clap_exit(e: clap::Error) -> ! {
     std::process::exit(e.exit_code());
 }
 
-/// Keeps secrets out of core dumps and away from same-user debuggers.
+/// Keeps secrets out of core dumps and away from same-user debuggers, and
+/// gives a closed standard stream (`>&-`) /dev/null: otherwise the next file
+/// opened (the ceremony log, an output) would get descriptor 1 and receive
+/// what is printed.
 pub fn harden_process() {
+    #[cfg(unix)]
+    for fd in 0..3 {
+        // SAFETY: fcntl only queries; open takes a NUL-terminated constant and
+        // returns the lowest free descriptor, which is `fd` here.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls with constant arguments.
     unsafe {
