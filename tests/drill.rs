@@ -240,9 +240,16 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
 fn a_failed_drill_still_leaves_evidence() {
     let dir = Dir::new("drill-fails");
     dir.ceremony();
-    // One custodian alone: the quorum is 2.
+    // One custodian alone: the quorum is 2, and c0's passphrase does not open c1's key.
     let alone = |report: &str, extra: &[&str]| {
-        let mut a = vec!["drill", "--sd-file", "sd.json", "--sd-wrapping-keys", "c0.key"];
+        let mut a = vec![
+            "drill",
+            "--sd-file",
+            "sd.json",
+            "--sd-wrapping-keys",
+            "c0.key",
+            "c1.key",
+        ];
         a.extend(["--passphrase-file", "c0.pass", "--report", report]);
         a.extend_from_slice(extra);
         dir.run(&a)

@@ -213,9 +213,27 @@ fn keygen_on_a_token_leaves_only_the_certificate_on_disk() {
     let alice = hsm.keygen("alice");
     assert_eq!(
         hsm.dir.listing(),
-        ["alice.cer", "pin", "softhsm2.conf", "tokens", "wrong-pin"]
+        [
+            "alice.cer",
+            "ceremony-log.jsonl",
+            "ceremony-log.jsonl.head",
+            "pin",
+            "softhsm2.conf",
+            "tokens",
+            "wrong-pin"
+        ]
     );
     let cert = inputs::certificate(&hsm.dir.join("alice.cer")).unwrap();
+    // Regression: keygen on a token wrote no ceremony-log line, though every keygen is logged.
+    let log = hsm.dir.read_string("ceremony-log.jsonl");
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(line["command"], "custodian keygen", "{log}");
+    assert_eq!(line["outcome"], "ok");
+    assert_eq!(line["thumbprints"][0], cert.x5t_256());
+    assert_eq!(line["details"]["token"], "alice");
+    assert_eq!(line["details"]["key"], alice.as_str());
+    assert!(!log.contains(PIN), "the PIN was logged");
+    hsm.run(&["log", "verify", "ceremony-log.jsonl"]).ok();
     assert!(cert.subject.contains("CN=alice"), "{}", cert.subject);
     // The private key is sensitive and not extractable; the certificate is on the token too.
     let (attrs, value) = hsm.with_session("alice", |s| {

@@ -198,15 +198,47 @@ fn read_head(log: &Path) -> Option<Head> {
         .and_then(|b| crate::format::json::from_slice(&b).ok())
 }
 
-/// The log's lines, checked as `log verify` checks them: a line is only
-/// appended to an intact chain, else the new head would hide the break.
-fn checked_lines(file: &mut File, path: &Path) -> Result<Vec<Line>> {
+/// How many lines the log has and the hash of the last, after checking the
+/// log against its head: a line is never appended where the new head would
+/// hide lines removed from the end, or lines added after the head. (Only
+/// the head's end is checked, so an append stays fast on a long log; `log
+/// verify` checks every line, and an append does not hide an edit there.)
+fn checked_tail(file: &mut File, path: &Path) -> Result<(u64, Option<String>)> {
     let all = read_all(file, path)?;
-    check_chain(&all, read_head(path).as_ref()).map_err(|b| Error::LogBroken {
+    let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let count = lines.len() as u64;
+    let broken = |line: u64, reason: String| Error::LogBroken {
         path: path.to_path_buf(),
-        line: b.line,
-        reason: b.reason,
-    })
+        line,
+        reason,
+    };
+    match read_head(path) {
+        None if count > 1 => return Err(broken(count + 1, "the .head file beside the log is missing".into())),
+        None => {}
+        Some(h) if h.lines > count => {
+            return Err(broken(
+                count + 1,
+                format!(
+                    "the log has {count} lines but its .head file records {}: lines were removed from the end",
+                    h.lines
+                ),
+            ))
+        }
+        Some(h) if count > h.lines + 1 => {
+            return Err(broken(
+                h.lines + 2,
+                format!(
+                    "the log has {count} lines but its .head file records {}: a head lags by one append at most",
+                    h.lines
+                ),
+            ))
+        }
+        Some(h) if h.lines > 0 && sha256_hex(lines[h.lines as usize - 1]) != h.last => {
+            return Err(broken(h.lines, "the line the .head file records was edited".into()))
+        }
+        Some(_) => {}
+    }
+    Ok((count, lines.last().map(|l| sha256_hex(l))))
 }
 
 /// Fails, without writing anything, unless a line could be appended to the
@@ -220,7 +252,7 @@ pub fn check_appendable(path: &Path) -> Result<()> {
     };
     if std::fs::symlink_metadata(path).is_ok() {
         let mut locked = Locked::open(path, false)?;
-        checked_lines(&mut locked.0, path)?;
+        checked_tail(&mut locked.0, path)?;
     }
     // The head is replaced through a temporary beside it: the folder must take new files.
     files::ensure_writable_folder(&folder, path)?;
@@ -234,10 +266,10 @@ pub fn append(path: &Path, entry: Entry) -> Result<Line> {
 
 pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line> {
     let mut locked = Locked::open(path, true)?;
-    let lines = checked_lines(&mut locked.0, path)?;
-    let prev = lines.last().map(line_hash).unwrap_or_else(|| GENESIS.to_string());
+    let (count, last) = checked_tail(&mut locked.0, path)?;
+    let prev = last.unwrap_or_else(|| GENESIS.to_string());
     let line = Line {
-        seq: lines.len() as u64 + 1,
+        seq: count + 1,
         time: now
             .format(&time::format_description::well_known::Rfc3339)
             .expect("UTC times format"),

@@ -233,8 +233,8 @@ pub fn open_rsa(
 }
 
 /// The checks a quorum's keys pass before anyone is asked a passphrase or
-/// PIN: no key given twice (same path, same file content, same token key, or
-/// the same certificate beside two files), at least M keys, and every
+/// PIN: no key given twice (same path, same file content, same token key;
+/// the same key in two different files is caught when opened), at least M keys, and every
 /// certificate known now (a --cert, or the .cer beside a key) has a share.
 pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
     let paths = &keys.sd_wrapping_keys;
@@ -253,12 +253,6 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
                         format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
                         "a copy of the same file",
                     ));
-                }
-                if keys.certs.is_empty() {
-                    if let Some(cer) = inputs::sibling_certificate(p) {
-                        let c = inputs::certificate(&cer)?;
-                        ids.push((format!("x5t:{}", c.x5t_256()), "the same certificate beside it"));
-                    }
                 }
             }
         }
