@@ -375,9 +375,13 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
             line: h.lines + 2,
             reason: format!(
                 "the log has {count} lines but its .head file records {}: a head lags by one append at most, \
-                 so lines {} to {count} were not appended by this tool",
+                 so {} not appended by this tool",
                 h.lines,
-                h.lines + 2
+                if h.lines + 2 == count {
+                    format!("line {count} was")
+                } else {
+                    format!("lines {} to {count} were", h.lines + 2)
+                }
             ),
         }),
         Some(h) if h.lines > 0 && hashes[h.lines as usize - 1] != h.last => Err(Broken {
@@ -388,8 +392,9 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
                 format!("line {} is not the one the .head file records: it was edited", h.lines)
             },
         }),
-        // A missing head is an empty log's: only the first append may have been cut short.
-        None if count > 1 => Err(Broken {
+        // The appender tolerates a first line without its head (a kill
+        // between the two); `log verify` does not vouch for such a log.
+        None if count > 0 => Err(Broken {
             line: count + 1,
             reason: "the .head file beside the log is missing".into(),
         }),

@@ -109,6 +109,7 @@ fn now_text() -> String {
 
 pub fn prepare(args: &PrepareArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
+    files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let client = args.connect.client()?;
     let key = client.create_rsa_key(&args.name)?;
     let backup = client.backup_key(&args.name)?;

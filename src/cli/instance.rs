@@ -169,6 +169,7 @@ pub fn run(cmd: InstanceCommand) -> Result<()> {
 
 pub fn download(args: &DownloadArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
+    files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let labelled: Vec<(String, Certificate)> = args
         .certs
         .iter()

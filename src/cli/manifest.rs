@@ -164,6 +164,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
     match cmd {
         ManifestCommand::Create(args) => {
             files::ensure_absent(&args.out)?;
+            files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
             let labelled: Vec<(String, Certificate)> = args
                 .certs
                 .iter()

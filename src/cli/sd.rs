@@ -300,6 +300,7 @@ fn read_items(specs: &[String]) -> Result<Vec<PlainItem>> {
 
 pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> {
     files::ensure_absent(&args.out)?;
+    files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let certs = load_certs(&args.certs)?;
     let plain: Vec<Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
