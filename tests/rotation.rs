@@ -887,6 +887,9 @@ fn started_with_one_proof(name: &str) -> Dir {
     dir
 }
 
+/// One way of editing a rotation record.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn edit_record(dir: &Dir, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut v = util::read_json(&dir.join("sd2.json.rotation.json"));
     edit(&mut v);
@@ -901,7 +904,7 @@ fn edit_record(dir: &Dir, edit: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn an_edited_record_cannot_consent_to_finalize() {
     let finalize = ["rotate", "finalize", "--record", "sd2.json.rotation.json"];
-    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         ("required_proofs 1", Box::new(|v| v["required_proofs"] = 1.into())),
         ("required_proofs 0", Box::new(|v| v["required_proofs"] = 0.into())),
         (
