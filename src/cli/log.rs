@@ -94,7 +94,7 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     } else {
         crate::out!("{}: {} lines, chain intact", args.log.display(), lines.len());
         if let Some(last) = lines.last() {
-            println!(
+            crate::out!(
                 "last line hash {} (compare it with the paper record, and write it there)",
                 log::line_hash(last)
             );
@@ -170,7 +170,7 @@ fn show(args: &LogFileArgs) -> Result<()> {
         }
     }
     if let Some(last) = lines.last() {
-        println!("last line hash {}", log::line_hash(last));
+        crate::out!("last line hash {}", log::line_hash(last));
     }
     say!("{CHAIN_PROVES}");
     Ok(())
