@@ -60,7 +60,9 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
     clap_mangen::generate_to(Cli::command(), dir).map_err(failed)?;
     for entry in std::fs::read_dir(dir).map_err(failed)? {
         let path = entry.map_err(failed)?.path();
-        if path.file_name().is_some_and(|n| n != "hsm-ceremony.1") {
+        // Only the generated pages: the hand-written reference pages (5, 7) are left alone.
+        let generated = path.extension().is_some_and(|e| e == "1");
+        if generated && path.file_name().is_some_and(|n| n != "hsm-ceremony.1") {
             let page = std::fs::read_to_string(&path).map_err(failed)?;
             std::fs::write(&path, with_exit_status(&page)).map_err(failed)?;
         }
