@@ -9,9 +9,11 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
+use crate::crypto::secret::SecretBytes;
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
 
@@ -53,23 +55,124 @@ impl Role {
             _ => None,
         }
     }
-}
 
-/// What an operation requires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
-    Administrator,
-    Crypto,
-}
+    /// Every role the emulator knows, in the order refusals name them.
+    pub const ALL: [Role; 3] = [Role::Administrator, Role::CryptoOfficer, Role::CryptoUser];
 
-impl Need {
-    fn allows(self, roles: &[Role]) -> bool {
+    /// The data actions this role grants. Administrator and Crypto User are
+    /// as the service's table has them (see [`DataAction`]); Crypto Officer
+    /// also holds the four key actions, as its earlier definition did and as
+    /// this emulator has always granted them (the 2023 table gives it only
+    /// deleted-key, export and role-management actions).
+    pub fn data_actions(self) -> &'static [DataAction] {
+        use DataAction::*;
         match self {
-            Need::Administrator => roles.contains(&Role::Administrator),
-            Need::Crypto => roles
-                .iter()
-                .any(|r| matches!(r, Role::CryptoOfficer | Role::CryptoUser)),
+            Role::Administrator => &[
+                SecurityDomainDownload,
+                SecurityDomainDownloadStatus,
+                SecurityDomainTransferKey,
+                SecurityDomainUpload,
+                SecurityDomainUploadStatus,
+            ],
+            Role::CryptoOfficer | Role::CryptoUser => &[KeyCreate, KeyRead, KeyBackup, KeyRestore],
         }
+    }
+
+    pub fn grants(self, action: DataAction) -> bool {
+        self.data_actions().contains(&action)
+    }
+}
+
+/// A Managed HSM local-RBAC data action: what an operation needs (see
+/// `request::Route::action`) and what a role grants ([`Role::data_actions`]).
+///
+/// The strings are the service's: the "Permitted operations" table of
+/// "Local RBAC built-in roles for Managed HSM"
+/// (learn.microsoft.com/azure/key-vault/managed-hsm/built-in-roles, 2023),
+/// and for `securitydomain/download/read`, which that table leaves out, the
+/// Managed HSM Administrator role definition the service returns from
+/// `GET /providers/Microsoft.Authorization/roleDefinitions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataAction {
+    /// `POST /securitydomain/download`.
+    SecurityDomainDownload,
+    /// `GET /securitydomain/download/pending`.
+    SecurityDomainDownloadStatus,
+    /// `GET /securitydomain/upload` (the exchange key).
+    SecurityDomainTransferKey,
+    /// `POST /securitydomain/upload`.
+    SecurityDomainUpload,
+    /// `GET /securitydomain/upload/pending`.
+    SecurityDomainUploadStatus,
+    /// `POST /keys/{name}/create`.
+    KeyCreate,
+    /// `GET /keys/{name}[/{version}]`.
+    KeyRead,
+    /// `POST /keys/{name}/backup`.
+    KeyBackup,
+    /// `POST /keys/restore`.
+    KeyRestore,
+}
+
+impl DataAction {
+    pub const ALL: [DataAction; 9] = [
+        DataAction::SecurityDomainDownload,
+        DataAction::SecurityDomainDownloadStatus,
+        DataAction::SecurityDomainTransferKey,
+        DataAction::SecurityDomainUpload,
+        DataAction::SecurityDomainUploadStatus,
+        DataAction::KeyCreate,
+        DataAction::KeyRead,
+        DataAction::KeyBackup,
+        DataAction::KeyRestore,
+    ];
+
+    /// The full data-action name, as role definitions spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataAction::SecurityDomainDownload => "Microsoft.KeyVault/managedHsm/securitydomain/download/action",
+            DataAction::SecurityDomainDownloadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/download/read",
+            DataAction::SecurityDomainTransferKey => "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read",
+            DataAction::SecurityDomainUpload => "Microsoft.KeyVault/managedHsm/securitydomain/upload/action",
+            DataAction::SecurityDomainUploadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/upload/read",
+            DataAction::KeyCreate => "Microsoft.KeyVault/managedHsm/keys/create",
+            DataAction::KeyRead => "Microsoft.KeyVault/managedHsm/keys/read/action",
+            DataAction::KeyBackup => "Microsoft.KeyVault/managedHsm/keys/backup/action",
+            DataAction::KeyRestore => "Microsoft.KeyVault/managedHsm/keys/restore/action",
+        }
+    }
+
+    /// The roles a principal could be given to perform this action, as a
+    /// refusal names them: "the Administrator local role", "a Crypto
+    /// Officer or Crypto User local role".
+    pub fn roles_phrase(self) -> String {
+        let names: Vec<&str> = Role::ALL.iter().filter(|r| r.grants(self)).map(|r| r.name()).collect();
+        match names.as_slice() {
+            [] => "a local role that grants it".to_string(),
+            [one] => format!("the {one} local role"),
+            [init @ .., last] => format!("a {} or {last} local role", init.join(", ")),
+        }
+    }
+}
+
+/// An `Authorization` header as presented: it carries a bearer token, so
+/// it is held as a secret (no `Debug`, wiped on drop) from the moment the
+/// request is taken apart.
+pub(crate) struct Credentials(SecretBytes);
+
+impl Credentials {
+    pub fn from_header(value: &[u8]) -> Credentials {
+        Credentials(SecretBytes::new(value.to_vec()))
+    }
+}
+
+/// A bearer token as issued: secret until it is handed to its holder.
+pub(crate) struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    /// Gives the token to the caller, who hands it to the principal once.
+    pub fn reveal(mut self) -> String {
+        std::mem::take(&mut *self.0)
     }
 }
 
@@ -183,14 +286,16 @@ pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<
         )));
     }
     files::replace(&path, &text, Mode::Private)?;
-    Ok(token)
+    Ok(token.reveal())
 }
 
 /// A fresh token and the record (its hash) that admits it.
-fn new_token(principal: &str, roles: &[Role]) -> (String, TokenRecord) {
-    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+fn new_token(principal: &str, roles: &[Role]) -> (BearerToken, TokenRecord) {
+    let mut secret = Zeroizing::new([0u8; 32]);
     rand_core::Rng::fill_bytes(&mut os_rng(), &mut secret[..]);
-    let token = format!("{TOKEN_PREFIX}{}", b64u(&secret[..]));
+    let mut token = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 43));
+    token.push_str(TOKEN_PREFIX);
+    token.push_str(&Zeroizing::new(b64u(&secret[..])));
     let mut roles_sorted = roles.to_vec();
     roles_sorted.dedup();
     let record = TokenRecord {
@@ -199,15 +304,15 @@ fn new_token(principal: &str, roles: &[Role]) -> (String, TokenRecord) {
         sha256: hash(&token),
         issued: super::now_unix(),
     };
-    (token, record)
+    (BearerToken(token), record)
 }
 
 /// Pure decision on one header against the known records.
-fn decide_with(records: &[TokenRecord], header: Option<&[u8]>, need: Need) -> Decision {
-    let Some(header) = header else {
+fn decide_with(records: &[TokenRecord], credentials: Option<&Credentials>, action: DataAction) -> Decision {
+    let Some(credentials) = credentials else {
         return Decision::Challenge;
     };
-    let Ok(text) = std::str::from_utf8(header) else {
+    let Ok(text) = std::str::from_utf8(credentials.0.expose()) else {
         return Decision::Unauthorized("the Authorization header is not text");
     };
     let Some((scheme, token)) = text.trim().split_once(' ') else {
@@ -222,7 +327,7 @@ fn decide_with(records: &[TokenRecord], header: Option<&[u8]>, need: Need) -> De
         .find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
     match found {
         None => Decision::Unauthorized("the token was not issued by this instance"),
-        Some(r) if need.allows(&r.roles) => Decision::Allowed {
+        Some(r) if r.roles.iter().any(|role| role.grants(action)) => Decision::Allowed {
             principal: r.principal.clone(),
         },
         Some(r) => Decision::Forbidden {
@@ -282,10 +387,10 @@ impl Authenticator {
         check_principal(principal)?;
         let (token, record) = new_token(principal, roles);
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.push(record);
-        Ok(token)
+        Ok(token.reveal())
     }
 
-    pub fn decide(&self, header: Option<&[u8]>, need: Need) -> Decision {
+    pub fn decide(&self, credentials: Option<&Credentials>, action: DataAction) -> Decision {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(path) = &self.path {
             let now = stamp(path);
@@ -296,7 +401,7 @@ impl Authenticator {
                 }
             }
         }
-        decide_with(&cache.1, header, need)
+        decide_with(&cache.1, credentials, action)
     }
 }
 
@@ -311,59 +416,97 @@ mod tests {
         let user = issue_token(dir.path(), "bob", &[Role::CryptoUser]).unwrap();
         let owner = issue_token(dir.path(), "owner", &[]).unwrap();
         let auth = Authenticator::open(dir.path()).unwrap();
-        let h = |t: &str| format!("Bearer {t}").into_bytes();
-        assert_eq!(auth.decide(None, Need::Administrator), Decision::Challenge);
+        let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
+        let raw = |t: &[u8]| Credentials::from_header(t);
+        let (admin_op, key_op) = (DataAction::SecurityDomainDownload, DataAction::KeyCreate);
+        assert_eq!(auth.decide(None, admin_op), Decision::Challenge);
         assert_eq!(
-            auth.decide(Some(&h(&admin)), Need::Administrator),
+            auth.decide(Some(&h(&admin)), admin_op),
             Decision::Allowed {
                 principal: "alice".into()
             }
         );
         assert_eq!(
-            auth.decide(Some(&h(&admin)), Need::Crypto),
+            auth.decide(Some(&h(&admin)), key_op),
             Decision::Forbidden {
                 principal: "alice".into()
             }
         );
         assert_eq!(
-            auth.decide(Some(&h(&user)), Need::Crypto),
+            auth.decide(Some(&h(&user)), key_op),
             Decision::Allowed {
                 principal: "bob".into()
             }
         );
         assert_eq!(
-            auth.decide(Some(&h(&user)), Need::Administrator),
+            auth.decide(Some(&h(&user)), admin_op),
             Decision::Forbidden {
                 principal: "bob".into()
             }
         );
         assert_eq!(
-            auth.decide(Some(&h(&owner)), Need::Crypto),
+            auth.decide(Some(&h(&owner)), key_op),
             Decision::Forbidden {
                 principal: "owner".into()
             }
         );
         assert!(matches!(
-            auth.decide(Some(&h("hsmemu_nope")), Need::Crypto),
+            auth.decide(Some(&h("hsmemu_nope")), key_op),
             Decision::Unauthorized(_)
         ));
         assert!(matches!(
-            auth.decide(Some(admin.as_bytes()), Need::Administrator),
+            auth.decide(Some(&raw(admin.as_bytes())), admin_op),
             Decision::Unauthorized(_)
         ));
         assert!(matches!(
-            auth.decide(Some(format!("Basic {admin}").as_bytes()), Need::Administrator),
+            auth.decide(Some(&raw(format!("Basic {admin}").as_bytes())), admin_op),
             Decision::Unauthorized(_)
         ));
         // A token issued while the server runs is seen; the file holds no token in the clear.
         let late = issue_token(dir.path(), "carol", &[Role::CryptoOfficer]).unwrap();
-        assert!(matches!(
-            auth.decide(Some(&h(&late)), Need::Crypto),
-            Decision::Allowed { .. }
-        ));
+        assert!(matches!(auth.decide(Some(&h(&late)), key_op), Decision::Allowed { .. }));
         let stored = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&late) && !stored.contains(&admin));
         assert!(issue_token(dir.path(), "bad name", &[]).is_err());
+    }
+
+    #[test]
+    fn roles_grant_what_they_always_did() {
+        for action in DataAction::ALL {
+            let security_domain = action.name().contains("/securitydomain/");
+            assert!(action.name().starts_with("Microsoft.KeyVault/managedHsm/"));
+            assert_eq!(Role::Administrator.grants(action), security_domain, "{action:?}");
+            assert_eq!(Role::CryptoOfficer.grants(action), !security_domain, "{action:?}");
+            assert_eq!(Role::CryptoUser.grants(action), !security_domain, "{action:?}");
+            let phrase = action.roles_phrase();
+            if security_domain {
+                assert_eq!(phrase, "the Administrator local role");
+            } else {
+                assert_eq!(phrase, "a Crypto Officer or Crypto User local role");
+            }
+        }
+        let mut names: Vec<&str> = DataAction::ALL.iter().map(|a| a.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DataAction::ALL.len(), "one string per action");
+    }
+
+    #[test]
+    fn an_issued_token_is_admitted_only_by_its_own_record() {
+        let (token, record) = new_token("dave", &[Role::CryptoUser]);
+        let token = token.reveal();
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 43);
+        let records = [record];
+        let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
+        assert!(matches!(
+            decide_with(&records, Some(&h(&token)), DataAction::KeyRead),
+            Decision::Allowed { .. }
+        ));
+        let altered = format!("{}x", &token[..token.len() - 1]);
+        assert!(matches!(
+            decide_with(&records, Some(&h(&altered)), DataAction::KeyRead),
+            Decision::Unauthorized(_)
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
+use super::SecretText;
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::crypto::rng::CryptoRng;
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ const BACKUP_MAGIC: &[u8; 8] = b"HSMEMUKB";
 const BACKUP_AAD: &[u8] = b"hsm-ceremony emulator key backup v1";
 const NONCE_LEN: usize = 12;
 pub const DEFAULT_KEY_OPS: [&str; 6] = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"];
-const KNOWN_KEY_OPS: [&str; 8] = [
+pub(crate) const KNOWN_KEY_OPS: [&str; 8] = [
     "encrypt",
     "decrypt",
     "sign",
@@ -39,12 +40,12 @@ const KNOWN_KEY_OPS: [&str; 8] = [
 ];
 
 /// One version of a key, as stored and as carried inside a backup.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyVersion {
     version: String,
-    /// PKCS#8 DER, base64url; wiped when dropped.
-    pkcs8: String,
+    /// PKCS#8 DER, base64url.
+    pkcs8: SecretText,
     key_ops: Vec<String>,
     enabled: bool,
     created: u64,
@@ -53,9 +54,18 @@ struct KeyVersion {
     tags: BTreeMap<String, String>,
 }
 
-impl Drop for KeyVersion {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.pkcs8);
+// Explicit, since it copies the private key: each store change builds the next map in full.
+impl Clone for KeyVersion {
+    fn clone(&self) -> Self {
+        KeyVersion {
+            version: self.version.clone(),
+            pkcs8: self.pkcs8.clone(),
+            key_ops: self.key_ops.clone(),
+            enabled: self.enabled,
+            created: self.created,
+            updated: self.updated,
+            tags: self.tags.clone(),
+        }
     }
 }
 
@@ -73,64 +83,13 @@ struct BackupContents {
     versions: Vec<KeyVersion>,
 }
 
-/// The body of `POST /keys/{name}/create`, as the SDK and the CLI send it.
-#[derive(Deserialize)]
-pub struct CreateKeyRequest {
-    pub kty: String,
-    pub key_size: Option<u32>,
-    pub public_exponent: Option<u64>,
-    pub key_ops: Option<Vec<String>>,
-    pub attributes: Option<CreateAttributes>,
-    pub tags: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-pub struct CreateAttributes {
-    pub enabled: Option<bool>,
-}
-
-/// What a new key is to be: checked before any key is drawn.
+/// What a new key is to be (parsed from the create request by
+/// `request::parse`): checked before any key is drawn.
 pub struct KeySpec {
-    bits: usize,
-    key_ops: Vec<String>,
-    enabled: bool,
-    tags: BTreeMap<String, String>,
-}
-
-impl CreateKeyRequest {
-    pub fn check(self) -> std::result::Result<KeySpec, ApiError> {
-        if !matches!(self.kty.as_str(), "RSA" | "RSA-HSM") {
-            return Err(ApiError::bad_request(format!(
-                "kty '{}' is not supported by this emulator; use RSA or RSA-HSM",
-                self.kty
-            )));
-        }
-        let bits = self.key_size.unwrap_or(2048) as usize;
-        if ![2048, 3072, 4096].contains(&bits) {
-            return Err(ApiError::bad_request(format!(
-                "key_size {bits} is not supported; use 2048, 3072 or 4096"
-            )));
-        }
-        if self.public_exponent.is_some_and(|e| e != 65537) {
-            return Err(ApiError::bad_request("only the public exponent 65537 is supported"));
-        }
-        let key_ops = match self.key_ops {
-            Some(ops) => {
-                if let Some(bad) = ops.iter().find(|o| !KNOWN_KEY_OPS.contains(&o.as_str())) {
-                    return Err(ApiError::bad_request(format!("'{bad}' is not a key operation")));
-                }
-                ops
-            }
-            None => DEFAULT_KEY_OPS.iter().map(|s| s.to_string()).collect(),
-        };
-        let enabled = self.attributes.and_then(|a| a.enabled).unwrap_or(true);
-        Ok(KeySpec {
-            bits,
-            key_ops,
-            enabled,
-            tags: self.tags.unwrap_or_default(),
-        })
-    }
+    pub(crate) bits: usize,
+    pub(crate) key_ops: Vec<String>,
+    pub(crate) enabled: bool,
+    pub(crate) tags: BTreeMap<String, String>,
 }
 
 /// Key names as Key Vault allows them: 1 to 127 letters, digits and '-'.
@@ -163,7 +122,7 @@ pub(crate) struct KeyStore {
 
 fn public_parts(v: &KeyVersion) -> std::result::Result<(Vec<u8>, Vec<u8>), ApiError> {
     use pkcs8::DecodePrivateKey;
-    let der = Zeroizing::new(b64u_decode(&v.pkcs8, "key").map_err(ApiError::internal)?);
+    let der = Zeroizing::new(b64u_decode(v.pkcs8.expose(), "key").map_err(ApiError::internal)?);
     let key = rsa::PrivateKey::from_pkcs8_der(&der).map_err(ApiError::internal)?;
     Ok((key.n_bytes().to_vec(), key.e_bytes().to_vec()))
 }
@@ -266,7 +225,7 @@ impl KeyStore {
         rng.fill_bytes(&mut version);
         let v = KeyVersion {
             version: hex::encode(version),
-            pkcs8: b64u(pkcs8),
+            pkcs8: SecretText::new(b64u(pkcs8)),
             key_ops: spec.key_ops,
             enabled: spec.enabled,
             created: now,
@@ -386,8 +345,12 @@ mod tests {
     use crate::test_support::{rsa_2048, test_rng};
 
     fn spec() -> KeySpec {
-        let req: CreateKeyRequest = serde_json::from_str(r#"{"kty":"RSA-HSM","key_size":2048}"#).unwrap();
-        req.check().unwrap()
+        KeySpec {
+            bits: 2048,
+            key_ops: DEFAULT_KEY_OPS.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            tags: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -464,13 +427,11 @@ mod tests {
     }
 
     #[test]
-    fn create_requests_are_checked() {
-        let bad = |s: &str| serde_json::from_str::<CreateKeyRequest>(s).unwrap().check().is_err();
-        assert!(bad(r#"{"kty":"EC"}"#));
-        assert!(bad(r#"{"kty":"RSA","key_size":1024}"#));
-        assert!(bad(r#"{"kty":"RSA","key_ops":["fly"]}"#));
-        assert!(!bad(r#"{"kty":"RSA"}"#));
+    fn key_names() {
         assert!(check_name("canary-1").is_ok());
+        assert!(check_name(&"a".repeat(127)).is_ok());
+        assert!(check_name(&"a".repeat(128)).is_err());
+        assert!(check_name("").is_err());
         assert!(check_name("bad/name").is_err());
     }
 }

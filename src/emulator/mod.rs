@@ -13,16 +13,17 @@
 
 pub mod auth;
 mod error;
+mod handle;
 mod keys;
-mod routes;
+mod request;
 mod server;
 pub mod state;
 mod tls;
 
-pub use auth::{issue_token, Role};
-pub use routes::{preflight, API_VERSIONS};
+pub use auth::{issue_token, DataAction, Role};
+pub use request::{preflight, API_VERSIONS};
 pub use server::{serve_blocking, spawn, Config, InProcess, Ready, RunningEmulator, IN_PROCESS_ORIGIN};
-pub use state::{inspect, InstanceSummary, OpStatus, Operation, Status};
+pub use state::{inspect, InstanceSummary, OpStatus, OperationStatus, Status};
 pub use tls::CA_FILE;
 
 /// Seconds since the Unix epoch, as Key Vault's attributes carry them.
@@ -31,4 +32,36 @@ pub(crate) fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Secret text as the state files carry it (a private key or plaintext in
+/// base64url): no `Debug`, copied only by an explicit `clone`, wiped on
+/// drop, and (de)serialised as a plain JSON string.
+pub(crate) struct SecretText(zeroize::Zeroizing<String>);
+
+impl SecretText {
+    pub fn new(text: String) -> SecretText {
+        SecretText(zeroize::Zeroizing::new(text))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Clone for SecretText {
+    fn clone(&self) -> Self {
+        SecretText(self.0.clone())
+    }
+}
+
+impl serde::Serialize for SecretText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(SecretText::new)
+    }
 }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::auth::Authenticator;
+use super::handle::{self, App, Site};
 use super::keys::KeyStore;
-use super::routes::{self, App};
 use super::state::{self, Instance};
 use super::tls;
 use crate::error::{Error, Result};
@@ -100,16 +100,18 @@ fn lock_dir(dir: &Path) -> Result<File> {
 fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) -> Result<(Arc<App>, File)> {
     state::ensure_dir(&config.state_dir)?;
     let lock = lock_dir(&config.state_dir)?;
-    let app = Arc::new(App {
-        instance: Mutex::new(Instance::open(&config.state_dir)?),
-        keys: Mutex::new(KeyStore::open(&config.state_dir)?),
-        auth: Authenticator::open(&config.state_dir)?,
-        bound_origin: origin,
-        scheme,
-        port,
-        tenant: config.tenant.clone(),
-        body_timeout: config.body_timeout,
-    });
+    let app = Arc::new(App::new(
+        Instance::open(&config.state_dir)?,
+        KeyStore::open(&config.state_dir)?,
+        Authenticator::open(&config.state_dir)?,
+        Site {
+            bound_origin: origin,
+            scheme,
+            port,
+            tenant: config.tenant.clone(),
+            body_timeout: config.body_timeout,
+        },
+    ));
     Ok((app, lock))
 }
 
@@ -187,16 +189,18 @@ impl InProcess {
     /// what it receives is the production security domain's contents).
     pub fn in_memory() -> Result<InProcess> {
         let config = Config::new(PathBuf::new());
-        let app = Arc::new(App {
-            instance: Mutex::new(Instance::in_memory()),
-            keys: Mutex::new(KeyStore::in_memory()),
-            auth: Authenticator::in_memory(),
-            bound_origin: IN_PROCESS_ORIGIN.into(),
-            scheme: "http",
-            port: 0,
-            tenant: config.tenant,
-            body_timeout: config.body_timeout,
-        });
+        let app = Arc::new(App::new(
+            Instance::in_memory(),
+            KeyStore::in_memory(),
+            Authenticator::in_memory(),
+            Site {
+                bound_origin: IN_PROCESS_ORIGIN.into(),
+                scheme: "http",
+                port: 0,
+                tenant: config.tenant,
+                body_timeout: config.body_timeout,
+            },
+        ));
         Ok(InProcess {
             app,
             runtime: runtime()?,
@@ -248,7 +252,7 @@ impl InProcess {
             let server = tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
+                    async move { Ok::<_, Infallible>(handle::handle(app, req).await) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(server_io), service)
@@ -310,7 +314,7 @@ async fn accept_loop(
             let _slot = slot;
             let svc = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(routes::handle(app, req).await) }
+                async move { Ok::<_, Infallible>(handle::handle(app, req).await) }
             });
             let mut builder = http1::Builder::new();
             builder

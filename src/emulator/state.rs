@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
+use super::SecretText;
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::crypto::kdf::sp108_kdf;
 use crate::crypto::rng::CryptoRng;
@@ -61,14 +62,14 @@ pub enum OpStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Operation {
+pub struct OperationStatus {
     pub status: OpStatus,
     pub status_details: String,
 }
 
-impl Operation {
+impl OperationStatus {
     fn new(status: OpStatus, details: impl Into<String>) -> Self {
-        Operation {
+        OperationStatus {
             status,
             status_details: details.into(),
         }
@@ -101,19 +102,41 @@ impl Clone for Domain {
 }
 
 /// The exchange key of a recovering instance; the private half never leaves.
-#[derive(Clone)]
 struct Exchange {
     key: rsa::PrivateKey,
     cert: Certificate,
 }
 
-#[derive(Clone)]
+// The `Clone`s of what holds secrets are written out, not derived: each
+// change builds the next snapshot from a copy of the current one, and that
+// is the only copy made.
+impl Clone for Exchange {
+    fn clone(&self) -> Self {
+        Exchange {
+            key: self.key.clone(),
+            cert: self.cert.clone(),
+        }
+    }
+}
+
 struct Snapshot {
     status: Status,
     exchange: Option<Exchange>,
     domain: Option<Domain>,
-    download: Option<Operation>,
-    upload: Option<Operation>,
+    download: Option<OperationStatus>,
+    upload: Option<OperationStatus>,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        Snapshot {
+            status: self.status,
+            exchange: self.exchange.clone(),
+            domain: self.domain.clone(),
+            download: self.download.clone(),
+            upload: self.upload.clone(),
+        }
+    }
 }
 
 // ---- on disk ----
@@ -122,20 +145,20 @@ struct Snapshot {
 #[serde(deny_unknown_fields)]
 struct ItemFile {
     tag: String,
-    data: String,
+    data: SecretText,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DomainFile {
-    master_key: String,
+    master_key: SecretText,
     items: Vec<ItemFile>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExchangeFile {
-    key_pkcs8: String,
+    key_pkcs8: SecretText,
     cert_der: String,
 }
 
@@ -146,8 +169,8 @@ struct StateFile {
     status: Status,
     exchange: Option<ExchangeFile>,
     domain: Option<DomainFile>,
-    download: Option<Operation>,
-    upload: Option<Operation>,
+    download: Option<OperationStatus>,
+    upload: Option<OperationStatus>,
 }
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -172,12 +195,12 @@ impl Snapshot {
         use pkcs8::EncodePrivateKey;
         let exchange = match &self.exchange {
             Some(x) => Some(ExchangeFile {
-                key_pkcs8: b64u(
+                key_pkcs8: SecretText::new(b64u(
                     x.key
                         .to_pkcs8_der()
                         .map_err(|e| Error::Crypto(e.to_string()))?
                         .as_bytes(),
-                ),
+                )),
                 cert_der: b64u(x.cert.der()),
             }),
             None => None,
@@ -189,18 +212,18 @@ impl Snapshot {
                 exchange: self.exchange.clone(),
                 domain: None,
                 download: None,
-                upload: Some(Operation::new(OpStatus::Failed, RECOVERED_IN_MEMORY_ONLY)),
+                upload: Some(OperationStatus::new(OpStatus::Failed, RECOVERED_IN_MEMORY_ONLY)),
             };
             return on_disk.to_file();
         }
         let domain = self.domain.as_ref().map(|d| DomainFile {
-            master_key: b64u(d.master.expose()),
+            master_key: SecretText::new(b64u(d.master.expose())),
             items: d
                 .items
                 .iter()
                 .map(|i| ItemFile {
                     tag: i.tag.clone(),
-                    data: b64u(i.plaintext.expose()),
+                    data: SecretText::new(b64u(i.plaintext.expose())),
                 })
                 .collect(),
         });
@@ -225,7 +248,8 @@ impl Snapshot {
         }
         let exchange = match file.exchange {
             Some(x) => {
-                let der = Zeroizing::new(b64u_decode(&x.key_pkcs8, "exchange key").map_err(|e| corrupt(path, e))?);
+                let der =
+                    Zeroizing::new(b64u_decode(x.key_pkcs8.expose(), "exchange key").map_err(|e| corrupt(path, e))?);
                 let key = rsa::PrivateKey::from_pkcs8_der(&der).map_err(|e| corrupt(path, e))?;
                 let cert_der = b64u_decode(&x.cert_der, "exchange certificate").map_err(|e| corrupt(path, e))?;
                 let cert = Certificate::from_bytes(&cert_der).map_err(|e| corrupt(path, e))?;
@@ -235,12 +259,13 @@ impl Snapshot {
         };
         let domain = match file.domain {
             Some(d) => {
-                let mk = Zeroizing::new(b64u_decode(&d.master_key, "master key").map_err(|e| corrupt(path, e))?);
+                let mk =
+                    Zeroizing::new(b64u_decode(d.master_key.expose(), "master key").map_err(|e| corrupt(path, e))?);
                 let master =
                     MasterKey::from_slice(&mk).ok_or_else(|| corrupt(path, "the master key is not 32 bytes"))?;
                 let mut items = Vec::new();
                 for i in d.items {
-                    let data = b64u_decode(&i.data, "item").map_err(|e| corrupt(path, e))?;
+                    let data = b64u_decode(i.data.expose(), "item").map_err(|e| corrupt(path, e))?;
                     items.push(PlainItem {
                         tag: i.tag,
                         plaintext: SecretBytes::new(data),
@@ -294,8 +319,8 @@ pub struct InstanceSummary {
     pub status: Status,
     /// [`recovery::contents_fingerprint`] of the security domain, when activated.
     pub contents_fingerprint: Option<String>,
-    pub download: Option<Operation>,
-    pub upload: Option<Operation>,
+    pub download: Option<OperationStatus>,
+    pub upload: Option<OperationStatus>,
 }
 
 /// Reads the state of `state_dir` without changing it. A directory never
@@ -361,7 +386,7 @@ impl Instance {
             .is_some_and(|u| u.status == OpStatus::InProgress)
         {
             let mut next = inst.snap.clone();
-            next.upload = Some(Operation::new(
+            next.upload = Some(OperationStatus::new(
                 OpStatus::Failed,
                 "the instance restarted while the upload was processed; nothing was applied, upload the blob again",
             ));
@@ -396,11 +421,11 @@ impl Instance {
         summary(&self.snap)
     }
 
-    pub fn download_status(&self) -> Option<&Operation> {
+    pub fn download_status(&self) -> Option<&OperationStatus> {
         self.snap.download.as_ref()
     }
 
-    pub fn upload_status(&self) -> Option<&Operation> {
+    pub fn upload_status(&self) -> Option<&OperationStatus> {
         self.snap.upload.as_ref()
     }
 
@@ -431,7 +456,7 @@ impl Instance {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         next.status = Status::Activated;
         next.domain = Some(domain);
-        next.download = Some(Operation::new(OpStatus::Success, ""));
+        next.download = Some(OperationStatus::new(OpStatus::Success, ""));
         self.commit(next).map_err(ApiError::internal)?;
         Ok(sd)
     }
@@ -488,7 +513,7 @@ impl Instance {
             return Err(ApiError::conflict("an upload is already in progress"));
         }
         let mut next = self.snap.clone();
-        next.upload = Some(Operation::new(OpStatus::InProgress, ""));
+        next.upload = Some(OperationStatus::new(OpStatus::InProgress, ""));
         self.commit(next).map_err(ApiError::internal)
     }
 
@@ -506,12 +531,12 @@ impl Instance {
                     items,
                     uploaded: true,
                 });
-                next.upload = Some(Operation::new(OpStatus::Success, ""));
+                next.upload = Some(OperationStatus::new(OpStatus::Success, ""));
             }
-            Err(why) => next.upload = Some(Operation::new(OpStatus::Failed, why)),
+            Err(why) => next.upload = Some(OperationStatus::new(OpStatus::Failed, why)),
         }
         if let Err(e) = self.commit(next) {
-            self.snap.upload = Some(Operation::new(
+            self.snap.upload = Some(OperationStatus::new(
                 OpStatus::Failed,
                 format!("the instance could not record the upload: {e}"),
             ));

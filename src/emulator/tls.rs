@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
+use super::SecretText;
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::custodian::pem;
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ struct TlsFile {
     format: u32,
     ca_der: String,
     server_der: String,
-    server_key_pkcs8: String,
+    server_key_pkcs8: SecretText,
 }
 
 pub(crate) struct TlsMaterial {
@@ -79,7 +80,7 @@ fn generate() -> Result<TlsFile> {
         format: 1,
         ca_der: b64u(ca_cert.der()),
         server_der: b64u(server_cert.der()),
-        server_key_pkcs8: b64u(&server_key.serialize_der()),
+        server_key_pkcs8: SecretText::new(b64u(&Zeroizing::new(server_key.serialize_der()))),
     })
 }
 
@@ -100,7 +101,7 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
     let bad = |e: crate::crypto::CryptoError| Error::Usage(format!("{} is damaged: {e}", path.display()));
     let ca_der = b64u_decode(&file.ca_der, "CA certificate").map_err(bad)?;
     let server_der = b64u_decode(&file.server_der, "server certificate").map_err(bad)?;
-    let key_der = b64u_decode(&file.server_key_pkcs8, "server key").map_err(bad)?;
+    let key_der = b64u_decode(file.server_key_pkcs8.expose(), "server key").map_err(bad)?;
 
     let ca_pem_path = state_dir.join(CA_FILE);
     let ca_pem = pem::encode("CERTIFICATE", &ca_der);

@@ -1,0 +1,333 @@
+//! Executing a request against the instance: route and authorization before the body is read, then the parsed [`Operation`] run on the state.
+//!
+//! The order, which clients see in which refusal comes first: route and
+//! api-version ([`request::head`]), authorization of the route's data
+//! action (the challenge carries no body), the path check, for key
+//! operations an activated instance, then the body read and parsed
+//! ([`request::parse`]), then [`execute`]. Every answer is JSON; every
+//! refusal is Key Vault's error shape.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::auth::{Authenticator, Credentials, Decision};
+use super::error::ApiError;
+use super::keys::{self, KeyStore};
+use super::request::{self, Operation};
+use super::state::{Instance, OperationStatus};
+use crate::crypto::rng::os_rng;
+use crate::format::transfer_key::TransferKeyResponse;
+
+/// Largest request body read: a download request with 10 certificates is ~25 KB.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// One served instance.
+///
+/// Lock order: `instance` before `keys`, always, so two requests never
+/// wait on each other crosswise. `keys` is reachable only through
+/// [`App::state`], which takes both in that order; `instance` alone through
+/// [`App::instance`].
+pub(crate) struct App {
+    instance: Mutex<Instance>,
+    keys: Mutex<KeyStore>,
+    pub auth: Authenticator,
+    site: Site,
+}
+
+/// Instance and key store, locked in the one order (see [`App`]).
+pub(crate) struct State<'a> {
+    pub instance: MutexGuard<'a, Instance>,
+    pub keys: MutexGuard<'a, KeyStore>,
+}
+
+/// Where an [`App`] is reached and how long it waits for bodies.
+pub(crate) struct Site {
+    /// `https://127.0.0.1:PORT`, for requests whose Host is not a loopback name.
+    pub bound_origin: String,
+    pub scheme: &'static str,
+    pub port: u16,
+    /// Tenant named in the challenge.
+    pub tenant: String,
+    /// How long a request body may take to arrive once its headers are in.
+    pub body_timeout: std::time::Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic mid-operation never leaves a half-written state (writes are atomic), so the data is usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl App {
+    pub fn new(instance: Instance, keys: KeyStore, auth: Authenticator, site: Site) -> App {
+        App {
+            instance: Mutex::new(instance),
+            keys: Mutex::new(keys),
+            auth,
+            site,
+        }
+    }
+
+    pub fn instance(&self) -> MutexGuard<'_, Instance> {
+        lock(&self.instance)
+    }
+
+    /// Both locks, instance first: the only way to the key store.
+    pub fn state(&self) -> State<'_> {
+        let instance = lock(&self.instance);
+        let keys = lock(&self.keys);
+        State { instance, keys }
+    }
+}
+
+/// The origin clients used: their Host when it names this loopback server.
+fn origin(site: &Site, host: Option<&HeaderValue>) -> String {
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        let port = format!(":{}", site.port);
+        if let Some(name) = host.strip_suffix(&port) {
+            if ["127.0.0.1", "localhost", "[::1]"].contains(&name) {
+                return format!("{}://{host}", site.scheme);
+            }
+        }
+    }
+    site.bound_origin.clone()
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+fn error_response(err: &ApiError, challenge: Option<&str>) -> Response<Full<Bytes>> {
+    let mut resp = json_response(err.status, err.body());
+    if err.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a trickled body is not waited for.
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(c) = challenge {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+        }
+    }
+    resp
+}
+
+pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match handle_inner(&app, req).await {
+        Ok(resp) => resp,
+        Err((err, challenge)) => error_response(&err, challenge.as_deref()),
+    }
+}
+
+type Failure = (ApiError, Option<String>);
+
+fn plain(err: ApiError) -> Failure {
+    (err, None)
+}
+
+async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    // A declared Content-Length over the limit is refused before waiting for
+    // a body that may never come.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(ApiError::bad_request(format!(
+            "the request body is declared as {} bytes, larger than {MAX_BODY}",
+            body.size_hint().lower()
+        )));
+    }
+    // A client trickling its body would otherwise hold the connection (and,
+    // for uploads, the instance's attention) for as long as it likes.
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(ApiError::bad_request(format!(
+            "the request body could not be read or is larger than {MAX_BODY} bytes"
+        ))),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "RequestTimeout",
+            message: format!(
+                "the request body did not arrive within {} s; send it at once",
+                timeout.as_secs_f64()
+            ),
+        }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+fn status_json(op: &OperationStatus) -> String {
+    json!({"status": op.status, "status_details": op.status_details}).to_string()
+}
+
+fn async_header(resp: &mut Response<Full<Bytes>>, origin: &str, path: &str, api_version: &str) {
+    let url = format!("{origin}{path}?api-version={api_version}");
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert("azure-asyncoperation", v);
+    }
+}
+
+async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Failure> {
+    let (mut parts, body) = req.into_parts();
+    let head = request::head(&parts.method, parts.uri.path(), parts.uri.query()).map_err(plain)?;
+    let origin = origin(&app.site, parts.headers.get(HOST));
+    // The token leaves the header map as soon as the request is taken apart.
+    let credentials = parts
+        .headers
+        .remove(AUTHORIZATION)
+        .map(|h| Credentials::from_header(h.as_bytes()));
+
+    // Challenge auth first: the SDK's first attempt carries no body and no token.
+    let challenge = format!(
+        "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"{origin}\"",
+        app.site.tenant
+    );
+    let action = head.route.action();
+    match app.auth.decide(credentials.as_ref(), action) {
+        Decision::Allowed { .. } => {}
+        Decision::Challenge => {
+            return Err((
+                ApiError::unauthorized("a bearer token is required; this answer carries the challenge"),
+                Some(challenge),
+            ))
+        }
+        Decision::Unauthorized(why) => return Err((ApiError::unauthorized(why), Some(challenge))),
+        Decision::Forbidden { principal } => {
+            return Err(plain(ApiError::forbidden(format!(
+                "the principal '{principal}' does not hold {}",
+                action.roles_phrase()
+            ))));
+        }
+    }
+
+    head.route.check_path().map_err(plain)?;
+    if head.route.needs_security_domain() {
+        // Refused before the body is read; checked again under the lock when run.
+        active(&app.instance()).map_err(plain)?;
+    }
+    let op = if head.route.takes_body() {
+        let body = read_body(body, app.site.body_timeout).await.map_err(plain)?;
+        let route = head.route;
+        // Certificates in a download request take real work to parse.
+        blocking(move || request::parse(route, &body)).await.map_err(plain)?
+    } else {
+        request::parse(head.route, &[]).map_err(plain)?
+    };
+    execute(app, op, &origin, &head.api_version).await.map_err(plain)
+}
+
+/// What key operations need from the instance: the sealing key for backups
+/// and whether the key store may be written.
+struct Active {
+    sealing: zeroize::Zeroizing<[u8; 32]>,
+    persist: bool,
+}
+
+fn active(instance: &Instance) -> Result<Active, ApiError> {
+    let sealing = instance.backup_key().ok_or_else(|| {
+        ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
+    })?;
+    Ok(Active {
+        sealing,
+        persist: instance.persists_keys(),
+    })
+}
+
+/// Runs one parsed operation against the state.
+async fn execute(
+    app: &Arc<App>,
+    op: Operation,
+    origin: &str,
+    api_version: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let ok = |v: serde_json::Value| json_response(StatusCode::OK, v.to_string());
+    match op {
+        Operation::Download { certs, quorum } => {
+            let a = app.clone();
+            let sd = blocking(move || a.instance().download(&mut os_rng(), &certs, quorum)).await?;
+            let mut resp = json_response(StatusCode::ACCEPTED, json!({"value": sd.to_json()}).to_string());
+            async_header(&mut resp, origin, "/securitydomain/download/pending", api_version);
+            Ok(resp)
+        }
+        Operation::DownloadStatus => match app.instance().download_status() {
+            Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
+            None => Err(ApiError::not_found(
+                "NotFound",
+                "no security-domain download was made on this instance",
+            )),
+        },
+        Operation::UploadStatus => match app.instance().upload_status() {
+            Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
+            None => Err(ApiError::not_found(
+                "NotFound",
+                "no security-domain upload was made on this instance",
+            )),
+        },
+        Operation::TransferKey => {
+            let a = app.clone();
+            let cert = blocking(move || a.instance().transfer_key(&mut os_rng())).await?;
+            let mut jwk = cert.to_jwk().map_err(ApiError::internal)?;
+            jwk.kid = Some(format!("{origin}/keys/sdexchangekey"));
+            let body = serde_json::to_string(&TransferKeyResponse::for_jwk(&jwk)).expect("plain data serialises");
+            Ok(json_response(StatusCode::OK, body))
+        }
+        Operation::Upload { blob } => {
+            app.instance().begin_upload()?;
+            let a = app.clone();
+            // Processed in the background, as the service does; the pending endpoint reports the outcome.
+            tokio::task::spawn_blocking(move || {
+                let _ = a.instance().finish_upload(&mut os_rng(), &blob);
+            });
+            let mut resp = json_response(
+                StatusCode::ACCEPTED,
+                json!({"status": "InProgress", "status_details": ""}).to_string(),
+            );
+            async_header(&mut resp, origin, "/securitydomain/upload/pending", api_version);
+            Ok(resp)
+        }
+        Operation::CreateKey { name, spec } => {
+            let (a, origin) = (app.clone(), origin.to_string());
+            blocking(move || {
+                // Drawn before any lock is taken: RSA generation is slow.
+                let pkcs8 = keys::generate(&mut os_rng(), &spec)?;
+                let mut state = a.state();
+                let Active { persist, .. } = active(&state.instance)?;
+                state
+                    .keys
+                    .create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix(), persist)
+            })
+            .await
+            .map(ok)
+        }
+        Operation::GetKey { name, version } => {
+            let state = app.state();
+            active(&state.instance)?;
+            state.keys.get(origin, &name, version.as_deref()).map(ok)
+        }
+        Operation::BackupKey { name } => {
+            let state = app.state();
+            let Active { sealing, .. } = active(&state.instance)?;
+            state
+                .keys
+                .backup(&mut os_rng(), &name, &sealing)
+                .map(|b| ok(json!({"value": b})))
+        }
+        Operation::RestoreKey { backup } => {
+            let mut state = app.state();
+            let Active { sealing, persist } = active(&state.instance)?;
+            state.keys.restore(origin, &backup, &sealing, persist).map(ok)
+        }
+    }
+}
