@@ -1,6 +1,8 @@
-//! The emulator's stateless request handling (`emulator::preflight`): route,
-//! api-version, key name and body parsing. Input: method line, path and
-//! query line, then the body.
+//! The emulator's request parse (`emulator::preflight`): the same route,
+//! api-version, path and body parse the server runs before authorization
+//! and state come in (src/emulator/request.rs). Input: method line, path
+//! and query line, then the body. Every refusal must be a 4xx in Key
+//! Vault's error shape, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

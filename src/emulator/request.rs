@@ -12,6 +12,14 @@
 //! 3. [`parse`]: the route and the body bytes to the [`Operation`] to run.
 //!    It repeats step 2 itself, so [`preflight`] (and the fuzz target) drive
 //!    exactly what the server does.
+//!
+//! Adding an operation: a [`Route`] variant and its arm in `route`; its
+//! [`DataAction`] in [`Route::action`] (a new action also goes into
+//! `DataAction`, with the service's string, and into the roles that grant
+//! it, `Role::data_actions`); its arms in `takes_body`,
+//! `needs_security_domain` and `check_path`; an [`Operation`] variant and
+//! its arm in [`parse`]; then its arm in `handle::execute`. The compiler
+//! points at every match that lacks it; add its rows to the tables below.
 
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
@@ -94,19 +102,25 @@ impl Route {
 
     /// Whether the request carries a body to read.
     pub fn takes_body(&self) -> bool {
-        matches!(
-            self,
-            Route::Download | Route::Upload | Route::CreateKey(_) | Route::RestoreKey
-        )
+        match self {
+            Route::Download | Route::Upload | Route::CreateKey(_) | Route::RestoreKey => true,
+            Route::DownloadPending
+            | Route::TransferKey
+            | Route::UploadPending
+            | Route::GetKey(..)
+            | Route::BackupKey(_) => false,
+        }
     }
 
     /// Whether the operation needs an activated instance (a security
     /// domain): refused before the body is read when there is none.
     pub fn needs_security_domain(&self) -> bool {
-        matches!(
-            self,
-            Route::CreateKey(_) | Route::GetKey(..) | Route::BackupKey(_) | Route::RestoreKey
-        )
+        match self {
+            Route::CreateKey(_) | Route::GetKey(..) | Route::BackupKey(_) | Route::RestoreKey => true,
+            Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
+                false
+            }
+        }
     }
 
     /// Step 2: the path's parameters.
@@ -298,7 +312,7 @@ impl CreateKeyRequest {
 }
 
 /// The whole stateless part of handling one request, exactly as the server
-/// does it (the same [`head`] and [`parse`]), without authorization or
+/// does it (the same `head` and `parse`), without authorization or
 /// state. Returns the status and Key Vault error body a refusal would
 /// carry. Driven by the fuzz target `emulator_request`: hostile input must
 /// never panic here.
