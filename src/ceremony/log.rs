@@ -429,6 +429,31 @@ mod tests {
         (dir, path)
     }
 
+    /// The lock, without process start-up in the way: each append opens the
+    /// file anew, so `flock` serialises threads as it does processes.
+    #[test]
+    fn threads_appending_at_once_leave_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_NAME);
+        let (writers, each) = (4, 100);
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..each {
+                        append(path, entry(w * 1000 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        let lines = verify(&path).unwrap().unwrap();
+        assert_eq!(lines.len(), writers * each);
+        assert_eq!(head_of(&path).lines as usize, writers * each);
+        let writer = |l: &Line| l.entry.command.trim_start_matches("step ").parse::<usize>().unwrap() / 1000;
+        let switches = lines.windows(2).filter(|w| writer(&w[0]) != writer(&w[1])).count();
+        assert!(switches > 10, "the writers hardly overlapped ({switches} switches)");
+    }
+
     fn head_of(path: &Path) -> Head {
         serde_json::from_slice(&std::fs::read(head_path(path)).unwrap()).unwrap()
     }

@@ -1,7 +1,7 @@
 //! Printing for people and scripts: results to stdout, progress and
 //! warnings to stderr, `--quiet` to keep only results and errors.
 //!
-//! Every byte the program prints goes through this file (tests/layers.rs
+//! Every byte the program prints goes through this file (tests/it/layers.rs
 //! forbids print macros elsewhere in src/): paths, subjects, tags and log
 //! fields come from files and command lines, and a control character in one
 //! (`ESC[1A ESC[2K` in a certificate's CN) must not drive the terminal. A

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerates the static hostile inputs in files/ (their provenance). Large
-inputs (a sparse 1 GB file, megabyte strings) are made by tests/hostile.rs at
+inputs (a sparse 1 GB file, megabyte strings) are made by tests/it/hostile.rs at
 run time instead of being committed.
 
 Security domains are mutations of fixtures/azure/sdfile.json (the real Azure

@@ -1,7 +1,7 @@
 //! `custodian verify`: one custodian proves they can open their own share,
 //! and every way that proof can fail names the file at fault.
 
-mod util;
+use crate::util;
 
 use util::{fixtures, Dir, EXIT_INPUT, EXIT_INTEGRITY};
 

@@ -4,7 +4,7 @@
 //! real Managed HSM and are skipped — visibly. Passphrases come from
 //! `HSM_CEREMONY_PASSPHRASE`, where a custodian would type theirs.
 
-mod util;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! names the first broken line, `log show` prints the timeline, `log sign`
 //! countersigns, and two writers appending at once leave one chain.
 
-mod util;
+use crate::util;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -379,33 +379,35 @@ fn append_many(dir: &Path, log: &str, certs: &[&str], n: usize) {
     }
 }
 
+/// Two processes at once (the threads of `ceremony::log`'s unit test prove
+/// the lock at volume; this proves it across processes).
 #[test]
-fn two_writers_appending_1000_lines_each_leave_one_chain_of_2000() {
+fn two_writers_appending_100_lines_each_leave_one_chain_of_200() {
     let dir = Dir::new("log-concurrent");
     dir.copy(&["c0.cer", "c1.cer", "c2.cer", "c3.cer"]);
     let a = ["c0.cer", "c1.cer", "c2.cer"];
     let b = ["c3.cer", "c2.cer", "c1.cer"];
     std::thread::scope(|s| {
-        s.spawn(|| append_many(dir.path(), "shared.jsonl", &a, 1000));
-        s.spawn(|| append_many(dir.path(), "shared.jsonl", &b, 1000));
+        s.spawn(|| append_many(dir.path(), "shared.jsonl", &a, 100));
+        s.spawn(|| append_many(dir.path(), "shared.jsonl", &b, 100));
     });
     dir.run(&["log", "verify", "shared.jsonl"])
         .ok()
-        .stdout_has("2000 lines, chain intact");
+        .stdout_has("200 lines, chain intact");
     let lines: Vec<Value> = dir
         .read_string("shared.jsonl")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2000);
+    assert_eq!(lines.len(), 200);
     let from = |first: &str| lines.iter().filter(|l| l["inputs"][0]["path"] == first).count();
-    assert_eq!((from("c0.cer"), from("c3.cer")), (1000, 1000));
+    assert_eq!((from("c0.cer"), from("c3.cer")), (100, 100));
     // The writers really overlapped: their lines interleave.
     let switches = lines
         .windows(2)
         .filter(|w| w[0]["inputs"][0]["path"] != w[1]["inputs"][0]["path"])
         .count();
-    assert!(switches > 10, "the two writers hardly overlapped ({switches} switches)");
+    assert!(switches > 2, "the two writers hardly overlapped ({switches} switches)");
 }
 
 /// A step killed after its line was written but before the head was updated

@@ -2,7 +2,7 @@
 //! would meet them (see `util::pty`): what they ask, that nothing typed is
 //! echoed, and what happens after a wrong answer.
 
-mod util;
+use crate::util;
 
 use util::pty::{finish, on_terminal};
 use util::{passphrase, Dir};

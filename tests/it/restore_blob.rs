@@ -2,7 +2,7 @@
 //! contents for an exchange key. The blob is checked by opening it the way an
 //! instance does, through the library.
 
-mod util;
+use crate::util;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! emulator (`src/instance`, `src/emulator`, and the emulator's CLI front,
 //! which parses `--listen`) name a networking crate or socket type.
 
-mod util;
+use crate::util;
 
 use std::fs;
 use std::path::Path;

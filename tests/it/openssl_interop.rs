@@ -3,7 +3,7 @@
 //! ceremony; and OpenSSL reads the keys and certificates we write. These
 //! tests need the `openssl` command and fail, never skip, without it.
 
-mod util;
+use crate::util;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

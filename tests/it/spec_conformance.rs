@@ -4,7 +4,7 @@
 //! words, Lagrange over GF(257), the SP 800-108 KDF) without the library's
 //! crypto. A self-consistent but non-Azure encoding would fail here.
 
-mod util;
+use crate::util;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha512;

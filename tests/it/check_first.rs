@@ -8,7 +8,7 @@
 //! too: the child shares its offset, so an offset still at 0 afterwards
 //! proves that not a byte was read.
 
-mod util;
+use crate::util;
 
 use std::io::{Seek, Write};
 use std::os::fd::AsRawFd;

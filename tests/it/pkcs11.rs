@@ -8,7 +8,7 @@
 //! does not support OAEP-SHA-256: its keys are made with `--oaep-on-host`
 //! and named with `x-oaep=host`, and the refusal itself is tested.
 
-mod util;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

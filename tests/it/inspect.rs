@@ -1,7 +1,7 @@
 //! `sd inspect`: what a security-domain file holds, on the real Azure file and
 //! on one of ours matched to its certificates.
 
-mod util;
+use crate::util;
 
 use util::{fixtures, Dir, AZURE_SD, AZURE_X5T};
 

@@ -2,7 +2,7 @@
 //! emulator, the manual recovery path, and drills that pass and fail — each
 //! leaving its report and log line.
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 //! every printing command with exit 6, never a panic; the bash completion
 //! completes subcommand flags.
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

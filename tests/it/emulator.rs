@@ -2,7 +2,7 @@
 //! refusals, challenge auth and roles, transfer key, upload and its failures,
 //! and the canary key that proves a recovered instance is a clone.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! manifest is enforced, and kill -9 at any moment never loses the security
 //! domain.
 
-mod util;
+use crate::util;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! URL-safe, padded or not, at every byte alignment) or raw bytes. Private
 //! keys are written 0600, and the process runs without core dumps.
 
-mod util;
+use crate::util;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -1,7 +1,7 @@
 //! `sd split`: a new security domain in the Azure format, and what it refuses
 //! without writing anything.
 
-mod util;
+use crate::util;
 
 use util::{fixtures, read_json, Dir, EXIT_INPUT};
 

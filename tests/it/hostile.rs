@@ -8,7 +8,7 @@
 //! (the case's `generate`). Emulator requests: `tests/hostile/emulator.json`,
 //! sent raw to the in-process emulator, which must answer 4xx JSON and stay up.
 
-mod util;
+use crate::util;
 
 use std::ffi::OsString;
 use std::fs;

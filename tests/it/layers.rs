@@ -2,7 +2,7 @@
 //! and ceremony layers know nothing of the command line, the terminal or the
 //! network, so they can be reviewed (and reused) on their own.
 
-mod util;
+use crate::util;
 
 /// The library layers below the CLI, the instance client and the emulator.
 const LIBRARY: [&str; 8] = [

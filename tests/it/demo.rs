@@ -1,6 +1,6 @@
 //! `demo`: the whole offline story runs, end to end, with the real commands.
 
-mod util;
+use crate::util;
 
 use util::{Dir, EXIT_INPUT};
 

@@ -2,7 +2,7 @@
 //! real Azure fixture: `sd inspect` and `restore-blob` both refuse each one,
 //! name the file and what is wrong with it, and write nothing.
 
-mod util;
+use crate::util;
 
 use serde_json::{json, Value};
 use util::{b64u, fixtures, mutate_jwe, Dir, AZURE_SD, AZURE_X5T, EXIT_INPUT, EXIT_INTEGRITY};

@@ -7,7 +7,7 @@
 //! here to be the only debris. And a full disk (/dev/full, a 64 KiB tmpfs)
 //! gives an error, never a success.
 
-mod util;
+use crate::util;
 
 use std::fs;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! failure — a closed port, a CA that does not sign the instance, a refused
 //! token — is exit 7 with its own advice, never "none" and exit 0.
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

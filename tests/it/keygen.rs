@@ -1,7 +1,7 @@
 //! `custodian keygen`: the files it writes, their modes and forms, and what it
 //! refuses without writing anything.
 
-mod util;
+use crate::util;
 
 use util::{Dir, EXIT_INPUT, EXIT_USAGE};
 

@@ -1,7 +1,7 @@
 //! `custodian show` and `sd check-certs`: what a custodian's certificate says,
 //! its warnings, and the checks Azure makes at download time.
 
-mod util;
+use crate::util;
 
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::key::KeyFile;

@@ -3,7 +3,7 @@
 //! same state directory. The state must always parse and be recovering:
 //! contents learned from an upload are held in memory only, never written.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

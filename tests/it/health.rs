@@ -2,7 +2,7 @@
 //! cannot recover), per custodian and for the quorum, from certificates and
 //! the ceremony log.
 
-mod util;
+use crate::util;
 
 use time::{Duration, OffsetDateTime};
 use util::{fixtures, Dir, EXIT_INTEGRITY};

@@ -1,0 +1,38 @@
+//! The integration tests, one binary in ripgrep's style: each module is an
+//! area, run against the real `hsm-ceremony` binary in temporary folders
+//! (`util`: the harness and the shared custodians; `common`: the emulator
+//! tests' in-process instance and raw requests). One binary links once and
+//! makes the test custodians once for every area.
+
+mod common;
+mod util;
+
+mod bad_input;
+mod ceremony_log;
+mod certs;
+mod check_first;
+mod crash_safety;
+mod demo;
+mod drill;
+mod emulator;
+mod emulator_cli;
+mod emulator_kill;
+mod emulator_rbac;
+mod health;
+mod hostile;
+mod inspect;
+mod instance_errors;
+mod keygen;
+mod layers;
+mod offline;
+mod openssl_interop;
+mod output_safety;
+mod pkcs11;
+mod prompts;
+mod restore_blob;
+mod rotation;
+mod runbooks;
+mod secret_hygiene;
+mod spec_conformance;
+mod split;
+mod verify;
