@@ -1,5 +1,5 @@
 //! `hsm-ceremony restore-blob`: a quorum opens its shares and the data items
-//! are re-encrypted for a target instance's exchange key (spec §6). Flags
+//! are re-encrypted for a target instance's exchange key (security-domain(5), RESTORE BLOB). Flags
 //! also answer to the Azure CLI's names, so an `az` runbook translates one to
 //! one.
 

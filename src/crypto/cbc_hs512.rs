@@ -1,4 +1,4 @@
-//! A256CBC-HS512 content encryption (RFC 7518 §5.2.2; spec §3).
+//! A256CBC-HS512 content encryption (RFC 7518 §5.2.2; security-domain(5), DATA ITEMS).
 
 use aes::cipher::{block_padding::Pkcs7, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
@@ -39,7 +39,7 @@ pub fn encrypt(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8], plaintext: &[
 }
 
 /// Checks the tag in constant time, then decrypts. A tag of any length other
-/// than 32 bytes is an integrity failure (spec §3).
+/// than 32 bytes is an integrity failure (security-domain(5), DATA ITEMS).
 pub fn decrypt(
     key: &[u8; KEY_LEN],
     iv: &[u8],

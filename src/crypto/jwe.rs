@@ -1,4 +1,4 @@
-//! Compact JWE as the security domain uses it (spec §3 and §4):
+//! Compact JWE as the security domain uses it (security-domain(5), DATA ITEMS and SHARES):
 //! `dir` or `RSA-OAEP-256` key management, `A256CBC-HS512` content encryption.
 //!
 //! Parsing is strict: exactly five parts, a known `alg`, the one `enc`, no
@@ -214,12 +214,12 @@ fn seal<R: CryptoRng + ?Sized>(
     )
 }
 
-/// `{"alg":"dir","enc":"A256CBC-HS512","kid":"<kid>"}` under `key` (spec §3).
+/// `{"alg":"dir","enc":"A256CBC-HS512","kid":"<kid>"}` under `key` (security-domain(5), DATA ITEMS).
 pub fn encrypt_dir_with_rng<R: CryptoRng + ?Sized>(rng: &mut R, key: &[u8; 64], kid: &str, plaintext: &[u8]) -> String {
     seal(rng, header(Alg::Dir, kid), &[], key, plaintext)
 }
 
-/// A fresh 64-byte CEK wrapped with RSA-OAEP-256 to `public_key` (spec §4).
+/// A fresh 64-byte CEK wrapped with RSA-OAEP-256 to `public_key` (security-domain(5), SHARES).
 pub fn encrypt_rsa_oaep256_with_rng<R: CryptoRng + ?Sized>(
     rng: &mut R,
     public_key: &rsa::PublicKey,

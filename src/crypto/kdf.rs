@@ -1,4 +1,4 @@
-//! SP 800-108 KDF in counter mode with HMAC-SHA-512 (`sp108_kdf`, spec §5).
+//! SP 800-108 KDF in counter mode with HMAC-SHA-512 (`sp108_kdf`, security-domain(5), KDF).
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha512;

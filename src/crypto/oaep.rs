@@ -1,5 +1,5 @@
 //! EME-OAEP decoding (RFC 8017 §7.1.2 step 3) with SHA-256, MGF1-SHA-256 and
-//! an empty label: the padding of RSA-OAEP-256 (spec §4), removed here for a
+//! an empty label: the padding of RSA-OAEP-256 (security-domain(5), SHARES), removed here for a
 //! token that can only do the raw RSA operation (CKM_RSA_X_509).
 
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! Shamir secret sharing over GF(257) and the Azure share encoding (spec §2).
+//! Shamir secret sharing over GF(257) and the Azure share encoding (security-domain(5), MASTER KEY AND SHAMIR SHARES).
 //!
 //! Ours, not the `sharks` crate's: `sharks` works in GF(256), and Azure's
 //! shares live in GF(257) with a 16-bit word per secret byte:

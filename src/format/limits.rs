@@ -1,4 +1,4 @@
-//! The quorum and size limits of Azure's tooling (spec §1), in one place.
+//! The quorum and size limits of Azure's tooling (security-domain(5), SECURITY-DOMAIN FILE), in one place.
 
 /// The Azure service accepts N in [3, 10] at download time.
 pub const AZURE_MIN_CUSTODIANS: usize = 3;

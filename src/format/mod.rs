@@ -1,4 +1,4 @@
-//! The files of the wire format: the security-domain file (spec §1), the
+//! The files of the wire format: the security-domain file (security-domain(5), SECURITY-DOMAIN FILE), the
 //! restore blob (§6) and the transfer key (§7). Serde models plus the checks
 //! the spec demands of a reader; no cryptography beyond parsing JWEs.
 

@@ -1,4 +1,4 @@
-//! The restore blob (spec §6): the data items re-encrypted under a fresh
+//! The restore blob (security-domain(5), RESTORE BLOB): the data items re-encrypted under a fresh
 //! master key, and that key wrapped to the target instance's exchange key.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The security-domain file, `version: 2` (spec §1): what
+//! The security-domain file, `version: 2` (security-domain(5), SECURITY-DOMAIN FILE): what
 //! `az keyvault security-domain download` writes and the service produces.
 
 use serde::{Deserialize, Serialize};

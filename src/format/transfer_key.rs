@@ -1,4 +1,4 @@
-//! The exchange (transfer) key a recovering instance publishes (spec §7):
+//! The exchange (transfer) key a recovering instance publishes (security-domain(5), TRANSFER KEY):
 //! `{"key_format": "jwk", "transfer_key": "<JWK as a JSON string>"}`.
 
 use serde::{Deserialize, Serialize};

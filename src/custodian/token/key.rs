@@ -326,7 +326,7 @@ impl TokenKey {
 
 impl KeyUnwrapper for TokenKey {
     /// RSA-OAEP on the token: SHA-256 and MGF1-SHA-256 for RSA-OAEP-256
-    /// (spec §4), SHA-1 for RSA-OAEP; empty label.
+    /// (security-domain(5), SHARES), SHA-1 for RSA-OAEP; empty label.
     fn unwrap_cek(&self, alg: Alg, encrypted_key: &[u8]) -> Result<SecretBytes, CryptoError> {
         if alg == Alg::Dir {
             return Err(CryptoError::WrongAlg {
