@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::custodian::keygen;
+use hsm_ceremony::custodian::key::KeyFile;
 use hsm_ceremony::emulator::{self, Role, RunningEmulator};
 use hsm_ceremony::instance::InstanceClient;
 use rand::SeedableRng;
@@ -23,17 +24,19 @@ pub struct Custodian {
     pub cert: Certificate,
 }
 
-/// Five RSA-2048 custodians, made once per test binary.
+/// The harness's five custodians (`util::fixtures`: c0..c4, RSA-2048, made
+/// once for the whole test binary), opened for the in-process tests.
 pub fn custodians() -> &'static [Custodian] {
     static CELL: OnceLock<Vec<Custodian>> = OnceLock::new();
     CELL.get_or_init(|| {
-        let now = time::OffsetDateTime::now_utc();
+        let f = crate::util::fixtures();
         (0..5)
             .map(|i| {
-                let mut r = rng(500 + i);
-                let key = keygen::generate_key_with_rng(&mut r, 2048).unwrap();
-                let name = format!("custodian{i}");
-                let cert = keygen::self_signed_certificate_with_rng(&mut r, &key, &name, 30, now).unwrap();
+                let name = format!("c{i}");
+                let pem = std::fs::read(f.path(&format!("{name}.key"))).unwrap();
+                let pass = Passphrase::new(crate::util::passphrase(i));
+                let key = KeyFile::parse(&pem).unwrap().into_key(Some(&pass)).unwrap();
+                let cert = Certificate::from_bytes(&std::fs::read(f.path(&format!("{name}.cer"))).unwrap()).unwrap();
                 Custodian { name, key, cert }
             })
             .collect()
