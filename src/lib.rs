@@ -15,19 +15,24 @@
 //! None of these knows about the command line or the network. Above them:
 //!
 //! - [`ceremony`]: the ceremony log, manifests, rotations, drills, health.
-//! - [`instance`]: the HTTP client for a real or emulated instance.
-//! - [`emulator`]: the emulated Managed HSM (server, state, auth, key store).
+//! - `instance`: the HTTP client for a real or emulated instance.
+//! - `emulator`: the emulated Managed HSM (server, state, auth, key store).
+//!
+//! Those two, and the commands that use them, exist only with the `network`
+//! feature (the default); without it the build is the air-gapped laptop's.
 //! - [`cli`]: the command line (parsing, prompts, output).
 
 pub mod ceremony;
 pub mod cli;
 pub mod crypto;
 pub mod custodian;
+#[cfg(feature = "network")]
 pub mod emulator;
 pub mod error;
 pub mod files;
 pub mod format;
 pub mod inputs;
+#[cfg(feature = "network")]
 pub mod instance;
 pub mod recovery;
 

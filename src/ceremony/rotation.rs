@@ -92,7 +92,10 @@ pub const DRILL_KILL_POINTS: [&str; 4] = [
 /// process kills itself at that point, so the integration tests can crash a
 /// rotation or a drill between any two of its steps. The signal is SIGKILL,
 /// or `HSM_CEREMONY_KILL_SIGNAL` (`TERM`, `HUP`, `INT`): what an operator's
-/// Ctrl-C or a closed terminal does. Never set them otherwise.
+/// Ctrl-C or a closed terminal does. Compiled in only with the `test-hooks`
+/// feature, which only `cargo test` turns on: a release build has neither
+/// the hook nor the variables' names.
+#[cfg(feature = "test-hooks")]
 pub fn kill_point(point: &str) {
     if std::env::var_os("HSM_CEREMONY_KILL_AT").is_some_and(|v| v == point) {
         #[cfg(unix)]
@@ -113,6 +116,11 @@ pub fn kill_point(point: &str) {
         std::process::abort();
     }
 }
+
+/// Without `test-hooks`: nothing, and nothing to read from the environment.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn kill_point(_point: &str) {}
 
 /// Whether two paths name the same place: equal, or the same name in the same
 /// (resolved) folder, so a record written from another working folder still matches.

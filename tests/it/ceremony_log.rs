@@ -425,7 +425,10 @@ fn a_step_killed_between_its_line_and_the_head_leaves_a_valid_log() {
             c.env("HSM_CEREMONY_KILL_AT", "log:line-written");
         },
     );
-    assert_eq!(out.code, -1, "not killed: {out:?}");
+    assert_eq!(
+        out.code, -1,
+        "not killed (a binary built without the test-hooks feature?): {out:?}"
+    );
     assert_eq!(
         dir.read("ceremony-log.jsonl.head"),
         head,

@@ -11,12 +11,15 @@ use crate::util;
 
 use std::fs;
 use std::io::Write;
+#[cfg(feature = "network")]
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "network")]
 use hsm_ceremony::custodian::cert::Certificate;
+#[cfg(feature = "network")]
 use hsm_ceremony::emulator::{self, Role};
 use hsm_ceremony::format::restore_blob::RestoreBlob;
 use hsm_ceremony::format::sdfile::SecurityDomain;
@@ -249,7 +252,10 @@ fn sigkill_at_random_points_never_leaves_a_partial_output() {
     for sc in &scenarios {
         run_scenario(sc, &mut rng, &mut tally);
     }
+    #[cfg(feature = "network")]
     let emulator_kills = kill_the_emulator_mid_download(&mut rng, 8);
+    #[cfg(not(feature = "network"))]
+    let emulator_kills = 0;
     tally.kills += emulator_kills;
     println!(
         "crash safety: {} kill points ({} during emulator downloads); {} runs finished before the kill, {} complete outputs found, {} temporaries left, {} log heads one append behind",
@@ -263,6 +269,7 @@ fn sigkill_at_random_points_never_leaves_a_partial_output() {
     );
 }
 
+#[cfg(feature = "network")]
 /// SIGKILLs `emulator serve` while it handles a security-domain download;
 /// afterwards every state file is whole JSON and the instance opens again.
 fn kill_the_emulator_mid_download(rng: &mut rand::rngs::StdRng, kills: usize) -> usize {
@@ -316,6 +323,7 @@ fn kill_the_emulator_mid_download(rng: &mut rand::rngs::StdRng, kills: usize) ->
     kills
 }
 
+#[cfg(feature = "network")]
 fn read_url(child: &mut std::process::Child) -> String {
     use std::io::{BufRead, BufReader};
     let mut reader = BufReader::new(child.stdout.take().unwrap());

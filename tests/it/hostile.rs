@@ -12,7 +12,9 @@ use crate::util;
 
 use std::ffi::OsString;
 use std::fs;
+#[cfg(feature = "network")]
 use std::io::{Read, Write};
+#[cfg(feature = "network")]
 use std::net::TcpStream;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -365,8 +367,9 @@ fn every_static_file_is_used_by_a_case() {
 }
 
 // ---------------------------------------------------------------------------
-// Emulator requests
+// Emulator requests (the network build only)
 
+#[cfg(feature = "network")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmuCase {
@@ -381,6 +384,7 @@ struct EmuCase {
     status: u16,
 }
 
+#[cfg(feature = "network")]
 fn body_of(spec: &Option<Value>) -> Vec<u8> {
     match spec {
         None => Vec::new(),
@@ -400,6 +404,7 @@ fn body_of(spec: &Option<Value>) -> Vec<u8> {
 
 /// Sends raw bytes and reads the answer until the server closes; returns
 /// the status (0 when the connection closed without one) and the body.
+#[cfg(feature = "network")]
 fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("the emulator accepts connections");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -421,6 +426,7 @@ fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+#[cfg(feature = "network")]
 #[test]
 fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
     use hsm_ceremony::emulator::{self, Role};
@@ -483,6 +489,7 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
 /// Each `files/blob-*.json` is uploaded to a recovering emulator: the upload
 /// is accepted (202, as the service does), then reported Failed with a
 /// reason; the instance stays recovering and keeps answering.
+#[cfg(feature = "network")]
 #[test]
 fn hostile_restore_blobs_fail_the_upload_cleanly() {
     use hsm_ceremony::emulator::{self, Role, Status};

@@ -785,7 +785,10 @@ fn kill_9_between_every_two_steps_is_recoverable() {
             let out = dir.run_with(args, |c| {
                 c.env("HSM_CEREMONY_KILL_AT", point);
             });
-            assert_eq!(out.code, -1, "not killed at {point}: {out:?}");
+            assert_eq!(
+                out.code, -1,
+                "not killed at {point} (a binary built without the test-hooks feature?): {out:?}"
+            );
         };
         if point.starts_with("start:") {
             copy_dir(base.path(), dir.path());

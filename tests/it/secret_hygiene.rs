@@ -722,7 +722,7 @@ fn a_killed_local_drill_leaves_nothing_behind() {
             assert_eq!(
                 out.status.signal(),
                 Some(number),
-                "the drill was not killed by SIG{name} at {point}: {:?} {}",
+                "the drill was not killed by SIG{name} at {point} (a binary without the test-hooks feature?): {:?} {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
