@@ -1,6 +1,4 @@
 //! `demo`: the whole offline story runs, end to end, with the real commands.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use crate::util;
 

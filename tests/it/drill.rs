@@ -1,8 +1,6 @@
 //! `instance …` and `drill`: activation against a separately started
 //! emulator, the manual recovery path, and drills that pass and fail — each
 //! leaving its report and log line.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use crate::util;
 

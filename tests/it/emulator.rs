@@ -1,8 +1,6 @@
 //! The emulated Managed HSM end to end, in process: download and its
 //! refusals, challenge auth and roles, transfer key, upload and its failures,
 //! and the canary key that proves a recovered instance is a clone.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use crate::common;
 

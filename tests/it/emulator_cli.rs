@@ -1,7 +1,5 @@
 //! `hsm-ceremony emulator token|serve` as a user runs them: output, exit
 //! codes, and the files left in the state directory.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use assert_cmd::Command;
 

@@ -2,8 +2,6 @@
 //! various moments of a recovery (transfer key, upload) and restarted on the
 //! same state directory. The state must always parse and be recovering:
 //! contents learned from an upload are held in memory only, never written.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use crate::common;
 

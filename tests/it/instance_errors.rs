@@ -2,8 +2,6 @@
 //! parsed (user info never redirects the token to another host), and every
 //! failure — a closed port, a CA that does not sign the instance, a refused
 //! token — is exit 7 with its own advice, never "none" and exit 0.
-// The commands and modules tested here exist only in the network build.
-#![cfg(feature = "network")]
 
 use crate::util;
 

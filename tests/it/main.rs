@@ -4,6 +4,9 @@
 //! tests' in-process instance and raw requests). One binary links once and
 //! makes the test custodians once for every area.
 
+// The modules marked `network` test the emulator, the instance client and
+// the commands that use them, which only the default build has.
+#[cfg(feature = "network")]
 mod common;
 mod util;
 
@@ -12,15 +15,22 @@ mod ceremony_log;
 mod certs;
 mod check_first;
 mod crash_safety;
+#[cfg(feature = "network")]
 mod demo;
+#[cfg(feature = "network")]
 mod drill;
+#[cfg(feature = "network")]
 mod emulator;
+#[cfg(feature = "network")]
 mod emulator_cli;
+#[cfg(feature = "network")]
 mod emulator_kill;
+#[cfg(feature = "network")]
 mod emulator_rbac;
 mod health;
 mod hostile;
 mod inspect;
+#[cfg(feature = "network")]
 mod instance_errors;
 mod keygen;
 mod layers;
