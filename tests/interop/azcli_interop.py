@@ -7,7 +7,9 @@ keys `hsm-ceremony custodian keygen` made (encrypted PKCS#8); a canary key is
 backed up on it. Then:
 
 - az reads our security domain and our encrypted keys, and its restore blob
-  for instance B's exchange key is accepted by B; the canary restores on B;
+  for instance B's exchange key is accepted by B; the canary restores on B
+  (B and C are served emulators: what an upload recovers lives in the
+  serving process only, so the upload and the restore go to one server);
 - our restore blob for instance C has the very shape of az's: the same text
   byte for byte once the base64url runs are masked (keys, order, spacing),
   the same JWE protected headers byte for byte and the same part sizes (only
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import check, summary
+from harness import Served, check, summary
 
 
 def run(cmd, cwd, expect_ok=True):
@@ -103,7 +105,14 @@ def main():
             ).stdout.strip()
             with open(os.open(os.path.join(work, f"{name}.token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
                 f.write(token + "\n")
-        conn = lambda n: ["--url", f"local:hsm-{n}", "--token-file", f"{n}.token"]  # noqa: E731
+        served = {n: Served(hc, os.path.join(work, f"hsm-{n}")) for n in ["b", "c"]}
+        state["served"] = served
+
+        def conn(n):
+            if n in served:
+                return ["--url", served[n].url, "--ca", served[n].ca, "--token-file", f"{n}.token"]
+            return ["--url", f"local:hsm-{n}", "--token-file", f"{n}.token"]
+
         state["conn"] = conn
         run([hc, "instance", "download", *conn("a"), "--certs", "c0.cer", "c1.cer", "c2.cer",
              "--quorum", "2", "--out", "sd.json"], work)
@@ -173,6 +182,8 @@ def main():
 
     check("a key with no .cer beside it: az fails, hsm-ceremony finds its share", key_without_its_certificate)
 
+    for served in state.get("served", {}).values():
+        served.stop()
     return summary()
 
 

@@ -23,7 +23,7 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
 if [ ! -x "$AZ_VENV/bin/az" ]; then
     python3 -m venv "$AZ_VENV"
-    "$AZ_VENV/bin/pip" install --quiet azure-cli
+    "$AZ_VENV/bin/pip" install --quiet azure-cli==2.91.0
 fi
 "$AZ_VENV/bin/pip" list 2>/dev/null | grep -iE '^azure-cli ' || true
 timeout 300 "$AZ_VENV/bin/python" tests/interop/azcli_interop.py \

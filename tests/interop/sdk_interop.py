@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from azure.core.credentials import AccessToken
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from harness import check, summary
+from harness import Served, check, summary
 
 
 class FakeCredential:
@@ -48,30 +47,11 @@ class FakeCredential:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-class Instance:
-    """One `hsm-ceremony emulator serve` child on its own state directory."""
+class Instance(Served):
+    """A served emulator with an SDK principal's credential."""
 
     def __init__(self, binary, state_dir):
-        self.state_dir = state_dir
-        self.proc = subprocess.Popen(
-            [binary, "emulator", "serve", "--state", state_dir, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        lines = {}
-        timer = threading.Timer(30, self.proc.kill)
-        timer.start()
-        try:
-            for _ in range(2):
-                line = self.proc.stdout.readline().strip()
-                key, _, value = line.partition(": ") if line.startswith("CA") else line.partition(" on ")
-                lines[key] = value
-        finally:
-            timer.cancel()
-        self.url = lines["listening"]
-        self.ca = lines["CA certificate"]
-        assert self.url.startswith("https://127.0.0.1:"), self.url
+        super().__init__(binary, state_dir)
         token = subprocess.run(
             [binary, "emulator", "token", "--state", state_dir, "--principal", "sdk",
              "--role", "administrator", "--role", "crypto-officer"],
@@ -86,11 +66,6 @@ class Instance:
     def key_client(self, **kw):
         return KeyClient(self.url, self.credential, verify_challenge_resource=False,
                          connection_verify=self.ca, **kw)
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
 
 # ---- the format, from hsm-ceremony-security-domain(5) (man/) ----
 
