@@ -20,10 +20,11 @@
 //!
 //! Those two, and the commands that use them, exist only with the `network`
 //! feature (the default); without it the build is the air-gapped laptop's.
-//! - [`cli`]: the command line (parsing, prompts, output).
+//!
+//! The command line (parsing, prompts, output) is the binary's, in src/cli/:
+//! the library exports no CLI types.
 
 pub mod ceremony;
-pub mod cli;
 pub mod crypto;
 pub mod custodian;
 #[cfg(feature = "network")]

@@ -1,9 +1,14 @@
-//! The `hsm-ceremony` binary: parse, dispatch, map errors to exit codes.
+//! The `hsm-ceremony` binary: the command line (src/cli/) — parse,
+//! dispatch, prompt, print, map errors to exit codes.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use hsm_ceremony::cli::{self, errors, Cli};
+mod cli;
+
+use cli::{errors, Cli};
+// `crate::out!` and friends, as the files in src/cli name them.
+pub(crate) use cli::output::{note, out, say};
 
 fn main() -> ExitCode {
     cli::harden_process();

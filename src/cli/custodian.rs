@@ -13,15 +13,16 @@ use super::keys;
 use super::output::{colon_hex, date, print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
-use crate::ceremony::log::Entry;
-use crate::crypto::rng::os_rng;
-use crate::crypto::secret::Passphrase;
-use crate::custodian::cert::Certificate;
-use crate::custodian::{key as keyfile, keygen, token};
-use crate::error::{Error, Result};
-use crate::files::{self, Mode};
-use crate::format::limits::MIN_RSA_BITS;
-use crate::{inputs, recovery, say};
+use crate::say;
+use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::crypto::secret::Passphrase;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::custodian::{key as keyfile, keygen, token};
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, Mode};
+use hsm_ceremony::format::limits::MIN_RSA_BITS;
+use hsm_ceremony::{inputs, recovery};
 
 #[derive(Subcommand, Debug)]
 pub enum CustodianCommand {
@@ -260,7 +261,7 @@ fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
 
 /// Keygen's log goes beside the new files (or to --log).
 fn keygen_log_anchor(args: &KeygenArgs) -> PathBuf {
-    args.out_dir.join(crate::ceremony::log::DEFAULT_NAME)
+    args.out_dir.join(hsm_ceremony::ceremony::log::DEFAULT_NAME)
 }
 
 fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
@@ -588,9 +589,4 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, St
         x5t_256: opened.x5t_256.clone(),
     };
     Ok((v, ck.who(), sd.required()))
-}
-
-/// Paths of files a command is about to create, for early refusal.
-pub fn ensure_all_absent(paths: &[&Path]) -> Result<()> {
-    paths.iter().try_for_each(|p| files::ensure_absent(p))
 }

@@ -14,11 +14,11 @@ use super::instance::{self, Connect, DownloadArgs};
 use super::keys::QuorumKeys;
 use super::passphrase::PassphraseArgs;
 use super::sd::{self, InspectArgs};
-use crate::crypto::b64::b64u;
-use crate::crypto::rng::{os_rng, CryptoRng};
-use crate::emulator::{self, Role};
-use crate::error::{Error, Result};
-use crate::files::{self, Mode};
+use hsm_ceremony::crypto::b64::b64u;
+use hsm_ceremony::crypto::rng::{os_rng, CryptoRng};
+use hsm_ceremony::emulator::{self, Role};
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, Mode};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {

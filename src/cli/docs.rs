@@ -1,11 +1,14 @@
 //! Man pages and shell completions, generated from the one clap definition.
 
+#[cfg(test)]
 use std::path::Path;
 
 use clap::{Args, CommandFactory, ValueEnum};
 
 use super::Cli;
-use crate::error::{Error, Result};
+#[cfg(test)]
+use hsm_ceremony::error::Error;
+use hsm_ceremony::error::Result;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Shell {
@@ -52,6 +55,8 @@ fn bash_fixed(script: &str) -> String {
 
 /// Writes one man page per command into `dir` (what `man/` holds), each
 /// with the exit codes (the top page lists them in its help text already).
+/// Only the man-page test writes them (UPDATE_MAN=1).
+#[cfg(test)]
 pub fn write_man_pages(dir: &Path) -> Result<()> {
     let failed = |source| Error::Write {
         path: dir.to_path_buf(),
@@ -71,6 +76,7 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
 }
 
 /// `page` with an EXIT STATUS section before its VERSION section.
+#[cfg(test)]
 fn with_exit_status(page: &str) -> String {
     let mut section = String::from(".SH \"EXIT STATUS\"\n");
     for (code, meaning) in super::errors::EXIT_CODES {

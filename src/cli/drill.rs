@@ -16,16 +16,17 @@ use super::keys::QuorumKeys;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
-use crate::ceremony::drill::{Canary, Participant, Report};
-use crate::ceremony::log::Entry;
-use crate::ceremony::rotation::kill_point;
-use crate::crypto::rng::os_rng;
-use crate::emulator::{self, Role};
-use crate::error::{Error, Result};
-use crate::files::{self, read_limited, Mode};
-use crate::format::limits::MAX_SD_FILE_BYTES;
-use crate::instance::InstanceClient;
-use crate::{inputs, recovery, say};
+use crate::say;
+use hsm_ceremony::ceremony::drill::{Canary, Participant, Report};
+use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::ceremony::rotation::kill_point;
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::emulator::{self, Role};
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, read_limited, Mode};
+use hsm_ceremony::format::limits::MAX_SD_FILE_BYTES;
+use hsm_ceremony::instance::InstanceClient;
+use hsm_ceremony::{inputs, recovery};
 
 pub const REPORT_JSON: &str = "drill-report.json";
 pub const REPORT_MD: &str = "drill-report.md";
@@ -167,7 +168,7 @@ fn connect(args: &DrillArgs) -> Result<Target> {
 
 pub fn load_canary(path: &Path) -> Result<Canary> {
     let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
-    crate::format::json::from_slice(&bytes).map_err(|e| {
+    hsm_ceremony::format::json::from_slice(&bytes).map_err(|e| {
         Error::Usage(format!(
             "{} is not a canary backup from `drill prepare`: {e}",
             path.display()
@@ -257,7 +258,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
 
 fn run_steps(
     args: &DrillArgs,
-    sd: &crate::format::sdfile::SecurityDomain,
+    sd: &hsm_ceremony::format::sdfile::SecurityDomain,
     canary: Option<&Canary>,
     report: &mut Report,
 ) -> Result<()> {

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::emulator::{self, Role};
-use crate::error::Error;
+use hsm_ceremony::emulator::{self, Role};
+use hsm_ceremony::error::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {

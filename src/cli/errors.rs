@@ -1,9 +1,9 @@
 //! Turning an error into what a custodian at 2 a.m. needs: what happened,
 //! what to do next, and a distinct exit code per family.
 
-use crate::custodian::token::TokenError;
-use crate::custodian::CustodianError;
-use crate::error::{CertCause, CertProblem, Error, ErrorKind};
+use hsm_ceremony::custodian::token::TokenError;
+use hsm_ceremony::custodian::CustodianError;
+use hsm_ceremony::error::{CertCause, CertProblem, Error, ErrorKind};
 
 /// Exit codes, documented in the README and every man page.
 pub const EXIT_USAGE: u8 = 2;

@@ -11,12 +11,13 @@ use serde_json::json;
 use super::manifest::ManifestCheck;
 use super::output::print_json;
 use super::record;
-use crate::ceremony::log::Entry;
-use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
-use crate::files::{self, Mode};
-use crate::instance::InstanceClient;
-use crate::{inputs, say};
+use crate::say;
+use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, Mode};
+use hsm_ceremony::inputs;
+use hsm_ceremony::instance::InstanceClient;
 
 /// The variable read for the bearer token when no --token-file is given.
 pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
@@ -42,7 +43,7 @@ impl Connect {
     pub fn client(&self) -> Result<InstanceClient> {
         let token = read_token(self.token_file.as_deref())?;
         if let Some(dir) = self.url.strip_prefix("local:") {
-            let emulator = crate::emulator::InProcess::open(dir)?;
+            let emulator = hsm_ceremony::emulator::InProcess::open(dir)?;
             return Ok(InstanceClient::in_process(std::sync::Arc::new(emulator), token));
         }
         InstanceClient::new(&self.url, token, self.ca.as_deref())
@@ -177,7 +178,7 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     // The instance would wrap shares to whatever it is given: one person's
     // two certificates are refused here, by file.
-    crate::recovery::check_distinct_custodians(&labelled)?;
+    hsm_ceremony::recovery::check_distinct_custodians(&labelled)?;
     let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
     let signed = args
         .manifest
@@ -263,7 +264,7 @@ fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
 /// A key id as people read it: an in-process instance has no real address,
 /// so its made-up origin is left out.
 pub fn shown_kid(kid: &str) -> String {
-    match kid.strip_prefix(crate::emulator::IN_PROCESS_ORIGIN) {
+    match kid.strip_prefix(hsm_ceremony::emulator::IN_PROCESS_ORIGIN) {
         Some(path) => format!("{path} on the in-process instance"),
         None => kid.to_string(),
     }
@@ -273,14 +274,14 @@ fn status(args: &StatusArgs) -> Result<()> {
     let client = args.connect.client()?;
     // "none" only when the instance says there is no such operation (404);
     // an unreachable instance, a wrong CA or a refused token is a failure.
-    let none_if_absent = |r: Result<crate::instance::OperationStatus>| match r {
+    let none_if_absent = |r: Result<hsm_ceremony::instance::OperationStatus>| match r {
         Ok(s) => Ok(Some(s)),
         Err(Error::InstanceRefused { status: 404, .. }) => Ok(None),
         Err(e) => Err(e),
     };
     let download = none_if_absent(client.download_status())?;
     let upload = none_if_absent(client.status())?;
-    let show = |s: &Option<crate::instance::OperationStatus>| match s {
+    let show = |s: &Option<hsm_ceremony::instance::OperationStatus>| match s {
         Some(s) if s.status_details.is_empty() => s.status.clone(),
         Some(s) => format!("{} ({})", s.status, s.status_details),
         None => "none".into(),

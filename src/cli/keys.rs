@@ -5,14 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::custodian::cert::Certificate;
-use crate::custodian::signer::Signer;
-use crate::custodian::token::{TokenKey, TokenUri};
-use crate::custodian::CustodianError;
-use crate::error::{Error, Result};
-use crate::format::sdfile::SecurityDomain;
-use crate::inputs;
-use crate::recovery::CustodianKey;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::custodian::signer::Signer;
+use hsm_ceremony::custodian::token::{TokenKey, TokenUri};
+use hsm_ceremony::custodian::CustodianError;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::format::sdfile::SecurityDomain;
+use hsm_ceremony::inputs;
+use hsm_ceremony::recovery::CustodianKey;
 use sha2::{Digest, Sha256};
 
 use super::passphrase::{PassphraseArgs, Passphrases};
@@ -248,7 +248,7 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
                 if let Ok(real) = std::fs::canonicalize(p) {
                     ids.push((format!("path:{}", real.display()), "the same file"));
                 }
-                if let Ok(bytes) = crate::files::read_limited(p, 1024 * 1024, "key file") {
+                if let Ok(bytes) = hsm_ceremony::files::read_limited(p, 1024 * 1024, "key file") {
                     ids.push((
                         format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
                         "a copy of the same file",

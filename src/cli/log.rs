@@ -7,11 +7,11 @@ use serde_json::json;
 
 use super::keys;
 use super::output::print_json;
-use crate::ceremony::log::{self, Entry};
-use crate::ceremony::signing;
-use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
 use crate::say;
+use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::ceremony::signing;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{Error, Result};
 
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
@@ -118,7 +118,7 @@ fn check_countersignature(lines: &[log::Line], l: &log::Line) -> std::result::Re
         .get("certificate")
         .and_then(|v| v.as_str())
         .ok_or("it carries no certificate")?;
-    let cert = crate::crypto::b64::b64u_decode(cert_der, "certificate")
+    let cert = hsm_ceremony::crypto::b64::b64u_decode(cert_der, "certificate")
         .ok()
         .and_then(|der| Certificate::from_bytes(&der).ok())
         .ok_or("its certificate cannot be read")?;
@@ -194,7 +194,7 @@ fn sign(args: &SignArgs) -> Result<()> {
             outcome: "ok".into(),
             details: json!({
                 "line": args.line, "line_sha256": log::line_hash(target), "signature": signature,
-                "certificate": crate::crypto::b64::b64u(cert.der()),
+                "certificate": hsm_ceremony::crypto::b64::b64u(cert.der()),
             }),
             ..Default::default()
         },

@@ -7,13 +7,14 @@ use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
 use super::keys;
-use crate::ceremony::log;
-use crate::ceremony::manifest::Manifest;
-use crate::crypto::rng::os_rng;
-use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
-use crate::files::{self, read_limited, Mode};
-use crate::{inputs, say};
+use crate::say;
+use hsm_ceremony::ceremony::log;
+use hsm_ceremony::ceremony::manifest::Manifest;
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, read_limited, Mode};
+use hsm_ceremony::inputs;
 
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
@@ -170,7 +171,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
                 .iter()
                 .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
                 .collect::<Result<_>>()?;
-            crate::recovery::check_distinct_custodians(&labelled)?;
+            hsm_ceremony::recovery::check_distinct_custodians(&labelled)?;
             let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
             let m = Manifest::new_with_rng(
                 &mut os_rng(),

@@ -25,7 +25,7 @@ pub mod sd;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::Result;
+use hsm_ceremony::error::Result;
 
 fn after_help() -> String {
     let codes: String = errors::EXIT_CODES

@@ -22,7 +22,6 @@ pub fn is_quiet() -> bool {
 }
 
 /// A result line on stdout, kept under `--quiet`; control characters escaped.
-#[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::cli::output::stdout_line(&format!($($arg)*))
@@ -30,7 +29,6 @@ macro_rules! out {
 }
 
 /// Narrative output, dropped by `--quiet`.
-#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
         if !$crate::cli::output::is_quiet() {
@@ -40,12 +38,13 @@ macro_rules! say {
 }
 
 /// A line on stderr (prompts' companions, retries); control characters escaped.
-#[macro_export]
 macro_rules! note {
     ($($arg:tt)*) => {
         $crate::cli::output::stderr_line(&format!($($arg)*))
     };
 }
+// Path-exported so `crate::out!` works anywhere in the binary.
+pub(crate) use {note, out, say};
 
 pub fn warn(message: &str) {
     stderr_line(&format!("warning: {message}"));

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::crypto::secret::Passphrase;
-use crate::custodian::key::check_passphrase_strength;
-use crate::error::{Error, Result};
-use crate::inputs;
+use hsm_ceremony::crypto::secret::Passphrase;
+use hsm_ceremony::custodian::key::check_passphrase_strength;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::inputs;
 
 /// The variable read when no other passphrase source is given (automation).
 pub const ENV_VAR: &str = "HSM_CEREMONY_PASSPHRASE";
@@ -41,8 +41,6 @@ pub struct Passphrases {
     files: Vec<PathBuf>,
     fd: Option<BufReader<File>>,
     passwords: Option<Vec<String>>,
-    /// How many keys the command will ask for (files map one to one).
-    keys: usize,
     pin_files: Vec<PathBuf>,
     /// Key indices that asked for a PIN, in order (pin files map to them).
     pins_asked: Vec<usize>,
@@ -82,7 +80,6 @@ impl Passphrases {
             files: args.files.clone(),
             fd,
             passwords,
-            keys,
             pin_files: args.pin_files.clone(),
             pins_asked: Vec::new(),
         })
@@ -229,10 +226,6 @@ impl Passphrases {
             .interact()
             .map(Passphrase::new)
             .map_err(|e| Error::Usage(format!("could not read the PIN: {e}")))
-    }
-
-    pub fn key_count(&self) -> usize {
-        self.keys
     }
 }
 

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::ceremony::log::{self, Entry, FileRef};
-use crate::error::Result;
+use hsm_ceremony::ceremony::log::{self, Entry, FileRef};
+use hsm_ceremony::error::Result;
 
 #[derive(Clone, Debug, Default)]
 pub struct LogChoice {

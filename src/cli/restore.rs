@@ -13,13 +13,14 @@ use super::keys::QuorumKeys;
 use super::output::{print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
-use crate::ceremony::log::Entry;
-use crate::crypto::rng::os_rng;
-use crate::error::{Error, Result};
-use crate::files::{self, Mode};
-use crate::format::sdfile::SecurityDomain;
-use crate::recovery::{self, Quorum, Recovered};
-use crate::{inputs, say};
+use crate::say;
+use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, Mode};
+use hsm_ceremony::format::sdfile::SecurityDomain;
+use hsm_ceremony::inputs;
+use hsm_ceremony::recovery::{self, Quorum, Recovered};
 
 #[derive(Args, Debug)]
 #[command(
@@ -83,7 +84,7 @@ pub fn gather_quorum(
                 | Error::SecretFileExposed { .. }
                 | Error::KeyCertMismatch { .. }
                 | Error::Key {
-                    source: crate::custodian::CustodianError::CertificateNotKey,
+                    source: hsm_ceremony::custodian::CustodianError::CertificateNotKey,
                     ..
                 }),
             ) => return Err(e),

@@ -13,14 +13,15 @@ use super::output::print_json;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
-use crate::ceremony::log::{self, Entry, FileRef};
-use crate::ceremony::rotation::{self, Record, State};
-use crate::crypto::rng::os_rng;
-use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
-use crate::files::{self, Mode};
-use crate::format::limits::Profile;
-use crate::{inputs, recovery, say};
+use crate::say;
+use hsm_ceremony::ceremony::log::{self, Entry, FileRef};
+use hsm_ceremony::ceremony::rotation::{self, Record, State};
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::files::{self, Mode};
+use hsm_ceremony::format::limits::Profile;
+use hsm_ceremony::{inputs, recovery};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

@@ -12,16 +12,17 @@ use super::custodian::cert_warnings;
 use super::manifest::ManifestCheck;
 use super::output::{date, print_json, warn};
 use super::record;
-use crate::ceremony::health::{self, Verdict};
-use crate::ceremony::log::{self, Entry};
-use crate::crypto::rng::os_rng;
-use crate::crypto::secret::{MasterKey, SecretBytes};
-use crate::custodian::cert::Certificate;
-use crate::error::{CertCause, CertProblem, Error, Result};
-use crate::files::{self, read_limited, Mode};
-use crate::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
-use crate::recovery::{self, PlainItem};
-use crate::{inputs, say};
+use crate::say;
+use hsm_ceremony::ceremony::health::{self, Verdict};
+use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{CertCause, CertProblem, Error, Result};
+use hsm_ceremony::files::{self, read_limited, Mode};
+use hsm_ceremony::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
+use hsm_ceremony::inputs;
+use hsm_ceremony::recovery::{self, PlainItem};
 
 #[derive(Subcommand, Debug)]
 pub enum SdCommand {
@@ -298,7 +299,7 @@ fn read_items(specs: &[String]) -> Result<Vec<PlainItem>> {
         .collect()
 }
 
-pub fn split(args: &SplitArgs) -> Result<crate::format::sdfile::SecurityDomain> {
+pub fn split(args: &SplitArgs) -> Result<hsm_ceremony::format::sdfile::SecurityDomain> {
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let profile = if args.local { Profile::Local } else { Profile::Azure };
@@ -334,7 +335,7 @@ fn split_unlogged(
     args: &SplitArgs,
     certs: &[(String, Certificate)],
     profile: Profile,
-) -> Result<crate::format::sdfile::SecurityDomain> {
+) -> Result<hsm_ceremony::format::sdfile::SecurityDomain> {
     let mut rng = os_rng();
     let items = if args.random_contents {
         recovery::random_items_with_rng(&mut rng)

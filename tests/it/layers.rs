@@ -70,3 +70,16 @@ fn nothing_prints_outside_the_output_module() {
         offenders.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The command line is the binary's (src/main.rs declares `mod cli`): the
+/// library exports no clap types for a caller to depend on.
+#[test]
+fn the_library_does_not_declare_the_cli() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let main = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
+    assert!(!lib
+        .lines()
+        .any(|l| l.trim_start().starts_with("pub mod cli") || l.trim_start().starts_with("mod cli")));
+    assert!(main.lines().any(|l| l.trim() == "mod cli;"));
+}

@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory;
 use util::{Dir, Output, BIN};
 
 /// Moves the cursor up one line and erases it: what a hostile CN would use
@@ -220,22 +219,54 @@ fn run_unwritable(d: &Dir, args: &[String], sink: Sink) -> (Option<i32>, String)
     }
 }
 
-/// Every leaf command of the CLI, as its words (`["sd", "inspect"]`).
+/// Every leaf command of the CLI, as its words (`["sd", "inspect"]`), read
+/// from the binary's own `--help` pages: the command line is the binary's,
+/// the library exports no clap tree to walk.
 fn every_command() -> Vec<Vec<String>> {
-    fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<Vec<String>>) {
-        let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
-        if subs.is_empty() || cmd.is_args_conflicts_with_subcommands_set() {
+    fn help(path: &[String]) -> String {
+        let out = Command::new(BIN).args(path).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{path:?} --help failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn walk(path: Vec<String>, out: &mut Vec<Vec<String>>) {
+        let page = help(&path);
+        // A subcommand's name starts its line two spaces in; wrapped
+        // descriptions are indented further.
+        let subs: Vec<String> = page
+            .lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .map(str::to_string)
+            .collect();
+        // A command runnable with or without a subcommand (`drill`,
+        // `rotate`) has a first usage line that takes no <COMMAND>.
+        let usage = page.lines().find(|l| l.starts_with("Usage: ")).unwrap_or_default();
+        if subs.is_empty() || !usage.ends_with("<COMMAND>") {
             out.push(path.clone());
         }
         for sub in subs {
             let mut p = path.clone();
-            p.push(sub.get_name().to_string());
-            walk(sub, p, out);
+            p.push(sub);
+            walk(p, out);
         }
     }
     let mut out = Vec::new();
-    walk(&hsm_ceremony::cli::Cli::command(), Vec::new(), &mut out);
+    walk(Vec::new(), &mut out);
     out.retain(|p| !p.is_empty());
+    // The help-page reading must find both kinds of leaf, or the table
+    // check below would pass on an empty list.
+    for expected in [
+        &["drill"][..],
+        &["drill", "prepare"],
+        &["sd", "inspect"],
+        &["completions"],
+    ] {
+        assert!(out.iter().any(|p| p == expected), "{expected:?} not found in {out:?}");
+    }
     out
 }
 
