@@ -232,6 +232,76 @@ impl<'a> Quorum<'a> {
     }
 }
 
+/// What happened while a quorum was gathered, for the caller to report.
+#[derive(Debug)]
+pub enum GatherEvent<'e> {
+    /// Key `index` opened the share `x` of custodian `who`; `opened` of
+    /// `needed` shares are now open.
+    Opened {
+        x: u8,
+        who: String,
+        opened: usize,
+        needed: usize,
+    },
+    /// Key `index` could not contribute; the next key is tried.
+    Skipped { index: usize, error: &'e Error },
+    /// The quorum is met before `remaining` keys were tried; they are not opened.
+    Met { remaining: usize },
+}
+
+/// Whether a key's failure is the operator's to fix rather than a custodian
+/// to skip: files set up wrongly (an exposed key, a key and .cer that differ,
+/// a certificate given where its key belongs) would make "bring more
+/// custodians" mislead.
+pub fn aborts_gathering(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Usage(_)
+            | Error::KeyFileExposed { .. }
+            | Error::SecretFileExposed { .. }
+            | Error::KeyCertMismatch { .. }
+            | Error::Key {
+                source: crate::custodian::CustodianError::CertificateNotKey,
+                ..
+            }
+    )
+}
+
+/// Opens keys `0..keys` in order through `open` (which does any asking)
+/// until `sd`'s quorum is met, then rebuilds the master key. A key that
+/// cannot contribute is reported through `progress` and skipped, unless
+/// [`aborts_gathering`] says the operator must fix it first.
+pub fn gather_quorum(
+    sd: &SecurityDomain,
+    keys: usize,
+    mut open: impl FnMut(usize) -> Result<CustodianKey>,
+    mut progress: impl FnMut(GatherEvent<'_>),
+) -> Result<Recovered> {
+    let mut quorum = Quorum::new(sd);
+    for index in 0..keys {
+        if quorum.is_met() {
+            progress(GatherEvent::Met {
+                remaining: keys - index,
+            });
+            break;
+        }
+        match open(index).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone()))) {
+            Ok((x, who)) => progress(GatherEvent::Opened {
+                x,
+                who,
+                opened: quorum.opened().len(),
+                needed: quorum.needed(),
+            }),
+            Err(e) if aborts_gathering(&e) => return Err(e),
+            Err(e) => {
+                progress(GatherEvent::Skipped { index, error: &e });
+                quorum.record_failure(&e);
+            }
+        }
+    }
+    quorum.finish()
+}
+
 /// The 64-byte content key of an item: `KDF(master, label = tag, "", 512)`.
 fn item_key(master: &MasterKey, tag: &str) -> zeroize::Zeroizing<[u8; 64]> {
     let k = sp108_kdf(master.expose(), tag.as_bytes(), b"", 512);
@@ -543,6 +613,53 @@ mod tests {
             open_restore_blob(&blob, &other.key, &other.cert),
             Err(Error::WrongExchangeKey { .. })
         ));
+    }
+
+    /// A custodian whose key opens no share is skipped and the next one
+    /// tried; a key set up wrongly stops the gathering before anyone else is
+    /// asked; keys after the quorum is met are never opened.
+    #[test]
+    fn gathering_skips_a_custodian_but_stops_on_a_setup_error() {
+        let (sd, master, _) = setup(3, 2);
+        let mut asked = Vec::new();
+        let mut events = Vec::new();
+        let rec = gather_quorum(
+            &sd,
+            4,
+            |i| {
+                asked.push(i);
+                Ok(key([3, 0, 1, 2][i], false))
+            },
+            |e| events.push(format!("{e:?}")),
+        )
+        .unwrap();
+        assert_eq!(rec.master_key.expose(), master.expose());
+        assert_eq!(asked, [0, 1, 2]);
+        assert!(events[0].starts_with("Skipped { index: 0"), "{events:?}");
+        assert!(events[1].starts_with("Opened { x: 1"), "{events:?}");
+        assert_eq!(events[3], "Met { remaining: 1 }");
+
+        let mut asked = Vec::new();
+        let err = gather_quorum(
+            &sd,
+            3,
+            |i| {
+                asked.push(i);
+                if i == 1 {
+                    Err(Error::KeyCertMismatch {
+                        key: "c1.key".into(),
+                        cert: "c1.cer".into(),
+                    })
+                } else {
+                    Ok(key(i, false))
+                }
+            },
+            |_| {},
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, Error::KeyCertMismatch { .. }));
+        assert_eq!(asked, [0, 1]);
     }
 
     #[test]

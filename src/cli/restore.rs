@@ -20,7 +20,7 @@ use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::recovery::{self, Quorum, Recovered};
+use hsm_ceremony::recovery::{self, GatherEvent, Recovered};
 
 #[derive(Args, Debug)]
 #[command(
@@ -54,8 +54,9 @@ pub struct RestoreBlobArgs {
     pub json: bool,
 }
 
-/// Opens shares from `key_paths` in order until `sd`'s quorum is met. A
-/// custodian who cannot contribute is reported and skipped.
+/// Opens shares from `key_paths` in order until `sd`'s quorum is met
+/// ([`recovery::gather_quorum`]), asking passphrases and PINs as it goes and
+/// saying what each key did.
 pub fn gather_quorum(
     sd: &SecurityDomain,
     key_paths: &[PathBuf],
@@ -63,38 +64,18 @@ pub fn gather_quorum(
     pass: &mut Passphrases,
 ) -> Result<Recovered> {
     let pool = keys::cert_pool(cert_paths)?;
-    let mut quorum = Quorum::new(sd);
-    for (i, path) in key_paths.iter().enumerate() {
-        if quorum.is_met() {
-            say!("Quorum met; {} remaining key(s) not needed.", key_paths.len() - i);
-            break;
-        }
-        let outcome = keys::open(path, i, &pool, pass).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone())));
-        match outcome {
-            Ok((x, who)) => say!(
-                "share x={x} opened for {who} ({} of {} needed)",
-                quorum.opened().len(),
-                quorum.needed()
-            ),
-            // Files set up wrongly (exposed key, key and .cer that differ) are fixed by the operator, not skipped.
-            // So is a certificate given where its key belongs: "bring more custodians" would mislead.
-            Err(
-                e @ (Error::Usage(_)
-                | Error::KeyFileExposed { .. }
-                | Error::SecretFileExposed { .. }
-                | Error::KeyCertMismatch { .. }
-                | Error::Key {
-                    source: hsm_ceremony::custodian::CustodianError::CertificateNotKey,
-                    ..
-                }),
-            ) => return Err(e),
-            Err(e) => {
-                warn(&format!("{e}; going on with the next key"));
-                quorum.record_failure(&e);
+    recovery::gather_quorum(
+        sd,
+        key_paths.len(),
+        |i| keys::open(&key_paths[i], i, &pool, pass),
+        |event| match event {
+            GatherEvent::Met { remaining } => say!("Quorum met; {remaining} remaining key(s) not needed."),
+            GatherEvent::Opened { x, who, opened, needed } => {
+                say!("share x={x} opened for {who} ({opened} of {needed} needed)")
             }
-        }
-    }
-    quorum.finish()
+            GatherEvent::Skipped { error, .. } => warn(&format!("{error}; going on with the next key")),
+        },
+    )
 }
 
 /// Builds the blob and records the step, failures included; the record names
