@@ -232,6 +232,18 @@ impl<'a> Quorum<'a> {
     }
 }
 
+/// Refuses, before any secret is asked, a certificate that has no share in
+/// `sd`: a custodian brought for the wrong security domain.
+pub fn check_certs_have_shares(sd: &SecurityDomain, certs: &[(String, Certificate)]) -> Result<()> {
+    match certs.iter().find(|(_, c)| sd.share_index(&c.x5t_256()).is_none()) {
+        Some((label, c)) => Err(Error::CertNotInSd {
+            cert: label.clone(),
+            x5t_256: c.x5t_256(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// What happened while a quorum was gathered, for the caller to report.
 #[derive(Debug)]
 pub enum GatherEvent<'e> {

@@ -561,7 +561,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, St
     let sd = inputs::security_domain(&args.sd_file)?;
     let pool = match &args.custodian.cert {
         Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
-        None => Vec::new(),
+        None => Default::default(),
     };
     // A certificate with no share here is refused before the passphrase is asked.
     keys::check_certs_have_shares(&sd, std::slice::from_ref(&args.custodian.key), &pool)?;
@@ -571,7 +571,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, St
         entry.thumbprints = vec![c.x5t_256()];
     }
     // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
-    if let (Some(p), Some((_, given))) = (&args.custodian.cert, pool.first()) {
+    if let (Some(p), Some((_, given))) = (&args.custodian.cert, pool.certificates().first()) {
         if !given.matches(&ck.public_key) {
             return Err(Error::KeyCertMismatch {
                 key: inputs::label(&args.custodian.key),

@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::custodian::pairing::{self, Beside, CertPool, Paired};
 use hsm_ceremony::custodian::signer::Signer;
 use hsm_ceremony::custodian::token::{TokenKey, TokenUri};
 use hsm_ceremony::custodian::CustodianError;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::recovery::CustodianKey;
+use hsm_ceremony::recovery::{self, CustodianKey};
 use sha2::{Digest, Sha256};
 
 use super::passphrase::{PassphraseArgs, Passphrases};
@@ -97,12 +98,7 @@ fn token_uri(path: &Path) -> Option<&str> {
 
 /// Opens the key at `path` (a file, or a `pkcs11:` URI) for share
 /// unwrapping; see [`open_rsa`] and [`open_token`].
-pub fn open(
-    path: &Path,
-    index: usize,
-    pool: &[(PathBuf, Certificate)],
-    pass: &mut Passphrases,
-) -> Result<CustodianKey> {
+pub fn open(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<CustodianKey> {
     if let Some(uri) = token_uri(path) {
         let t = open_token(uri, index, pool, pass)?;
         let public_key = t.key.public_key();
@@ -118,12 +114,7 @@ pub fn open(
 }
 
 /// Opens the key at `path` (a file, or a `pkcs11:` URI) for signing.
-pub fn open_signer(
-    path: &Path,
-    index: usize,
-    pool: &[(PathBuf, Certificate)],
-    pass: &mut Passphrases,
-) -> Result<OpenedSigner> {
+pub fn open_signer(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedSigner> {
     if let Some(uri) = token_uri(path) {
         let t = open_token(uri, index, pool, pass)?;
         return Ok(OpenedSigner {
@@ -151,20 +142,23 @@ pub struct OpenedToken {
 /// logging in with its PIN. The certificate is the first of `pool` whose key
 /// matches, else the one stored on the token with the key's id or label,
 /// else none (the share is then found by trial).
-pub fn open_token(
-    uri: &str,
-    index: usize,
-    pool: &[(PathBuf, Certificate)],
-    pass: &mut Passphrases,
-) -> Result<OpenedToken> {
+pub fn open_token(uri: &str, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedToken> {
     let parsed = TokenUri::parse(uri)?;
     let label = parsed.to_string();
     let pin = pass.pin_for(index, &format!("token '{}'", parsed.token), parsed.pin_source.as_ref())?;
     let key = TokenKey::open(&parsed, &pin)?;
     let public = key.public_key();
-    let cert = match pool.iter().find(|(_, c)| c.matches(&public)) {
-        Some((p, c)) => Some((inputs::label(p), c.clone())),
-        None => key.certificate().map(|c| (format!("on token '{}'", parsed.token), c)),
+    let beside = || {
+        Ok::<_, Error>(key.certificate().map(|cert| Beside {
+            label: format!("on token '{}'", parsed.token),
+            cert,
+            must_match: false,
+        }))
+    };
+    let cert = match pairing::pair(pool, &public, beside)? {
+        Paired::Known(label, c) => Some((label, c)),
+        // A token's own certificate is never refused for not matching.
+        Paired::Unknown | Paired::BesideDiffers { .. } => None,
     };
     Ok(OpenedToken { label, key, cert })
 }
@@ -172,12 +166,7 @@ pub fn open_token(
 /// Opens the key file at `path` (key `index` of the command's keys). The
 /// certificate is the first of `pool` whose key matches, else the `.cer`
 /// beside the key (which must then match), else none.
-pub fn open_rsa(
-    path: &Path,
-    index: usize,
-    pool: &[(PathBuf, Certificate)],
-    pass: &mut Passphrases,
-) -> Result<OpenedKey> {
+pub fn open_rsa(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedKey> {
     if token_uri(path).is_some() {
         return Err(Error::Usage(format!(
             "{} is a token key; this step needs a key file",
@@ -213,21 +202,21 @@ pub fn open_rsa(
         super::output::warn(&format!("{label}: {why}. {}", reencrypt_advice(&label)));
     }
     let public = key.to_public_key();
-    let cert = match pool.iter().find(|(_, c)| c.matches(&public)) {
-        Some((p, c)) => Some((inputs::label(p), c.clone())),
-        None => match inputs::sibling_certificate(path) {
-            Some(cer) => {
-                let c = inputs::certificate(&cer)?;
-                if !c.matches(&public) {
-                    return Err(Error::KeyCertMismatch {
-                        key: label,
-                        cert: inputs::label(&cer),
-                    });
-                }
-                Some((inputs::label(&cer), c))
-            }
-            None => None,
-        },
+    let beside = || -> Result<Option<Beside>> {
+        inputs::sibling_certificate(path)
+            .map(|cer| {
+                Ok(Beside {
+                    label: inputs::label(&cer),
+                    cert: inputs::certificate(&cer)?,
+                    must_match: true,
+                })
+            })
+            .transpose()
+    };
+    let cert = match pairing::pair(pool, &public, beside)? {
+        Paired::Known(label, c) => Some((label, c)),
+        Paired::Unknown => None,
+        Paired::BesideDiffers { cert } => return Err(Error::KeyCertMismatch { key: label, cert }),
     };
     Ok(OpenedKey { label, key, cert })
 }
@@ -282,12 +271,8 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
 
 /// Refuses, before any secret is asked, a certificate that has no share in
 /// `sd`: each --cert, and (with none) the .cer beside each key file.
-pub fn check_certs_have_shares(
-    sd: &SecurityDomain,
-    key_paths: &[PathBuf],
-    pool: &[(PathBuf, Certificate)],
-) -> Result<()> {
-    let mut known: Vec<(String, Certificate)> = pool.iter().map(|(p, c)| (inputs::label(p), c.clone())).collect();
+pub fn check_certs_have_shares(sd: &SecurityDomain, key_paths: &[PathBuf], pool: &CertPool) -> Result<()> {
+    let mut known = pool.certificates().to_vec();
     if pool.is_empty() {
         for p in key_paths.iter().filter(|p| token_uri(p).is_none()) {
             if let Some(cer) = inputs::sibling_certificate(p) {
@@ -295,22 +280,14 @@ pub fn check_certs_have_shares(
             }
         }
     }
-    for (label, c) in known {
-        if sd.share_index(&c.x5t_256()).is_none() {
-            return Err(Error::CertNotInSd {
-                cert: label,
-                x5t_256: c.x5t_256(),
-            });
-        }
-    }
-    Ok(())
+    recovery::check_certs_have_shares(sd, &known)
 }
 
 /// Loads `--cert` files for pairing.
-pub fn cert_pool(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Certificate)>> {
-    paths.iter().map(|p| Ok((p.clone(), inputs::certificate(p)?))).collect()
+pub fn cert_pool(paths: &[PathBuf]) -> Result<CertPool> {
+    let certs = paths.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?)));
+    Ok(CertPool::new(certs.collect::<Result<_>>()?))
 }
-
 /// How to re-encrypt a weakly or oddly encrypted key file with current parameters.
 pub fn reencrypt_advice(label: &str) -> String {
     format!(

@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod key;
 pub mod keygen;
+pub mod pairing;
 pub mod pem;
 pub mod signer;
 pub mod token;
