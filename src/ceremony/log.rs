@@ -292,7 +292,7 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
         let _ = locked.0.sync_all();
         return Err(write_err(e));
     }
-    super::rotation::kill_point("log:line-written");
+    super::kill::kill_point("log:line-written");
     let head = serde_json::to_vec(&Head {
         lines: line.seq,
         last: hash,

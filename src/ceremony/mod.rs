@@ -3,6 +3,7 @@
 
 pub mod drill;
 pub mod health;
+pub mod kill;
 pub mod log;
 pub mod manifest;
 pub mod rotation;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::kill::kill_point;
 use super::log::{self, FileRef};
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
@@ -67,7 +68,7 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
-/// Where the crash tests stop a rotation (see [`kill_point`]); the log's own
+/// Where the crash tests stop a rotation (see [`kill_point`](super::kill::kill_point)); the log's own
 /// point, `log:line-written`, falls between an appended line and its head.
 pub const KILL_POINTS: [&str; 6] = [
     "start:pending-written",
@@ -87,40 +88,6 @@ pub const DRILL_KILL_POINTS: [&str; 4] = [
     "drill:uploaded",
     "drill:canary-restored",
 ];
-
-/// Test hook: with `HSM_CEREMONY_KILL_AT=<point>` in the environment the
-/// process kills itself at that point, so the integration tests can crash a
-/// rotation or a drill between any two of its steps. The signal is SIGKILL,
-/// or `HSM_CEREMONY_KILL_SIGNAL` (`TERM`, `HUP`, `INT`): what an operator's
-/// Ctrl-C or a closed terminal does. Compiled in only with the `test-hooks`
-/// feature, which only `cargo test` turns on: a release build has neither
-/// the hook nor the variables' names.
-#[cfg(feature = "test-hooks")]
-pub fn kill_point(point: &str) {
-    if std::env::var_os("HSM_CEREMONY_KILL_AT").is_some_and(|v| v == point) {
-        #[cfg(unix)]
-        {
-            let signal = match std::env::var("HSM_CEREMONY_KILL_SIGNAL").as_deref() {
-                Ok("TERM") => libc::SIGTERM,
-                Ok("HUP") => libc::SIGHUP,
-                Ok("INT") => libc::SIGINT,
-                _ => libc::SIGKILL,
-            };
-            // SAFETY: signals this very process; with the default
-            // dispositions (this program installs no handler) it ends it.
-            unsafe {
-                libc::kill(libc::getpid(), signal);
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-        }
-        std::process::abort();
-    }
-}
-
-/// Without `test-hooks`: nothing, and nothing to read from the environment.
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-pub fn kill_point(_point: &str) {}
 
 /// Whether two paths name the same place: equal, or the same name in the same
 /// (resolved) folder, so a record written from another working folder still matches.

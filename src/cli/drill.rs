@@ -11,22 +11,24 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::instance::{read_token, Connect};
+use super::instance::{read_token, shown_kid, Connect};
 use super::keys::QuorumKeys;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::ceremony::drill::{Canary, Participant, Report};
+use hsm_ceremony::ceremony::drill::{self, load_canary, Canary, Report, RestoredKey};
 use hsm_ceremony::ceremony::log::Entry;
-use hsm_ceremony::ceremony::rotation::kill_point;
 use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::emulator::{self, Role};
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, read_limited, Mode};
 use hsm_ceremony::format::limits::MAX_SD_FILE_BYTES;
+use hsm_ceremony::format::restore_blob::RestoreBlob;
+use hsm_ceremony::format::sdfile::SecurityDomain;
+use hsm_ceremony::inputs;
 use hsm_ceremony::instance::InstanceClient;
-use hsm_ceremony::{inputs, recovery};
 
 pub const REPORT_JSON: &str = "drill-report.json";
 pub const REPORT_MD: &str = "drill-report.md";
@@ -166,16 +168,6 @@ fn connect(args: &DrillArgs) -> Result<Target> {
     })
 }
 
-pub fn load_canary(path: &Path) -> Result<Canary> {
-    let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
-    hsm_ceremony::format::json::from_slice(&bytes).map_err(|e| {
-        Error::Usage(format!(
-            "{} is not a canary backup from `drill prepare`: {e}",
-            path.display()
-        ))
-    })
-}
-
 pub fn drill(args: &DrillArgs) -> Result<Report> {
     let sd_path = args
         .sd_file
@@ -256,68 +248,35 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     outcome.map(|_| report)
 }
 
-fn run_steps(
-    args: &DrillArgs,
-    sd: &hsm_ceremony::format::sdfile::SecurityDomain,
-    canary: Option<&Canary>,
-    report: &mut Report,
-) -> Result<()> {
-    let target = report.step("start or reach the target instance", || connect(args))?;
-    report.instance = target.label.clone();
-    let exchange = report.step("fetch the exchange key", || target.client.transfer_key())?;
-    kill_point("drill:exchange-key");
-    let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
-    let recovered = report.step("open a quorum of shares", || {
-        gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)
-    })?;
-    kill_point("drill:quorum-open");
-    report.participants = recovered
-        .custodians
-        .iter()
-        .map(|(x5t, who)| Participant {
-            x5t_256: x5t.clone(),
-            who: who.clone(),
-        })
-        .collect();
-    let blob = report.step("build the restore blob", || {
-        recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)
-    })?;
-    drop(recovered);
-    report.step("upload and wait for Success", || target.client.upload(&blob))?;
-    kill_point("drill:uploaded");
-    match canary {
-        None => report.canary = "not checked: no --canary backup was given".into(),
-        Some(c) => {
-            let restored = report.step("restore the canary key", || {
-                let k = target.client.restore_key(&c.backup)?;
-                if k.name != c.name || k.version != c.key_version {
-                    return Err(Error::Instance(format!(
-                        "the restored key is {} version {}, not the canary {} version {}",
-                        k.name, k.version, c.name, c.key_version
-                    )));
-                }
-                Ok(k)
-            });
-            kill_point("drill:canary-restored");
-            match restored {
-                Ok(k) => {
-                    report.canary = format!(
-                        "{} (made on {}) restored as {}",
-                        c.name,
-                        c.instance,
-                        super::instance::shown_kid(&k.kid)
-                    )
-                }
-                Err(e) => {
-                    let err = Error::Instance(format!(
-                        "the canary key {} did NOT restore on the recovered instance: {e}",
-                        c.name
-                    ));
-                    report.canary = err.to_string();
-                    return Err(err);
-                }
-            }
-        }
+impl drill::Target for Target {
+    fn transfer_key(&self) -> Result<Certificate> {
+        self.client.transfer_key()
     }
-    Ok(())
+
+    fn upload(&self, blob: &RestoreBlob) -> Result<()> {
+        self.client.upload(blob)
+    }
+
+    fn restore_key(&self, backup: &str) -> Result<RestoredKey> {
+        let k = self.client.restore_key(backup)?;
+        Ok(RestoredKey {
+            kid: shown_kid(&k.kid),
+            name: k.name,
+            version: k.version,
+        })
+    }
+}
+
+fn run_steps(args: &DrillArgs, sd: &SecurityDomain, canary: Option<&Canary>, report: &mut Report) -> Result<()> {
+    let connect = || {
+        connect(args).map(|t| {
+            let label = t.label.clone();
+            (t, label)
+        })
+    };
+    let quorum = || {
+        let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
+        Ok(move || gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass))
+    };
+    drill::run_steps_with_rng(&mut os_rng(), report, connect, quorum, canary)
 }

@@ -14,6 +14,7 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
+use hsm_ceremony::ceremony::kill::kill_point;
 use hsm_ceremony::ceremony::log::{self, Entry, FileRef};
 use hsm_ceremony::ceremony::rotation::{self, Record, State};
 use hsm_ceremony::crypto::rng::os_rng;
@@ -193,7 +194,7 @@ fn start(args: &StartArgs) -> Result<()> {
         let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
         drop(recovered);
         files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
-        rotation::kill_point("start:pending-written");
+        kill_point("start:pending-written");
         let pending_ref = FileRef::of(&pending).ok_or_else(|| Error::Read {
             path: pending.clone(),
             source: std::io::Error::other("the file just written cannot be read back"),
@@ -216,7 +217,7 @@ fn start(args: &StartArgs) -> Result<()> {
             log: log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         };
         rec.save_new(&record_path)?;
-        rotation::kill_point("start:recorded");
+        kill_point("start:recorded");
         Ok(())
     })?;
     say!("wrote {} (pending) and {}", pending.display(), record_path.display());
