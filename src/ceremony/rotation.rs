@@ -11,8 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use super::kill::kill_point;
 use super::log::{self, FileRef};
+use crate::crypto::rng::CryptoRng;
+use crate::custodian::cert::Certificate;
 use crate::error::{Error, Result};
 use crate::files::{self, Mode};
+use crate::format::limits::Profile;
+use crate::format::sdfile::SecurityDomain;
+use crate::recovery::{self, Recovered};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +61,93 @@ pub fn target_of(record_path: &Path) -> Option<PathBuf> {
         .and_then(|s| s.strip_suffix(".rotation.json"))
         .filter(|t| !t.is_empty() && !t.ends_with('/'))
         .map(PathBuf::from)
+}
+
+/// The pending file and record a rotation to `out` writes, refused before
+/// anything is read if either exists, or if a crash left a pending file
+/// without its record.
+pub fn start_paths(out: &Path) -> Result<(PathBuf, PathBuf)> {
+    let pending = pending_path(out);
+    let record = record_path(out);
+    // A kill between writing the pending file and its record leaves an orphan.
+    if pending.is_file() && !record.exists() {
+        return Err(Error::InterruptedRotation { pending, record });
+    }
+    for p in [out, &pending, &record] {
+        files::ensure_absent(p)?;
+    }
+    files::ensure_writable_folder(&files::folder_of(out), out)?;
+    Ok((pending, record))
+}
+
+/// Everything the first phase of a rotation needs, decided by the caller:
+/// the manifest checked and the epoch chosen.
+pub struct Start<'a> {
+    pub old_path: &'a Path,
+    pub old: &'a SecurityDomain,
+    pub new_certs: &'a [(String, Certificate)],
+    pub quorum: usize,
+    pub profile: Profile,
+    pub required_proofs: usize,
+    pub epoch: u64,
+    /// Where the new file goes at finalize.
+    pub out: &'a Path,
+    pub log: Option<&'a Path>,
+}
+
+/// What the first phase wrote.
+pub struct Started {
+    pub pending: PathBuf,
+    pub record: PathBuf,
+    pub pending_ref: FileRef,
+}
+
+/// The first phase: refuses a new set that cannot be split before anyone is
+/// asked (`open_quorum` does the asking), re-splits the recovered master key
+/// to the new set, and writes `<out>.pending` and then its record.
+/// `written` hears of the pending file as soon as it exists, so a failure
+/// after it can still name it.
+pub fn start_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    plan: &Start<'_>,
+    open_quorum: impl FnOnce() -> Result<Recovered>,
+    written: impl FnOnce(&FileRef),
+) -> Result<Started> {
+    let (pending, record_path) = (pending_path(plan.out), record_path(plan.out));
+    recovery::check_custodian_set(plan.new_certs, plan.quorum, plan.profile)?;
+    let recovered = open_quorum()?;
+    let new = recovery::rotate_with_rng(rng, plan.old, &recovered, plan.new_certs, plan.quorum, plan.profile)?;
+    drop(recovered);
+    files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
+    kill_point("start:pending-written");
+    let pending_ref = FileRef::of(&pending).ok_or_else(|| Error::Read {
+        path: pending.clone(),
+        source: std::io::Error::other("the file just written cannot be read back"),
+    })?;
+    written(&pending_ref);
+    let rec = Record {
+        version: 1,
+        state: State::Pending,
+        // Read by the caller, but it may have been removed since: an error, not a panic.
+        old: FileRef::of(plan.old_path).ok_or_else(|| Error::Read {
+            path: plan.old_path.to_path_buf(),
+            source: std::io::Error::other("the security domain can no longer be read"),
+        })?,
+        pending: pending_ref.clone(),
+        target: plan.out.display().to_string(),
+        quorum: plan.quorum,
+        custodians: plan.new_certs.iter().map(|(_, c)| c.x5t_256()).collect(),
+        required_proofs: plan.required_proofs,
+        epoch: plan.epoch,
+        log: plan.log.map(|p| p.display().to_string()).unwrap_or_default(),
+    };
+    rec.save_new(&record_path)?;
+    kill_point("start:recorded");
+    Ok(Started {
+        pending,
+        record: record_path,
+        pending_ref,
+    })
 }
 
 pub fn retired_path(old: &Path) -> PathBuf {

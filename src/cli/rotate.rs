@@ -14,13 +14,11 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::ceremony::kill::kill_point;
-use hsm_ceremony::ceremony::log::{self, Entry, FileRef};
-use hsm_ceremony::ceremony::rotation::{self, Record, State};
+use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::ceremony::rotation::{self, Record};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, Result};
-use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::limits::Profile;
 use hsm_ceremony::{inputs, recovery};
 
@@ -129,19 +127,7 @@ fn start(args: &StartArgs) -> Result<()> {
     let sd_path = required(&args.sd_file, "--sd-file")?;
     let out = required(&args.out, "--out")?;
     let quorum = *required(&args.quorum, "--quorum")?;
-    let pending = rotation::pending_path(out);
-    let record_path = rotation::record_path(out);
-    // A kill between writing the pending file and its record leaves an orphan.
-    if pending.is_file() && !record_path.exists() {
-        return Err(Error::InterruptedRotation {
-            pending,
-            record: record_path,
-        });
-    }
-    for p in [out, &pending, &record_path] {
-        files::ensure_absent(p)?;
-    }
-    files::ensure_writable_folder(&files::folder_of(out), out)?;
+    let (pending, record_path) = rotation::start_paths(out)?;
     let old = inputs::security_domain(sd_path)?;
     let new_certs: Vec<(String, Certificate)> = args
         .new_certs
@@ -186,39 +172,29 @@ fn start(args: &StartArgs) -> Result<()> {
         if let Some(s) = &signed {
             entry.details["manifest_nonce"] = json!(s.nonce);
         }
-        // Refuse a new set that cannot be split before any custodian types a passphrase.
-        recovery::check_custodian_set(&new_certs, quorum, profile)?;
-        keys::check_quorum_keys(&old, &args.keys)?;
-        let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
-        let recovered = gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
-        let new = recovery::rotate_with_rng(&mut os_rng(), &old, &recovered, &new_certs, quorum, profile)?;
-        drop(recovered);
-        files::write_new(&pending, new.to_json().as_bytes(), Mode::Public)?;
-        kill_point("start:pending-written");
-        let pending_ref = FileRef::of(&pending).ok_or_else(|| Error::Read {
-            path: pending.clone(),
-            source: std::io::Error::other("the file just written cannot be read back"),
-        })?;
-        entry.outputs = vec![pending_ref.clone()];
-        let rec = Record {
-            version: 1,
-            state: State::Pending,
-            // Read above, but it may have been removed since: an error, not a panic.
-            old: FileRef::of(sd_path).ok_or_else(|| Error::Read {
-                path: sd_path.to_path_buf(),
-                source: std::io::Error::other("the security domain can no longer be read"),
-            })?,
-            pending: pending_ref,
-            target: out.display().to_string(),
+        let required_proofs = if args.require_all { new_certs.len() } else { quorum };
+        let plan = rotation::Start {
+            old_path: sd_path,
+            old: &old,
+            new_certs: &new_certs,
             quorum,
-            custodians: thumbprints.clone(),
-            required_proofs: if args.require_all { new_certs.len() } else { quorum },
+            profile,
+            required_proofs,
             epoch,
-            log: log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            out,
+            log: log_path.as_deref(),
         };
-        rec.save_new(&record_path)?;
-        kill_point("start:recorded");
-        Ok(())
+        // The new set is refused before any custodian types a passphrase.
+        let open_quorum = || {
+            keys::check_quorum_keys(&old, &args.keys)?;
+            let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
+            gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)
+        };
+        // The pending file is the step's output as soon as it exists, even if its record then fails.
+        rotation::start_with_rng(&mut os_rng(), &plan, open_quorum, |pending| {
+            entry.outputs = vec![pending.clone()]
+        })
+        .map(|_| ())
     })?;
     say!("wrote {} (pending) and {}", pending.display(), record_path.display());
     say!(
