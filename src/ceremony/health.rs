@@ -6,12 +6,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::log::Line;
-use crate::custodian::cert::Certificate;
+use crate::custodian::cert::{CertIssue, Certificate};
 use crate::format::limits::MIN_RSA_BITS;
 use crate::format::sdfile::SecurityDomain;
 
 /// Certificates expiring sooner than this put the quorum at risk.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub const EXPIRY_WARNING_DAYS: i64 = crate::custodian::cert::EXPIRY_RISK_DAYS;
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -71,27 +71,27 @@ pub fn assess(
                 Some((_, c)) => {
                     let days = c.days_left(now);
                     let mut ok = true;
-                    if c.bits < MIN_RSA_BITS {
-                        problems.push(format!("RSA-{} is below {MIN_RSA_BITS} bits", c.bits));
-                        ok = false;
-                    }
                     // Dates are hygiene, not recovery: Azure's restore does not check them,
                     // so a custodian with an expired certificate still opens their share.
-                    if now < c.not_before {
-                        problems.push(format!(
-                            "the certificate is not valid before {}: replace it (rotate)",
-                            day(c.not_before)
-                        ));
-                    } else if days < 0 {
-                        problems.push(format!(
-                            "the certificate expired on {}: rotate (the share still opens)",
-                            day(c.not_after)
-                        ));
-                    } else if days < EXPIRY_WARNING_DAYS {
-                        problems.push(format!(
-                            "the certificate expires in {days} days: at risk: rotate before {}",
-                            day(c.not_after)
-                        ));
+                    for issue in c.problems(now, EXPIRY_WARNING_DAYS) {
+                        problems.push(match issue {
+                            CertIssue::WeakKey { bits } => {
+                                ok = false;
+                                format!("RSA-{bits} is below {MIN_RSA_BITS} bits")
+                            }
+                            CertIssue::NotYetValid => format!(
+                                "the certificate is not valid before {}: replace it (rotate)",
+                                day(c.not_before)
+                            ),
+                            CertIssue::Expired => format!(
+                                "the certificate expired on {}: rotate (the share still opens)",
+                                day(c.not_after)
+                            ),
+                            CertIssue::ExpiresSoon { days } => format!(
+                                "the certificate expires in {days} days: at risk: rotate before {}",
+                                day(c.not_after)
+                            ),
+                        });
                     }
                     (ok, Some(c.bits), Some(days))
                 }

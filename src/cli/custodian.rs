@@ -17,7 +17,7 @@ use crate::say;
 use hsm_ceremony::ceremony::log::Entry;
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::Passphrase;
-use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
 use hsm_ceremony::custodian::{key as keyfile, keygen, token};
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
@@ -446,24 +446,20 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
     say!("Record each x5t#S256 in the ceremony log: it is how the security domain names the custodian.");
 }
 
-/// Warnings for one certificate at `now`.
+/// Warnings for one certificate at `now` ([`Certificate::problems`] with
+/// the custodian-facing notice period).
 pub fn cert_warnings(cert: &Certificate, now: OffsetDateTime) -> Vec<String> {
-    let mut w = Vec::new();
-    if cert.bits < MIN_RSA_BITS {
-        w.push(format!(
-            "its RSA key is {} bits; Azure refuses keys below {MIN_RSA_BITS}",
-            cert.bits
-        ));
-    }
-    let days = cert.days_left(now);
-    if now < cert.not_before {
-        w.push(format!("it is not valid before {}", date(cert.not_before)));
-    } else if days < 0 {
-        w.push(format!("it expired on {}", date(cert.not_after)));
-    } else if days < 90 {
-        w.push(format!("it expires in {days} days ({})", date(cert.not_after)));
-    }
-    w
+    cert.problems(now, EXPIRY_NOTICE_DAYS)
+        .into_iter()
+        .map(|issue| match issue {
+            CertIssue::WeakKey { bits } => {
+                format!("its RSA key is {bits} bits; Azure refuses keys below {MIN_RSA_BITS}")
+            }
+            CertIssue::NotYetValid => format!("it is not valid before {}", date(cert.not_before)),
+            CertIssue::Expired => format!("it expired on {}", date(cert.not_after)),
+            CertIssue::ExpiresSoon { days } => format!("it expires in {days} days ({})", date(cert.not_after)),
+        })
+        .collect()
 }
 
 /// "N days left", "expired N days ago" or "not valid yet": a negative

@@ -17,7 +17,7 @@ use hsm_ceremony::ceremony::health::{self, Verdict};
 use hsm_ceremony::ceremony::log::{self, Entry};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
-use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
 use hsm_ceremony::error::{CertCause, CertProblem, Error, Result};
 use hsm_ceremony::files::{self, read_limited, Mode};
 use hsm_ceremony::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
@@ -172,7 +172,11 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
         if let Err(e) = cert.rsa_public_key() {
             problems.push(problem(CertCause::Key, format!("{label}: {e}")));
         }
-        if now < cert.not_before || cert.days_left(now) < 0 {
+        if cert
+            .problems(now, EXPIRY_NOTICE_DAYS)
+            .iter()
+            .any(CertIssue::is_out_of_dates)
+        {
             problems.push(problem(
                 CertCause::NotValid,
                 format!(

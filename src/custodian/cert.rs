@@ -14,6 +14,35 @@ use crate::crypto::b64::{b64u, b64u_decode};
 use crate::format::limits::MIN_RSA_BITS;
 use crate::format::transfer_key::Jwk;
 
+/// A certificate ending within this many days is flagged whenever a
+/// custodian's certificate is shown or checked for a download: a quarter is
+/// the time it takes to arrange a rotation.
+pub const EXPIRY_NOTICE_DAYS: i64 = 90;
+
+/// A certificate ending within this many days puts the quorum at risk in
+/// `sd health`: the rotation is due now.
+pub const EXPIRY_RISK_DAYS: i64 = 30;
+
+/// One finding of [`Certificate::problems`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertIssue {
+    /// The RSA key is shorter than Azure accepts.
+    WeakKey { bits: usize },
+    /// `now` is before the certificate's start.
+    NotYetValid,
+    /// The certificate ended (a day or more) before `now`.
+    Expired,
+    /// It ends in `days` days, within the notice asked for.
+    ExpiresSoon { days: i64 },
+}
+
+impl CertIssue {
+    /// Whether the dates exclude `now` (a download refuses such a certificate).
+    pub fn is_out_of_dates(&self) -> bool {
+        matches!(self, CertIssue::NotYetValid | CertIssue::Expired)
+    }
+}
+
 /// A parsed X.509 certificate with an RSA key.
 #[derive(Clone, Debug)]
 pub struct Certificate {
@@ -133,6 +162,26 @@ impl Certificate {
         (self.not_after - now).whole_days()
     }
 
+    /// What is wrong with the certificate at `now`, by the one policy every
+    /// command applies: an RSA key below [`MIN_RSA_BITS`] (Azure refuses
+    /// it), dates that do not cover `now`, or an end within
+    /// `expiry_notice_days` ([`EXPIRY_NOTICE_DAYS`] or [`EXPIRY_RISK_DAYS`]).
+    pub fn problems(&self, now: OffsetDateTime, expiry_notice_days: i64) -> Vec<CertIssue> {
+        let mut issues = Vec::new();
+        if self.bits < MIN_RSA_BITS {
+            issues.push(CertIssue::WeakKey { bits: self.bits });
+        }
+        let days = self.days_left(now);
+        if now < self.not_before {
+            issues.push(CertIssue::NotYetValid);
+        } else if days < 0 {
+            issues.push(CertIssue::Expired);
+        } else if days < expiry_notice_days {
+            issues.push(CertIssue::ExpiresSoon { days });
+        }
+        issues
+    }
+
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
         self.not_before <= now && now <= self.not_after
     }
@@ -176,5 +225,37 @@ impl Certificate {
         same(&jwk.n, &key.n_bytes())?;
         same(&jwk.e, &key.e_bytes())?;
         Ok(cert)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::custodians;
+    use time::Duration;
+
+    /// One policy, two notice periods: the same certificate is flagged at
+    /// 40 days left under the 90-day notice and not under the 30-day one;
+    /// the dates' ends are judged the same way by both.
+    #[test]
+    fn problems_follow_one_policy_with_the_notice_given() {
+        let c = &custodians()[0].cert;
+        let soon = c.not_after - Duration::days(40);
+        assert_eq!(
+            c.problems(soon, EXPIRY_NOTICE_DAYS),
+            [CertIssue::ExpiresSoon { days: 40 }]
+        );
+        assert!(c.problems(soon, EXPIRY_RISK_DAYS).is_empty());
+        let after = c.not_after + Duration::days(2);
+        assert_eq!(c.problems(after, EXPIRY_RISK_DAYS), [CertIssue::Expired]);
+        let before = c.not_before - Duration::seconds(1);
+        assert_eq!(c.problems(before, EXPIRY_NOTICE_DAYS), [CertIssue::NotYetValid]);
+        assert!(CertIssue::Expired.is_out_of_dates() && !CertIssue::ExpiresSoon { days: 1 }.is_out_of_dates());
+        let mut weak = c.clone();
+        weak.bits = 1024;
+        assert_eq!(
+            weak.problems(soon, EXPIRY_RISK_DAYS),
+            [CertIssue::WeakKey { bits: 1024 }]
+        );
     }
 }
