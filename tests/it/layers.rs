@@ -10,7 +10,7 @@ const LIBRARY: [&str; 8] = [
     "src/crypto/",
     "src/custodian/",
     "src/ceremony/",
-    "src/recovery.rs",
+    "src/recovery/",
     "src/files.rs",
     "src/inputs.rs",
     "src/error.rs",
