@@ -1,12 +1,12 @@
 //! Man pages and shell completions, generated from the one clap definition.
 
-#[cfg(test)]
+#[cfg(all(test, feature = "network"))]
 use std::path::Path;
 
 use clap::{Args, CommandFactory, ValueEnum};
 
 use super::Cli;
-#[cfg(test)]
+#[cfg(all(test, feature = "network"))]
 use hsm_ceremony::error::Error;
 use hsm_ceremony::error::Result;
 
@@ -55,8 +55,8 @@ fn bash_fixed(script: &str) -> String {
 
 /// Writes one man page per command into `dir` (what `man/` holds), each
 /// with the exit codes (the top page lists them in its help text already).
-/// Only the man-page test writes them (UPDATE_MAN=1).
-#[cfg(test)]
+/// Only the man-page test writes them (UPDATE_MAN=1), in the default build.
+#[cfg(all(test, feature = "network"))]
 pub fn write_man_pages(dir: &Path) -> Result<()> {
     let failed = |source| Error::Write {
         path: dir.to_path_buf(),
@@ -76,7 +76,7 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
 }
 
 /// `page` with an EXIT STATUS section before its VERSION section.
-#[cfg(test)]
+#[cfg(all(test, feature = "network"))]
 fn with_exit_status(page: &str) -> String {
     let mut section = String::from(".SH \"EXIT STATUS\"\n");
     for (code, meaning) in super::errors::EXIT_CODES {
