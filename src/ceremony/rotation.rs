@@ -160,7 +160,7 @@ fn suffixed(p: &Path, suffix: &str) -> PathBuf {
     p.with_file_name(name)
 }
 
-/// Where the crash tests stop a rotation (see [`kill_point`](super::kill::kill_point)); the log's own
+/// Where the crash tests stop a rotation (see [`kill_point`]); the log's own
 /// point, `log:line-written`, falls between an appended line and its head.
 pub const KILL_POINTS: [&str; 6] = [
     "start:pending-written",

@@ -4,81 +4,9 @@
 
 use crate::util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
-use util::{Dir, BIN, EXIT_INPUT, EXIT_QUORUM, EXIT_USAGE};
+use util::{Dir, Served, EXIT_INPUT, EXIT_QUORUM, EXIT_USAGE};
 
-/// `hsm-ceremony emulator serve` as a child, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-    ca: String,
-}
-
-impl Served {
-    fn start(dir: &Dir, state: &str) -> Served {
-        let mut child = Command::new(BIN)
-            .args(["emulator", "serve", "--state", state])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut ca) = (None, None);
-        while url.is_none() || ca.is_none() {
-            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                url = Some(u.trim().to_string());
-            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
-                ca = Some(c.trim().to_string());
-            }
-        }
-        Served {
-            child,
-            url: url.unwrap(),
-            ca: ca.unwrap(),
-        }
-    }
-
-    /// Issues an administrator + crypto-officer token into `file`.
-    fn token(&self, dir: &Dir, state: &str, file: &str) {
-        let out = dir.run(&[
-            "emulator",
-            "token",
-            "--state",
-            state,
-            "--principal",
-            "ops",
-            "--role",
-            "administrator",
-            "--role",
-            "crypto-officer",
-        ]);
-        out.ok();
-        dir.write(file, out.stdout.trim());
-        dir.chmod(file, 0o600);
-    }
-
-    fn connect(&self, token_file: &str) -> Vec<String> {
-        vec![
-            "--url".into(),
-            self.url.clone(),
-            "--ca".into(),
-            self.ca.clone(),
-            "--token-file".into(),
-            token_file.into(),
-        ]
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn args(parts: &[&[String]]) -> Vec<String> {
     parts.iter().flat_map(|p| p.iter().cloned()).collect()
@@ -97,13 +25,11 @@ fn drill_against_separately_started_emulators() {
         dir.custodian(i);
     }
     let a = Served::start(&dir, "a");
-    a.token(&dir, "a", "a.token");
     let b = Served::start(&dir, "b");
-    b.token(&dir, "b", "b.token");
 
     dir.run(&args(&[
         &s(&["instance", "download"]),
-        &a.connect("a.token"),
+        &a.connect,
         &s(&[
             "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--out", "sd.json",
         ]),
@@ -115,12 +41,12 @@ fn drill_against_separately_started_emulators() {
     ]))
     .ok()
     .stdout_has("quorum        2 of 3 custodians");
-    dir.run(&args(&[&s(&["instance", "status"]), &a.connect("a.token")]))
+    dir.run(&args(&[&s(&["instance", "status"]), &a.connect]))
         .ok()
         .stdout_has("download (activation)  Success");
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
-        &a.connect("a.token"),
+        &a.connect,
         &s(&["--out", "canary.json"]),
     ]))
     .ok()
@@ -171,7 +97,7 @@ fn drill_against_separately_started_emulators() {
     // B is now a clone: it refuses a second recovery.
     dir.run(&args(&[
         &s(&["instance", "init-recovery"]),
-        &b.connect("b.token"),
+        &b.connect,
         &s(&["--out", "again.cer"]),
     ]))
     .fails(7, &["400"]);
@@ -197,10 +123,9 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
     let dir = Dir::new("manual-recovery");
     dir.ceremony();
     let c = Served::start(&dir, "c");
-    c.token(&dir, "c", "c.token");
     dir.run(&args(&[
         &s(&["instance", "init-recovery"]),
-        &c.connect("c.token"),
+        &c.connect,
         &s(&["--sd-exchange-key", "x.cer"]),
     ]))
     .ok()
@@ -224,12 +149,12 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
     .ok();
     dir.run(&args(&[
         &s(&["instance", "upload"]),
-        &c.connect("c.token"),
+        &c.connect,
         &s(&["--restore-blob", "blob.json"]),
     ]))
     .ok()
     .stdout_has("upload succeeded");
-    dir.run(&args(&[&s(&["instance", "status", "--json"]), &c.connect("c.token")]))
+    dir.run(&args(&[&s(&["instance", "status", "--json"]), &c.connect]))
         .ok()
         .stdout_has("\"upload\": \"Success\"");
 }
@@ -304,10 +229,9 @@ fn a_canary_from_another_security_domain_fails_the_drill() {
     dir.ceremony();
     // Instance D is activated with its own security domain (c0, c1, c2 again, so a different master key).
     let d = Served::start(&dir, "d");
-    d.token(&dir, "d", "d.token");
     dir.run(&args(&[
         &s(&["--no-log", "instance", "download"]),
-        &d.connect("d.token"),
+        &d.connect,
         &s(&[
             "--certs",
             "c0.cer",
@@ -322,7 +246,7 @@ fn a_canary_from_another_security_domain_fails_the_drill() {
     .ok();
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
-        &d.connect("d.token"),
+        &d.connect,
         &s(&["--out", "canary.json"]),
     ]))
     .ok();

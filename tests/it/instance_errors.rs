@@ -5,55 +5,14 @@
 
 use crate::util;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use util::{Dir, BIN, EXIT_INPUT};
+use util::{Dir, Served, BIN, EXIT_INPUT};
 
 const EXIT_INSTANCE: i32 = 7;
 const TOKEN: &str = "tok-3b1f0c9e-not-to-be-printed";
 
-/// `hsm-ceremony emulator serve` as a child, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-    ca: String,
-}
-
-impl Served {
-    fn start(dir: &Dir, state: &str) -> Served {
-        let mut child = Command::new(BIN)
-            .args(["emulator", "serve", "--state", state])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut ca) = (None, None);
-        while url.is_none() || ca.is_none() {
-            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                url = Some(u.trim().to_string());
-            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
-                ca = Some(c.trim().to_string());
-            }
-        }
-        Served {
-            child,
-            url: url.unwrap(),
-            ca: ca.unwrap(),
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn status(dir: &Dir, url: &str, extra: &[&str]) -> util::Output {
     let mut args = vec!["instance", "status", "--url", url, "--token-file", "t"];

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Dir, Output, BIN};
+use util::{Dir, Output, Served, BIN};
 
 /// Moves the cursor up one line and erases it: what a hostile CN would use
 /// to rewrite the line above (the fingerprint a custodian reads aloud).
@@ -300,52 +300,6 @@ fn token(d: &Dir, state: &str, file: &str) {
 
 /// The table: every command that prints, each set up to reach its output.
 /// Steps marked `false` only prepare what the next ones need.
-/// `hsm-ceremony emulator serve` as a child, killed on drop: an uploaded
-/// security domain lives in the serving process only, so the upload and the
-/// key restore that needs it go to one served instance.
-struct Served {
-    child: std::process::Child,
-    connect: Vec<String>,
-}
-
-impl Served {
-    fn start(d: &Dir, state: &str) -> Served {
-        let mut child = Command::new(BIN)
-            .args(["emulator", "serve", "--state", state])
-            .current_dir(d.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut ca) = (None, None);
-        while url.is_none() || ca.is_none() {
-            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                url = Some(u.trim().to_string());
-            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
-                ca = Some(c.trim().to_string());
-            }
-        }
-        token(d, state, &format!("{state}.token"));
-        let connect = s(&[
-            "--url",
-            &url.unwrap(),
-            "--ca",
-            &ca.unwrap(),
-            "--token-file",
-            &format!("{state}.token"),
-        ]);
-        Served { child, connect }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
     d.ceremony();

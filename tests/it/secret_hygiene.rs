@@ -22,7 +22,7 @@ use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::format::sdfile::{self, EncShare, SecurityDomain, SharedKeys};
 use hsm_ceremony::recovery::{self, PlainItem};
 use rand::SeedableRng;
-use util::{passphrase, Dir, BIN};
+use util::{passphrase, Dir, Served, BIN};
 
 /// One secret and the strings and byte runs that would betray it.
 struct Secret {
@@ -464,74 +464,6 @@ fn the_scanner_finds_every_encoding_at_every_offset() {
         .any(|n| find(b"nothing secret here at all, nothing", n)));
 }
 
-/// `emulator serve` as a child (TLS, its own state folder), killed on drop.
-struct Served {
-    child: std::process::Child,
-    connect: Vec<String>,
-}
-
-impl Served {
-    fn start(d: &Dir, state: &str) -> Served {
-        let mut child = Command::new(BIN)
-            .args(["--no-log", "emulator", "serve", "--state", state])
-            .current_dir(d.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut ca) = (None, None);
-        while url.is_none() || ca.is_none() {
-            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                url = Some(u.trim().to_string());
-            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
-                ca = Some(c.trim().to_string());
-            }
-        }
-        let token = d.run(&[
-            "emulator",
-            "token",
-            "--state",
-            state,
-            "--principal",
-            "ops",
-            "--role",
-            "administrator",
-            "--role",
-            "crypto-officer",
-        ]);
-        token.ok();
-        let token_file = format!("{state}.token");
-        d.write(&token_file, token.stdout.trim());
-        d.chmod(&token_file, 0o600);
-        Served {
-            child,
-            connect: vec![
-                "--url".into(),
-                url.unwrap(),
-                "--ca".into(),
-                ca.unwrap(),
-                "--token-file".into(),
-                token_file,
-            ],
-        }
-    }
-
-    fn run(&self, d: &Dir, args: &[&str]) -> util::Output {
-        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.splice(2..2, self.connect.iter().cloned());
-        d.run(&all)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The known security domain of [`known_security_domain`], recovered into a
 /// served instance (`orig/`) that then backs up a canary key, as `drill

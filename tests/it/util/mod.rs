@@ -528,3 +528,74 @@ pub fn twin_certificate(dir: &Dir, i: usize, out: &str) {
     .unwrap();
     dir.write(out, cert.to_pem());
 }
+
+/// `hsm-ceremony emulator serve` as a child on the state folder `state`
+/// (relative to `dir`), with an administrator and crypto-officer token in
+/// `STATE.token`; killed on drop. An uploaded security domain lives in the
+/// serving process only, so an upload and what needs it go to one of these.
+pub struct Served {
+    child: std::process::Child,
+    pub url: String,
+    pub ca: String,
+    /// `--url URL --ca CA --token-file STATE.token`.
+    pub connect: Vec<String>,
+}
+
+impl Served {
+    pub fn start(dir: &Dir, state: &str) -> Served {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(BIN)
+            .args(["--no-log", "emulator", "serve", "--state", state])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut url, mut ca) = (None, None);
+        while url.is_none() || ca.is_none() {
+            let line = lines.next().expect("the emulator printed its URL and CA").unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                url = Some(u.trim().to_string());
+            } else if let Some(c) = line.strip_prefix("CA certificate: ") {
+                ca = Some(c.trim().to_string());
+            }
+        }
+        let token = dir.run(&[
+            "emulator",
+            "token",
+            "--state",
+            state,
+            "--principal",
+            "ops",
+            "--role",
+            "administrator",
+            "--role",
+            "crypto-officer",
+        ]);
+        token.ok();
+        let token_file = format!("{state}.token");
+        dir.write(&token_file, token.stdout.trim());
+        dir.chmod(&token_file, 0o600);
+        let (url, ca) = (url.unwrap(), ca.unwrap());
+        let connect = ["--url", &url, "--ca", &ca, "--token-file", &token_file]
+            .map(String::from)
+            .to_vec();
+        Served { child, url, ca, connect }
+    }
+
+    /// Runs `args` (a command and its subcommand first) against this instance.
+    pub fn run(&self, d: &Dir, args: &[&str]) -> Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.splice(2..2, self.connect.iter().cloned());
+        d.run(&all)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
