@@ -4,9 +4,7 @@
 
 use crate::util;
 
-
 use util::{Dir, Served, EXIT_INPUT, EXIT_QUORUM, EXIT_USAGE};
-
 
 fn args(parts: &[&[String]]) -> Vec<String> {
     parts.iter().flat_map(|p| p.iter().cloned()).collect()

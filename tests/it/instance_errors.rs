@@ -13,7 +13,6 @@ use util::{Dir, Served, BIN, EXIT_INPUT};
 const EXIT_INSTANCE: i32 = 7;
 const TOKEN: &str = "tok-3b1f0c9e-not-to-be-printed";
 
-
 fn status(dir: &Dir, url: &str, extra: &[&str]) -> util::Output {
     let mut args = vec!["instance", "status", "--url", url, "--token-file", "t"];
     args.extend_from_slice(extra);

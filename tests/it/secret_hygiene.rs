@@ -464,7 +464,6 @@ fn the_scanner_finds_every_encoding_at_every_offset() {
         .any(|n| find(b"nothing secret here at all, nothing", n)));
 }
 
-
 /// The known security domain of [`known_security_domain`], recovered into a
 /// served instance (`orig/`) that then backs up a canary key, as `drill
 /// prepare` does on production: what a drill needs to run every step.

@@ -582,7 +582,12 @@ impl Served {
         let connect = ["--url", &url, "--ca", &ca, "--token-file", &token_file]
             .map(String::from)
             .to_vec();
-        Served { child, url, ca, connect }
+        Served {
+            child,
+            url,
+            ca,
+            connect,
+        }
     }
 
     /// Runs `args` (a command and its subcommand first) against this instance.
