@@ -300,7 +300,6 @@ fn token(d: &Dir, state: &str, file: &str) {
 
 /// The table: every command that prints, each set up to reach its output.
 /// Steps marked `false` only prepare what the next ones need.
-
 fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
     d.ceremony();
     d.custodian(3);
