@@ -1,6 +1,6 @@
 //! The recovery engine: open custodians' shares, rebuild the master key,
 //! open the data items, and re-encrypt them — for a target instance (the
-//! restore blob, spec §6) or for a new custodian set (split, rotate).
+//! restore blob, security-domain(5), RESTORE BLOB) or for a new custodian set (split, rotate).
 //!
 //! The master key lives only in a [`MasterKey`](crate::crypto::secret::MasterKey)
 //! (wiped on drop); shares only in [`Share`](crate::crypto::shamir::Share)s. Nothing here writes files.
