@@ -9,7 +9,10 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --quiet --bin hsm-ceremony
 VENV="$CARGO_TARGET_DIR/interop-venv"
-if [ ! -x "$VENV/bin/python" ]; then
+# A venv moved or copied from elsewhere keeps scripts whose first line names
+# its old place: one whose pip does not run is made anew.
+if ! "$VENV/bin/pip" --version >/dev/null 2>&1; then
+    rm -rf "$VENV"
     python3 -m venv "$VENV"
 fi
 if ! "$VENV/bin/python" -c "import azure.keyvault.securitydomain, azure.keyvault.keys" 2>/dev/null; then
@@ -21,7 +24,8 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET
 
 # The Azure CLI in a venv of its own (it pins its own azure-* versions).
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
-if [ ! -x "$AZ_VENV/bin/az" ]; then
+if ! "$AZ_VENV/bin/az" version >/dev/null 2>&1; then
+    rm -rf "$AZ_VENV"
     python3 -m venv "$AZ_VENV"
     "$AZ_VENV/bin/pip" install --quiet azure-cli==2.91.0
 fi
