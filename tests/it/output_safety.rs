@@ -280,24 +280,6 @@ fn words_of(args: &[String], known: &[Vec<String>]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn token(d: &Dir, state: &str, file: &str) {
-    let out = d.run(&[
-        "emulator",
-        "token",
-        "--state",
-        state,
-        "--principal",
-        "ops",
-        "--role",
-        "administrator",
-        "--role",
-        "crypto-officer",
-    ]);
-    out.ok();
-    d.write(file, out.stdout.trim());
-    d.chmod(file, 0o600);
-}
-
 /// The table: every command that prints, each set up to reach its output.
 /// Steps marked `false` only prepare what the next ones need.
 fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
@@ -305,7 +287,7 @@ fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
     d.custodian(3);
     d.custodian(4);
     for state in ["A", "C", "D"] {
-        token(d, state, &format!("{state}.token"));
+        util::admin_token(d, state, &format!("{state}.token"));
     }
     let local = |state: &str| {
         s(&[

@@ -529,6 +529,26 @@ pub fn twin_certificate(dir: &Dir, i: usize, out: &str) {
     dir.write(out, cert.to_pem());
 }
 
+/// Issues an administrator and crypto-officer token for the instance in
+/// `state` into `file` (0600, as token files must be).
+pub fn admin_token(dir: &Dir, state: &str, file: &str) {
+    let out = dir.run(&[
+        "emulator",
+        "token",
+        "--state",
+        state,
+        "--principal",
+        "ops",
+        "--role",
+        "administrator",
+        "--role",
+        "crypto-officer",
+    ]);
+    out.ok();
+    dir.write(file, out.stdout.trim());
+    dir.chmod(file, 0o600);
+}
+
 /// `hsm-ceremony emulator serve` as a child on the state folder `state`
 /// (relative to `dir`), with an administrator and crypto-officer token in
 /// `STATE.token`; killed on drop. An uploaded security domain lives in the
@@ -562,22 +582,8 @@ impl Served {
                 ca = Some(c.trim().to_string());
             }
         }
-        let token = dir.run(&[
-            "emulator",
-            "token",
-            "--state",
-            state,
-            "--principal",
-            "ops",
-            "--role",
-            "administrator",
-            "--role",
-            "crypto-officer",
-        ]);
-        token.ok();
         let token_file = format!("{state}.token");
-        dir.write(&token_file, token.stdout.trim());
-        dir.chmod(&token_file, 0o600);
+        admin_token(dir, state, &token_file);
         let (url, ca) = (url.unwrap(), ca.unwrap());
         let connect = ["--url", &url, "--ca", &ca, "--token-file", &token_file]
             .map(String::from)
