@@ -69,6 +69,22 @@ const RESTORE: [&str; 5] = [
     "exchange.cer",
 ];
 
+/// A 2-of-3 rotation of the ceremony's sd.json onto c0..c2, `--out` to add.
+const ROTATE: [&str; 12] = [
+    "rotate",
+    "--sd-file",
+    "sd.json",
+    "--sd-wrapping-keys",
+    "c0.key",
+    "c1.key",
+    "--new-certs",
+    "c0.cer",
+    "c1.cer",
+    "c2.cer",
+    "--quorum",
+    "2",
+];
+
 /// Regression: restore-blob (and rotate, drill) opened the first key, asking
 /// its passphrase, before finding the same key given twice, too few keys, or
 /// a certificate with no share in the file.
@@ -160,22 +176,7 @@ fn an_output_folder_that_cannot_take_the_output_is_found_before_any_passphrase()
         &["the output folder no-such-folder cannot be used", "does not exist"],
     );
     refused_unasked(&dir, &with_out(&a, "sd.json"), EXIT_INPUT, &["sd.json already exists"]);
-    let rotate = [
-        "rotate",
-        "--sd-file",
-        "sd.json",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--new-certs",
-        "c0.cer",
-        "c1.cer",
-        "c2.cer",
-        "--quorum",
-        "2",
-        "--out",
-        "no-such-folder/sd2.json",
-    ];
+    let rotate = with_out(&ROTATE, "no-such-folder/sd2.json");
     refused_unasked(
         &dir,
         &rotate,
@@ -203,22 +204,7 @@ fn a_log_that_cannot_be_appended_stops_every_logging_command_before_its_work() {
     refused_unasked(&dir, &keygen, EXIT_USAGE, &partial);
     dir.assert_absent("zed.key");
     dir.assert_absent("zed.cer");
-    let rotate = [
-        "rotate",
-        "--sd-file",
-        "sd.json",
-        "--sd-wrapping-keys",
-        "c0.key",
-        "c1.key",
-        "--new-certs",
-        "c0.cer",
-        "c1.cer",
-        "c2.cer",
-        "--quorum",
-        "2",
-        "--out",
-        "sd2.json",
-    ];
+    let rotate = with_out(&ROTATE, "sd2.json");
     refused_unasked(&dir, &rotate, EXIT_USAGE, &partial);
     dir.assert_absent("sd2.json.pending");
     let drill = [
