@@ -33,3 +33,22 @@ pub fn kill_point(point: &str) {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub fn kill_point(_point: &str) {}
+
+/// Test hook: with `HSM_CEREMONY_FAIL_AT=<point>` in the environment the
+/// step at that point fails with an error (rather than the process dying),
+/// so the tests can check what a failed step cleans up. Compiled in only
+/// with the `test-hooks` feature, like [`kill_point`].
+#[cfg(feature = "test-hooks")]
+pub fn fail_point(point: &str) -> Result<(), String> {
+    if std::env::var_os("HSM_CEREMONY_FAIL_AT").is_some_and(|v| v == point) {
+        return Err(format!("HSM_CEREMONY_FAIL_AT={point} (a test hook) made this step fail"));
+    }
+    Ok(())
+}
+
+/// Without `test-hooks`: never fails, and reads nothing from the environment.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn fail_point(_point: &str) -> Result<(), String> {
+    Ok(())
+}

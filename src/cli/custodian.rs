@@ -285,22 +285,44 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
         oaep_on_host: args.oaep_on_host,
     };
     let made = token::generate_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc())?;
-    files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)?;
     let uri = made.key.uri().to_string();
-    // Logged like a key file's keygen (the README says every keygen is): the URI and certificate, never the PIN.
-    record::step(
-        &keygen_log_anchor(args),
-        Entry {
-            command: "custodian keygen".into(),
-            outputs: record::refs(&[&cert_path]),
-            thumbprints: vec![made.cert.x5t_256()],
-            outcome: "ok".into(),
-            details: json!({
-                "names": [name], "bits": args.bits, "days": args.days, "token": token, "key": uri,
-            }),
-            ..Default::default()
-        },
-    )?;
+    // The bool: whether the certificate file was written (and so is to be removed again).
+    let finished = files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)
+        .map_err(|e| (e, false))
+        .and_then(|()| {
+            hsm_ceremony::ceremony::kill::fail_point("keygen:certificate-written")
+                .map_err(Error::Usage)
+                .and_then(|()| {
+                    // Logged like a key file's keygen (the README says every keygen is): the URI and certificate, never the PIN.
+                    record::step(
+                        &keygen_log_anchor(args),
+                        Entry {
+                            command: "custodian keygen".into(),
+                            outputs: record::refs(&[&cert_path]),
+                            thumbprints: vec![made.cert.x5t_256()],
+                            outcome: "ok".into(),
+                            details: json!({
+                                "names": [name], "bits": args.bits, "days": args.days, "token": token, "key": uri,
+                            }),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .map_err(|e| (e, true))
+        });
+    if let Err((e, written)) = finished {
+        // A key pair whose keygen failed would block a retry under the same name: none is left behind.
+        if written {
+            let _ = std::fs::remove_file(&cert_path);
+        }
+        let thumbprint = made.cert.x5t_256();
+        if let Err(left) = made.discard() {
+            warn(&format!(
+                "the new key pair (certificate x5t#S256 {thumbprint}) is still on token '{token}': {left}"
+            ));
+        }
+        return Err(e);
+    }
     if args.json {
         print_json(&json!([{
             "name": name, "key": uri, "certificate": cert_path, "token": token, "bits": made.cert.bits,

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 
-use super::session::{check_oaep, find_slot, login, module, oaep_support, refused};
+use super::session::{check_oaep, find_slot, login, module, oaep_support, refused, WantedToken};
 use super::{TokenError, TokenKey, TokenUri};
 use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::Passphrase;
@@ -30,6 +30,31 @@ pub struct NewKey<'a> {
 pub struct Generated {
     pub key: TokenKey,
     pub cert: Certificate,
+    public: ObjectHandle,
+    stored_cert: ObjectHandle,
+}
+
+impl Generated {
+    /// Removes the key pair and its certificate from the token again, for a
+    /// keygen step after [`generate_with_rng`] that failed: a key left behind
+    /// would block a retry under the same name. Errors are the token's.
+    pub fn discard(self) -> Result<(), TokenError> {
+        destroy(&self.key, &[self.stored_cert, self.public])
+    }
+}
+
+/// Destroys `others` and the key's private half: all are tried, the first
+/// failure is returned.
+fn destroy(key: &TokenKey, others: &[ObjectHandle]) -> Result<(), TokenError> {
+    let mut first = Ok(());
+    for h in others.iter().copied().chain([key.key]) {
+        if let Err(e) = key.session.destroy_object(h) {
+            if first.is_ok() {
+                first = Err(refused(&key.uri().token, "removing the new key pair again", e));
+            }
+        }
+    }
+    first
 }
 
 /// Generates an RSA key pair of `new.bits` on token `new.token` of module
@@ -37,9 +62,9 @@ pub struct Generated {
 /// `new.name`, a random 16-byte CKA_ID from `rng`), makes its self-signed
 /// certificate signed by the token, and stores the certificate on the token
 /// with the same label and id. With `new.oaep_on_host` the token need only do
-/// raw RSA (see the module doc). Errors: as [`TokenKey::open`] (a key that
-/// fails the self-test is destroyed again), and a private key labelled
-/// `name` already on the token.
+/// raw RSA (see the module doc). Errors: as [`TokenKey::open`], and a
+/// private key labelled `name` already on the token. Once the key pair is
+/// made, any failure destroys it again.
 pub fn generate_with_rng<R: CryptoRng + ?Sized>(
     rng: &mut R,
     new: &NewKey<'_>,
@@ -54,16 +79,23 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
         days,
         oaep_on_host,
     } = *new;
-    let ctx = module(module_path)?;
-    let slot = find_slot(&ctx, module_path, token_label, None)?;
-    let session = ctx
+    let m = module(module_path)?;
+    let wanted = WantedToken {
+        label: token_label,
+        serial: None,
+        model: None,
+        manufacturer: None,
+    };
+    let slot = find_slot(&m, module_path, wanted)?;
+    let session = m
+        .ctx
         .open_rw_session(slot)
         .map_err(|e| refused(token_label, "a read-write session", e))?;
     login(&session, token_label, pin)?;
     if !oaep_on_host {
         check_oaep(
             token_label,
-            oaep_support(&ctx, slot).map_err(|e| refused(token_label, "its mechanism list", e))?,
+            oaep_support(&m.ctx, slot).map_err(|e| refused(token_label, "its mechanism list", e))?,
             bits,
         )?;
     }
@@ -109,26 +141,50 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
         token: token_label.to_string(),
         object: Some(name.to_string()),
         id: Some(id),
-        serial: None,
         module_path: module_path.to_path_buf(),
-        pin_source: None,
         oaep_on_host,
+        ..TokenUri::default()
     };
-    let key = TokenKey::from_handle(uri, session, key)?;
-    // A key the token cannot unwrap shares with is of no use: it is removed again.
-    if let Err(e) = key.self_test(&ctx, slot) {
-        let _ = key.session.destroy_object(key.key);
-        let _ = key.session.destroy_object(public_key);
-        return Err(e);
-    }
-    let cert =
-        crate::custodian::keygen::self_signed_certificate_by_with_rng(rng, &key, name, days, now).map_err(|e| {
-            TokenError::Refused {
+    let key = match TokenKey::from_handle(uri, &m, slot, session, key) {
+        Ok(k) => k,
+        Err(e) => {
+            // No TokenKey to clean up with: the handles go through a session of their own.
+            if let Ok(s) = m.ctx.open_rw_session(slot) {
+                let _ = s.destroy_object(key);
+                let _ = s.destroy_object(public_key);
+            }
+            return Err(e);
+        }
+    };
+    // From here on a failure leaves nothing on the token: a key it cannot
+    // unwrap shares with is of no use, and a key without its certificate
+    // would block a retry under the same name.
+    let made = key.self_test(&m.ctx, slot).and_then(|()| {
+        let cert = crate::custodian::keygen::self_signed_certificate_by_with_rng(rng, &key, name, days, now)
+            .map_err(|e| TokenError::Refused {
                 token: token_label.to_string(),
                 what: "the self-signed certificate".into(),
                 why: e.to_string(),
-            }
+            })?;
+        crate::ceremony::kill::fail_point("keygen:certificate-signed").map_err(|why| TokenError::Refused {
+            token: token_label.to_string(),
+            what: "the self-signed certificate".into(),
+            why,
         })?;
-    key.store_certificate(&cert)?;
-    Ok(Generated { key, cert })
+        let stored = key.store_certificate(&cert)?;
+        Ok((cert, stored))
+    });
+    match made {
+        Ok((cert, stored_cert)) => Ok(Generated {
+            key,
+            cert,
+            public: public_key,
+            stored_cert,
+        }),
+        Err(e) => {
+            // The first failure is the one to report; the token's session is still open to clean up.
+            let _ = destroy(&key, &[public_key]);
+            Err(e)
+        }
+    }
 }

@@ -10,7 +10,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use rsa::traits::PublicKeyParts;
 
-use super::session::{check_oaep, find_slot, login, module, oaep_support, refused};
+use super::session::{check_oaep, find_slot, login, module, oaep_support, refused, Module, WantedToken};
 use super::uri::describe;
 use super::{TokenError, TokenUri};
 use crate::crypto::jwe::{Alg, KeyUnwrapper};
@@ -26,6 +26,9 @@ pub struct TokenKey {
     uri: TokenUri,
     /// Whether the token applies OAEP itself, or only raw RSA (`x-oaep=host`).
     oaep_on_token: bool,
+    /// Whether the token offers CKM_SHA256_RSA_PKCS; without it (opencryptoki's
+    /// soft token) the DigestInfo is built here and signed with CKM_RSA_PKCS.
+    sha256_rsa_on_token: bool,
     pub(super) session: Session,
     pub(super) key: ObjectHandle,
     id: Vec<u8>,
@@ -39,9 +42,10 @@ impl TokenKey {
     /// (or more than one) RSA private key matches, the key may not decrypt,
     /// or the token offers no RSA-OAEP decryption for it.
     pub fn open(uri: &TokenUri, pin: &Passphrase) -> Result<TokenKey, TokenError> {
-        let ctx = module(&uri.module_path)?;
-        let slot = find_slot(&ctx, &uri.module_path, &uri.token, uri.serial.as_deref())?;
-        let session = ctx
+        let m = module(&uri.module_path)?;
+        let slot = find_slot(&m, &uri.module_path, wanted(uri))?;
+        let session = m
+            .ctx
             .open_ro_session(slot)
             .map_err(|e| refused(&uri.token, "a session", e))?;
         login(&session, &uri.token, pin)?;
@@ -55,23 +59,27 @@ impl TokenKey {
         let found = session
             .find_objects(&template)
             .map_err(|e| refused(&uri.token, "the key search", e))?;
-        let key = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(TokenError::KeyNotFound {
-                    token: uri.token.clone(),
-                    object: uri.object_description(),
-                })
-            }
-            many => {
-                return Err(TokenError::Ambiguous {
-                    token: uri.token.clone(),
-                    object: uri.object_description(),
-                    count: many.len(),
-                })
+        let key = if uri.names_token_only() {
+            only_decryption_key(&session, &uri.token, &found)?
+        } else {
+            match found.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(TokenError::KeyNotFound {
+                        token: uri.token.clone(),
+                        object: uri.object_description(),
+                    })
+                }
+                many => {
+                    return Err(TokenError::Ambiguous {
+                        token: uri.token.clone(),
+                        object: uri.object_description(),
+                        candidates: many.iter().map(|h| key_facts(&session, *h).name()).collect(),
+                    })
+                }
             }
         };
-        let mut me = TokenKey::from_handle(uri.clone(), session, key)?;
+        let mut me = TokenKey::from_handle(uri.clone(), &m, slot, session, key)?;
         if !me.bool_attr(AttributeType::Decrypt)? {
             return Err(TokenError::NoDecrypt {
                 token: uri.token.clone(),
@@ -88,11 +96,15 @@ impl TokenKey {
             });
         }
         if !uri.oaep_on_host {
-            let support = oaep_support(&ctx, slot).map_err(|e| refused(&uri.token, "its mechanism list", e))?;
+            let support = oaep_support(&m.ctx, slot).map_err(|e| refused(&uri.token, "its mechanism list", e))?;
             check_oaep(&uri.token, support, me.bits())?;
         }
-        me.self_test(&ctx, slot)?;
+        me.self_test(&m.ctx, slot)?;
+        // The URI printed from now on names the key, whichever way it was found.
         me.uri.id.get_or_insert_with(|| me.id.clone());
+        if me.uri.object.is_none() {
+            me.uri.object.clone_from(&me.label);
+        }
         Ok(me)
     }
 
@@ -162,8 +174,19 @@ impl TokenKey {
             .map_err(|_| CkError::Pkcs11(RvError::EncryptedDataInvalid, cryptoki::context::Function::Decrypt))
     }
 
-    pub(super) fn from_handle(uri: TokenUri, session: Session, key: ObjectHandle) -> Result<TokenKey, TokenError> {
+    pub(super) fn from_handle(
+        uri: TokenUri,
+        m: &Module,
+        slot: Slot,
+        session: Session,
+        key: ObjectHandle,
+    ) -> Result<TokenKey, TokenError> {
         let token = uri.token.clone();
+        let mechanisms = m
+            .ctx
+            .get_mechanism_list(slot)
+            .map_err(|e| refused(&token, "its mechanism list", e))?;
+        let sha256_rsa_on_token = mechanisms.contains(&MechanismType::SHA256_RSA_PKCS);
         let attrs = session
             .get_attributes(
                 key,
@@ -223,6 +246,7 @@ impl TokenKey {
         }
         Ok(TokenKey {
             oaep_on_token: !uri.oaep_on_host,
+            sha256_rsa_on_token,
             uri,
             session,
             key,
@@ -297,7 +321,7 @@ impl TokenKey {
 
     /// Stores `cert` on the token as CKO_CERTIFICATE with the key's label
     /// and id (needs a read-write session, as [`generate_with_rng`] opens).
-    pub(super) fn store_certificate(&self, cert: &Certificate) -> Result<(), TokenError> {
+    pub(super) fn store_certificate(&self, cert: &Certificate) -> Result<ObjectHandle, TokenError> {
         let subject = x509_parser::parse_x509_certificate(cert.der())
             .map(|(_, c)| c.tbs_certificate.subject.as_raw().to_vec())
             .map_err(|e| TokenError::Refused {
@@ -319,9 +343,94 @@ impl TokenKey {
         }
         self.session
             .create_object(&t)
-            .map(|_| ())
             .map_err(|e| refused(&self.uri.token, "storing the certificate", e))
     }
+}
+
+/// The token attributes of `uri`, as [`find_slot`] matches them.
+pub(super) fn wanted(uri: &TokenUri) -> WantedToken<'_> {
+    WantedToken {
+        label: &uri.token,
+        serial: uri.serial.as_deref(),
+        model: uri.model.as_deref(),
+        manufacturer: uri.manufacturer.as_deref(),
+    }
+}
+
+/// What a private key object says of itself, for choosing and naming it.
+struct KeyFacts {
+    label: Option<String>,
+    id: Vec<u8>,
+    rsa: bool,
+    decrypt: bool,
+}
+
+impl KeyFacts {
+    fn name(&self) -> String {
+        describe(self.label.as_deref(), Some(&self.id))
+    }
+}
+
+fn key_facts(session: &Session, key: ObjectHandle) -> KeyFacts {
+    let mut facts = KeyFacts {
+        label: None,
+        id: Vec::new(),
+        rsa: false,
+        decrypt: false,
+    };
+    // Attributes one at a time: a token answers CKR_ATTRIBUTE_TYPE_INVALID
+    // for the whole request when it lacks one of them.
+    for which in [
+        AttributeType::Label,
+        AttributeType::Id,
+        AttributeType::KeyType,
+        AttributeType::Decrypt,
+    ] {
+        for a in session.get_attributes(key, &[which]).unwrap_or_default() {
+            match a {
+                Attribute::Label(l) => facts.label = String::from_utf8(l).ok(),
+                Attribute::Id(i) => facts.id = i,
+                Attribute::KeyType(k) => facts.rsa = k == KeyType::RSA,
+                Attribute::Decrypt(d) => facts.decrypt = d,
+                _ => {}
+            }
+        }
+    }
+    facts
+}
+
+/// For a URI naming only the token: its one RSA private key that may
+/// decrypt. Several are listed, so the custodian can name one.
+fn only_decryption_key(session: &Session, token: &str, found: &[ObjectHandle]) -> Result<ObjectHandle, TokenError> {
+    let usable: Vec<(ObjectHandle, KeyFacts)> = found
+        .iter()
+        .map(|h| (*h, key_facts(session, *h)))
+        .filter(|(_, f)| f.rsa && f.decrypt)
+        .collect();
+    match usable.as_slice() {
+        [(one, _)] => Ok(*one),
+        [] => Err(TokenError::KeyNotFound {
+            token: token.to_string(),
+            object: "that may decrypt".into(),
+        }),
+        many => Err(TokenError::SeveralKeys {
+            token: token.to_string(),
+            candidates: many.iter().map(|(_, f)| f.name()).collect(),
+        }),
+    }
+}
+
+/// The DER DigestInfo of SHA-256 (RFC 8017 §9.2 note 1) prefixed to the
+/// message's hash: what CKM_RSA_PKCS signs for a PKCS#1 v1.5 SHA-256 signature.
+pub(crate) fn sha256_digest_info(message: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    const PREFIX: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+        0x20,
+    ];
+    let mut out = PREFIX.to_vec();
+    out.extend_from_slice(&sha2::Sha256::digest(message));
+    out
 }
 
 impl KeyUnwrapper for TokenKey {
@@ -359,7 +468,8 @@ impl KeyUnwrapper for TokenKey {
 }
 
 impl Signer for TokenKey {
-    /// CKM_SHA256_RSA_PKCS on the token.
+    /// CKM_SHA256_RSA_PKCS on the token, or CKM_RSA_PKCS over the SHA-256
+    /// DigestInfo where the token lacks the former (as GnuTLS does).
     fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
         if !self.bool_attr(AttributeType::Sign).map_err(|e| e.to_string())? {
             return Err(TokenError::NoSign {
@@ -368,9 +478,13 @@ impl Signer for TokenKey {
             }
             .to_string());
         }
-        self.session
-            .sign(&Mechanism::Sha256RsaPkcs, self.key, message)
-            .map_err(|e| {
+        let signed = if self.sha256_rsa_on_token {
+            self.session.sign(&Mechanism::Sha256RsaPkcs, self.key, message)
+        } else {
+            self.session
+                .sign(&Mechanism::RsaPkcs, self.key, &sha256_digest_info(message))
+        };
+        signed.map_err(|e| {
                 format!(
                     "token '{}' could not sign with {}: {e}",
                     self.uri.token,
@@ -380,5 +494,32 @@ impl Signer for TokenKey {
     }
     fn public_key(&self) -> rsa::PublicKey {
         self.public_key.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::rsa_2048;
+    use rsa::pkcs1v15::Pkcs1v15Sign;
+    use sha2::{Digest as _, Sha256};
+
+    #[test]
+    fn the_digest_info_signed_raw_is_a_pkcs1v15_sha256_signature() {
+        let key = rsa_2048();
+        let message = b"tbsCertificate";
+        let info = sha256_digest_info(message);
+        // What CKM_RSA_PKCS does to it: type-1 padding and the private-key operation.
+        let raw = key.sign(Pkcs1v15Sign::new_unprefixed(), &info).unwrap();
+        key.to_public_key()
+            .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &raw)
+            .unwrap();
+        assert_eq!(raw, key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message)).unwrap());
+        // Another message's DigestInfo does not verify: the hash is in it.
+        let other = key.sign(Pkcs1v15Sign::new_unprefixed(), &sha256_digest_info(b"x")).unwrap();
+        assert!(key
+            .to_public_key()
+            .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &other)
+            .is_err());
     }
 }

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 pub use generate::{generate_with_rng, Generated, NewKey};
 pub use key::TokenKey;
-pub use session::{check_oaep, OaepSupport};
+pub use session::{check_oaep, OaepSupport, TokenFacts};
 pub use uri::TokenUri;
 
 /// Why a token key could not be used. Each names the token or object.
@@ -29,9 +29,11 @@ pub enum TokenError {
     Uri { uri: String, why: String },
     #[error("the PKCS#11 module {} cannot be loaded: {why}", path.display())]
     Module { path: PathBuf, why: String },
-    #[error("no token labelled '{token}' is present in {}{}", module.display(), list_present(.present))]
+    #[error("no token labelled '{token}'{also} is present in {}{}", module.display(), list_present(.present))]
     TokenNotFound {
         token: String,
+        /// The URI's other token attributes: ` with serial '…'`, or empty.
+        also: String,
         module: PathBuf,
         present: Vec<String>,
     },
@@ -41,12 +43,18 @@ pub enum TokenError {
     PinLocked { token: String },
     #[error("no RSA private key {object} is on token '{token}'")]
     KeyNotFound { token: String, object: String },
-    #[error("{count} private keys match {object} on token '{token}'")]
+    #[error("{} private keys match {object} on token '{token}': {}", .candidates.len(), .candidates.join(", "))]
     Ambiguous {
         token: String,
         object: String,
-        count: usize,
+        /// Each as `'label' (id 0a0b)`.
+        candidates: Vec<String>,
     },
+    #[error(
+        "the URI names only token '{token}', which holds {} RSA private keys that may decrypt: {}; \
+         add object= or id= to name one", .candidates.len(), .candidates.join(", ")
+    )]
+    SeveralKeys { token: String, candidates: Vec<String> },
     #[error("the key {object} on token '{token}' is {got}, not RSA")]
     NotRsa { token: String, object: String, got: String },
     #[error("the key {object} on token '{token}' may not decrypt (its CKA_DECRYPT attribute is false)")]
@@ -78,13 +86,10 @@ pub enum TokenError {
     Refused { token: String, what: String, why: String },
 }
 
-fn list_present(labels: &[String]) -> String {
-    if labels.is_empty() {
+fn list_present(tokens: &[String]) -> String {
+    if tokens.is_empty() {
         " (it shows no token at all)".into()
     } else {
-        format!(
-            " (present: {})",
-            labels.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", ")
-        )
+        format!(" (present: {})", tokens.join(", "))
     }
 }

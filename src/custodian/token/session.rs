@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -11,15 +11,30 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use cryptoki_sys::{CKF_TOKEN_INITIALIZED, CKR_OK, CK_FUNCTION_LIST, CK_RV, CK_SLOT_ID, CK_TOKEN_INFO};
 
 use super::TokenError;
 use crate::crypto::secret::Passphrase;
 
-/// One loaded, initialised context per module, kept for the process: a
+type GetTokenInfo = unsafe extern "C" fn(CK_SLOT_ID, *mut CK_TOKEN_INFO) -> CK_RV;
+
+/// A loaded, initialised module: cryptoki's context, and the module's own
+/// C_GetTokenInfo, called directly because cryptoki refuses the whole token
+/// information when the token's clock is not in the 16-character form
+/// (opencryptoki 3.8 reports `hh:mm:ss`).
+#[derive(Clone)]
+pub(super) struct Module {
+    pub(super) ctx: Pkcs11,
+    token_info: GetTokenInfo,
+    /// Keeps the library mapped while `token_info` may be called.
+    _library: Arc<libloading::Library>,
+}
+
+/// One loaded, initialised module per path, kept for the process: a
 /// second C_Initialize of the same module would fail, and finalising while
 /// another key of the same module is open would close its session.
-pub(super) fn module(path: &Path) -> Result<Pkcs11, TokenError> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+pub(super) fn module(path: &Path) -> Result<Module, TokenError> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
     let mut map = MODULES
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
@@ -39,32 +54,126 @@ pub(super) fn module(path: &Path) -> Result<Pkcs11, TokenError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(fail(e.to_string())),
     }
-    map.insert(path.to_path_buf(), ctx.clone());
-    Ok(ctx)
+    // SAFETY: the same file cryptoki has just loaded and initialised as a
+    // PKCS#11 module, so loading it again only takes another reference.
+    let library = unsafe { libloading::Library::new(path) }.map_err(|e| fail(e.to_string()))?;
+    // SAFETY: C_GetFunctionList has this signature in every PKCS#11 module
+    // (PKCS#11 2.40 §5.2); the list it gives stays valid while the library is loaded.
+    let token_info = unsafe {
+        let get_list = library
+            .get::<unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV>(b"C_GetFunctionList\0")
+            .map_err(|e| fail(e.to_string()))?;
+        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        if get_list(&mut list) != CKR_OK || list.is_null() {
+            return Err(fail("C_GetFunctionList gave no function list".into()));
+        }
+        (*list)
+            .C_GetTokenInfo
+            .ok_or_else(|| fail("it has no C_GetTokenInfo".into()))?
+    };
+    let m = Module {
+        ctx,
+        token_info,
+        _library: Arc::new(library),
+    };
+    map.insert(path.to_path_buf(), m.clone());
+    Ok(m)
 }
 
-/// The slot holding the token labelled `label` (and with `serial`, if given).
-pub(super) fn find_slot(
-    ctx: &Pkcs11,
-    module_path: &Path,
-    label: &str,
-    serial: Option<&str>,
-) -> Result<Slot, TokenError> {
-    let slots = ctx.get_slots_with_initialized_token().map_err(|e| TokenError::Module {
+/// What identifies a token (RFC 7512 `token`, `manufacturer`, `model`,
+/// `serial`), read from CK_TOKEN_INFO without its clock, which is only
+/// informational and not always well formed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub label: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub initialized: bool,
+}
+
+impl TokenFacts {
+    pub fn from_raw(info: &CK_TOKEN_INFO) -> TokenFacts {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches([' ', '\0']).to_string();
+        TokenFacts {
+            label: text(&info.label),
+            manufacturer: text(&info.manufacturerID),
+            model: text(&info.model),
+            serial: text(&info.serialNumber),
+            initialized: info.flags & CKF_TOKEN_INITIALIZED != 0,
+        }
+    }
+}
+
+impl Module {
+    pub(super) fn token_facts(&self, slot: Slot) -> Result<TokenFacts, CkError> {
+        let mut info = CK_TOKEN_INFO::default();
+        // SAFETY: the module's own C_GetTokenInfo (see [`module`]), given a
+        // CK_TOKEN_INFO it fills in; the module is initialised.
+        let rv = unsafe { (self.token_info)(slot.into(), &mut info) };
+        cryptoki::error::Rv::from(rv).into_result(cryptoki::context::Function::GetTokenInfo)?;
+        Ok(TokenFacts::from_raw(&info))
+    }
+}
+
+/// Which token a URI asks for: its label, and the other RFC 7512 token
+/// attributes when given.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WantedToken<'a> {
+    pub label: &'a str,
+    pub serial: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub manufacturer: Option<&'a str>,
+}
+
+impl WantedToken<'_> {
+    fn matches(&self, t: &TokenFacts) -> bool {
+        t.label == self.label
+            && self.serial.is_none_or(|s| t.serial == s)
+            && self.model.is_none_or(|m| t.model == m)
+            && self.manufacturer.is_none_or(|m| t.manufacturer == m)
+    }
+}
+
+/// The slot holding the initialised token `wanted` names.
+pub(super) fn find_slot(m: &Module, module_path: &Path, wanted: WantedToken<'_>) -> Result<Slot, TokenError> {
+    let slots = m.ctx.get_slots_with_token().map_err(|e| TokenError::Module {
         path: module_path.to_path_buf(),
         why: format!("it cannot list its slots: {e}"),
     })?;
     let mut present = Vec::new();
     for slot in slots {
-        let Ok(info) = ctx.get_token_info(slot) else { continue };
-        let l = info.label().trim_end().to_string();
-        if l == label && serial.is_none_or(|s| info.serial_number().trim_end() == s) {
+        let Ok(info) = m.token_facts(slot) else { continue };
+        if !info.initialized {
+            continue;
+        }
+        if wanted.matches(&info) {
             return Ok(slot);
         }
-        present.push(l);
+        present.push(if info.label == wanted.label {
+            format!(
+                "'{}' (manufacturer '{}', model '{}', serial '{}')",
+                info.label, info.manufacturer, info.model, info.serial
+            )
+        } else {
+            format!("'{}'", info.label)
+        });
     }
+    let also: Vec<String> = [
+        ("manufacturer", wanted.manufacturer),
+        ("model", wanted.model),
+        ("serial", wanted.serial),
+    ]
+    .into_iter()
+    .filter_map(|(what, v)| v.map(|v| format!("{what} '{v}'")))
+    .collect();
     Err(TokenError::TokenNotFound {
-        token: label.to_string(),
+        token: wanted.label.to_string(),
+        also: if also.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", also.join(", "))
+        },
         module: module_path.to_path_buf(),
         present,
     })
@@ -170,6 +279,63 @@ mod tests {
             );
             assert!(e.contains(says), "{e}");
         }
+    }
+
+    /// A CK_TOKEN_INFO as opencryptoki 3.8's soft token gives it: a clock
+    /// of `hh:mm:ss` where PKCS#11 says `YYYYMMDDhhmmss00`.
+    fn opencryptoki_token_info() -> CK_TOKEN_INFO {
+        fn padded<const N: usize>(text: &str) -> [u8; N] {
+            let mut out = [b' '; N];
+            out[..text.len()].copy_from_slice(text.as_bytes());
+            out
+        }
+        CK_TOKEN_INFO {
+            label: padded("alice"),
+            manufacturerID: padded("IBM Corp."),
+            model: padded("IBM SoftTok"),
+            serialNumber: padded("123"),
+            flags: CKF_TOKEN_INITIALIZED | cryptoki_sys::CKF_CLOCK_ON_TOKEN,
+            utcTime: *b"00:01:41\0\0\0\0\0\0\0\0",
+            ..CK_TOKEN_INFO::default()
+        }
+    }
+
+    #[test]
+    fn a_token_with_a_malformed_clock_is_still_identified() {
+        let raw = opencryptoki_token_info();
+        // cryptoki refuses the whole token information for the clock alone.
+        assert!(cryptoki::slot::TokenInfo::try_from(raw).is_err());
+        let facts = TokenFacts::from_raw(&raw);
+        assert_eq!(
+            facts,
+            TokenFacts {
+                label: "alice".into(),
+                manufacturer: "IBM Corp.".into(),
+                model: "IBM SoftTok".into(),
+                serial: "123".into(),
+                initialized: true,
+            }
+        );
+        let wanted = WantedToken {
+            label: "alice",
+            serial: Some("123"),
+            model: Some("IBM SoftTok"),
+            manufacturer: Some("IBM Corp."),
+        };
+        assert!(wanted.matches(&facts));
+        for other in [
+            WantedToken { label: "bob", ..wanted },
+            WantedToken { serial: Some("124"), ..wanted },
+            WantedToken { model: Some("SoftHSM v2"), ..wanted },
+            WantedToken { manufacturer: Some("SoftHSM project"), ..wanted },
+        ] {
+            assert!(!other.matches(&facts), "{other:?}");
+        }
+        let blank = TokenFacts::from_raw(&CK_TOKEN_INFO {
+            flags: 0,
+            ..raw
+        });
+        assert!(!blank.initialized);
     }
 
     #[test]

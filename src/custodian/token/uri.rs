@@ -17,6 +17,10 @@ pub struct TokenUri {
     pub id: Option<Vec<u8>>,
     /// `serial`: the token's serial number.
     pub serial: Option<String>,
+    /// `model`: the token's model (CK_TOKEN_INFO).
+    pub model: Option<String>,
+    /// `manufacturer`: the token's manufacturer ID (CK_TOKEN_INFO).
+    pub manufacturer: Option<String>,
     /// `module-path`: the PKCS#11 module to load.
     pub module_path: PathBuf,
     /// `pin-source`: only a file path (or `file:` URI), read for the PIN.
@@ -32,8 +36,9 @@ impl TokenUri {
         text.get(..7).is_some_and(|head| head.eq_ignore_ascii_case("pkcs11:"))
     }
 
-    /// Parses `text` (RFC 7512 §2.3). Errors: a missing `token`, `module-path`
-    /// or key selector (`object` or `id`), an unknown or repeated attribute, a
+    /// Parses `text` (RFC 7512 §2.3). With neither `object` nor `id` the URI
+    /// names the token's only RSA decryption key. Errors: a missing `token`
+    /// or `module-path`, an unknown or repeated attribute, a
     /// PIN in the URI (`pin-value`), a `pin-source` that is not a file, bad
     /// percent-encoding.
     pub fn parse(text: &str) -> Result<TokenUri, TokenError> {
@@ -76,6 +81,8 @@ impl TokenUri {
                 ("object", true) => uri.object = Some(text_value()?),
                 ("id", true) => uri.id = Some(bytes),
                 ("serial", true) => uri.serial = Some(text_value()?),
+                ("model", true) => uri.model = Some(text_value()?),
+                ("manufacturer", true) => uri.manufacturer = Some(text_value()?),
                 ("type", true) => {
                     if text_value()? != "private" {
                         return Err(bad(
@@ -107,8 +114,8 @@ impl TokenUri {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "the {} attribute '{name}' is not understood (known: token, object, id, serial, type; \
-                         ?module-path, pin-source, x-oaep)",
+                        "the {} attribute '{name}' is not understood (known: token, manufacturer, model, \
+                         serial, object, id, type; ?module-path, pin-source, x-oaep)",
                         if in_path { "path" } else { "query" }
                     )))
                 }
@@ -118,15 +125,17 @@ impl TokenUri {
         uri.module_path = module.ok_or_else(|| {
             bad("it names no module: add ?module-path=/path/to/module.so (e.g. /usr/lib/softhsm/libsofthsm2.so)".into())
         })?;
-        if uri.object.is_none() && uri.id.is_none() {
-            return Err(bad("it names no key: add object=LABEL or id=%xx…".into()));
-        }
         Ok(uri)
     }
 
     /// The key as named in messages: `object 'x' (id 0a0b)`.
     pub fn object_description(&self) -> String {
         describe(self.object.as_deref(), self.id.as_deref())
+    }
+
+    /// Whether the URI names the token only, not a key on it.
+    pub fn names_token_only(&self) -> bool {
+        self.object.is_none() && self.id.is_none()
     }
 }
 
@@ -140,12 +149,18 @@ pub(super) fn describe(label: Option<&str>, id: Option<&[u8]>) -> String {
 }
 
 impl std::fmt::Display for TokenUri {
-    /// The canonical form: path attributes token, object, id, then
-    /// `?module-path`. The pin-source is left out.
+    /// The canonical form: path attributes token, manufacturer, model,
+    /// serial, object, id, then `?module-path`. The pin-source is left out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "pkcs11:token={}", percent_encode(self.token.as_bytes()))?;
-        if let Some(s) = &self.serial {
-            write!(f, ";serial={}", percent_encode(s.as_bytes()))?;
+        for (name, value) in [
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+            ("serial", &self.serial),
+        ] {
+            if let Some(v) = value {
+                write!(f, ";{name}={}", percent_encode(v.as_bytes()))?;
+            }
         }
         if let Some(o) = &self.object {
             write!(f, ";object={}", percent_encode(o.as_bytes()))?;
@@ -233,17 +248,43 @@ mod tests {
     }
 
     #[test]
+    fn the_uris_p11tool_prints_are_read() {
+        // `p11tool --list-privkeys --login` prints these, module path added.
+        let printed = "pkcs11:model=SoftHSM%20v2;manufacturer=SoftHSM%20project;serial=4b2c1e;token=alice;\
+                       id=%0a%0b;object=alice;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so";
+        let u = TokenUri::parse(printed).unwrap();
+        assert_eq!(u.model.as_deref(), Some("SoftHSM v2"));
+        assert_eq!(u.manufacturer.as_deref(), Some("SoftHSM project"));
+        assert_eq!(u.serial.as_deref(), Some("4b2c1e"));
+        assert!(!u.names_token_only());
+        assert_eq!(TokenUri::parse(&u.to_string()).unwrap(), u);
+        // A token URL (`p11tool --list-token-urls`) names the token only.
+        let token = TokenUri::parse(
+            "pkcs11:model=IBM%20SoftTok;manufacturer=IBM%20Corp.;serial=123;token=alice\
+             ?module-path=/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so",
+        )
+        .unwrap();
+        assert!(token.names_token_only());
+        assert_eq!(token.to_string(), "pkcs11:token=alice;manufacturer=IBM%20Corp.;model=IBM%20SoftTok;serial=123\
+            ?module-path=/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so");
+        assert_eq!(TokenUri::parse(&token.to_string()).unwrap(), token);
+        assert!(TokenUri::parse("pkcs11:token=alice?module-path=/m.so").unwrap().names_token_only());
+    }
+
+    #[test]
     fn uris_that_cannot_be_honoured_are_refused() {
         for (uri, says) in [
             ("pkcs11:object=b?module-path=/m.so", "no token"),
             ("pkcs11:token=a;object=b", "no module"),
-            ("pkcs11:token=a?module-path=/m.so", "no key"),
             ("pkcs11:token=a;object=b?module-path=/m.so&pin-value=1234", "pin-value"),
             (
                 "pkcs11:token=a;object=b?module-path=/m.so&pin-source=|/bin/echo 1",
                 "not an absolute file",
             ),
             ("pkcs11:token=a;object=b;token=c?module-path=/m.so", "twice"),
+            ("pkcs11:token=a;model=x;model=y?module-path=/m.so", "twice"),
+            ("pkcs11:token=a;manufacturer=%ff?module-path=/m.so", "not UTF-8"),
+            ("pkcs11:token=a?model=x&module-path=/m.so", "query attribute 'model' is not understood"),
             ("pkcs11:token=a;object=b%2?module-path=/m.so", "%-escape"),
             ("pkcs11:token=a;object=b%zz?module-path=/m.so", "%-escape"),
             (
