@@ -41,7 +41,9 @@ pub fn kill_point(_point: &str) {}
 #[cfg(feature = "test-hooks")]
 pub fn fail_point(point: &str) -> Result<(), String> {
     if std::env::var_os("HSM_CEREMONY_FAIL_AT").is_some_and(|v| v == point) {
-        return Err(format!("HSM_CEREMONY_FAIL_AT={point} (a test hook) made this step fail"));
+        return Err(format!(
+            "HSM_CEREMONY_FAIL_AT={point} (a test hook) made this step fail"
+        ));
     }
     Ok(())
 }

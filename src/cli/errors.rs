@@ -228,9 +228,11 @@ fn token_advice(err: &TokenError) -> String {
         T::PinLocked { .. } => {
             "The token's security officer must unlock the PIN (e.g. `pkcs11-tool --unlock-pin`).".into()
         }
-        T::KeyNotFound { .. } | T::Ambiguous { .. } | T::SeveralKeys { .. } => "Name the key by its label (object=) and id (id=): \
+        T::KeyNotFound { .. } | T::Ambiguous { .. } | T::SeveralKeys { .. } => {
+            "Name the key by its label (object=) and id (id=): \
             `pkcs11-tool --module MODULE --login --list-objects --type privkey` shows them."
-            .into(),
+                .into()
+        }
         T::NotRsa { .. } => {
             "Custodian wrapping keys are RSA; generate one with `hsm-ceremony custodian keygen --token`.".into()
         }

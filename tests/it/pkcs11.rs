@@ -879,3 +879,526 @@ fn a_token_without_oaep_sha256_is_refused_with_what_to_do() {
     ])
     .ok();
 }
+
+/// What the flow tests need of a PKCS#11 implementation under test.
+trait Backend {
+    fn name(&self) -> &'static str;
+    fn dir(&self) -> &Dir;
+    fn module(&self) -> &'static str;
+    /// The user PIN of the tokens made by [`Backend::token`]; in the file `pin`.
+    fn pin(&self) -> &'static str;
+    /// Whether keys need `--oaep-on-host` (`x-oaep=host`): the token refuses OAEP-SHA-256.
+    fn oaep_on_host(&self) -> bool;
+    /// The CK_TOKEN_INFO manufacturer and model of its tokens, as RFC 7512 values.
+    fn manufacturer_and_model(&self) -> (&'static str, &'static str);
+    /// A new, initialised token labelled `label` with user PIN [`Backend::pin`].
+    fn token(&self, label: &str);
+    /// A command for `program` that reaches this backend's tokens, run in the test folder.
+    fn command(&self, program: &str) -> Command;
+}
+
+impl Backend for Hsm {
+    fn name(&self) -> &'static str {
+        "SoftHSM"
+    }
+    fn dir(&self) -> &Dir {
+        &self.dir
+    }
+    fn module(&self) -> &'static str {
+        MODULE
+    }
+    fn pin(&self) -> &'static str {
+        PIN
+    }
+    fn oaep_on_host(&self) -> bool {
+        softhsm_lacks_oaep_sha256(self)
+    }
+    fn manufacturer_and_model(&self) -> (&'static str, &'static str) {
+        ("SoftHSM project", "SoftHSM v2")
+    }
+    fn token(&self, label: &str) {
+        Hsm::token(self, label)
+    }
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.dir.path()).env("SOFTHSM2_CONF", &self.conf);
+        c
+    }
+}
+
+/// Runs the binary with `args` (and `env`) against backend `b`, no PIN in the environment.
+fn run_on(b: &dyn Backend, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = b.command(util::BIN);
+    c.args(args)
+        .env_remove("HSM_CEREMONY_PIN")
+        .env_remove("HSM_CEREMONY_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    let out = c.output().expect("the hsm-ceremony binary runs");
+    Output {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn keygen_args<'a>(b: &'a dyn Backend, token: &'a str, name: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "custodian",
+        "keygen",
+        "--pkcs11-module",
+        b.module(),
+        "--token",
+        token,
+        "--name",
+        name,
+        "--bits",
+        "2048",
+        "--pin-file",
+        "pin",
+    ];
+    if b.oaep_on_host() {
+        args.push("--oaep-on-host");
+    }
+    args
+}
+
+/// `custodian keygen` of `name` on `token`; returns the key URI printed.
+fn keygen_on(b: &dyn Backend, token: &str, name: &str) -> String {
+    let out = run_on(b, &keygen_args(b, token, name), &[]);
+    out.ok();
+    let uri = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key URI"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        uri.starts_with(&format!("pkcs11:token={token};object={name};id=")),
+        "{uri}"
+    );
+    let tail = format!("?module-path={}", b.module());
+    if b.oaep_on_host() {
+        assert!(uri.ends_with(&format!("{tail}&x-oaep=host")), "{uri}");
+    } else {
+        assert!(uri.ends_with(&tail), "{} on-token OAEP: {uri}", b.name());
+    }
+    uri
+}
+
+/// The objects on token `token` (pkcs11-tool's listing after login), one line each.
+fn token_objects(b: &dyn Backend, token: &str) -> Vec<String> {
+    let out = b
+        .command("pkcs11-tool")
+        .args([
+            "--module",
+            b.module(),
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            b.pin(),
+            "--list-objects",
+        ])
+        .output()
+        .expect("pkcs11-tool runs (apt-get install opensc)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" Object;"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The URI of token `token` alone, as `p11tool --list-token-urls` gives it (module added).
+fn token_only_uri(b: &dyn Backend, token: &str) -> String {
+    format!(
+        "pkcs11:token={token}?module-path={}{}",
+        b.module(),
+        if b.oaep_on_host() { "&x-oaep=host" } else { "" }
+    )
+}
+
+/// Keygen, verify (by key URI, by token-only URI, by the URI with the
+/// token's manufacturer and model), restore-blob, log sign and a wrong PIN,
+/// then a second key that makes the token-only URI ambiguous.
+fn the_whole_flow(b: &dyn Backend) {
+    b.token("alice");
+    let alice = keygen_on(b, "alice", "alice");
+    let d = b.dir();
+    d.custodian(0);
+    d.custodian(1);
+    d.copy(&["exchange.cer"]);
+    let split = [
+        "sd",
+        "split",
+        "--certs",
+        "alice.cer",
+        "c0.cer",
+        "c1.cer",
+        "--quorum",
+        "2",
+        "--random-contents",
+        "--out",
+        "sd.json",
+    ];
+    run_on(b, &split, &[]).ok();
+    let verify = |key: &str, pin: &str| {
+        run_on(
+            b,
+            &[
+                "custodian",
+                "verify",
+                "--sd-file",
+                "sd.json",
+                "--key",
+                key,
+                "--pin-file",
+                pin,
+            ],
+            &[],
+        )
+    };
+    verify(&alice, "pin")
+        .ok()
+        .stdout_has("share x=1 of 3 opens for pkcs11:token=alice;object=alice;id=");
+    // The token alone names its only decryption key: alice's share (x=1) opens.
+    let only = token_only_uri(b, "alice");
+    verify(&only, "pin")
+        .ok()
+        .stdout_has("share x=1 of 3 opens for pkcs11:token=alice?");
+    let (manufacturer, model) = b.manufacturer_and_model();
+    let enc = |v: &str| v.replace(' ', "%20");
+    let p11tool = only.replacen(
+        "pkcs11:token=alice",
+        &format!(
+            "pkcs11:model={};manufacturer={};token=alice",
+            enc(model),
+            enc(manufacturer)
+        ),
+        1,
+    );
+    verify(&p11tool, "pin").ok().stdout_has("share x=1 of 3 opens");
+    let other_model = only.replacen("pkcs11:token=alice", "pkcs11:token=alice;model=Nope", 1);
+    verify(&other_model, "pin").fails(
+        EXIT_INPUT,
+        &[
+            "no token labelled 'alice' with model 'Nope' is present",
+            &format!("(present: 'alice' (manufacturer '{manufacturer}', model '{model}'"),
+        ],
+    );
+    // A restore opened by the token key and a key file.
+    let mut args = util::restore_blob_args(&[&alice, "c0.key"], &[], "blob.json");
+    args.extend(["--pin-file", "pin", "--passphrase-file", "c0.pass"].map(String::from));
+    run_on(b, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+        .ok()
+        .stdout_has("(2 of 2 needed)");
+    blob_fingerprint(&d.join("blob.json"));
+    // The token countersigns a log line, and the countersignature verifies.
+    run_on(
+        b,
+        &[
+            "log",
+            "sign",
+            "ceremony-log.jsonl",
+            "--line",
+            "1",
+            "--key",
+            &alice,
+            "--pin-file",
+            "pin",
+        ],
+        &[],
+    )
+    .ok()
+    .stdout_has("line 1 countersigned by pkcs11:token=alice");
+    run_on(b, &["log", "verify", "ceremony-log.jsonl"], &[]).ok();
+    verify(&alice, "wrong-pin").fails(EXIT_INTEGRITY, &["the PIN for token 'alice' is wrong"]);
+    // With a second decryption key the token alone no longer names one: both are listed.
+    keygen_on(b, "alice", "alice2");
+    let out = verify(&only, "pin");
+    out.fails(
+        EXIT_INPUT,
+        &[
+            "the URI names only token 'alice', which holds 2 RSA private keys that may decrypt",
+            "'alice' (id ",
+            "'alice2' (id ",
+            "add object= or id= to name one",
+        ],
+    );
+}
+
+/// A keygen whose certificate step fails (a test hook) leaves no key on the
+/// token and no certificate file, so the same keygen can be run again.
+fn a_failed_keygen_leaves_nothing(b: &dyn Backend) {
+    b.token("alice");
+    for point in ["keygen:certificate-signed", "keygen:certificate-written"] {
+        let out = run_on(b, &keygen_args(b, "alice", "alice"), &[("HSM_CEREMONY_FAIL_AT", point)]);
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains(point), "{out:?}");
+        b.dir().assert_absent("alice.cer");
+        assert_eq!(
+            token_objects(b, "alice"),
+            Vec::<String>::new(),
+            "{} after {point}",
+            b.name()
+        );
+    }
+    keygen_on(b, "alice", "alice");
+    assert_eq!(token_objects(b, "alice").len(), 3, "{:?}", token_objects(b, "alice"));
+}
+
+#[test]
+fn softhsm_runs_the_whole_flow() {
+    the_whole_flow(&Hsm::new("p11-flow-softhsm"));
+}
+
+#[test]
+fn a_failed_keygen_on_softhsm_leaves_nothing() {
+    a_failed_keygen_leaves_nothing(&Hsm::new("p11-keygen-fails-softhsm"));
+}
+
+/// opencryptoki's soft token (Debian's `opencryptoki`: the slot daemon
+/// `pkcsslotd` and `libpkcs11_sw`), with none of its global state touched.
+/// Its paths are compiled in (/etc/opencryptoki, /var/lib/opencryptoki,
+/// /run for the daemon's socket and locks, /dev/shm for the soft token's
+/// state) and the daemon and clients share SysV shared memory, so each test
+/// gets its own mount and IPC namespace
+/// (`unshare -m -i`, needs root) in which those paths are this test's
+/// folders; the daemon runs there and every command enters it (`nsenter`).
+/// Dropping it stops the daemon by its pid; a watchdog in the namespace
+/// stops it after 15 minutes should the test process itself be killed.
+struct Ock {
+    dir: Dir,
+    /// The namespace's state: configuration, token store, socket and locks.
+    state: Dir,
+    daemon: u32,
+    watchdog: u32,
+    initialised: std::cell::Cell<bool>,
+}
+
+const OCK_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so";
+/// opencryptoki's soft token takes PINs of 4 to 8 characters.
+const OCK_PIN: &str = "4321user";
+/// The soft token's SO PIN before its first initialisation.
+const OCK_DEFAULT_SO_PIN: &str = "87654321";
+/// The soft token's slot in the configuration written here.
+const OCK_SLOT: &str = "3";
+
+impl Ock {
+    /// The token's daemon in its own namespace, or why it cannot be started here.
+    fn start(test: &str) -> Result<Ock, String> {
+        for needed in [
+            "/usr/sbin/pkcsslotd",
+            OCK_MODULE,
+            "/usr/lib/x86_64-linux-gnu/opencryptoki/stdll/libpkcs11_sw.so",
+        ] {
+            if !Path::new(needed).exists() {
+                return Err(format!("{needed} is missing (apt-get install opencryptoki)"));
+            }
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("pkcsslotd and the private mounts it needs here run as root only".into());
+        }
+        let state = Dir::new(&format!("{test}-ock"));
+        for sub in ["conf", "lib/swtok/TOK_OBJ", "run/lock/opencryptoki/swtok"] {
+            std::fs::create_dir_all(state.join(sub)).unwrap();
+        }
+        std::fs::write(
+            state.join("conf/opencryptoki.conf"),
+            format!("version opencryptoki-3.1\nslot {OCK_SLOT}\n{{\nstdll = libpkcs11_sw.so\n}}\n"),
+        )
+        .unwrap();
+        // The daemon and the soft token use the pkcs11 group's access to these.
+        let group = Command::new("chgrp")
+            .args(["-R", "pkcs11"])
+            .args([state.join("lib"), state.join("run/lock")])
+            .status();
+        if !group.is_ok_and(|s| s.success()) {
+            return Err("there is no pkcs11 group (it comes with the opencryptoki package)".into());
+        }
+        let root = state.path().display().to_string();
+        let script = format!(
+            "set -e
+             mount --bind '{root}/conf' /etc/opencryptoki
+             mount --bind '{root}/lib' /var/lib/opencryptoki
+             mount --bind '{root}/run' /run
+             mount -t tmpfs -o size=16m,mode=1777 ock-shm /dev/shm
+             /usr/sbin/pkcsslotd
+             setsid sh -c 'sleep 900; kill $(cat /run/pkcsslotd.pid)' </dev/null >/dev/null 2>&1 &
+             echo $! > /run/watchdog.pid"
+        );
+        let log = std::fs::File::create(state.join("start.log")).unwrap();
+        // status(), not output(): the daemon keeps no pipe of ours open to wait for.
+        let started = Command::new("unshare")
+            .args(["-m", "-i", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .status()
+            .map_err(|e| format!("unshare cannot run: {e}"))?;
+        let pid = |name: &str| -> Option<u32> {
+            std::fs::read_to_string(state.join(&format!("run/{name}")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        // The daemon's child writes its pid file and socket after the parent has returned.
+        for _ in 0..250 {
+            if pid("pkcsslotd.pid").is_some() && state.join("run/pkcsslotd.socket").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (Some(daemon), Some(watchdog)) = (pid("pkcsslotd.pid"), pid("watchdog.pid")) else {
+            let why = std::fs::read_to_string(state.join("start.log")).unwrap_or_default();
+            // SAFETY: signals what this attempt started, by pid (the watchdog by its group).
+            unsafe {
+                if let Some(p) = pid("pkcsslotd.pid") {
+                    libc::kill(p as i32, libc::SIGTERM);
+                }
+                if let Some(p) = pid("watchdog.pid") {
+                    libc::kill(-(p as i32), libc::SIGTERM);
+                }
+            }
+            return Err(format!("pkcsslotd did not start ({started}): {}", why.trim()));
+        };
+        let ock = Ock {
+            dir: Dir::new(test),
+            state,
+            daemon,
+            watchdog,
+            initialised: false.into(),
+        };
+        ock.dir.write_secret("pin", format!("{OCK_PIN}\n"));
+        ock.dir.write_secret("wrong-pin", "0000wrng\n");
+        Ok(ock)
+    }
+
+    /// [`Ock::start`], or `None` after a visible SKIP line; under CI
+    /// (`CI=true`) a token that cannot be started fails the test instead.
+    fn start_or_skip(test: &str) -> Option<Ock> {
+        match Ock::start(test) {
+            Ok(o) => Some(o),
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("opencryptoki cannot be started, and CI=true does not allow skipping: {why}")
+            }
+            Err(why) => {
+                // Written past libtest's capture, so the SKIP shows in `cargo test` and .ci/run's log.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIP {test}: opencryptoki cannot be started here: {why}"
+                );
+                None
+            }
+        }
+    }
+
+    fn tool(&self, args: &[&str]) {
+        let out = self
+            .command("pkcs11-tool")
+            .args(["--module", OCK_MODULE])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Ock {
+    fn drop(&mut self) {
+        // SAFETY: signals the daemon, and the watchdog's process group (its
+        // shell and sleep, made a group of their own by setsid), which this fixture started.
+        unsafe {
+            libc::kill(self.daemon as i32, libc::SIGTERM);
+            libc::kill(-(self.watchdog as i32), libc::SIGTERM);
+        }
+        // The daemon removes its socket as it ends; wait for that (bounded) so the folder goes whole.
+        for _ in 0..50 {
+            if !self.state.join("run/pkcsslotd.socket").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Backend for Ock {
+    fn name(&self) -> &'static str {
+        "opencryptoki"
+    }
+    fn dir(&self) -> &Dir {
+        &self.dir
+    }
+    fn module(&self) -> &'static str {
+        OCK_MODULE
+    }
+    fn pin(&self) -> &'static str {
+        OCK_PIN
+    }
+    fn oaep_on_host(&self) -> bool {
+        false
+    }
+    fn manufacturer_and_model(&self) -> (&'static str, &'static str) {
+        ("IBM Corp.", "IBM SoftTok")
+    }
+    /// The one soft token of the namespace (C_InitToken and C_InitPIN).
+    fn token(&self, label: &str) {
+        assert!(!self.initialised.replace(true), "the soft token has one slot here");
+        self.tool(&[
+            "--slot",
+            OCK_SLOT,
+            "--init-token",
+            "--label",
+            label,
+            "--so-pin",
+            OCK_DEFAULT_SO_PIN,
+        ]);
+        self.tool(&[
+            "--slot",
+            OCK_SLOT,
+            "--login",
+            "--login-type",
+            "so",
+            "--so-pin",
+            OCK_DEFAULT_SO_PIN,
+            "--init-pin",
+            "--pin",
+            OCK_PIN,
+        ]);
+    }
+    /// `program` inside the namespace; `env --chdir` there, since a working
+    /// folder set before entering belongs to the other mount namespace (its
+    /// files then cannot be renamed into place: EXDEV).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.daemon.to_string(), "-m", "-i", "--", "env"])
+            .arg(format!("--chdir={}", self.dir.path().display()))
+            .arg(program);
+        c
+    }
+}
+
+#[test]
+fn opencryptoki_runs_the_whole_flow_with_oaep_on_the_token() {
+    if let Some(ock) = Ock::start_or_skip("p11-flow-opencryptoki") {
+        the_whole_flow(&ock);
+    }
+}
+
+#[test]
+fn a_failed_keygen_on_opencryptoki_leaves_nothing() {
+    if let Some(ock) = Ock::start_or_skip("p11-keygen-fails-ock") {
+        a_failed_keygen_leaves_nothing(&ock);
+    }
+}

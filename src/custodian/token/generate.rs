@@ -159,21 +159,22 @@ pub fn generate_with_rng<R: CryptoRng + ?Sized>(
     // From here on a failure leaves nothing on the token: a key it cannot
     // unwrap shares with is of no use, and a key without its certificate
     // would block a retry under the same name.
-    let made = key.self_test(&m.ctx, slot).and_then(|()| {
-        let cert = crate::custodian::keygen::self_signed_certificate_by_with_rng(rng, &key, name, days, now)
-            .map_err(|e| TokenError::Refused {
+    let made =
+        key.self_test(&m.ctx, slot).and_then(|()| {
+            let cert = crate::custodian::keygen::self_signed_certificate_by_with_rng(rng, &key, name, days, now)
+                .map_err(|e| TokenError::Refused {
+                    token: token_label.to_string(),
+                    what: "the self-signed certificate".into(),
+                    why: e.to_string(),
+                })?;
+            crate::ceremony::kill::fail_point("keygen:certificate-signed").map_err(|why| TokenError::Refused {
                 token: token_label.to_string(),
                 what: "the self-signed certificate".into(),
-                why: e.to_string(),
+                why,
             })?;
-        crate::ceremony::kill::fail_point("keygen:certificate-signed").map_err(|why| TokenError::Refused {
-            token: token_label.to_string(),
-            what: "the self-signed certificate".into(),
-            why,
-        })?;
-        let stored = key.store_certificate(&cert)?;
-        Ok((cert, stored))
-    });
+            let stored = key.store_certificate(&cert)?;
+            Ok((cert, stored))
+        });
     match made {
         Ok((cert, stored_cert)) => Ok(Generated {
             key,

@@ -485,12 +485,12 @@ impl Signer for TokenKey {
                 .sign(&Mechanism::RsaPkcs, self.key, &sha256_digest_info(message))
         };
         signed.map_err(|e| {
-                format!(
-                    "token '{}' could not sign with {}: {e}",
-                    self.uri.token,
-                    self.describe()
-                )
-            })
+            format!(
+                "token '{}' could not sign with {}: {e}",
+                self.uri.token,
+                self.describe()
+            )
+        })
     }
     fn public_key(&self) -> rsa::PublicKey {
         self.public_key.clone()
@@ -514,9 +514,15 @@ mod tests {
         key.to_public_key()
             .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &raw)
             .unwrap();
-        assert_eq!(raw, key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message)).unwrap());
+        assert_eq!(
+            raw,
+            key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message))
+                .unwrap()
+        );
         // Another message's DigestInfo does not verify: the hash is in it.
-        let other = key.sign(Pkcs1v15Sign::new_unprefixed(), &sha256_digest_info(b"x")).unwrap();
+        let other = key
+            .sign(Pkcs1v15Sign::new_unprefixed(), &sha256_digest_info(b"x"))
+            .unwrap();
         assert!(key
             .to_public_key()
             .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), &other)

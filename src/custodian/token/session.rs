@@ -325,16 +325,22 @@ mod tests {
         assert!(wanted.matches(&facts));
         for other in [
             WantedToken { label: "bob", ..wanted },
-            WantedToken { serial: Some("124"), ..wanted },
-            WantedToken { model: Some("SoftHSM v2"), ..wanted },
-            WantedToken { manufacturer: Some("SoftHSM project"), ..wanted },
+            WantedToken {
+                serial: Some("124"),
+                ..wanted
+            },
+            WantedToken {
+                model: Some("SoftHSM v2"),
+                ..wanted
+            },
+            WantedToken {
+                manufacturer: Some("SoftHSM project"),
+                ..wanted
+            },
         ] {
             assert!(!other.matches(&facts), "{other:?}");
         }
-        let blank = TokenFacts::from_raw(&CK_TOKEN_INFO {
-            flags: 0,
-            ..raw
-        });
+        let blank = TokenFacts::from_raw(&CK_TOKEN_INFO { flags: 0, ..raw });
         assert!(!blank.initialized);
     }
 

@@ -265,10 +265,15 @@ mod tests {
         )
         .unwrap();
         assert!(token.names_token_only());
-        assert_eq!(token.to_string(), "pkcs11:token=alice;manufacturer=IBM%20Corp.;model=IBM%20SoftTok;serial=123\
-            ?module-path=/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so");
+        assert_eq!(
+            token.to_string(),
+            "pkcs11:token=alice;manufacturer=IBM%20Corp.;model=IBM%20SoftTok;serial=123\
+            ?module-path=/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
+        );
         assert_eq!(TokenUri::parse(&token.to_string()).unwrap(), token);
-        assert!(TokenUri::parse("pkcs11:token=alice?module-path=/m.so").unwrap().names_token_only());
+        assert!(TokenUri::parse("pkcs11:token=alice?module-path=/m.so")
+            .unwrap()
+            .names_token_only());
     }
 
     #[test]
@@ -284,7 +289,10 @@ mod tests {
             ("pkcs11:token=a;object=b;token=c?module-path=/m.so", "twice"),
             ("pkcs11:token=a;model=x;model=y?module-path=/m.so", "twice"),
             ("pkcs11:token=a;manufacturer=%ff?module-path=/m.so", "not UTF-8"),
-            ("pkcs11:token=a?model=x&module-path=/m.so", "query attribute 'model' is not understood"),
+            (
+                "pkcs11:token=a?model=x&module-path=/m.so",
+                "query attribute 'model' is not understood",
+            ),
             ("pkcs11:token=a;object=b%2?module-path=/m.so", "%-escape"),
             ("pkcs11:token=a;object=b%zz?module-path=/m.so", "%-escape"),
             (
