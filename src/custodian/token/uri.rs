@@ -122,6 +122,10 @@ impl TokenUri {
             }
         }
         uri.token = token.ok_or_else(|| bad("it names no token: add token=LABEL".into()))?;
+        // An empty label would pick whichever token has none.
+        if uri.token.is_empty() {
+            return Err(bad("the token label is empty: give token=LABEL".into()));
+        }
         uri.module_path = module.ok_or_else(|| {
             bad("it names no module: add ?module-path=/path/to/module.so (e.g. /usr/lib/softhsm/libsofthsm2.so)".into())
         })?;
@@ -288,6 +292,7 @@ mod tests {
             ),
             ("pkcs11:token=a;object=b;token=c?module-path=/m.so", "twice"),
             ("pkcs11:token=a;model=x;model=y?module-path=/m.so", "twice"),
+            ("pkcs11:token=;object=b?module-path=/m.so", "token label is empty"),
             ("pkcs11:token=a;manufacturer=%ff?module-path=/m.so", "not UTF-8"),
             (
                 "pkcs11:token=a?model=x&module-path=/m.so",
