@@ -217,7 +217,8 @@ fn token_advice(err: &TokenError) -> String {
             (the PIN comes from the prompt, --pin-file or HSM_CEREMONY_PIN)."
             .into(),
         T::Module { .. } => "Give the module's full path (Debian's SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; \
-            OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so) and check it is the right architecture."
+            OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so; opencryptoki: /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so, \
+            whose daemon pkcsslotd must be running) and check it is the right architecture."
             .into(),
         T::TokenNotFound { .. } => "Insert the token (or check SOFTHSM2_CONF), and check its label: \
             `pkcs11-tool --module MODULE --list-slots` shows it."

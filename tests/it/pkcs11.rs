@@ -1,5 +1,6 @@
-//! Custodian keys on PKCS#11 tokens, with SoftHSM2 (Debian's `softhsm2`,
-//! installed by `.ci/run`). Each test has its own SoftHSM configuration and
+//! Custodian keys on PKCS#11 tokens, with SoftHSM2 (Debian's `softhsm2`)
+//! and opencryptoki's soft token (`opencryptoki`, see [`Ock`]), both
+//! installed by `.ci/run`; the whole flow runs on each ([`the_whole_flow`]). Each test has its own SoftHSM configuration and
 //! token folder (SOFTHSM2_CONF), so tests never see each other's tokens.
 //! A missing SoftHSM2 fails the tests: it is never a silent pass.
 //!
