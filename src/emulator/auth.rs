@@ -73,6 +73,10 @@ impl Role {
                 SecurityDomainTransferKey,
                 SecurityDomainUpload,
                 SecurityDomainUploadStatus,
+                BackupStart,
+                BackupStatus,
+                RestoreStart,
+                RestoreStatus,
             ],
             Role::CryptoOfficer | Role::CryptoUser => &[KeyCreate, KeyRead, KeyBackup, KeyRestore],
         }
@@ -112,10 +116,18 @@ pub enum DataAction {
     KeyBackup,
     /// `POST /keys/restore`.
     KeyRestore,
+    /// `POST /backup`, `POST /prebackup`.
+    BackupStart,
+    /// `GET /backup/{jobId}/pending`.
+    BackupStatus,
+    /// `PUT /restore`, `PUT /prerestore`, `PUT /keys/{name}/restore`.
+    RestoreStart,
+    /// `GET /restore/{jobId}/pending`.
+    RestoreStatus,
 }
 
 impl DataAction {
-    pub const ALL: [DataAction; 9] = [
+    pub const ALL: [DataAction; 13] = [
         DataAction::SecurityDomainDownload,
         DataAction::SecurityDomainDownloadStatus,
         DataAction::SecurityDomainTransferKey,
@@ -125,6 +137,10 @@ impl DataAction {
         DataAction::KeyRead,
         DataAction::KeyBackup,
         DataAction::KeyRestore,
+        DataAction::BackupStart,
+        DataAction::BackupStatus,
+        DataAction::RestoreStart,
+        DataAction::RestoreStatus,
     ];
 
     /// The full data-action name, as role definitions spell it.
@@ -139,6 +155,10 @@ impl DataAction {
             DataAction::KeyRead => "Microsoft.KeyVault/managedHsm/keys/read/action",
             DataAction::KeyBackup => "Microsoft.KeyVault/managedHsm/keys/backup/action",
             DataAction::KeyRestore => "Microsoft.KeyVault/managedHsm/keys/restore/action",
+            DataAction::BackupStart => "Microsoft.KeyVault/managedHsm/backup/start/action",
+            DataAction::BackupStatus => "Microsoft.KeyVault/managedHsm/backup/status/action",
+            DataAction::RestoreStart => "Microsoft.KeyVault/managedHsm/restore/start/action",
+            DataAction::RestoreStatus => "Microsoft.KeyVault/managedHsm/restore/status/action",
         }
     }
 
@@ -390,6 +410,29 @@ impl Authenticator {
         Ok(token.reveal())
     }
 
+    /// Each principal and the roles its tokens hold (for a full backup).
+    pub fn principal_roles(&self) -> Vec<(String, Vec<Role>)> {
+        self.refreshed()
+            .1
+            .iter()
+            .map(|r| (r.principal.clone(), r.roles.clone()))
+            .collect()
+    }
+
+    fn refreshed(&self) -> std::sync::MutexGuard<'_, (Option<Stamp>, Vec<TokenRecord>)> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &self.path {
+            let now = stamp(path);
+            if now != cache.0 {
+                // A file being replaced may be unreadable for an instant; keep the old view then.
+                if let Ok(file) = read_file(path) {
+                    *cache = (now, file.tokens);
+                }
+            }
+        }
+        cache
+    }
+
     pub fn decide(&self, credentials: Option<&Credentials>, action: DataAction) -> Decision {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(path) = &self.path {
@@ -473,7 +516,10 @@ mod tests {
     #[test]
     fn roles_grant_what_they_always_did() {
         for action in DataAction::ALL {
-            let security_domain = action.name().contains("/securitydomain/");
+            // Backup and restore are the Administrator's, as in the service's table.
+            let security_domain = action.name().contains("/securitydomain/")
+                || action.name().contains("/managedHsm/backup/")
+                || action.name().contains("/managedHsm/restore/");
             assert!(action.name().starts_with("Microsoft.KeyVault/managedHsm/"));
             assert_eq!(Role::Administrator.grants(action), security_domain, "{action:?}");
             assert_eq!(Role::CryptoOfficer.grants(action), !security_domain, "{action:?}");

@@ -37,6 +37,8 @@ pub(crate) struct App {
     instance: Mutex<Instance>,
     keys: Mutex<KeyStore>,
     pub auth: Authenticator,
+    /// Full backup and restore jobs (in memory).
+    pub jobs: super::backup::Jobs,
     site: Site,
 }
 
@@ -69,6 +71,7 @@ impl App {
             instance: Mutex::new(instance),
             keys: Mutex::new(keys),
             auth,
+            jobs: Default::default(),
             site,
         }
     }
@@ -124,9 +127,32 @@ fn error_response(err: &ApiError, challenge: Option<&str>) -> Response<Full<Byte
 }
 
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match handle_inner(&app, req).await {
+    let mut resp = match handle_inner(&app, req).await {
         Ok(resp) => resp,
         Err((err, challenge)) => error_response(&err, challenge.as_deref()),
+    };
+    service_headers(&mut resp);
+    resp
+}
+
+/// Seconds a client is asked to wait before polling a started operation.
+pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
+
+/// What the service puts on every answer: `x-ms-request-id` (a fresh id
+/// a support case can name), and on every 202 `Retry-After`.
+fn service_headers(resp: &mut Response<Full<Bytes>>) {
+    let mut raw = [0u8; 16];
+    rand_core::Rng::fill_bytes(&mut os_rng(), &mut raw);
+    let h = hex::encode(raw);
+    let id = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-ms-request-id", v);
+    }
+    if resp.status() == StatusCode::ACCEPTED {
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
     }
 }
 
@@ -230,12 +256,12 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
 
 /// What key operations need from the instance: the sealing key for backups
 /// and whether the key store may be written.
-struct Active {
-    sealing: zeroize::Zeroizing<[u8; 32]>,
-    persist: bool,
+pub(crate) struct Active {
+    pub sealing: zeroize::Zeroizing<[u8; 32]>,
+    pub persist: bool,
 }
 
-fn active(instance: &Instance) -> Result<Active, ApiError> {
+pub(crate) fn active(instance: &Instance) -> Result<Active, ApiError> {
     let sealing = instance.backup_key().ok_or_else(|| {
         ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
     })?;
@@ -323,6 +349,17 @@ async fn execute(
                 .keys
                 .backup(&mut os_rng(), &name, &sealing)
                 .map(|b| ok(json!({"value": b})))
+        }
+        Operation::Backup(op) => {
+            let a = app.clone();
+            match blocking(move || super::backup::execute(&a, op)).await? {
+                Ok(started) => {
+                    let mut resp = json_response(StatusCode::ACCEPTED, started.body);
+                    async_header(&mut resp, origin, &started.status_path, api_version);
+                    Ok(resp)
+                }
+                Err(status) => Ok(json_response(StatusCode::OK, status)),
+            }
         }
         Operation::RestoreKey { backup } => {
             let mut state = app.state();

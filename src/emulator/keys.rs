@@ -76,6 +76,12 @@ struct KeysFile {
     keys: BTreeMap<String, Vec<KeyVersion>>,
 }
 
+#[derive(Serialize)]
+struct KeysFileRef<'a> {
+    format: u32,
+    keys: &'a BTreeMap<String, Vec<KeyVersion>>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackupContents {
@@ -257,6 +263,55 @@ impl KeyStore {
 
     pub fn get(&self, origin: &str, name: &str, version: Option<&str>) -> std::result::Result<Value, ApiError> {
         bundle(origin, name, self.find(name, version)?)
+    }
+
+    /// The whole store (every key, version, attribute and tag, and whatever
+    /// else the store holds) as its serde state, for a full backup.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        let file = KeysFileRef {
+            format: 1,
+            keys: &self.keys,
+        };
+        Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises"))
+    }
+
+    /// Replaces the whole store with an [`export`](Self::export)ed state
+    /// (a full restore); written only when `persist`. Refused whole when
+    /// the state does not parse or a key in it is unusable.
+    pub fn import(&mut self, state: &[u8], persist: bool) -> std::result::Result<(), ApiError> {
+        let file: KeysFile = crate::format::json::from_slice(state)
+            .map_err(|e| ApiError::bad_request(format!("the backup's key store is malformed: {e}")))?;
+        if file.format != 1 {
+            return Err(ApiError::bad_request(format!(
+                "the backup's key store has format {}, only 1 is understood",
+                file.format
+            )));
+        }
+        for (name, versions) in &file.keys {
+            check_name(name)?;
+            for v in versions {
+                public_parts(v)?;
+            }
+        }
+        self.commit(file.keys, persist)
+    }
+
+    /// Restores one key, every version of it, from an
+    /// [`export`](Self::export)ed state (a selective key restore),
+    /// replacing the versions the store holds under that name; written only when `persist`.
+    pub fn import_key(&mut self, state: &[u8], name: &str, persist: bool) -> std::result::Result<(), ApiError> {
+        let mut file: KeysFile = crate::format::json::from_slice(state)
+            .map_err(|e| ApiError::bad_request(format!("the backup's key store is malformed: {e}")))?;
+        let versions = file
+            .keys
+            .remove(name)
+            .ok_or_else(|| ApiError::not_found("KeyNotFound", format!("the backup holds no key named '{name}'")))?;
+        for v in &versions {
+            public_parts(v)?;
+        }
+        let mut next = self.keys.clone();
+        next.insert(name.to_string(), versions);
+        self.commit(next, persist)
     }
 
     /// Every version of `name`, sealed under `sealing_key`.

@@ -12,12 +12,14 @@
 //! backups keep restoring; download on a recovering instance is refused.
 
 pub mod auth;
+mod backup;
 mod error;
 mod handle;
 mod keys;
 mod request;
 mod server;
 pub mod state;
+mod storage;
 mod tls;
 
 pub use auth::{issue_token, DataAction, Role};

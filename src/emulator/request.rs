@@ -25,6 +25,7 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::auth::DataAction;
+use super::backup::{self, BackupOp, BackupRoute};
 use super::error::ApiError;
 use super::keys::{self, KeySpec};
 use crate::custodian::cert::Certificate;
@@ -45,6 +46,8 @@ pub(crate) enum Route {
     GetKey(String, Option<String>),
     BackupKey(String),
     RestoreKey,
+    /// Full backup and restore, their checks and statuses ([`backup`]).
+    Backup(BackupRoute),
 }
 
 /// A routed request: its route and the api-version it asked for.
@@ -82,6 +85,7 @@ pub(crate) enum Operation {
     RestoreKey {
         backup: String,
     },
+    Backup(BackupOp),
 }
 
 impl Route {
@@ -97,6 +101,7 @@ impl Route {
             Route::GetKey(..) => DataAction::KeyRead,
             Route::BackupKey(_) => DataAction::KeyBackup,
             Route::RestoreKey => DataAction::KeyRestore,
+            Route::Backup(r) => r.action(),
         }
     }
 
@@ -104,6 +109,7 @@ impl Route {
     pub fn takes_body(&self) -> bool {
         match self {
             Route::Download | Route::Upload | Route::CreateKey(_) | Route::RestoreKey => true,
+            Route::Backup(r) => r.takes_body(),
             Route::DownloadPending
             | Route::TransferKey
             | Route::UploadPending
@@ -117,6 +123,7 @@ impl Route {
     pub fn needs_security_domain(&self) -> bool {
         match self {
             Route::CreateKey(_) | Route::GetKey(..) | Route::BackupKey(_) | Route::RestoreKey => true,
+            Route::Backup(r) => r.needs_security_domain(),
             Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
                 false
             }
@@ -127,6 +134,7 @@ impl Route {
     pub fn check_path(&self) -> Result<(), ApiError> {
         match self {
             Route::CreateKey(name) | Route::GetKey(name, _) | Route::BackupKey(name) => keys::check_name(name),
+            Route::Backup(r) => r.check_path(),
             Route::Download
             | Route::DownloadPending
             | Route::TransferKey
@@ -148,6 +156,9 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
+    if let Some(r) = backup::route(method, &segments) {
+        return r.map(Route::Backup);
+    }
     let found = match (segments.as_slice(), get, post) {
         (["securitydomain", "download"], _, true) => Some(Route::Download),
         (["securitydomain", "download", "pending"], true, _) => Some(Route::DownloadPending),
@@ -257,6 +268,7 @@ pub(crate) fn parse(route: Route, body: &[u8]) -> Result<Operation, ApiError> {
             let req: ValueBody = json(body, "key restore request ({\"value\": \"<backup>\"})")?;
             Operation::RestoreKey { backup: req.value }
         }
+        Route::Backup(r) => Operation::Backup(backup::parse(r, body)?),
     })
 }
 
@@ -442,6 +454,7 @@ mod tests {
             Operation::GetKey { name, version } => format!("get {name} {version:?}"),
             Operation::BackupKey { name } => format!("backup {name}"),
             Operation::RestoreKey { backup } => format!("restore {backup}"),
+            Operation::Backup(_) => "backup operation".into(),
         })
     }
 
