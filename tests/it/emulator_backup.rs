@@ -1,0 +1,490 @@
+//! Full backup and restore end to end: a backup of an activated instance to
+//! a local folder and to Azurite (Microsoft's storage emulator, on
+//! loopback), restored into a second instance recovered from the same
+//! security domain through the upload flow, with the inventory identical;
+//! a foreign instance refusing it; selective key restore; the LRO shape.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::emulator::Role;
+use hsm_ceremony::format::sdfile::SecurityDomain;
+use hsm_ceremony::recovery;
+use serde_json::{json, Value};
+
+use common::{agent_for, custodians, raw, rng, start, Emu};
+
+const V: &str = "api-version=7.5";
+
+fn certs() -> Vec<Certificate> {
+    custodians()[0..3].iter().map(|c| c.cert.clone()).collect()
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    async_op: Option<String>,
+    retry_after: Option<String>,
+    request_id: Option<String>,
+}
+
+/// One request with any method (the shared `raw` sends only GET and POST).
+fn call(emu: &Emu, token: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    let agent = agent_for(emu.ca());
+    let url = format!("{}{path}?{V}", emu.url());
+    let auth = format!("Bearer {token}");
+    let result = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+        ("PUT", b) => agent
+            .put(&url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b.unwrap_or(json!({})).to_string()),
+        (_, b) => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b.unwrap_or(json!({})).to_string()),
+    };
+    let mut resp = result.unwrap();
+    let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (async_op, retry_after, request_id) = (
+        header("azure-asyncoperation"),
+        header("retry-after"),
+        header("x-ms-request-id"),
+    );
+    let text = resp.body_mut().read_to_string().unwrap();
+    Answer {
+        status: resp.status().as_u16(),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        async_op,
+        retry_after,
+        request_id,
+    }
+}
+
+/// Starts an operation, checks the 202's shape, and polls its status URL to the end.
+fn run_job(emu: &Emu, token: &str, method: &str, path: &str, body: Value) -> Value {
+    let started = call(emu, token, method, path, Some(body));
+    assert_eq!(started.status, 202, "{method} {path}: {}", started.body);
+    assert_eq!(started.body["status"], "InProgress");
+    assert_eq!(started.retry_after.as_deref(), Some("1"), "Retry-After on a 202");
+    assert!(started.request_id.is_some(), "x-ms-request-id");
+    let job = started.body["jobId"].as_str().unwrap().to_string();
+    let status_url = started.async_op.expect("Azure-AsyncOperation");
+    let kind = if path.contains("backup") { "backup" } else { "restore" };
+    assert_eq!(status_url, format!("{}/{kind}/{job}/pending?{V}", emu.url()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = call(emu, token, "GET", &format!("/{kind}/{job}/pending"), None);
+        assert_eq!(s.status, 200, "{}", s.body);
+        assert_eq!(s.body["jobId"], job.as_str());
+        if s.body["status"] != "InProgress" {
+            assert!(s.body["endTime"].is_u64());
+            return s.body;
+        }
+        assert!(Instant::now() < deadline, "job {job} still in progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn create_key(emu: &Emu, token: &str, name: &str, body: Value) -> Value {
+    let r = raw(
+        emu,
+        "POST",
+        &format!("/keys/{name}/create?{V}"),
+        Some(token),
+        Some(&body.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// Every key and version the test made, as the instance shows it (origin left out).
+fn inventory(emu: &Emu, token: &str, versions: &[(&str, String)]) -> Vec<Value> {
+    versions
+        .iter()
+        .map(|(name, version)| {
+            let r = raw(emu, "GET", &format!("/keys/{name}/{version}?{V}"), Some(token), None);
+            assert_eq!(r.status, 200, "{name}/{version}: {}", r.body);
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            json!({
+                "kid": v["key"]["kid"].as_str().unwrap().rsplit('/').take(2).collect::<Vec<_>>(),
+                "n": v["key"]["n"], "key_ops": v["key"]["key_ops"],
+                "enabled": v["attributes"]["enabled"], "created": v["attributes"]["created"],
+                "tags": v["tags"],
+            })
+        })
+        .collect()
+}
+
+fn version_of(bundle: &Value) -> String {
+    bundle["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// An activated instance with two keys (one of two versions, one disabled with tags).
+fn original() -> (Emu, String, String, Vec<(&'static str, String)>) {
+    let a = start();
+    let token = a.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    let client = a.client(&[Role::Administrator]);
+    let sd = client.download(&certs(), 2).unwrap();
+    let k1a = create_key(&a, &token, "k1", json!({"kty": "RSA-HSM"}));
+    let k1b = create_key(&a, &token, "k1", json!({"kty": "RSA-HSM", "tags": {"v": "2"}}));
+    let k2 = create_key(
+        &a,
+        &token,
+        "k2",
+        json!({"kty": "RSA-HSM", "key_ops": ["sign", "verify"], "attributes": {"enabled": false}, "tags": {"app": "payments"}}),
+    );
+    let versions = vec![
+        ("k1", version_of(&k1a)),
+        ("k1", version_of(&k1b)),
+        ("k2", version_of(&k2)),
+    ];
+    (a, token, sd, versions)
+}
+
+/// A new instance recovered from `sd`'s security domain (transfer key, restore blob, upload).
+fn recovered(sd: &str) -> (Emu, String) {
+    let b = start();
+    let token = b.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    let client = b.client(&[Role::Administrator]);
+    let exchange = client.transfer_key().unwrap();
+    let sd = SecurityDomain::from_json(sd.as_bytes()).unwrap();
+    let mut q = recovery::Quorum::new(&sd);
+    for c in &custodians()[1..3] {
+        q.add(&recovery::CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None))
+            .unwrap();
+    }
+    let items = q.finish().unwrap().items;
+    let blob = recovery::build_restore_blob_with_rng(&mut rng(70), &items, &exchange).unwrap();
+    client.upload(&blob).unwrap();
+    (b, token)
+}
+
+fn restore_body(uri: &str, token: Option<&str>, folder: &str) -> Value {
+    json!({"sasTokenParameters": {"storageResourceUri": uri, "token": token}, "folderToRestore": folder})
+}
+
+/// Backs `a` up to `uri`, restores it into a recovered instance and a foreign one, and checks all.
+fn backup_and_restore(uri: &str, sas: Option<&str>) {
+    let (a, token_a, sd, versions) = original();
+    let before = inventory(&a, &token_a, &versions);
+
+    let pre = run_job(
+        &a,
+        &token_a,
+        "POST",
+        "/prebackup",
+        json!({"storageResourceUri": uri, "token": sas}),
+    );
+    assert_eq!(pre["status"], "Succeeded", "{pre}");
+    let done = run_job(
+        &a,
+        &token_a,
+        "POST",
+        "/backup",
+        json!({"storageResourceUri": uri, "token": sas}),
+    );
+    assert_eq!(done["status"], "Succeeded", "{done}");
+    let folder_url = done["azureStorageBlobContainerUri"].as_str().unwrap();
+    let (container, folder) = folder_url.rsplit_once('/').unwrap();
+    assert_eq!(container, uri.trim_end_matches('/'));
+    assert!(
+        folder.starts_with("mhsm-emulator-") && folder.len() == "mhsm-emulator-".len() + 14,
+        "{folder}"
+    );
+
+    // A foreign instance (its own security domain) refuses it, and keeps nothing.
+    let c = start();
+    let token_c = c.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    c.client(&[Role::Administrator]).download(&certs(), 2).unwrap();
+    let refused = run_job(&c, &token_c, "PUT", "/restore", restore_body(uri, sas, folder));
+    assert_eq!(refused["status"], "Failed");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another security domain"),
+        "{refused}"
+    );
+    assert_eq!(
+        raw(&c, "GET", &format!("/keys/k1?{V}"), Some(&token_c), None).status,
+        404
+    );
+
+    // The recovered instance: pre-restore, full restore, the same inventory.
+    let (b, token_b) = recovered(&sd);
+    assert_eq!(
+        raw(&b, "GET", &format!("/keys/k1?{V}"), Some(&token_b), None).status,
+        404
+    );
+    let pre = run_job(&b, &token_b, "PUT", "/prerestore", restore_body(uri, sas, folder));
+    assert_eq!(pre["status"], "Succeeded", "{pre}");
+    assert_eq!(
+        raw(&b, "GET", &format!("/keys/k1?{V}"), Some(&token_b), None).status,
+        404,
+        "a check restores nothing"
+    );
+    let restored = run_job(&b, &token_b, "PUT", "/restore", restore_body(uri, sas, folder));
+    assert_eq!(restored["status"], "Succeeded", "{restored}");
+    assert_eq!(inventory(&b, &token_b, &versions), before);
+
+    // Selective: one key, all its versions, into another recovered instance.
+    let (d, token_d) = recovered(&sd);
+    let body = json!({"sasTokenParameters": {"storageResourceUri": uri, "token": sas}, "folder": folder});
+    let one = run_job(&d, &token_d, "PUT", "/keys/k2/restore", body.clone());
+    assert_eq!(one["status"], "Succeeded", "{one}");
+    assert_eq!(inventory(&d, &token_d, &versions[2..]), before[2..]);
+    assert_eq!(
+        raw(&d, "GET", &format!("/keys/k1?{V}"), Some(&token_d), None).status,
+        404
+    );
+    let missing = run_job(&d, &token_d, "PUT", "/keys/nothere/restore", body);
+    assert_eq!(missing["status"], "Failed");
+    assert_eq!(missing["error"]["code"], "KeyNotFound", "{missing}");
+}
+
+#[test]
+fn a_full_backup_to_a_local_folder_restores_into_a_recovered_instance_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    backup_and_restore(&uri, None);
+    // One folder, 0700, holding one blob, 0600, with no key material in clear.
+    let folders: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1);
+    assert_eq!(common_mode(&folders[0]), 0o700);
+    let blob = folders[0].join("backup.hsmemu");
+    assert_eq!(common_mode(&blob), 0o600);
+    let bytes = std::fs::read(&blob).unwrap();
+    assert!(bytes.starts_with(b"HSMEMUFB"));
+    assert!(!String::from_utf8_lossy(&bytes).contains("pkcs8"));
+}
+
+fn common_mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn backup_and_restore_are_refused_before_activation_and_without_the_role() {
+    let e = start();
+    let token = e.token("admin", &[Role::Administrator]);
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    let r = call(
+        &e,
+        &token,
+        "PUT",
+        "/restore",
+        Some(restore_body(&uri, None, "mhsm-emulator-20250101000000")),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains("not activated"),
+        "{}",
+        r.body
+    );
+    assert!(r.request_id.is_some(), "x-ms-request-id on refusals too");
+    let officer = e.token("officer", &[Role::CryptoOfficer]);
+    let r = call(
+        &e,
+        &officer,
+        "POST",
+        "/backup",
+        Some(json!({"storageResourceUri": uri})),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = call(&e, &token, "GET", "/backup/0123abcd/pending", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+// ---- Azurite ----
+
+/// Azurite's well-known development account and key (public, documented by Microsoft).
+const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const SAS_VERSION: &str = "2021-12-02";
+
+/// An account SAS (blob service; container and object; read, write, list, create), as Azure computes it.
+pub fn account_sas() -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let (perms, services, types, expiry) = ("rwlc", "b", "co", "2099-01-01T00:00:00Z");
+    let to_sign = format!("{ACCOUNT}\n{perms}\n{services}\n{types}\n\n{expiry}\n\nhttp\n{SAS_VERSION}\n\n");
+    let key = base64::engine::general_purpose::STANDARD.decode(ACCOUNT_KEY).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let sig: String = sig
+        .chars()
+        .map(|c| match c {
+            '+' => "%2B".into(),
+            '/' => "%2F".into(),
+            '=' => "%3D".into(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("sv={SAS_VERSION}&ss={services}&srt={types}&sp={perms}&se={expiry}&spr=http&sig={sig}")
+}
+
+/// A running Azurite (blob service, in memory), stopped by pid when dropped.
+pub struct Azurite {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn azurite_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("HSM_CEREMONY_AZURITE") {
+        return Some(PathBuf::from(p));
+    }
+    // target/debug/deps/it-HASH -> target/azurite (where .ci/run installs it).
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?.parent()?;
+    let bin = target.join("azurite/node_modules/.bin/azurite-blob");
+    bin.exists().then_some(bin)
+}
+
+/// Starts Azurite on a free loopback port, or `None` (with a SKIP line) where it is not installed.
+pub fn azurite() -> Option<Azurite> {
+    let Some(bin) = azurite_bin() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Azurite is not installed under target/azurite; .ci/run installs it"
+        );
+        // Past libtest's capture, so the SKIP shows in .ci/run's log.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP emulator_backup Azurite tests: Azurite is not installed (npm install azurite into target/azurite)"
+        );
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Azurite starts");
+    let az = Azurite { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "Azurite did not listen within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(az)
+}
+
+impl Azurite {
+    /// Creates `name` and returns its URL.
+    pub fn container(&self, name: &str) -> String {
+        let url = format!("http://127.0.0.1:{}/{ACCOUNT}/{name}", self.port);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let r = agent
+            .put(&format!("{url}?restype=container&{}", account_sas()))
+            .header("x-ms-version", SAS_VERSION)
+            .send_empty()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "container {name} created");
+        url
+    }
+}
+
+#[test]
+fn a_full_backup_to_azurite_restores_into_a_recovered_instance_only() {
+    let Some(az) = azurite() else { return };
+    let url = az.container("backups");
+    backup_and_restore(&url, Some(&account_sas()));
+
+    // A wrong signature: the job fails naming the storage's refusal, never the SAS.
+    let (a, token, _, _) = original();
+    let bad = account_sas().replace("sig=", "sig=AAAA");
+    let failed = run_job(
+        &a,
+        &token,
+        "POST",
+        "/backup",
+        json!({"storageResourceUri": url, "token": bad}),
+    );
+    assert_eq!(failed["status"], "Failed");
+    let msg = failed["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("403"), "{msg}");
+    assert!(!msg.contains("sig="), "{msg}");
+    // A container that does not exist.
+    let none = format!("http://127.0.0.1:{}/{ACCOUNT}/nosuchcontainer", az.port);
+    let failed = run_job(
+        &a,
+        &token,
+        "POST",
+        "/prebackup",
+        json!({"storageResourceUri": none, "token": account_sas()}),
+    );
+    assert_eq!(failed["status"], "Failed", "{failed}");
+}
+
+#[test]
+fn a_hundred_keys_back_up_and_restore_in_bounded_time() {
+    let (a, token, sd, _) = original();
+    for i in 0..100 {
+        create_key(&a, &token, &format!("bulk-{i}"), json!({"kty": "RSA-HSM"}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    let (b, token_b) = recovered(&sd);
+    let t = Instant::now();
+    let done = run_job(&a, &token, "POST", "/backup", json!({"storageResourceUri": uri}));
+    let folder = done["azureStorageBlobContainerUri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let restored = run_job(&b, &token_b, "PUT", "/restore", restore_body(&uri, None, &folder));
+    assert_eq!(restored["status"], "Succeeded", "{restored}");
+    let took = t.elapsed();
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "TIME 103-key full backup + restore (local folder): {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let r = raw(&b, "GET", &format!("/keys/bulk-99?{V}"), Some(&token_b), None);
+    assert_eq!(r.status, 200);
+}
