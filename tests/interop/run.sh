@@ -15,12 +15,16 @@ if ! "$VENV/bin/pip" --version >/dev/null 2>&1; then
     rm -rf "$VENV"
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import azure.keyvault.securitydomain, azure.keyvault.keys" 2>/dev/null; then
-    "$VENV/bin/pip" install --quiet azure-keyvault-securitydomain azure-keyvault-keys
+if ! "$VENV/bin/python" -c "import azure.keyvault.securitydomain, azure.keyvault.keys, azure.keyvault.administration, azure.storage.blob" 2>/dev/null; then
+    "$VENV/bin/pip" install --quiet azure-keyvault-securitydomain azure-keyvault-keys \
+        "azure-keyvault-administration==4.7.*" azure-storage-blob
 fi
-"$VENV/bin/pip" list 2>/dev/null | grep -iE '^(azure-core|azure-keyvault-securitydomain|azure-keyvault-keys) ' || true
+"$VENV/bin/pip" list 2>/dev/null | grep -iE '^(azure-core|azure-keyvault-securitydomain|azure-keyvault-keys|azure-keyvault-administration|azure-storage-blob) ' || true
 status=0
 timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
+# Full backup and restore with KeyVaultBackupClient, to Azurite (installed by .ci/run).
+timeout 300 "$VENV/bin/python" tests/interop/sdk_backup.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" \
+    --azurite "$CARGO_TARGET_DIR/azurite/node_modules/.bin/azurite-blob" || status=1
 
 # The Azure CLI in a venv of its own (it pins its own azure-* versions).
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
