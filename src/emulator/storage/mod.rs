@@ -82,7 +82,7 @@ impl SasParameter {
         }
         let uri = self.storage_resource_uri.trim_end_matches('/');
         let full = match folder {
-            Some(f) if f.is_empty() => {
+            Some("") => {
                 return Err(ApiError::bad_request("the backup folder name is empty"));
             }
             Some(f) => format!("{uri}/{}", f.trim_matches('/')),
