@@ -231,6 +231,8 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 Some(format!("{}/{folder}", container.url()))
             };
             let job = app.jobs.start(Kind::Backup, folder_url)?;
+            // The 202 shows the job as started: a fast job must not answer its own end.
+            let started = app.jobs.started(&job)?;
             let a = app.clone();
             let id = job.clone();
             tokio::task::spawn_blocking(move || {
@@ -256,7 +258,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 })();
                 a.jobs.finish(&id, outcome);
             });
-            app.jobs.started(&job).map(Ok)
+            Ok(Ok(started))
         }
         BackupOp::Restore {
             container,
@@ -271,6 +273,8 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 Kind::Restore
             };
             let job = app.jobs.start(kind, None)?;
+            // The 202 shows the job as started: a fast job must not answer its own end.
+            let started = app.jobs.started(&job)?;
             let a = app.clone();
             let id = job.clone();
             tokio::task::spawn_blocking(move || {
@@ -296,7 +300,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 })();
                 a.jobs.finish(&id, outcome);
             });
-            app.jobs.started(&job).map(Ok)
+            Ok(Ok(started))
         }
     }
 }
