@@ -115,7 +115,7 @@ fn run_in(dir: &Path) -> Result<()> {
         path: original_dir.clone(),
         source,
     })?;
-    let token = emulator::issue_token(&original_dir, "demo-admin", &[Role::Administrator, Role::CryptoOfficer])?;
+    let token = emulator::issue_token(&original_dir, "demo-admin", &[Role::Administrator, Role::CryptoUser])?;
     let token_file = dir.join("admin.token");
     files::write_new(&token_file, token.as_bytes(), Mode::Private)?;
     // `local:DIR` serves the instance inside this process: the demo opens no socket.

@@ -160,7 +160,7 @@ fn connect(args: &DrillArgs) -> Result<Target> {
     // the instance holding them has no state folder, token file or key store
     // on disk, and opens no socket (an in-memory connection carries requests).
     let emu = emulator::InProcess::in_memory()?;
-    let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoOfficer])?;
+    let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoUser])?;
     let client = InstanceClient::in_process(std::sync::Arc::new(emu), token);
     Ok(Target {
         client,

@@ -7,25 +7,36 @@ use std::path::PathBuf;
 use hsm_ceremony::emulator::{self, Role};
 use hsm_ceremony::error::Error;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RoleArg {
-    /// Security-domain download, transfer key and upload.
-    Administrator,
-    /// Key management.
-    CryptoOfficer,
-    /// Key use.
-    CryptoUser,
+/// `--role`: a built-in role by its real name ("Managed HSM Crypto User"),
+/// its short name ("Crypto User"), the command-line form (`crypto-user`)
+/// or its id, in any case.
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| {
+        let names: Vec<String> = Role::ALL.iter().map(|r| r.cli_name()).collect();
+        format!(
+            "'{text}' is not a Managed HSM built-in role; use one of {} (or the real name, \
+             e.g. \"Managed HSM Crypto User\", or the role id)",
+            names.join(", ")
+        )
+    })
 }
 
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::Administrator => Role::Administrator,
-            RoleArg::CryptoOfficer => Role::CryptoOfficer,
-            RoleArg::CryptoUser => Role::CryptoUser,
-        }
-    }
-}
+const ROLE_HELP: &str = "Roles (--role takes the real name, e.g. \"Managed HSM Crypto User\", the short name \
+\"Crypto User\", the form crypto-user, or the role id; case does not matter):
+  administrator                    Managed HSM Administrator: security domain, full backup/restore, roles
+  crypto-officer                   Managed HSM Crypto Officer: roles, deleted keys, export; NOT key create/use
+  crypto-user                      Managed HSM Crypto User: create, use, back up and restore keys
+  policy-administrator             Managed HSM Policy Administrator: role assignments and definitions
+  crypto-auditor                   Managed HSM Crypto Auditor: read key attributes
+  crypto-service-encryption-user   Managed HSM Crypto Service Encryption User: read, wrap, unwrap
+  crypto-service-release-user      Managed HSM Crypto Service Release User: release keys
+  backup                           Managed HSM Backup: key and full backups
+  restore                          Managed HSM Restore: key and full restores
+Each role is assigned to the principal at scope / (see hsm-ceremony-emulator(7)).
+
+Example:
+  hsm-ceremony emulator token --state hsm-a --principal ops \\
+      --role administrator --role \"Managed HSM Crypto User\" > admin.token";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EmulatorCommand {
@@ -45,10 +56,7 @@ pub enum EmulatorCommand {
         insecure_http: bool,
     },
     /// Issue a bearer token for a principal and print it.
-    #[command(
-        after_help = "Example:\n  hsm-ceremony emulator token --state hsm-a --principal ops \\\n      \
-        --role administrator --role crypto-officer > admin.token"
-    )]
+    #[command(after_help = ROLE_HELP)]
     Token {
         /// The state directory of the instance the token is for.
         #[arg(long = "state", value_name = "DIR")]
@@ -56,10 +64,10 @@ pub enum EmulatorCommand {
         /// Who the token is for.
         #[arg(long, value_name = "NAME")]
         principal: String,
-        /// A local role (repeatable); none gives a principal that every
-        /// operation refuses.
-        #[arg(long = "role", value_name = "ROLE", value_enum)]
-        roles: Vec<RoleArg>,
+        /// A built-in local role, assigned at scope / (repeatable); none
+        /// gives a principal that every operation refuses.
+        #[arg(long = "role", value_name = "ROLE", value_parser = parse_role)]
+        roles: Vec<Role>,
     },
 }
 
@@ -85,7 +93,6 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
             principal,
             roles,
         } => {
-            let roles: Vec<Role> = roles.into_iter().map(Role::from).collect();
             let token = emulator::issue_token(&state, &principal, &roles)?;
             crate::out!("{token}");
             Ok(())

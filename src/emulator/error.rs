@@ -33,13 +33,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "Forbidden",
-            message: message.into(),
-        }
-    }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNAUTHORIZED,

@@ -16,9 +16,9 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTI
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-use super::auth::{Authenticator, Credentials, Decision};
 use super::error::ApiError;
 use super::keys::{self, KeyStore};
+use super::rbac::{self, Authenticator, Credentials, Decision};
 use super::request::{self, Operation};
 use super::state::{Instance, OperationStatus};
 use crate::crypto::rng::os_rng;
@@ -220,8 +220,8 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
         "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"{origin}\"",
         app.site.tenant
     );
-    let action = head.route.action();
-    match app.auth.decide(credentials.as_ref(), action) {
+    let (action, scope) = (head.route.action(), head.route.scope());
+    match app.auth.decide(credentials.as_ref(), action, &scope) {
         Decision::Allowed { .. } => {}
         Decision::Challenge => {
             return Err((
@@ -230,12 +230,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
             ))
         }
         Decision::Unauthorized(why) => return Err((ApiError::unauthorized(why), Some(challenge))),
-        Decision::Forbidden { principal } => {
-            return Err(plain(ApiError::forbidden(format!(
-                "the principal '{principal}' does not hold {}",
-                action.roles_phrase()
-            ))));
-        }
+        Decision::Forbidden { principal } => return Err(plain(rbac::refusal(&principal, action, &scope))),
     }
 
     head.route.check_path().map_err(plain)?;
@@ -365,6 +360,11 @@ async fn execute(
             let mut state = app.state();
             let Active { sealing, persist } = active(&state.instance)?;
             state.keys.restore(origin, &backup, &sealing, persist).map(ok)
+        }
+        Operation::Admin(op) => {
+            let a = app.clone();
+            let (status, body) = blocking(move || rbac::api::execute(&a.auth, op)).await?;
+            Ok(json_response(status, body.to_string()))
         }
     }
 }

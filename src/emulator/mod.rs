@@ -5,24 +5,25 @@
 //! One instance is one state directory, holding:
 //! `instance.json` (life cycle, security-domain contents, exchange key; 0600),
 //! `keys.json` (key store; 0600), `tokens.json` (hashed tokens; 0600),
+//! `rbac.json` (role assignments and custom roles; 0600), `settings.json` (0600),
 //! `tls.json` (server key and certificates; 0600) and `ca.pem`.
 //!
 //! Download on an already activated instance wraps the *same* security
 //! domain (master key and contents) to the new certificates, so existing key
 //! backups keep restoring; download on a recovering instance is refused.
 
-pub mod auth;
 mod backup;
 mod error;
 mod handle;
 mod keys;
+pub mod rbac;
 mod request;
 mod server;
 pub mod state;
 mod storage;
 mod tls;
 
-pub use auth::{issue_token, DataAction, Role};
+pub use rbac::{decide_in, issue_token, DataAction, Decision, Role};
 pub use request::{preflight, API_VERSIONS};
 pub use server::{serve_blocking, spawn, Config, InProcess, Ready, RunningEmulator, IN_PROCESS_ORIGIN};
 pub use state::{inspect, InstanceSummary, OpStatus, OperationStatus, Status};

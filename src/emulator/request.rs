@@ -24,10 +24,11 @@
 use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::auth::DataAction;
 use super::backup::{self, BackupOp, BackupRoute};
 use super::error::ApiError;
 use super::keys::{self, KeySpec};
+use super::rbac::api::{self as admin, AdminOp, AdminRoute};
+use super::rbac::DataAction;
 use crate::custodian::cert::Certificate;
 use crate::format::transfer_key::Jwk;
 
@@ -48,6 +49,8 @@ pub(crate) enum Route {
     RestoreKey,
     /// Full backup and restore, their checks and statuses ([`backup`]).
     Backup(BackupRoute),
+    /// Role assignments, role definitions and settings.
+    Admin(AdminRoute),
 }
 
 /// A routed request: its route and the api-version it asked for.
@@ -86,6 +89,7 @@ pub(crate) enum Operation {
         backup: String,
     },
     Backup(BackupOp),
+    Admin(AdminOp),
 }
 
 impl Route {
@@ -102,6 +106,24 @@ impl Route {
             Route::BackupKey(_) => DataAction::KeyBackup,
             Route::RestoreKey => DataAction::KeyRestore,
             Route::Backup(r) => r.action(),
+            Route::Admin(r) => r.action(),
+        }
+    }
+
+    /// The scope [`Route::action`] is checked at: `/keys/{name}` for an
+    /// operation on one key, `/keys` for one on the key collection, `/`
+    /// for the rest (security domain, and role definitions and settings).
+    pub fn scope(&self) -> String {
+        match self {
+            Route::CreateKey(name) | Route::GetKey(name, _) | Route::BackupKey(name) => format!("/keys/{name}"),
+            Route::RestoreKey => "/keys".to_string(),
+            Route::Admin(r) => r.scope(),
+            // A selective restore writes one key; full backups and restores are the HSM's.
+            Route::Backup(super::backup::BackupRoute::SelectiveRestore(name)) => format!("/keys/{name}"),
+            Route::Backup(_) => "/".to_string(),
+            Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
+                "/".to_string()
+            }
         }
     }
 
@@ -110,6 +132,7 @@ impl Route {
         match self {
             Route::Download | Route::Upload | Route::CreateKey(_) | Route::RestoreKey => true,
             Route::Backup(r) => r.takes_body(),
+            Route::Admin(r) => r.takes_body(),
             Route::DownloadPending
             | Route::TransferKey
             | Route::UploadPending
@@ -124,9 +147,12 @@ impl Route {
         match self {
             Route::CreateKey(_) | Route::GetKey(..) | Route::BackupKey(_) | Route::RestoreKey => true,
             Route::Backup(r) => r.needs_security_domain(),
-            Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending => {
-                false
-            }
+            Route::Admin(_)
+            | Route::Download
+            | Route::DownloadPending
+            | Route::TransferKey
+            | Route::Upload
+            | Route::UploadPending => false,
         }
     }
 
@@ -135,6 +161,7 @@ impl Route {
         match self {
             Route::CreateKey(name) | Route::GetKey(name, _) | Route::BackupKey(name) => keys::check_name(name),
             Route::Backup(r) => r.check_path(),
+            Route::Admin(r) => r.check_path(),
             Route::Download
             | Route::DownloadPending
             | Route::TransferKey
@@ -147,13 +174,16 @@ impl Route {
 
 /// Step 1: method, path and query to the route and api-version.
 pub(crate) fn head(method: &Method, path: &str, query: Option<&str>) -> Result<Head, ApiError> {
-    let route = route(method, path)?;
+    let route = route(method, path, query)?;
     let api_version = api_version(query)?;
     Ok(Head { route, api_version })
 }
 
-fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(found) = admin::route(method, path, &segments, query) {
+        return found.map(Route::Admin);
+    }
     let get = method == Method::GET;
     let post = method == Method::POST;
     if let Some(r) = backup::route(method, &segments) {
@@ -269,6 +299,7 @@ pub(crate) fn parse(route: Route, body: &[u8]) -> Result<Operation, ApiError> {
             Operation::RestoreKey { backup: req.value }
         }
         Route::Backup(r) => Operation::Backup(backup::parse(r, body)?),
+        Route::Admin(r) => Operation::Admin(admin::parse(r, body)?),
     })
 }
 
@@ -455,6 +486,7 @@ mod tests {
             Operation::BackupKey { name } => format!("backup {name}"),
             Operation::RestoreKey { backup } => format!("restore {backup}"),
             Operation::Backup(_) => "backup operation".into(),
+            Operation::Admin(_) => "admin".into(),
         })
     }
 

@@ -14,9 +14,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
-use super::auth::Authenticator;
 use super::handle::{self, App, Site};
 use super::keys::KeyStore;
+use super::rbac::Authenticator;
 use super::state::{self, Instance};
 use super::tls;
 use crate::error::{Error, Result};

@@ -100,7 +100,7 @@ def main():
         for name in ["a", "b", "c"]:
             token = run(
                 [hc, "emulator", "token", "--state", f"hsm-{name}", "--principal", "ops",
-                 "--role", "administrator", "--role", "crypto-officer"],
+                 "--role", "administrator", "--role", "crypto-user"],
                 work,
             ).stdout.strip()
             with open(os.open(os.path.join(work, f"{name}.token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:

@@ -54,7 +54,7 @@ class Instance(Served):
         super().__init__(binary, state_dir)
         token = subprocess.run(
             [binary, "emulator", "token", "--state", state_dir, "--principal", "sdk",
-             "--role", "administrator", "--role", "crypto-officer"],
+             "--role", "administrator", "--role", "crypto-user"],
             check=True, capture_output=True, text=True, timeout=30,
         ).stdout.strip()
         self.credential = FakeCredential(token)

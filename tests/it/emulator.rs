@@ -17,7 +17,7 @@ use hsm_ceremony::recovery;
 use common::{custodians, raw, rng, start, Emu};
 
 fn admin(emu: &Emu) -> InstanceClient {
-    emu.client(&[Role::Administrator, Role::CryptoOfficer])
+    emu.client(&[Role::Administrator, Role::CryptoUser])
 }
 
 fn certs(range: std::ops::Range<usize>) -> Vec<Certificate> {

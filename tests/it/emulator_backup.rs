@@ -135,7 +135,7 @@ fn version_of(bundle: &Value) -> String {
 /// An activated instance with two keys (one of two versions, one disabled with tags).
 fn original() -> (Emu, String, String, Vec<(&'static str, String)>) {
     let a = start();
-    let token = a.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    let token = a.token("admin", &[Role::Administrator, Role::CryptoUser]);
     let client = a.client(&[Role::Administrator]);
     let sd = client.download(&certs(), 2).unwrap();
     let k1a = create_key(&a, &token, "k1", json!({"kty": "RSA-HSM"}));
@@ -157,7 +157,7 @@ fn original() -> (Emu, String, String, Vec<(&'static str, String)>) {
 /// A new instance recovered from `sd`'s security domain (transfer key, restore blob, upload).
 fn recovered(sd: &str) -> (Emu, String) {
     let b = start();
-    let token = b.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    let token = b.token("admin", &[Role::Administrator, Role::CryptoUser]);
     let client = b.client(&[Role::Administrator]);
     let exchange = client.transfer_key().unwrap();
     let sd = SecurityDomain::from_json(sd.as_bytes()).unwrap();
@@ -207,7 +207,7 @@ fn backup_and_restore(uri: &str, sas: Option<&str>) {
 
     // A foreign instance (its own security domain) refuses it, and keeps nothing.
     let c = start();
-    let token_c = c.token("admin", &[Role::Administrator, Role::CryptoOfficer]);
+    let token_c = c.token("admin", &[Role::Administrator, Role::CryptoUser]);
     c.client(&[Role::Administrator]).download(&certs(), 2).unwrap();
     let refused = run_job(&c, &token_c, "PUT", "/restore", restore_body(uri, sas, folder));
     assert_eq!(refused["status"], "Failed");

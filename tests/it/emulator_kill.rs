@@ -78,7 +78,7 @@ fn client(s: &Served, token: &str) -> InstanceClient {
 #[test]
 fn sigkill_during_recovery_never_half_activates() {
     let a = start();
-    let ca = a.client(&[Role::Administrator, Role::CryptoOfficer]);
+    let ca = a.client(&[Role::Administrator, Role::CryptoUser]);
     let sd = ca
         .download(&custodians()[..3].iter().map(|c| c.cert.clone()).collect::<Vec<_>>(), 2)
         .unwrap();

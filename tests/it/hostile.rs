@@ -436,7 +436,7 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
     config.tls = false;
     let running = emulator::spawn(config).unwrap();
     let addr = running.local_addr();
-    let token = emulator::issue_token(&dir, "hostile", &[Role::Administrator, Role::CryptoOfficer]).unwrap();
+    let token = emulator::issue_token(&dir, "hostile", &[Role::Administrator, Role::CryptoUser]).unwrap();
     let cases: Vec<EmuCase> =
         serde_json::from_slice(&fs::read(Path::new(HOSTILE).join("emulator.json")).unwrap()).unwrap();
     assert!(cases.len() >= 15);

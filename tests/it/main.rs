@@ -41,6 +41,8 @@ mod openssl_interop;
 mod output_safety;
 mod pkcs11;
 mod prompts;
+#[cfg(feature = "network")]
+mod rbac_matrix;
 mod restore_blob;
 mod rotation;
 mod runbooks;

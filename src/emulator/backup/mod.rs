@@ -19,9 +19,9 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::auth::DataAction;
 use super::error::ApiError;
 use super::handle::App;
+use super::rbac::DataAction;
 use super::storage::{Container, SasParameter, BACKUP_BLOB};
 pub(crate) use jobs::Jobs;
 use jobs::Kind;

@@ -529,7 +529,7 @@ pub fn twin_certificate(dir: &Dir, i: usize, out: &str) {
     dir.write(out, cert.to_pem());
 }
 
-/// Issues an administrator and crypto-officer token for the instance in
+/// Issues an administrator and crypto-user token for the instance in
 /// `state` into `file` (0600, as token files must be).
 pub fn admin_token(dir: &Dir, state: &str, file: &str) {
     let out = dir.run(&[
@@ -542,7 +542,7 @@ pub fn admin_token(dir: &Dir, state: &str, file: &str) {
         "--role",
         "administrator",
         "--role",
-        "crypto-officer",
+        "crypto-user",
     ]);
     out.ok();
     dir.write(file, out.stdout.trim());
@@ -550,7 +550,7 @@ pub fn admin_token(dir: &Dir, state: &str, file: &str) {
 }
 
 /// `hsm-ceremony emulator serve` as a child on the state folder `state`
-/// (relative to `dir`), with an administrator and crypto-officer token in
+/// (relative to `dir`), with an administrator and crypto-user token in
 /// `STATE.token`; killed on drop. An uploaded security domain lives in the
 /// serving process only, so an upload and what needs it go to one of these.
 pub struct Served {

@@ -1,0 +1,304 @@
+//! Bearer tokens issued to named principals. Tokens are stored only as
+//! SHA-256 hashes (`tokens.json`, 0600, in the state directory); a token
+//! names its principal, whose role assignments (`rbac.json`) decide.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::crypto::b64::b64u;
+use crate::crypto::rng::os_rng;
+use crate::crypto::secret::SecretBytes;
+use crate::error::{Error, Result};
+use crate::files::{self, Mode};
+
+use super::persist::{stamp, Stamp};
+use super::roles::Role;
+
+pub const TOKENS_FILE: &str = "tokens.json";
+const TOKEN_PREFIX: &str = "hsmemu_";
+const MAX_TOKENS_BYTES: u64 = 4 * 1024 * 1024;
+
+/// An `Authorization` header as presented: it carries a bearer token, so
+/// it is held as a secret (no `Debug`, wiped on drop) from the moment the
+/// request is taken apart.
+pub(crate) struct Credentials(SecretBytes);
+
+impl Credentials {
+    pub fn from_header(value: &[u8]) -> Credentials {
+        Credentials(SecretBytes::new(value.to_vec()))
+    }
+}
+
+/// A bearer token as issued: secret until it is handed to its holder.
+pub(crate) struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    /// Gives the token to the caller, who hands it to the principal once.
+    pub fn reveal(mut self) -> String {
+        std::mem::take(&mut *self.0)
+    }
+}
+
+/// Who presented a request's `Authorization` header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials at all: answer with the challenge.
+    Challenge,
+    /// Credentials that are malformed or not ours.
+    Unauthorized(&'static str),
+    Principal(String),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRecord {
+    principal: String,
+    roles: Vec<Role>,
+    /// Hex SHA-256 of the token; tokens carry 256 random bits, so a plain hash suffices.
+    sha256: String,
+    issued: u64,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    format: u32,
+    tokens: Vec<TokenRecord>,
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn read_file(path: &Path) -> Result<TokenFile> {
+    if !path.exists() {
+        return Ok(TokenFile {
+            format: 1,
+            tokens: Vec::new(),
+        });
+    }
+    let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
+    let file: TokenFile = crate::format::json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{} is not a token file of this emulator: {e}", path.display())))?;
+    if file.format != 1 {
+        return Err(Error::Usage(format!(
+            "{} has format {}, only 1 is understood",
+            path.display(),
+            file.format
+        )));
+    }
+    Ok(file)
+}
+
+pub(super) fn check_principal(principal: &str) -> Result<()> {
+    let ok = !principal.is_empty()
+        && principal.len() <= 64
+        && principal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "'{principal}' is not a principal name: use 1 to 64 letters, digits, '.', '_', '@' or '-'"
+        )))
+    }
+}
+
+/// Records a new token for `principal` in `state_dir` (the caller has
+/// recorded its role assignments first). Works while an emulator serves the
+/// directory: the server rereads the file when it changes.
+///
+/// Errors: a bad principal name, or the state directory cannot be written.
+pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<String> {
+    check_principal(principal)?;
+    // Serialises concurrent issuers so no record is lost.
+    let lock_path = state_dir.join(".tokens.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Write {
+            path: lock_path.clone(),
+            source,
+        })?;
+    lock.lock().map_err(|source| Error::Write {
+        path: lock_path.clone(),
+        source,
+    })?;
+    let path = state_dir.join(TOKENS_FILE);
+    let mut file = read_file(&path)?;
+    let (token, record) = new_token(principal, roles);
+    file.format = 1;
+    file.tokens.push(record);
+    let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
+    // Never write what the server would refuse to read.
+    if text.len() as u64 > MAX_TOKENS_BYTES {
+        return Err(Error::Usage(format!(
+            "{} would grow past {MAX_TOKENS_BYTES} bytes, more than the emulator reads; nothing was issued \
+             (serve a fresh state folder)",
+            path.display()
+        )));
+    }
+    files::replace(&path, &text, Mode::Private)?;
+    Ok(token.reveal())
+}
+
+/// A fresh token and the record (its hash) that admits it. The roles are
+/// kept as a note of what was granted at issue; the assignments decide.
+fn new_token(principal: &str, roles: &[Role]) -> (BearerToken, TokenRecord) {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand_core::Rng::fill_bytes(&mut os_rng(), &mut secret[..]);
+    let mut token = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 43));
+    token.push_str(TOKEN_PREFIX);
+    token.push_str(&Zeroizing::new(b64u(&secret[..])));
+    let mut roles_sorted = roles.to_vec();
+    roles_sorted.dedup();
+    let record = TokenRecord {
+        principal: principal.to_string(),
+        roles: roles_sorted,
+        sha256: hash(&token),
+        issued: super::super::now_unix(),
+    };
+    (BearerToken(token), record)
+}
+
+/// Pure identification of one header against the known records.
+fn identify_with(records: &[TokenRecord], credentials: Option<&Credentials>) -> Identity {
+    let Some(credentials) = credentials else {
+        return Identity::Challenge;
+    };
+    let Ok(text) = std::str::from_utf8(credentials.0.expose()) else {
+        return Identity::Unauthorized("the Authorization header is not text");
+    };
+    let Some((scheme, token)) = text.trim().split_once(' ') else {
+        return Identity::Unauthorized("the Authorization header is not 'Bearer <token>'");
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Identity::Unauthorized("the Authorization header is not 'Bearer <token>'");
+    }
+    let presented = hash(token.trim());
+    let found = records
+        .iter()
+        .find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
+    match found {
+        None => Identity::Unauthorized("the token was not issued by this instance"),
+        Some(r) => Identity::Principal(r.principal.clone()),
+    }
+}
+
+/// The server's view of `tokens.json`, reloaded when the file changes; or,
+/// with no file, the tokens issued in memory by [`TokenStore::issue`].
+pub(crate) struct TokenStore {
+    path: Option<PathBuf>,
+    cache: Mutex<(Option<Stamp>, Vec<TokenRecord>)>,
+}
+
+impl TokenStore {
+    pub fn open(state_dir: &Path) -> Result<TokenStore> {
+        let path = state_dir.join(TOKENS_FILE);
+        let records = read_file(&path)?.tokens;
+        Ok(TokenStore {
+            cache: Mutex::new((stamp(&path), records)),
+            path: Some(path),
+        })
+    }
+
+    /// Knows no token until [`TokenStore::issue`] makes one.
+    pub fn in_memory() -> TokenStore {
+        TokenStore {
+            path: None,
+            cache: Mutex::new((None, Vec::new())),
+        }
+    }
+
+    /// The principals and roles recorded with their tokens (what an older
+    /// state folder, from before role assignments, granted).
+    pub fn recorded_roles(&self) -> Vec<(String, Vec<Role>)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.1.iter().map(|r| (r.principal.clone(), r.roles.clone())).collect()
+    }
+
+    /// Issues a token known only to this process (an in-memory instance's).
+    ///
+    /// Errors: a bad principal name.
+    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<String> {
+        check_principal(principal)?;
+        let (token, record) = new_token(principal, roles);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.push(record);
+        Ok(token.reveal())
+    }
+
+    pub fn identify(&self, credentials: Option<&Credentials>) -> Identity {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = &self.path {
+            let now = stamp(path);
+            if now != cache.0 {
+                // A file being replaced may be unreadable for an instant; keep the old view then.
+                if let Ok(file) = read_file(path) {
+                    *cache = (now, file.tokens);
+                }
+            }
+        }
+        identify_with(&cache.1, credentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identification() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = record_token(dir.path(), "alice", &[Role::Administrator]).unwrap();
+        let store = TokenStore::open(dir.path()).unwrap();
+        let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
+        let raw = |t: &[u8]| Credentials::from_header(t);
+        assert_eq!(store.identify(None), Identity::Challenge);
+        assert_eq!(store.identify(Some(&h(&admin))), Identity::Principal("alice".into()));
+        assert!(matches!(
+            store.identify(Some(&h("hsmemu_nope"))),
+            Identity::Unauthorized(_)
+        ));
+        assert!(matches!(
+            store.identify(Some(&raw(admin.as_bytes()))),
+            Identity::Unauthorized(_)
+        ));
+        assert!(matches!(
+            store.identify(Some(&raw(format!("Basic {admin}").as_bytes()))),
+            Identity::Unauthorized(_)
+        ));
+        // A token issued while the server runs is seen; the file holds no token in the clear.
+        let late = record_token(dir.path(), "carol", &[Role::CryptoOfficer]).unwrap();
+        assert_eq!(store.identify(Some(&h(&late))), Identity::Principal("carol".into()));
+        let stored = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(!stored.contains(&late) && !stored.contains(&admin));
+        assert!(record_token(dir.path(), "bad name", &[]).is_err());
+    }
+
+    #[test]
+    fn an_issued_token_is_admitted_only_by_its_own_record() {
+        let (token, record) = new_token("dave", &[Role::CryptoUser]);
+        let token = token.reveal();
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 43);
+        let records = [record];
+        let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
+        assert_eq!(
+            identify_with(&records, Some(&h(&token))),
+            Identity::Principal("dave".into())
+        );
+        let altered = format!("{}x", &token[..token.len() - 1]);
+        assert!(matches!(
+            identify_with(&records, Some(&h(&altered))),
+            Identity::Unauthorized(_)
+        ));
+    }
+}
