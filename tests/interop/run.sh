@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the real Azure Python SDKs (azure-keyvault-securitydomain,
-# azure-keyvault-keys) against `hsm-ceremony emulator serve` on 127.0.0.1,
+# azure-keyvault-keys, azure-keyvault-administration 4.7) against `hsm-ceremony emulator serve` on 127.0.0.1,
 # then the real Azure CLI's `az keyvault security-domain restore-blob`
 # against our files. The venvs live in $CARGO_TARGET_DIR/interop-venv and
 # azcli-venv (default target/). Bounded: each script is given 300 s.
@@ -17,7 +17,7 @@ if ! "$VENV/bin/pip" --version >/dev/null 2>&1; then
 fi
 if ! "$VENV/bin/python" -c "import azure.keyvault.securitydomain, azure.keyvault.keys, azure.keyvault.administration, azure.storage.blob" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet azure-keyvault-securitydomain azure-keyvault-keys \
-        "azure-keyvault-administration==4.7.*" azure-storage-blob
+        "azure-keyvault-administration==4.7.2" azure-storage-blob
 fi
 "$VENV/bin/pip" list 2>/dev/null | grep -iE '^(azure-core|azure-keyvault-securitydomain|azure-keyvault-keys|azure-keyvault-administration|azure-storage-blob) ' || true
 status=0
@@ -25,6 +25,7 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET
 # Full backup and restore with KeyVaultBackupClient, to Azurite (installed by .ci/run).
 timeout 300 "$VENV/bin/python" tests/interop/sdk_backup.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" \
     --azurite "$CARGO_TARGET_DIR/azurite/node_modules/.bin/azurite-blob" || status=1
+timeout 300 "$VENV/bin/python" tests/interop/sdk_admin.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
 
 # The Azure CLI in a venv of its own (it pins its own azure-* versions).
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
