@@ -460,6 +460,28 @@ mod tests {
                 "{route:?}"
             );
         }
+        // The scope each is checked at: the key, the key collection, or the HSM.
+        let scopes = [
+            (CreateKey(s()), "/keys/k"),
+            (GetKey(s(), Some(s())), "/keys/k"),
+            (BackupKey(s()), "/keys/k"),
+            (RestoreKey, "/keys"),
+            (Download, "/"),
+            (TransferKey, "/"),
+        ];
+        for (route, scope) in scopes {
+            assert_eq!(route.scope(), scope, "{route:?}");
+        }
+        let assignment = route_of("PUT", "/keys/k/providers/Microsoft.Authorization/roleAssignments/x").unwrap();
+        assert_eq!(
+            (assignment.action().name(), assignment.scope().as_str()),
+            (DataAction::RoleAssignmentWrite.name(), "/keys/k")
+        );
+        let settings = route_of("PATCH", "/settings/x").unwrap();
+        assert_eq!(
+            (settings.action(), settings.scope().as_str()),
+            (DataAction::SettingsWrite, "/")
+        );
     }
 
     /// What `parse` made of a request, in words a table can compare.
