@@ -56,13 +56,13 @@ fn seed(rbac: &Persisted<RbacFile>, tokens: &TokenStore) -> Result<()> {
     if recorded.iter().all(|(_, roles)| roles.is_empty()) {
         return Ok(());
     }
-    let done: std::result::Result<(), std::convert::Infallible> = rbac.update(|f| {
+    let Ok(()) = rbac.update(|f| {
         for (principal, roles) in &recorded {
             f.grant_at_root(principal, roles);
         }
-        Ok(())
+        Ok::<(), std::convert::Infallible>(())
     })?;
-    Ok(done.unwrap_or_else(|never| match never {}))
+    Ok(())
 }
 
 impl Authenticator {
@@ -113,11 +113,11 @@ impl Authenticator {
 }
 
 fn grant(rbac: &Persisted<RbacFile>, principal: &str, roles: &[Role]) -> Result<()> {
-    let done: std::result::Result<(), std::convert::Infallible> = rbac.update(|f| {
+    let Ok(()) = rbac.update(|f| {
         f.grant_at_root(principal, roles);
-        Ok(())
+        Ok::<(), std::convert::Infallible>(())
     })?;
-    Ok(done.unwrap_or_else(|never| match never {}))
+    Ok(())
 }
 
 /// Issues a new token for `principal` and assigns it `roles` at scope `/`

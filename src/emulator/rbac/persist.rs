@@ -117,10 +117,11 @@ impl<T: Document> Persisted<T> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let Some((path, lock_path)) = &self.path else {
             let mut doc = cache.1.clone();
-            return Ok(f(&mut doc).map(|r| {
+            let answer = f(&mut doc);
+            if answer.is_ok() {
                 cache.1 = doc;
-                r
-            }));
+            }
+            return Ok(answer);
         };
         // Serialises this process with `emulator token` run alongside it.
         let lock = fs::OpenOptions::new()
