@@ -177,8 +177,21 @@ fn restore_body(uri: &str, token: Option<&str>, folder: &str) -> Value {
 }
 
 /// Backs `a` up to `uri`, restores it into a recovered instance and a foreign one, and checks all.
+const APP_ASSIGNMENT: &str =
+    "/keys/k1/providers/Microsoft.Authorization/roleAssignments/0c0c0c0c-1111-4222-8333-555555555555";
+
+/// An application's role at one key: what a restore must bring back beside the keys.
+fn assign_app(emu: &Emu, token: &str) -> u16 {
+    let body = json!({"properties": {
+        "roleDefinitionId": format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{}", Role::CryptoUser.id()),
+        "principalId": "payments-app",
+    }});
+    call(emu, token, "PUT", APP_ASSIGNMENT, Some(body)).status
+}
+
 fn backup_and_restore(uri: &str, sas: Option<&str>) {
     let (a, token_a, sd, versions) = original();
+    assert_eq!(assign_app(&a, &token_a), 201);
     let before = inventory(&a, &token_a, &versions);
 
     let pre = run_job(
@@ -236,9 +249,19 @@ fn backup_and_restore(uri: &str, sas: Option<&str>) {
         404,
         "a check restores nothing"
     );
+    assert_eq!(call(&b, &token_b, "GET", APP_ASSIGNMENT, None).status, 404);
     let restored = run_job(&b, &token_b, "PUT", "/restore", restore_body(uri, sas, folder));
     assert_eq!(restored["status"], "Succeeded", "{restored}");
     assert_eq!(inventory(&b, &token_b, &versions), before);
+    // The role assignments came back too, and the restorer kept its own.
+    let back = call(&b, &token_b, "GET", APP_ASSIGNMENT, None);
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.body["properties"]["principalId"], "payments-app");
+    assert_eq!(back.body["properties"]["scope"], "/keys/k1");
+    assert_eq!(
+        raw(&b, "GET", &format!("/keys/k1?{V}"), Some(&token_b), None).status,
+        200
+    );
 
     // Selective: one key, all its versions, into another recovered instance.
     let (d, token_d) = recovered(&sd);

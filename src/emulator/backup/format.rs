@@ -14,29 +14,13 @@ use zeroize::Zeroizing;
 
 use crate::crypto::rng::CryptoRng;
 use crate::emulator::error::ApiError;
+use crate::emulator::rbac::assignments::RbacFile;
 use crate::emulator::SecretText;
 
 const MAGIC: &[u8; 8] = b"HSMEMUFB";
 const AAD: &[u8] = b"hsm-ceremony emulator full backup v1";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-
-/// One role assignment as the backup carries it (scope `/` for the token roles of today).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RoleAssignment {
-    pub principal_id: String,
-    pub role_name: String,
-    pub scope: String,
-}
-
-/// One role definition: its name and the data actions it grants.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RoleDefinition {
-    pub role_name: String,
-    pub data_actions: Vec<String>,
-}
 
 /// What a full backup holds.
 #[derive(Serialize, Deserialize)]
@@ -48,8 +32,9 @@ pub(crate) struct Contents {
     /// The key store's exported state (`KeyStore::export`): JSON text,
     /// held as a secret (it carries the private keys).
     pub keys: SecretText,
-    pub role_assignments: Vec<RoleAssignment>,
-    pub role_definitions: Vec<RoleDefinition>,
+    /// Role assignments and custom role definitions, whole (the built-in
+    /// definitions are the same on every instance).
+    pub rbac: RbacFile,
 }
 
 /// Seals `contents` under `key`.
@@ -120,15 +105,16 @@ mod tests {
             format: 1,
             created: 7,
             keys: SecretText::new(r#"{"format":1,"keys":{}}"#.into()),
-            role_assignments: vec![RoleAssignment {
-                principal_id: "alice".into(),
-                role_name: "Administrator".into(),
-                scope: "/".into(),
-            }],
-            role_definitions: vec![RoleDefinition {
-                role_name: "Administrator".into(),
-                data_actions: vec!["Microsoft.KeyVault/managedHsm/backup/start/action".into()],
-            }],
+            rbac: RbacFile {
+                format: 1,
+                assignments: vec![crate::emulator::rbac::assignments::Assignment {
+                    name: "00000000-0000-0000-0000-000000000001".into(),
+                    scope: "/".into(),
+                    role: "a290e904-7015-4bba-90c8-60543313cdb4".into(),
+                    principal: "alice".into(),
+                }],
+                custom_roles: Vec::new(),
+            },
         }
     }
 
@@ -137,8 +123,7 @@ mod tests {
         let blob = seal(&mut test_rng(1), &contents(), &[7; 32]).unwrap();
         let back = open(&blob, &[7; 32]).unwrap();
         assert_eq!(back.keys.expose(), r#"{"format":1,"keys":{}}"#);
-        assert_eq!(back.role_assignments, contents().role_assignments);
-        assert_eq!(back.role_definitions, contents().role_definitions);
+        assert_eq!(back.rbac.assignments, contents().rbac.assignments);
         let e = open(&blob, &[8; 32]).err().unwrap();
         assert!(e.message.contains("another security domain"), "{}", e.message);
         // The plaintext is not in the blob.

@@ -25,7 +25,6 @@ use super::rbac::DataAction;
 use super::storage::{Container, SasParameter, BACKUP_BLOB};
 pub(crate) use jobs::Jobs;
 use jobs::Kind;
-use rbac::RbacBackup;
 
 /// The backup and restore request lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,8 +221,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 let active = super::handle::active(&state.instance)?;
                 (active.sealing, state.keys.export())
             };
-            let assignments = app.auth.role_assignments();
-            let definitions = app.auth.role_definitions();
+            let rbac_state = rbac::export(&app.auth);
             let folder = folder_name(time::OffsetDateTime::now_utc());
             let folder_url = if pre {
                 None
@@ -244,8 +242,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                         format: 1,
                         created: super::now_unix(),
                         keys: super::SecretText::new(String::from_utf8(keys.to_vec()).map_err(ApiError::internal)?),
-                        role_assignments: assignments,
-                        role_definitions: definitions,
+                        rbac: rbac_state,
                     };
                     let blob = format::seal(&mut crate::crypto::rng::os_rng(), &contents, &sealing)?;
                     if container.folder_exists(&folder)? {
@@ -295,7 +292,11 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                     let keys = contents.keys.expose().as_bytes();
                     match &key {
                         Some(name) => state.keys.import_key(keys, name, active.persist),
-                        None => state.keys.import(keys, active.persist),
+                        None => {
+                            state.keys.import(keys, active.persist)?;
+                            // Role assignments are no secret: they persist like any others.
+                            rbac::import(&a.auth, contents.rbac)
+                        }
                     }
                 })();
                 a.jobs.finish(&id, outcome);

@@ -1,45 +1,38 @@
-//! What a full backup takes from the RBAC state: the role assignments (at
-//! their scopes) and the role definitions, built in and custom. Behind a
-//! trait so the store behind it can change.
+//! What a full backup takes from the RBAC state and gives back: the role
+//! assignments (at their scopes) and the custom role definitions, whole.
 
-use super::format::{RoleAssignment, RoleDefinition};
+use crate::emulator::error::ApiError;
+use crate::emulator::rbac::assignments::RbacFile;
 use crate::emulator::rbac::Authenticator;
 
-pub(crate) trait RbacBackup {
-    fn role_assignments(&self) -> Vec<RoleAssignment>;
-    fn role_definitions(&self) -> Vec<RoleDefinition>;
+/// The instance's assignments and custom roles as they stand.
+pub(crate) fn export(auth: &Authenticator) -> RbacFile {
+    auth.rbac.read(|f| f.clone())
 }
 
-impl RbacBackup for Authenticator {
-    fn role_assignments(&self) -> Vec<RoleAssignment> {
-        let mut out: Vec<RoleAssignment> = self.rbac.read(|f| {
-            f.assignments
-                .iter()
-                .map(|a| RoleAssignment {
-                    principal_id: a.principal.clone(),
-                    // A definition deleted under its assignment keeps its id as the name.
-                    role_name: f
-                        .definition(&a.role)
-                        .map(|d| d.role_name())
-                        .unwrap_or_else(|| a.role.clone()),
-                    scope: a.scope.clone(),
-                })
-                .collect()
-        });
-        out.sort_by(|a, b| (&a.principal_id, &a.role_name, &a.scope).cmp(&(&b.principal_id, &b.role_name, &b.scope)));
-        out.dedup();
-        out
-    }
-
-    fn role_definitions(&self) -> Vec<RoleDefinition> {
-        self.rbac.read(|f| {
-            f.definitions()
-                .iter()
-                .map(|d| RoleDefinition {
-                    role_name: d.role_name(),
-                    data_actions: d.data_action_names(),
-                })
-                .collect()
+/// Brings a backup's assignments and custom roles back. The recovered
+/// instance keeps its own assignments (whoever runs the restore must not
+/// lock themselves out); the backup's are added beside them, and a custom
+/// role of the same id is replaced by the backup's.
+pub(crate) fn import(auth: &Authenticator, backup: RbacFile) -> Result<(), ApiError> {
+    let merged = auth
+        .rbac
+        .update(|f| {
+            for role in backup.custom_roles {
+                f.custom_roles.retain(|r| r.name != role.name);
+                f.custom_roles.push(role);
+            }
+            for a in backup.assignments {
+                let same = |b: &crate::emulator::rbac::assignments::Assignment| {
+                    b.name == a.name || (b.principal == a.principal && b.role == a.role && b.scope == a.scope)
+                };
+                if !f.assignments.iter().any(same) {
+                    f.assignments.push(a);
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
         })
-    }
+        .map_err(ApiError::internal)?;
+    let Ok(()) = merged;
+    Ok(())
 }
