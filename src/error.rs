@@ -98,6 +98,8 @@ pub enum Error {
     RecordRefused { path: PathBuf, reason: String },
     #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
     LogBroken { path: PathBuf, line: u64, reason: String },
+    #[error("the self-test failed: {}; this binary must not be used for a ceremony", failed.join(", "))]
+    SelfTestFailed { failed: Vec<&'static str> },
     #[error("the manifest is refused: {0}")]
     ManifestRefused(String),
     /// `sd health`: recovery still works, but the quorum is at risk.
@@ -230,7 +232,8 @@ impl Error {
             | Error::WrongExchangeKey { .. }
             | Error::ManifestRefused(_)
             | Error::RecordRefused { .. }
-            | Error::LogBroken { .. } => ErrorKind::Integrity,
+            | Error::LogBroken { .. }
+            | Error::SelfTestFailed { .. } => ErrorKind::Integrity,
             Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
             Error::QuorumAtRisk(_) => ErrorKind::AtRisk,
             Error::CannotRecover(_) => ErrorKind::CannotRecover,

@@ -9,6 +9,7 @@
 //! - [`format`](mod@format): the files — security domain, restore blob, transfer key.
 //! - [`custodian`]: custodians' RSA keys and certificates.
 //! - [`recovery`]: shares → master key → restore blob; split; rotate.
+//! - [`selftest`]: the known-answer tests `hsm-ceremony self-test` runs.
 //! - [`files`], [`inputs`]: size-limited reads, atomic never-overwriting
 //!   writes, and loading inputs with errors that name the file.
 //!
@@ -36,6 +37,7 @@ pub mod inputs;
 #[cfg(feature = "network")]
 pub mod instance;
 pub mod recovery;
+pub mod selftest;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -62,7 +62,8 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         source,
     };
-    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)?;
+    // The pages name the version only: --version's commit and lock hash would change them with every commit.
+    clap_mangen::generate_to(Cli::command().long_version(None::<&str>), dir).map_err(failed)?;
     for entry in std::fs::read_dir(dir).map_err(failed)? {
         let path = entry.map_err(failed)?.path();
         // Only the generated pages: the hand-written reference pages (5, 7) are left alone.

@@ -147,6 +147,10 @@ pub fn advice(err: &Error) -> Option<String> {
              set now (`hsm-ceremony rotate`, or download a new security domain with new certificates); escalate today."
                 .into()
         }
+        Error::SelfTestFailed { .. } => "Do not run the ceremony with this binary or on this machine: rebuild it (or \
+            fetch it again), compare its SHA-256 with SHA256SUMS, and run `hsm-ceremony self-test` again; if it still \
+            fails, use another laptop."
+            .into(),
         Error::WeakParameters(_) => "Change what the message names; see --help for what is accepted.".into(),
         Error::CertsNotReady(problems) => certs_advice(problems),
         Error::InstanceUrl { .. } => "Give the instance's base URL and nothing else: https://NAME.managedhsm.azure.net, \

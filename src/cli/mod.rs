@@ -22,6 +22,7 @@ pub mod record;
 pub mod restore;
 pub mod rotate;
 pub mod sd;
+pub mod selftest;
 
 use clap::{Parser, Subcommand};
 
@@ -41,9 +42,49 @@ fn after_help() -> String {
     format!("Exit codes:\n{codes}\nStart with: {start}")
 }
 
+#[cfg(feature = "network")]
+macro_rules! build_features {
+    () => {
+        "network"
+    };
+}
+#[cfg(not(feature = "network"))]
+macro_rules! build_features {
+    () => {
+        "ceremony-only (no network)"
+    };
+}
+#[cfg(feature = "test-hooks")]
+macro_rules! test_hooks {
+    () => {
+        ", test-hooks (a test build: not for a ceremony)"
+    };
+}
+#[cfg(not(feature = "test-hooks"))]
+macro_rules! test_hooks {
+    () => {
+        ""
+    };
+}
+
+/// What `--version` prints: enough to check a binary against the commit,
+/// lock file and build it should be (src/build.rs computes the first three).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("HSM_CEREMONY_COMMIT"),
+    " (",
+    env!("HSM_CEREMONY_TREE"),
+    " tree)\nCargo.lock sha256: ",
+    env!("HSM_CEREMONY_LOCK_SHA256"),
+    "\nfeatures: ",
+    build_features!(),
+    test_hooks!(),
+);
+
 /// Offline security-domain ceremonies for Azure Key Vault Managed HSM.
 #[derive(Parser, Debug)]
-#[command(name = "hsm-ceremony", version, about, after_help = after_help(), propagate_version = true)]
+#[command(name = "hsm-ceremony", version, long_version = LONG_VERSION, about, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     /// Print only results, warnings and errors.
     #[arg(long, short, global = true)]
@@ -95,6 +136,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print shell completions for bash, zsh or fish.
     Completions(docs::CompletionsArgs),
+    /// Run the known-answer tests of the cryptography; first thing on the ceremony laptop.
+    SelfTest(selftest::SelfTestArgs),
 }
 
 /// Runs the parsed command; `json` (see [`asks_for_json`]) keeps standard
@@ -121,6 +164,7 @@ pub fn run(cli: Cli, json: bool) -> Result<()> {
         #[cfg(feature = "network")]
         Command::Demo(args) => demo::run(&args),
         Command::Completions(args) => docs::completions(&args),
+        Command::SelfTest(args) => selftest::run(&args),
     }
 }
 
