@@ -224,6 +224,9 @@ fn token_advice(err: &TokenError) -> String {
             OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so; opencryptoki: /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so, \
             whose daemon pkcsslotd must be running) and check it is the right architecture."
             .into(),
+        T::NoModuleLoading { .. } => "Use the glibc release binary (hsm-ceremony-ceremony-only-x86_64-linux-gnu), \
+            which loads PKCS#11 modules, or give the custodian's key file instead of a pkcs11: URI."
+            .into(),
         T::TokenNotFound { .. } => "Insert the token (or check SOFTHSM2_CONF), and check its label: \
             `pkcs11-tool --module MODULE --list-slots` shows it."
             .into(),
@@ -354,6 +357,32 @@ mod tests {
         assert!(!texts[6].is_empty());
         assert_eq!(exit_code(&all[0]), EXIT_INPUT);
         assert!(all[1..].iter().all(|e| exit_code(e) == EXIT_INSTANCE));
+    }
+
+    /// A build that can load no module is not told to check the module's architecture.
+    #[test]
+    fn a_build_without_module_loading_is_not_sent_to_check_the_module() {
+        let path = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+        let none = said(&Error::from(TokenError::NoModuleLoading { path: path.clone() }));
+        let bad = said(&Error::from(TokenError::Module { path, why: "x".into() }));
+        assert!(bad.contains("architecture"), "{bad}");
+        assert!(
+            !none.contains("architecture") && none.contains("glibc release binary"),
+            "{none}"
+        );
+    }
+
+    /// A build that can load no module is not told to check the module's architecture.
+    #[test]
+    fn a_build_without_module_loading_is_not_sent_to_check_the_module() {
+        let path = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+        let none = said(&Error::from(TokenError::NoModuleLoading { path: path.clone() }));
+        let bad = said(&Error::from(TokenError::Module { path, why: "x".into() }));
+        assert!(bad.contains("architecture"), "{bad}");
+        assert!(
+            !none.contains("architecture") && none.contains("glibc release binary"),
+            "{none}"
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod pkcs11;
 mod prompts;
 #[cfg(feature = "network")]
 mod rbac_matrix;
+mod release;
 mod restore_blob;
 mod rotation;
 mod runbooks;

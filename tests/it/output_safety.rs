@@ -567,6 +567,7 @@ fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
         (s(&["completions", "bash"]), true),
         (s(&["completions", "zsh"]), true),
         (s(&["completions", "fish"]), true),
+        (s(&["self-test"]), true),
         (s(&["--help"]), true),
         (s(&["--version"]), true),
         (s(&["sd", "inspect", "--help"]), true),

@@ -91,6 +91,20 @@ fn activation_runbook_runs() {
     run_runbook("activation.md");
 }
 
+/// The laptop proves its binary's cryptography before anything else is done on it.
+#[test]
+fn activation_runbook_starts_with_the_self_test() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ceremony-runbooks/activation.md");
+    let blocks = blocks(&std::fs::read_to_string(path).unwrap());
+    let first = blocks.iter().find(|b| !b.azure).expect("a runnable block");
+    assert_eq!(
+        first.code.lines().next(),
+        Some("hsm-ceremony self-test"),
+        "{}",
+        first.code
+    );
+}
+
 #[test]
 fn recovery_drill_runbook_runs() {
     run_runbook("recovery-drill.md");

@@ -29,6 +29,12 @@ pub enum TokenError {
     Uri { uri: String, why: String },
     #[error("the PKCS#11 module {} cannot be loaded: {why}", path.display())]
     Module { path: PathBuf, why: String },
+    /// A static musl binary has no dynamic loader: no module can ever load.
+    #[error(
+        "this hsm-ceremony binary cannot load PKCS#11 modules at all (a static musl build has no dynamic loader), \
+         so {} was not tried", path.display()
+    )]
+    NoModuleLoading { path: PathBuf },
     #[error("no token labelled '{token}'{also} is present in {}{}", module.display(), list_present(.present))]
     TokenNotFound {
         token: String,

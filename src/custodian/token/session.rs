@@ -42,6 +42,9 @@ pub(super) fn module(path: &Path) -> Result<Module, TokenError> {
     if let Some(m) = map.get(path) {
         return Ok(m.clone());
     }
+    if let Some(refused) = unloadable(path, cfg!(target_env = "musl")) {
+        return Err(refused);
+    }
     let fail = |why: String| TokenError::Module {
         path: path.to_path_buf(),
         why,
@@ -133,6 +136,15 @@ impl WantedToken<'_> {
             && self.model.is_none_or(|m| t.model == m)
             && self.manufacturer.is_none_or(|m| t.manufacturer == m)
     }
+}
+
+/// Why no module can load in this build, if none can: told plainly, since
+/// the loader's own error would send the custodian checking the module's
+/// architecture instead.
+fn unloadable(path: &Path, musl: bool) -> Option<TokenError> {
+    musl.then(|| TokenError::NoModuleLoading {
+        path: path.to_path_buf(),
+    })
 }
 
 /// The slot holding the initialised token `wanted` names.
@@ -256,6 +268,28 @@ pub(super) fn refused(token: &str, what: &str, e: CkError) -> TokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A musl build says it cannot load modules at all, naming the module,
+    /// instead of the loader's error; a glibc build goes on to load it.
+    #[test]
+    fn a_build_without_a_loader_says_so_plainly() {
+        let path = Path::new("/usr/lib/softhsm/libsofthsm2.so");
+        let said = unloadable(path, true).expect("refused").to_string();
+        assert!(
+            said.contains("cannot load PKCS#11 modules at all") && said.contains("musl"),
+            "{said}"
+        );
+        assert!(
+            said.contains("libsofthsm2.so") && !said.contains("architecture"),
+            "{said}"
+        );
+        assert!(unloadable(path, false).is_none());
+        // What this build does: the tests run on glibc here.
+        assert_eq!(
+            unloadable(path, cfg!(target_env = "musl")).is_some(),
+            cfg!(target_env = "musl")
+        );
+    }
 
     #[test]
     fn oaep_support_is_checked_from_the_mechanism_list() {
