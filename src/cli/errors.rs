@@ -372,19 +372,6 @@ mod tests {
         );
     }
 
-    /// A build that can load no module is not told to check the module's architecture.
-    #[test]
-    fn a_build_without_module_loading_is_not_sent_to_check_the_module() {
-        let path = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
-        let none = said(&Error::from(TokenError::NoModuleLoading { path: path.clone() }));
-        let bad = said(&Error::from(TokenError::Module { path, why: "x".into() }));
-        assert!(bad.contains("architecture"), "{bad}");
-        assert!(
-            !none.contains("architecture") && none.contains("glibc release binary"),
-            "{none}"
-        );
-    }
-
     #[test]
     fn a_certificate_given_as_a_key_is_told_so() {
         let err = Error::Key {
