@@ -57,7 +57,8 @@ fn nothing_prints_outside_the_output_module() {
         "io::stderr()",
         "dbg!",
     ];
-    let (checked, offenders) = util::src_lines_naming(|rel| rel != "src/cli/output.rs", &raw);
+    // The build script talks to cargo on its stdout; it is not the program.
+    let (checked, offenders) = util::src_lines_naming(|rel| rel != "src/cli/output.rs" && rel != "src/build.rs", &raw);
     assert!(checked > 40, "only {checked} source files found");
     // Doc comments may name the macros they warn about.
     let offenders: Vec<&String> = offenders
