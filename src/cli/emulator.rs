@@ -54,6 +54,11 @@ pub enum EmulatorCommand {
         /// Serve plain HTTP instead of HTTPS (tests only).
         #[arg(long)]
         insecure_http: bool,
+        /// Purge protection of the instance's deleted keys, kept in its
+        /// state. On by default, as Microsoft recommends; `off` is accepted
+        /// only before the instance is activated.
+        #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+        purge_protection: Option<String>,
     },
     /// Issue a bearer token for a principal and print it.
     #[command(after_help = ROLE_HELP)]
@@ -77,10 +82,12 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
             state,
             listen,
             insecure_http,
+            purge_protection,
         } => {
             let mut config = emulator::Config::new(state);
             config.listen = listen;
             config.tls = !insecure_http;
+            config.purge_protection = purge_protection.map(|p| p == "on");
             emulator::serve_blocking(config, |ready| {
                 crate::out!("listening on {}", ready.url);
                 if let Some(ca) = &ready.ca_pem_path {

@@ -7,6 +7,9 @@ use hyper::StatusCode;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// The error code; `"Forbidden/KeyDisabled"` carries an inner error
+    /// code after the slash (`{"error": {"code": "Forbidden", "innererror": {"code": "KeyDisabled"}}}`),
+    /// kept in one field so every literal of this struct stays as it is.
     pub code: &'static str,
     pub message: String,
 }
@@ -33,6 +36,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "Forbidden",
+            message: message.into(),
+        }
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -49,7 +60,22 @@ impl ApiError {
         }
     }
 
+    /// 403 with the service's inner code (`KeyDisabled`, `KeyOperationForbidden`...).
+    pub fn forbidden_because(code_and_inner: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: code_and_inner,
+            message: message.into(),
+        }
+    }
+
     pub fn body(&self) -> String {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}}).to_string()
+        match self.code.split_once('/') {
+            Some((code, inner)) => serde_json::json!({
+                "error": {"code": code, "message": self.message, "innererror": {"code": inner}}
+            })
+            .to_string(),
+            None => serde_json::json!({"error": {"code": self.code, "message": self.message}}).to_string(),
+        }
     }
 }

@@ -17,10 +17,11 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::keys::{self, KeyStore};
+use super::keys::{self, KeyStore, Material, View};
 use super::rbac::{self, Authenticator, Credentials, Decision};
-use super::request::{self, Operation};
+use super::request::{self, CryptoOp, Operation};
 use super::state::{Instance, OperationStatus};
+use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
 use crate::format::transfer_key::TransferKeyResponse;
 
@@ -266,6 +267,41 @@ pub(crate) fn active(instance: &Instance) -> Result<Active, ApiError> {
     })
 }
 
+/// How key answers name this instance: its origin and purge protection.
+fn view<'a>(instance: &Instance, origin: &'a str) -> View<'a> {
+    View {
+        origin,
+        purge_protection: instance.purge_protection(),
+    }
+}
+
+/// For a key operation: the instance is activated; whether the store may be written, and the view.
+fn key_context<'a>(instance: &Instance, origin: &'a str) -> Result<(bool, View<'a>), ApiError> {
+    let Active { persist, .. } = active(instance)?;
+    Ok((persist, view(instance, origin)))
+}
+
+/// wrapkey and unwrapkey carry no iv, aad or tag: refused rather than ignored.
+fn no_extra(req: &keys::spec::KeyOperation) -> Result<(), ApiError> {
+    match (&req.extra.iv, &req.extra.aad, &req.extra.tag) {
+        (None, None, None) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "wrapkey and unwrapkey take alg and value only; iv, aad and tag belong to encrypt and decrypt",
+        )),
+    }
+}
+
+/// A list page with its `nextLink` (null on the last page).
+fn paged(listed: keys::store::Listed, origin: &str, path: &str, api_version: &str, max: usize) -> serde_json::Value {
+    let next = listed.next.map(|pos| {
+        format!(
+            "{origin}{path}?api-version={api_version}&maxresults={max}&$skiptoken={}",
+            request::skiptoken(&pos)
+        )
+    });
+    keys::bundle::page(listed.items, next)
+}
+
 /// Runs one parsed operation against the state.
 async fn execute(
     app: &Arc<App>,
@@ -322,20 +358,195 @@ async fn execute(
             let (a, origin) = (app.clone(), origin.to_string());
             blocking(move || {
                 // Drawn before any lock is taken: RSA generation is slow.
-                let pkcs8 = keys::generate(&mut os_rng(), &spec)?;
+                let material = Material::generate(&mut os_rng(), spec.kty, spec.bits, spec.crv)?;
                 let mut state = a.state();
-                let Active { persist, .. } = active(&state.instance)?;
-                state
-                    .keys
-                    .create(&mut os_rng(), &origin, &name, spec, &pkcs8, super::now_unix(), persist)
+                let (persist, view) = key_context(&state.instance, &origin)?;
+                state.keys.add_version(
+                    &mut os_rng(),
+                    &view,
+                    &name,
+                    spec,
+                    &material,
+                    false,
+                    super::now_unix(),
+                    persist,
+                )
+            })
+            .await
+            .map(ok)
+        }
+        Operation::ImportKey { name, material, spec } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state
+                .keys
+                .add_version(
+                    &mut os_rng(),
+                    &view,
+                    &name,
+                    spec,
+                    &material,
+                    false,
+                    super::now_unix(),
+                    persist,
+                )
+                .map(ok)
+        }
+        Operation::RotateKey { name } => {
+            let (a, origin) = (app.clone(), origin.to_string());
+            blocking(move || {
+                let spec = {
+                    let state = a.state();
+                    key_context(&state.instance, &origin)?;
+                    state.keys.rotation_spec(&name, super::now_unix())?
+                };
+                let material = Material::generate(&mut os_rng(), spec.kty, spec.bits, spec.crv)?;
+                let mut state = a.state();
+                let (persist, view) = key_context(&state.instance, &origin)?;
+                state.keys.add_version(
+                    &mut os_rng(),
+                    &view,
+                    &name,
+                    spec,
+                    &material,
+                    true,
+                    super::now_unix(),
+                    persist,
+                )
             })
             .await
             .map(ok)
         }
         Operation::GetKey { name, version } => {
             let state = app.state();
-            active(&state.instance)?;
-            state.keys.get(origin, &name, version.as_deref()).map(ok)
+            let (_, view) = key_context(&state.instance, origin)?;
+            state.keys.get(&view, &name, version.as_deref()).map(ok)
+        }
+        Operation::UpdateKey { name, version, update } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state
+                .keys
+                .update(&view, &name, version.as_deref(), update, super::now_unix(), persist)
+                .map(ok)
+        }
+        Operation::DeleteKey { name } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state.keys.delete(&view, &name, super::now_unix(), persist).map(ok)
+        }
+        Operation::ListKeys { page } => {
+            let state = app.state();
+            let (_, view) = key_context(&state.instance, origin)?;
+            let listed = state.keys.list(&view, &page.page());
+            Ok(ok(paged(listed, origin, "/keys", api_version, page.max)))
+        }
+        Operation::ListVersions { name, page } => {
+            let state = app.state();
+            let (_, view) = key_context(&state.instance, origin)?;
+            let listed = state.keys.versions(&view, &name, &page.page())?;
+            Ok(ok(paged(
+                listed,
+                origin,
+                &format!("/keys/{name}/versions"),
+                api_version,
+                page.max,
+            )))
+        }
+        Operation::GetRotationPolicy { name } => {
+            let state = app.state();
+            let (_, view) = key_context(&state.instance, origin)?;
+            state.keys.policy(&view, &name).map(ok)
+        }
+        Operation::SetRotationPolicy { name, policy } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state
+                .keys
+                .set_policy(&view, &name, policy, super::now_unix(), persist)
+                .map(ok)
+        }
+        Operation::Crypt { name, version, op, req } => {
+            let (kid, material) = {
+                let state = app.state();
+                let (_, view) = key_context(&state.instance, origin)?;
+                state
+                    .keys
+                    .for_operation(&view, &name, version.as_deref(), op.key_op(), super::now_unix())?
+            };
+            // The private-key work runs off the async threads and outside the locks.
+            blocking(move || {
+                let mut rng = os_rng();
+                let mut out = json!({"kid": kid});
+                match op {
+                    CryptoOp::Encrypt => {
+                        let sealed = material.encrypt(&mut rng, &req.alg, &req.value, &req.extra)?;
+                        out["value"] = json!(b64u(&sealed.value));
+                        for (field, v) in [("iv", sealed.iv), ("tag", sealed.tag), ("aad", sealed.aad)] {
+                            if let Some(v) = v {
+                                out[field] = json!(b64u(&v));
+                            }
+                        }
+                    }
+                    CryptoOp::Decrypt => {
+                        let plain = material.decrypt(&mut rng, &req.alg, &req.value, &req.extra)?;
+                        out["value"] = json!(b64u(&plain));
+                    }
+                    CryptoOp::Wrap => {
+                        no_extra(&req)?;
+                        out["value"] = json!(b64u(&material.wrap(&mut rng, &req.alg, &req.value)?));
+                    }
+                    CryptoOp::Sign | CryptoOp::Verify => {
+                        return Err(ApiError::internal("sign and verify are parsed as their own operations"))
+                    }
+                    CryptoOp::Unwrap => {
+                        no_extra(&req)?;
+                        let plain = material.unwrap(&mut rng, &req.alg, &req.value)?;
+                        out["value"] = json!(b64u(&plain));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map(ok)
+        }
+        Operation::Sign {
+            name,
+            version,
+            alg,
+            digest,
+        } => {
+            let (kid, material) = {
+                let state = app.state();
+                let (_, view) = key_context(&state.instance, origin)?;
+                state
+                    .keys
+                    .for_operation(&view, &name, version.as_deref(), "sign", super::now_unix())?
+            };
+            blocking(move || {
+                let sig = material.sign(&mut os_rng(), &alg, &digest)?;
+                Ok(json!({"kid": kid, "value": b64u(&sig)}))
+            })
+            .await
+            .map(ok)
+        }
+        Operation::Verify {
+            name,
+            version,
+            alg,
+            digest,
+            signature,
+        } => {
+            let (_, material) = {
+                let state = app.state();
+                let (_, view) = key_context(&state.instance, origin)?;
+                state
+                    .keys
+                    .for_operation(&view, &name, version.as_deref(), "verify", super::now_unix())?
+            };
+            blocking(move || Ok(json!({"value": material.verify(&alg, &digest, &signature)?})))
+                .await
+                .map(ok)
         }
         Operation::BackupKey { name } => {
             let state = app.state();
@@ -359,7 +570,36 @@ async fn execute(
         Operation::RestoreKey { backup } => {
             let mut state = app.state();
             let Active { sealing, persist } = active(&state.instance)?;
-            state.keys.restore(origin, &backup, &sealing, persist).map(ok)
+            let view = view(&state.instance, origin);
+            state.keys.restore(&view, &backup, &sealing, persist).map(ok)
+        }
+        Operation::ListDeletedKeys { page } => {
+            let state = app.state();
+            let (_, view) = key_context(&state.instance, origin)?;
+            let listed = state.keys.list_deleted(&view, &page.page(), super::now_unix());
+            Ok(ok(paged(listed, origin, "/deletedkeys", api_version, page.max)))
+        }
+        Operation::GetDeletedKey { name } => {
+            let state = app.state();
+            let (_, view) = key_context(&state.instance, origin)?;
+            state.keys.get_deleted(&view, &name, super::now_unix()).map(ok)
+        }
+        Operation::RecoverDeletedKey { name } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state.keys.recover(&view, &name, super::now_unix(), persist).map(ok)
+        }
+        Operation::PurgeDeletedKey { name } => {
+            let mut state = app.state();
+            let (persist, view) = key_context(&state.instance, origin)?;
+            state.keys.purge(&view, &name, super::now_unix(), persist)?;
+            Ok(json_response(StatusCode::NO_CONTENT, String::new()))
+        }
+        Operation::Rng { count } => {
+            active(&app.instance())?;
+            let mut bytes = zeroize::Zeroizing::new(vec![0u8; count]);
+            rand_core::Rng::fill_bytes(&mut os_rng(), &mut bytes);
+            Ok(ok(json!({"value": b64u(&bytes)})))
         }
         Operation::Admin(op) => {
             let a = app.clone();

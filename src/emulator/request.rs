@@ -26,14 +26,72 @@ use serde::Deserialize;
 
 use super::backup::{self, BackupOp, BackupRoute};
 use super::error::ApiError;
-use super::keys::{self, KeySpec};
+use super::keys::spec::{
+    self, CreateKeyRequest, ImportKeyRequest, KeyOperation, KeyOperationRequest, PolicySpec, RngRequest,
+    RotationPolicyRequest, SignRequest, Update, UpdateKeyRequest, VerifyRequest,
+};
+use super::keys::{self, KeySpec, Material, Page};
 use super::rbac::api::{self as admin, AdminOp, AdminRoute};
 use super::rbac::DataAction;
+use crate::crypto::b64::{b64u, b64u_decode};
+
 use crate::custodian::cert::Certificate;
 use crate::format::transfer_key::Jwk;
 
 /// The api-versions the Azure CLI and the SDKs send.
 pub const API_VERSIONS: [&str; 7] = ["7.2", "7.3", "7.4", "7.5", "7.6", "7.6-preview.2", "2025-07-01"];
+
+/// A cryptographic operation on a key version (`POST /keys/{name}/{version}/{op}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CryptoOp {
+    Encrypt,
+    Decrypt,
+    Wrap,
+    Unwrap,
+    Sign,
+    Verify,
+}
+
+impl CryptoOp {
+    fn from_segment(s: &str) -> Option<CryptoOp> {
+        Some(match s {
+            "encrypt" => CryptoOp::Encrypt,
+            "decrypt" => CryptoOp::Decrypt,
+            "wrapkey" => CryptoOp::Wrap,
+            "unwrapkey" => CryptoOp::Unwrap,
+            "sign" => CryptoOp::Sign,
+            "verify" => CryptoOp::Verify,
+            _ => return None,
+        })
+    }
+    /// The `key_ops` entry that permits it.
+    pub fn key_op(self) -> &'static str {
+        match self {
+            CryptoOp::Encrypt => "encrypt",
+            CryptoOp::Decrypt => "decrypt",
+            CryptoOp::Wrap => "wrapKey",
+            CryptoOp::Unwrap => "unwrapKey",
+            CryptoOp::Sign => "sign",
+            CryptoOp::Verify => "verify",
+        }
+    }
+}
+
+/// Which page of a list the query asks for (`maxresults`, `$skiptoken`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PageQuery {
+    pub max: usize,
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> Page {
+        Page {
+            max: self.max,
+            after: self.after.clone(),
+        }
+    }
+}
 
 /// What the request line names: known before the body is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,9 +102,23 @@ pub(crate) enum Route {
     Upload,
     UploadPending,
     CreateKey(String),
+    ImportKey(String),
     GetKey(String, Option<String>),
+    UpdateKey(String, Option<String>),
+    DeleteKey(String),
+    ListKeys(PageQuery),
+    ListVersions(String, PageQuery),
+    RotateKey(String),
+    GetRotationPolicy(String),
+    SetRotationPolicy(String),
+    KeyOp(String, Option<String>, CryptoOp),
     BackupKey(String),
     RestoreKey,
+    ListDeletedKeys(PageQuery),
+    GetDeletedKey(String),
+    RecoverDeletedKey(String),
+    PurgeDeletedKey(String),
+    Rng,
     /// Full backup and restore, their checks and statuses ([`backup`]).
     Backup(BackupRoute),
     /// Role assignments, role definitions and settings.
@@ -78,15 +150,80 @@ pub(crate) enum Operation {
         name: String,
         spec: KeySpec,
     },
+    ImportKey {
+        name: String,
+        material: Material,
+        spec: KeySpec,
+    },
     GetKey {
         name: String,
         version: Option<String>,
+    },
+    UpdateKey {
+        name: String,
+        version: Option<String>,
+        update: Update,
+    },
+    DeleteKey {
+        name: String,
+    },
+    ListKeys {
+        page: PageQuery,
+    },
+    ListVersions {
+        name: String,
+        page: PageQuery,
+    },
+    RotateKey {
+        name: String,
+    },
+    GetRotationPolicy {
+        name: String,
+    },
+    SetRotationPolicy {
+        name: String,
+        policy: PolicySpec,
+    },
+    /// encrypt, decrypt, wrapkey, unwrapkey.
+    Crypt {
+        name: String,
+        version: Option<String>,
+        op: CryptoOp,
+        req: KeyOperation,
+    },
+    Sign {
+        name: String,
+        version: Option<String>,
+        alg: String,
+        digest: Vec<u8>,
+    },
+    Verify {
+        name: String,
+        version: Option<String>,
+        alg: String,
+        digest: Vec<u8>,
+        signature: Vec<u8>,
     },
     BackupKey {
         name: String,
     },
     RestoreKey {
         backup: String,
+    },
+    ListDeletedKeys {
+        page: PageQuery,
+    },
+    GetDeletedKey {
+        name: String,
+    },
+    RecoverDeletedKey {
+        name: String,
+    },
+    PurgeDeletedKey {
+        name: String,
+    },
+    Rng {
+        count: usize,
     },
     Backup(BackupOp),
     Admin(AdminOp),
@@ -102,9 +239,28 @@ impl Route {
             Route::Upload => DataAction::SecurityDomainUpload,
             Route::UploadPending => DataAction::SecurityDomainUploadStatus,
             Route::CreateKey(_) => DataAction::KeyCreate,
-            Route::GetKey(..) => DataAction::KeyRead,
+            // Microsoft's role table lists keys/rotate/action (the 7.5 spec's enum does not).
+            Route::RotateKey(_) => DataAction::KeyRotate,
+            Route::ImportKey(_) => DataAction::KeyImport,
+            Route::GetKey(..) | Route::ListKeys(_) | Route::ListVersions(..) | Route::GetRotationPolicy(_) => {
+                DataAction::KeyRead
+            }
+            Route::UpdateKey(..) | Route::SetRotationPolicy(_) => DataAction::KeyWrite,
+            Route::DeleteKey(_) => DataAction::KeyDelete,
+            Route::KeyOp(_, _, op) => match op {
+                CryptoOp::Encrypt => DataAction::KeyEncrypt,
+                CryptoOp::Decrypt => DataAction::KeyDecrypt,
+                CryptoOp::Wrap => DataAction::KeyWrap,
+                CryptoOp::Unwrap => DataAction::KeyUnwrap,
+                CryptoOp::Sign => DataAction::KeySign,
+                CryptoOp::Verify => DataAction::KeyVerify,
+            },
             Route::BackupKey(_) => DataAction::KeyBackup,
             Route::RestoreKey => DataAction::KeyRestore,
+            Route::ListDeletedKeys(_) | Route::GetDeletedKey(_) => DataAction::DeletedKeyRead,
+            Route::RecoverDeletedKey(_) => DataAction::DeletedKeyRecover,
+            Route::PurgeDeletedKey(_) => DataAction::DeletedKeyPurge,
+            Route::Rng => DataAction::Rng,
             Route::Backup(r) => r.action(),
             Route::Admin(r) => r.action(),
         }
@@ -115,8 +271,22 @@ impl Route {
     /// for the rest (security domain, and role definitions and settings).
     pub fn scope(&self) -> String {
         match self {
-            Route::CreateKey(name) | Route::GetKey(name, _) | Route::BackupKey(name) => format!("/keys/{name}"),
-            Route::RestoreKey => "/keys".to_string(),
+            Route::CreateKey(name)
+            | Route::ImportKey(name)
+            | Route::GetKey(name, _)
+            | Route::UpdateKey(name, _)
+            | Route::DeleteKey(name)
+            | Route::ListVersions(name, _)
+            | Route::RotateKey(name)
+            | Route::GetRotationPolicy(name)
+            | Route::SetRotationPolicy(name)
+            | Route::KeyOp(name, _, _)
+            | Route::BackupKey(name)
+            | Route::GetDeletedKey(name)
+            | Route::RecoverDeletedKey(name)
+            | Route::PurgeDeletedKey(name) => format!("/keys/{name}"),
+            Route::RestoreKey | Route::ListKeys(_) | Route::ListDeletedKeys(_) => "/keys".to_string(),
+            Route::Rng => "/".to_string(),
             Route::Admin(r) => r.scope(),
             // A selective restore writes one key; full backups and restores are the HSM's.
             Route::Backup(super::backup::BackupRoute::SelectiveRestore(name)) => format!("/keys/{name}"),
@@ -130,14 +300,31 @@ impl Route {
     /// Whether the request carries a body to read.
     pub fn takes_body(&self) -> bool {
         match self {
-            Route::Download | Route::Upload | Route::CreateKey(_) | Route::RestoreKey => true,
             Route::Backup(r) => r.takes_body(),
             Route::Admin(r) => r.takes_body(),
+            Route::Download
+            | Route::Upload
+            | Route::CreateKey(_)
+            | Route::ImportKey(_)
+            | Route::UpdateKey(..)
+            | Route::SetRotationPolicy(_)
+            | Route::KeyOp(..)
+            | Route::RestoreKey
+            | Route::Rng => true,
             Route::DownloadPending
             | Route::TransferKey
             | Route::UploadPending
             | Route::GetKey(..)
-            | Route::BackupKey(_) => false,
+            | Route::DeleteKey(_)
+            | Route::ListKeys(_)
+            | Route::ListVersions(..)
+            | Route::RotateKey(_)
+            | Route::GetRotationPolicy(_)
+            | Route::BackupKey(_)
+            | Route::ListDeletedKeys(_)
+            | Route::GetDeletedKey(_)
+            | Route::RecoverDeletedKey(_)
+            | Route::PurgeDeletedKey(_) => false,
         }
     }
 
@@ -145,29 +332,43 @@ impl Route {
     /// domain): refused before the body is read when there is none.
     pub fn needs_security_domain(&self) -> bool {
         match self {
-            Route::CreateKey(_) | Route::GetKey(..) | Route::BackupKey(_) | Route::RestoreKey => true,
             Route::Backup(r) => r.needs_security_domain(),
-            Route::Admin(_)
-            | Route::Download
-            | Route::DownloadPending
-            | Route::TransferKey
-            | Route::Upload
-            | Route::UploadPending => false,
+            Route::Admin(_) => false,
+            _ => !matches!(
+                self,
+                Route::Download | Route::DownloadPending | Route::TransferKey | Route::Upload | Route::UploadPending
+            ),
         }
     }
 
     /// Step 2: the path's parameters.
     pub fn check_path(&self) -> Result<(), ApiError> {
         match self {
-            Route::CreateKey(name) | Route::GetKey(name, _) | Route::BackupKey(name) => keys::check_name(name),
             Route::Backup(r) => r.check_path(),
             Route::Admin(r) => r.check_path(),
+            Route::CreateKey(name)
+            | Route::ImportKey(name)
+            | Route::GetKey(name, _)
+            | Route::UpdateKey(name, _)
+            | Route::DeleteKey(name)
+            | Route::ListVersions(name, _)
+            | Route::RotateKey(name)
+            | Route::GetRotationPolicy(name)
+            | Route::SetRotationPolicy(name)
+            | Route::KeyOp(name, _, _)
+            | Route::BackupKey(name)
+            | Route::GetDeletedKey(name)
+            | Route::RecoverDeletedKey(name)
+            | Route::PurgeDeletedKey(name) => keys::check_name(name),
             Route::Download
             | Route::DownloadPending
             | Route::TransferKey
             | Route::Upload
             | Route::UploadPending
-            | Route::RestoreKey => Ok(()),
+            | Route::ListKeys(_)
+            | Route::ListDeletedKeys(_)
+            | Route::RestoreKey
+            | Route::Rng => Ok(()),
         }
     }
 }
@@ -179,36 +380,98 @@ pub(crate) fn head(method: &Method, path: &str, query: Option<&str>) -> Result<H
     Ok(Head { route, api_version })
 }
 
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `maxresults` (1 to 25, default 25) and the `$skiptoken` a `nextLink` carries.
+fn page_query(query: Option<&str>) -> Result<PageQuery, ApiError> {
+    let max = match query_param(query, "maxresults") {
+        None => keys::MAX_RESULTS,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n @ 1..=keys::MAX_RESULTS) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "maxresults '{v}' is not a number from 1 to {}",
+                    keys::MAX_RESULTS
+                )))
+            }
+        },
+    };
+    let after = match query_param(query, "$skiptoken").or_else(|| query_param(query, "%24skiptoken")) {
+        None => None,
+        Some(t) => Some(
+            b64u_decode(t, "$skiptoken")
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| s.len() <= 127)
+                .ok_or_else(|| {
+                    ApiError::bad_request("$skiptoken is not one this instance issued; follow nextLink as given")
+                })?,
+        ),
+    };
+    Ok(PageQuery { max, after })
+}
+
+/// The `$skiptoken` for continuing after `position`.
+pub(crate) fn skiptoken(position: &str) -> String {
+    b64u(position.as_bytes())
+}
+
 fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let m = method.as_str();
+    let s = |x: &str| x.to_string();
+    // The SDK asks for `/keys/{name}/` when no version is given.
+    let ver = |v: &str| (!v.is_empty()).then(|| v.to_string());
     if let Some(found) = admin::route(method, path, &segments, query) {
         return found.map(Route::Admin);
     }
-    let get = method == Method::GET;
-    let post = method == Method::POST;
     if let Some(r) = backup::route(method, &segments) {
         return r.map(Route::Backup);
     }
-    let found = match (segments.as_slice(), get, post) {
-        (["securitydomain", "download"], _, true) => Some(Route::Download),
-        (["securitydomain", "download", "pending"], true, _) => Some(Route::DownloadPending),
-        (["securitydomain", "upload"], true, _) => Some(Route::TransferKey),
-        (["securitydomain", "upload"], _, true) => Some(Route::Upload),
-        (["securitydomain", "upload", "pending"], true, _) => Some(Route::UploadPending),
-        (["keys", "restore"], _, true) => Some(Route::RestoreKey),
-        (["keys", name, "create"], _, true) => Some(Route::CreateKey(name.to_string())),
-        (["keys", name, "backup"], _, true) => Some(Route::BackupKey(name.to_string())),
-        (["keys", name], true, _) => Some(Route::GetKey(name.to_string(), None)),
-        // The SDK asks for `/keys/{name}/` when no version is given.
-        (["keys", name, version], true, _) => Some(Route::GetKey(
-            name.to_string(),
-            (!version.is_empty()).then(|| version.to_string()),
-        )),
+    let found = match (segments.as_slice(), m) {
+        (["securitydomain", "download"], "POST") => Some(Route::Download),
+        (["securitydomain", "download", "pending"], "GET") => Some(Route::DownloadPending),
+        (["securitydomain", "upload"], "GET") => Some(Route::TransferKey),
+        (["securitydomain", "upload"], "POST") => Some(Route::Upload),
+        (["securitydomain", "upload", "pending"], "GET") => Some(Route::UploadPending),
+        (["rng"], "POST") => Some(Route::Rng),
+        (["keys"], "GET") => Some(Route::ListKeys(page_query(query)?)),
+        (["keys", "restore"], "POST") => Some(Route::RestoreKey),
+        (["keys", name, "create"], "POST") => Some(Route::CreateKey(s(name))),
+        (["keys", name, "backup"], "POST") => Some(Route::BackupKey(s(name))),
+        (["keys", name, "rotate"], "POST") => Some(Route::RotateKey(s(name))),
+        (["keys", name, "versions"], "GET") => Some(Route::ListVersions(s(name), page_query(query)?)),
+        (["keys", name, "rotationpolicy"], "GET") => Some(Route::GetRotationPolicy(s(name))),
+        (["keys", name, "rotationpolicy"], "PUT") => Some(Route::SetRotationPolicy(s(name))),
+        (["keys", name], "GET") => Some(Route::GetKey(s(name), None)),
+        (["keys", name], "PUT") => Some(Route::ImportKey(s(name))),
+        (["keys", name], "DELETE") => Some(Route::DeleteKey(s(name))),
+        (["keys", name], "PATCH") => Some(Route::UpdateKey(s(name), None)),
+        (["keys", name, version], "GET") => Some(Route::GetKey(s(name), ver(version))),
+        (["keys", name, version], "PATCH") => Some(Route::UpdateKey(s(name), ver(version))),
+        (["keys", name, version, op], "POST") => {
+            CryptoOp::from_segment(op).map(|op| Route::KeyOp(s(name), ver(version), op))
+        }
+        (["deletedkeys"], "GET") => Some(Route::ListDeletedKeys(page_query(query)?)),
+        (["deletedkeys", name], "GET") => Some(Route::GetDeletedKey(s(name))),
+        (["deletedkeys", name], "DELETE") => Some(Route::PurgeDeletedKey(s(name))),
+        (["deletedkeys", name, "recover"], "POST") => Some(Route::RecoverDeletedKey(s(name))),
         _ => None,
     };
+    let trimmed = path.trim_matches('/');
     match found {
         Some(r) => Ok(r),
-        None if path.trim_matches('/').starts_with("securitydomain") || path.trim_matches('/').starts_with("keys") => {
+        None if ["securitydomain", "keys", "deletedkeys", "rng"]
+            .iter()
+            .any(|p| trimmed == *p || trimmed.starts_with(&format!("{p}/"))) =>
+        {
             Err(ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
                 code: "MethodNotAllowed",
@@ -223,13 +486,7 @@ fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiE
 }
 
 fn api_version(query: Option<&str>) -> Result<String, ApiError> {
-    let found = query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == "api-version")
-        .map(|(_, v)| v.to_string());
-    match found {
+    match query_param(query, "api-version").map(str::to_string) {
         None => Err(ApiError::bad_request(
             "the api-version query parameter is required (for example ?api-version=7.5)",
         )),
@@ -292,66 +549,78 @@ pub(crate) fn parse(route: Route, body: &[u8]) -> Result<Operation, ApiError> {
                 spec: req.check()?,
             }
         }
+        Route::ImportKey(name) => {
+            let req: ImportKeyRequest = json(body, "key import request ({\"key\": JWK, ...})")?;
+            let (material, spec) = req.check()?;
+            Operation::ImportKey { name, material, spec }
+        }
         Route::GetKey(name, version) => Operation::GetKey { name, version },
+        Route::UpdateKey(name, version) => {
+            let req: UpdateKeyRequest = json(body, "key update request")?;
+            Operation::UpdateKey {
+                name,
+                version,
+                update: req.check()?,
+            }
+        }
+        Route::DeleteKey(name) => Operation::DeleteKey { name },
+        Route::ListKeys(page) => Operation::ListKeys { page },
+        Route::ListVersions(name, page) => Operation::ListVersions { name, page },
+        Route::RotateKey(name) => Operation::RotateKey { name },
+        Route::GetRotationPolicy(name) => Operation::GetRotationPolicy { name },
+        Route::SetRotationPolicy(name) => {
+            let req: RotationPolicyRequest = json(body, "rotation policy")?;
+            Operation::SetRotationPolicy {
+                name,
+                policy: req.check()?,
+            }
+        }
+        Route::KeyOp(name, version, op) => match op {
+            CryptoOp::Sign => {
+                let req: SignRequest = json(body, "sign request ({\"alg\", \"value\": <digest>})")?;
+                Operation::Sign {
+                    name,
+                    version,
+                    digest: spec::b64("value", &req.value)?,
+                    alg: req.alg,
+                }
+            }
+            CryptoOp::Verify => {
+                let req: VerifyRequest = json(body, "verify request ({\"alg\", \"digest\", \"value\": <signature>})")?;
+                Operation::Verify {
+                    name,
+                    version,
+                    digest: spec::b64("digest", &req.digest)?,
+                    signature: spec::b64("value", &req.value)?,
+                    alg: req.alg,
+                }
+            }
+            _ => {
+                let req: KeyOperationRequest = json(body, "key operation request ({\"alg\", \"value\", ...})")?;
+                Operation::Crypt {
+                    name,
+                    version,
+                    op,
+                    req: req.check()?,
+                }
+            }
+        },
         Route::BackupKey(name) => Operation::BackupKey { name },
         Route::RestoreKey => {
             let req: ValueBody = json(body, "key restore request ({\"value\": \"<backup>\"})")?;
             Operation::RestoreKey { backup: req.value }
         }
+        Route::ListDeletedKeys(page) => Operation::ListDeletedKeys { page },
+        Route::GetDeletedKey(name) => Operation::GetDeletedKey { name },
+        Route::RecoverDeletedKey(name) => Operation::RecoverDeletedKey { name },
+        Route::PurgeDeletedKey(name) => Operation::PurgeDeletedKey { name },
+        Route::Rng => {
+            let req: RngRequest = json(body, "random bytes request ({\"count\": 1..128})")?;
+            Operation::Rng { count: req.check()? }
+        }
         Route::Backup(r) => Operation::Backup(backup::parse(r, body)?),
         Route::Admin(r) => Operation::Admin(admin::parse(r, body)?),
     })
-}
-
-/// The body of `POST /keys/{name}/create`, as the SDK and the CLI send it.
-#[derive(Deserialize)]
-struct CreateKeyRequest {
-    kty: String,
-    key_size: Option<u32>,
-    public_exponent: Option<u64>,
-    key_ops: Option<Vec<String>>,
-    attributes: Option<CreateAttributes>,
-    tags: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-struct CreateAttributes {
-    enabled: Option<bool>,
-}
-
-impl CreateKeyRequest {
-    fn check(self) -> Result<KeySpec, ApiError> {
-        if !matches!(self.kty.as_str(), "RSA" | "RSA-HSM") {
-            return Err(ApiError::bad_request(format!(
-                "kty '{}' is not supported by this emulator; use RSA or RSA-HSM",
-                self.kty
-            )));
-        }
-        let bits = self.key_size.unwrap_or(2048) as usize;
-        if ![2048, 3072, 4096].contains(&bits) {
-            return Err(ApiError::bad_request(format!(
-                "key_size {bits} is not supported; use 2048, 3072 or 4096"
-            )));
-        }
-        if self.public_exponent.is_some_and(|e| e != 65537) {
-            return Err(ApiError::bad_request("only the public exponent 65537 is supported"));
-        }
-        let key_ops = match self.key_ops {
-            Some(ops) => {
-                if let Some(bad) = ops.iter().find(|o| !keys::KNOWN_KEY_OPS.contains(&o.as_str())) {
-                    return Err(ApiError::bad_request(format!("'{bad}' is not a key operation")));
-                }
-                ops
-            }
-            None => keys::DEFAULT_KEY_OPS.iter().map(|s| s.to_string()).collect(),
-        };
-        Ok(KeySpec {
-            bits,
-            key_ops,
-            enabled: self.attributes.and_then(|a| a.enabled).unwrap_or(true),
-            tags: self.tags.unwrap_or_default(),
-        })
-    }
 }
 
 /// The whole stateless part of handling one request, exactly as the server
@@ -414,6 +683,9 @@ mod tests {
             ("GET", "/securitydomain/download", 405),
             ("PUT", "/keys/canary/create", 405),
             ("GET", "/keys/canary/create/x", 405),
+            ("POST", "/keys/canary/v1/fly", 405),
+            ("PUT", "/deletedkeys/x", 405),
+            ("GET", "/rng", 405),
             ("GET", "/secrets/x", 404),
             ("GET", "/", 404),
         ];
@@ -452,6 +724,21 @@ mod tests {
             (GetKey(s(), None), "keys/read/action"),
             (BackupKey(s()), "keys/backup/action"),
             (RestoreKey, "keys/restore/action"),
+            (ImportKey(s()), "keys/import/action"),
+            (UpdateKey(s(), None), "keys/write/action"),
+            (SetRotationPolicy(s()), "keys/write/action"),
+            (RotateKey(s()), "keys/create"),
+            (DeleteKey(s()), "keys/delete"),
+            (KeyOp(s(), None, CryptoOp::Encrypt), "keys/encrypt/action"),
+            (KeyOp(s(), None, CryptoOp::Decrypt), "keys/decrypt/action"),
+            (KeyOp(s(), None, CryptoOp::Wrap), "keys/wrap/action"),
+            (KeyOp(s(), None, CryptoOp::Unwrap), "keys/unwrap/action"),
+            (KeyOp(s(), None, CryptoOp::Sign), "keys/sign/action"),
+            (KeyOp(s(), None, CryptoOp::Verify), "keys/verify/action"),
+            (GetDeletedKey(s()), "keys/deletedKeys/read/action"),
+            (RecoverDeletedKey(s()), "keys/deletedKeys/recover/action"),
+            (PurgeDeletedKey(s()), "keys/deletedKeys/delete"),
+            (Rng, "rng/action"),
         ];
         for (route, action) in table {
             assert_eq!(
@@ -498,7 +785,8 @@ mod tests {
             Operation::Upload { blob } => format!("upload {blob}"),
             Operation::UploadStatus => "upload status".into(),
             Operation::CreateKey { name, spec } => format!(
-                "create {name} {} bits, ops {}, enabled {}, {} tags",
+                "create {name} {} {} bits, ops {}, enabled {}, {} tags",
+                spec.kty.name(),
                 spec.bits,
                 spec.key_ops.join("+"),
                 spec.enabled,
@@ -507,6 +795,30 @@ mod tests {
             Operation::GetKey { name, version } => format!("get {name} {version:?}"),
             Operation::BackupKey { name } => format!("backup {name}"),
             Operation::RestoreKey { backup } => format!("restore {backup}"),
+            Operation::ImportKey { name, spec, .. } => format!("import {name} {} {} bits", spec.kty.name(), spec.bits),
+            Operation::UpdateKey { name, version, update } => {
+                format!("update {name} {version:?} enabled {:?}", update.enabled)
+            }
+            Operation::DeleteKey { name } => format!("delete {name}"),
+            Operation::ListKeys { page } => format!("list {} after {:?}", page.max, page.after),
+            Operation::ListVersions { name, page } => format!("versions {name} {}", page.max),
+            Operation::RotateKey { name } => format!("rotate {name}"),
+            Operation::GetRotationPolicy { name } => format!("policy {name}"),
+            Operation::SetRotationPolicy { name, policy } => format!("set policy {name} {}", policy.actions.len()),
+            Operation::Crypt { name, version, op, req } => {
+                format!("{op:?} {name} {version:?} {} {} bytes", req.alg, req.value.len())
+            }
+            Operation::Sign { name, alg, digest, .. } => format!("sign {name} {alg} {} bytes", digest.len()),
+            Operation::Verify {
+                name, alg, signature, ..
+            } => {
+                format!("verify {name} {alg} {} bytes", signature.len())
+            }
+            Operation::ListDeletedKeys { page } => format!("deleted {}", page.max),
+            Operation::GetDeletedKey { name } => format!("deleted {name}"),
+            Operation::RecoverDeletedKey { name } => format!("recover {name}"),
+            Operation::PurgeDeletedKey { name } => format!("purge {name}"),
+            Operation::Rng { count } => format!("rng {count}"),
             Operation::Backup(_) => "backup operation".into(),
             Operation::Admin(_) => "admin".into(),
         })
@@ -532,14 +844,44 @@ mod tests {
                 "POST",
                 "/keys/canary/create",
                 r#"{"kty":"RSA-HSM"}"#,
-                "create canary 2048 bits, ops encrypt+decrypt+sign+verify+wrapKey+unwrapKey, enabled true, 0 tags",
+                "create canary RSA-HSM 2048 bits, ops encrypt+decrypt+sign+verify+wrapKey+unwrapKey, enabled true, 0 tags",
             ),
             (
                 "POST",
                 "/keys/canary/create",
                 r#"{"kty":"RSA","key_size":3072,"key_ops":["sign"],"attributes":{"enabled":false},"tags":{"a":"b"}}"#,
-                "create canary 3072 bits, ops sign, enabled false, 1 tags",
+                "create canary RSA-HSM 3072 bits, ops sign, enabled false, 1 tags",
             ),
+            (
+                "POST",
+                "/keys/ec/create",
+                r#"{"kty":"EC-HSM","crv":"P-521"}"#,
+                "create ec EC-HSM 0 bits, ops sign+verify, enabled true, 0 tags",
+            ),
+            (
+                "PUT",
+                "/keys/aes",
+                r#"{"key":{"kty":"oct-HSM","k":"AAECAwQFBgcICQoLDA0ODw"}}"#,
+                "import aes oct-HSM 128 bits",
+            ),
+            ("PATCH", "/keys/k/", r#"{"attributes":{"enabled":false}}"#, "update k None enabled Some(false)"),
+            ("DELETE", "/keys/k", "", "delete k"),
+            ("POST", "/keys/k/rotate", "", "rotate k"),
+            ("GET", "/keys/k/rotationpolicy", "", "policy k"),
+            (
+                "PUT",
+                "/keys/k/rotationpolicy",
+                r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Rotate"}}]}"#,
+                "set policy k 1",
+            ),
+            ("POST", "/keys/k//wrapkey", r#"{"alg":"A256KW","value":"AAAA"}"#, "Wrap k None A256KW 3 bytes"),
+            ("POST", "/keys/k/v1/decrypt", r#"{"alg":"A128GCM","value":"AAAA","iv":"AAAA","tag":"AAAA"}"#, "Decrypt k Some(\"v1\") A128GCM 3 bytes"),
+            ("POST", "/keys/k/v1/sign", r#"{"alg":"ES256","value":"AAAA"}"#, "sign k ES256 3 bytes"),
+            ("POST", "/keys/k/v1/verify", r#"{"alg":"ES256","digest":"AAAA","value":"AAAA"}"#, "verify k ES256 3 bytes"),
+            ("GET", "/deletedkeys/k", "", "deleted k"),
+            ("POST", "/deletedkeys/k/recover", "", "recover k"),
+            ("DELETE", "/deletedkeys/k", "", "purge k"),
+            ("POST", "/rng", r#"{"count":128}"#, "rng 128"),
             ("GET", "/keys/canary/", "", "get canary None"),
             ("GET", "/keys/canary/v1", "", "get canary Some(\"v1\")"),
             ("POST", "/keys/canary/backup", "", "backup canary"),
@@ -585,8 +927,40 @@ mod tests {
             (
                 "POST",
                 "/keys/canary/create",
-                r#"{"kty":"EC"}"#,
-                "kty 'EC' is not supported",
+                r#"{"kty":"DSA"}"#,
+                "kty 'DSA' is not a key type",
+            ),
+            ("POST", "/rng", r#"{"count":129}"#, "count 129 is out of range"),
+            ("POST", "/rng", r#"{"count":0}"#, "count 0 is out of range"),
+            (
+                "POST",
+                "/keys/k/v/sign",
+                r#"{"alg":"RS256","value":"not base64!"}"#,
+                "value is not base64url",
+            ),
+            (
+                "PUT",
+                "/keys/k",
+                r#"{"key":{"kty":"oct-HSM","k":"AAEC"}}"#,
+                "an oct-HSM key is 128, 192 or 256 bits",
+            ),
+            (
+                "PUT",
+                "/keys/k",
+                r#"{"key":{"kty":"EC-HSM","crv":"P-256","x":"AA","y":"AA"}}"#,
+                "key.d is required",
+            ),
+            (
+                "PUT",
+                "/keys/k",
+                r#"{"key":{"kty":"oct-HSM","k":"AAECAwQFBgcICQoLDA0ODw"},"release_policy":{}}"#,
+                "release_policy is not implemented",
+            ),
+            (
+                "PATCH",
+                "/keys/k/v",
+                r#"{"attributes":{"exportable":true}}"#,
+                "attributes.exportable is not implemented",
             ),
             (
                 "POST",
@@ -598,7 +972,7 @@ mod tests {
                 "POST",
                 "/keys/canary/create",
                 r#"{"kty":"RSA","public_exponent":3}"#,
-                "public exponent 65537",
+                "public_exponent: only 65537",
             ),
             (
                 "POST",
@@ -640,6 +1014,36 @@ mod tests {
     }
 
     #[test]
+    fn list_queries_page_as_the_service_does() {
+        let page = |q: &str| match head(&Method::GET, "/keys", Some(q)).map(|h| h.route) {
+            Ok(Route::ListKeys(p)) => Ok(p),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        };
+        assert_eq!(page("api-version=7.5").unwrap().max, 25);
+        assert_eq!(page("api-version=7.5&maxresults=3").unwrap().max, 3);
+        for q in ["maxresults=0", "maxresults=26", "maxresults=x"] {
+            assert!(
+                page(&format!("api-version=7.5&{q}"))
+                    .unwrap_err()
+                    .contains("maxresults"),
+                "{q}"
+            );
+        }
+        let token = skiptoken("k3");
+        assert_eq!(
+            page(&format!("api-version=7.5&$skiptoken={token}"))
+                .unwrap()
+                .after
+                .as_deref(),
+            Some("k3")
+        );
+        assert!(page("api-version=7.5&$skiptoken=!!")
+            .unwrap_err()
+            .contains("$skiptoken"));
+    }
+
+    #[test]
     fn preflight_answers_as_the_server_would() {
         assert_eq!(preflight("GET", "/securitydomain/upload?api-version=7.5", b""), Ok(()));
         let (status, body) = preflight("GET", "/securitydomain/upload", b"").unwrap_err();
@@ -648,7 +1052,7 @@ mod tests {
         assert_eq!(preflight("BR EW", "/", b"").unwrap_err().0, 400);
         assert_eq!(preflight("GET", "/nope?api-version=7.5", b"").unwrap_err().0, 404);
         assert_eq!(
-            preflight("POST", "/keys/x/create?api-version=7.5", b"{\"kty\":\"EC\"}")
+            preflight("POST", "/keys/x/create?api-version=7.5", b"{\"kty\":\"DSA\"}")
                 .unwrap_err()
                 .0,
             400

@@ -36,6 +36,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Connections served at once; more are closed as soon as accepted.
     pub max_connections: usize,
+    /// Sets the instance's purge protection (kept in its state); `None`
+    /// leaves it as stored (on for a new instance).
+    pub purge_protection: Option<bool>,
 }
 
 /// Defaults of [`Config`]: generous for the SDKs, bounded for anything else.
@@ -52,6 +55,7 @@ impl Config {
             tenant: "00000000-0000-0000-0000-000000000000".into(),
             body_timeout: BODY_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            purge_protection: None,
         }
     }
 }
@@ -100,8 +104,12 @@ fn lock_dir(dir: &Path) -> Result<File> {
 fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) -> Result<(Arc<App>, File)> {
     state::ensure_dir(&config.state_dir)?;
     let lock = lock_dir(&config.state_dir)?;
+    let mut instance = Instance::open(&config.state_dir)?;
+    if let Some(on) = config.purge_protection {
+        instance.set_purge_protection(on)?;
+    }
     let app = Arc::new(App::new(
-        Instance::open(&config.state_dir)?,
+        instance,
         KeyStore::open(&config.state_dir)?,
         Authenticator::open(&config.state_dir)?,
         Site {

@@ -121,6 +121,8 @@ impl Clone for Exchange {
 
 struct Snapshot {
     status: Status,
+    /// Purge protection (on unless turned off before activation): a purge of a deleted key is refused.
+    purge_protection: bool,
     exchange: Option<Exchange>,
     domain: Option<Domain>,
     download: Option<OperationStatus>,
@@ -131,6 +133,7 @@ impl Clone for Snapshot {
     fn clone(&self) -> Self {
         Snapshot {
             status: self.status,
+            purge_protection: self.purge_protection,
             exchange: self.exchange.clone(),
             domain: self.domain.clone(),
             download: self.download.clone(),
@@ -167,10 +170,17 @@ struct ExchangeFile {
 struct StateFile {
     format: u32,
     status: Status,
+    #[serde(default = "purge_protection_default")]
+    purge_protection: bool,
     exchange: Option<ExchangeFile>,
     domain: Option<DomainFile>,
     download: Option<OperationStatus>,
     upload: Option<OperationStatus>,
+}
+
+/// Microsoft recommends purge protection for every Managed HSM; older state files had none.
+fn purge_protection_default() -> bool {
+    true
 }
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -184,6 +194,7 @@ impl Snapshot {
     fn provisioned() -> Snapshot {
         Snapshot {
             status: Status::Provisioned,
+            purge_protection: true,
             exchange: None,
             domain: None,
             download: None,
@@ -209,6 +220,7 @@ impl Snapshot {
         if self.domain.as_ref().is_some_and(|d| d.uploaded) {
             let on_disk = Snapshot {
                 status: Status::Recovering,
+                purge_protection: self.purge_protection,
                 exchange: self.exchange.clone(),
                 domain: None,
                 download: None,
@@ -230,6 +242,7 @@ impl Snapshot {
         let file = StateFile {
             format: 1,
             status: self.status,
+            purge_protection: self.purge_protection,
             exchange,
             domain,
             download: self.download.clone(),
@@ -281,6 +294,7 @@ impl Snapshot {
         };
         let snap = Snapshot {
             status: file.status,
+            purge_protection: file.purge_protection,
             exchange,
             domain,
             download: file.download,
@@ -550,6 +564,30 @@ impl Instance {
         let blob =
             RestoreBlob::from_json(blob_json.as_bytes()).map_err(|e| format!("the restore blob is malformed: {e}"))?;
         recovery::open_restore_blob(&blob, &exchange.key, &exchange.cert).map_err(|e| e.to_string())
+    }
+
+    pub fn purge_protection(&self) -> bool {
+        self.snap.purge_protection
+    }
+
+    /// Turns purge protection on, or off while the instance is still
+    /// provisioned (no keys yet): as on the service, protection once in
+    /// force cannot be lifted from a live HSM.
+    pub fn set_purge_protection(&mut self, on: bool) -> Result<()> {
+        if on == self.snap.purge_protection {
+            return Ok(());
+        }
+        if !on && self.snap.status != Status::Provisioned {
+            return Err(Error::Usage(
+                "purge protection cannot be turned off on an instance that has been activated or is recovering \
+                 (as on Azure, it stays on once the HSM is in use); start a new instance (a new state folder) \
+                 with --purge-protection off"
+                    .into(),
+            ));
+        }
+        let mut next = self.snap.clone();
+        next.purge_protection = on;
+        self.commit(next)
     }
 
     /// The AES-256 key that seals key backups, derived from the security
