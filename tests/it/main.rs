@@ -26,6 +26,8 @@ mod emulator_backup;
 #[cfg(feature = "network")]
 mod emulator_cli;
 #[cfg(feature = "network")]
+mod emulator_keys;
+#[cfg(feature = "network")]
 mod emulator_kill;
 #[cfg(feature = "network")]
 mod emulator_rbac;

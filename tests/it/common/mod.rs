@@ -118,24 +118,22 @@ pub fn raw_at(url: &str, ca: &Path, method: &str, path: &str, token: Option<&str
     let agent = agent_for(ca);
     let url = format!("{url}{path}");
     let auth = token.map(|t| format!("Bearer {t}"));
-    let with_auth = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match &auth {
-        Some(a) => req.header("Authorization", a),
-        None => req,
-    };
-    let with_body = |req: ureq::RequestBuilder<ureq::typestate::WithBody>| {
-        let req = req.content_type("application/json");
-        let req = match &auth {
-            Some(a) => req.header("Authorization", a),
-            None => req,
-        };
-        req.send(body.unwrap_or(""))
-    };
-    let result = match method {
-        "GET" => with_auth(agent.get(&url)).call(),
-        "DELETE" => with_auth(agent.delete(&url)).call(),
-        "PUT" => with_body(agent.put(&url)),
-        "PATCH" => with_body(agent.patch(&url)),
-        _ => with_body(agent.post(&url)),
+    let result = if method == "GET" {
+        let mut req = agent.get(&url);
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req.call()
+    } else {
+        // Any other method (POST, PUT, PATCH, DELETE) with a JSON body.
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Content-Type", "application/json");
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        agent.run(req.body(body.unwrap_or("").to_string()).unwrap())
     };
     let mut resp = result.unwrap();
     let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_string());
