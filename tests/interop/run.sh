@@ -25,7 +25,10 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_interop.py --bin "$CARGO_TARGET
 # Full backup and restore with KeyVaultBackupClient, to Azurite (installed by .ci/run).
 timeout 300 "$VENV/bin/python" tests/interop/sdk_backup.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" \
     --azurite "$CARGO_TARGET_DIR/azurite/node_modules/.bin/azurite-blob" || status=1
+# Local RBAC and settings (KeyVaultAccessControlClient, KeyVaultSettingsClient).
 timeout 300 "$VENV/bin/python" tests/interop/sdk_admin.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
+# Keys and HSM-side cryptography (KeyClient, CryptographyClient).
+timeout 300 "$VENV/bin/python" tests/interop/sdk_keys.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
 
 # The Azure CLI in a venv of its own (it pins its own azure-* versions).
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
