@@ -102,7 +102,7 @@ impl Curve {
 /// One key version's secret, decoded for use.
 pub enum Material {
     Rsa(Box<rsa::PrivateKey>),
-    Ec(Curve, EcKey),
+    Ec(Curve, Box<EcKey>),
     Oct(Zeroizing<Vec<u8>>),
 }
 
@@ -331,7 +331,7 @@ impl Material {
             Kty::Rsa => Material::Rsa(Box::new(rsa::PrivateKey::new(rng, bits).map_err(ApiError::internal)?)),
             Kty::Ec => {
                 let crv = crv.unwrap_or(Curve::P256);
-                Material::Ec(crv, EcKey::random(crv, rng))
+                Material::Ec(crv, Box::new(EcKey::random(crv, rng)))
             }
             Kty::Oct => {
                 let mut k = Zeroizing::new(vec![0u8; bits / 8]);
@@ -376,7 +376,7 @@ impl Material {
                 let crv = crv.ok_or_else(|| ApiError::internal("a stored EC key has no curve"))?;
                 Material::Ec(
                     crv,
-                    EcKey::from_scalar(crv, bytes).map_err(|e| ApiError::internal(e.message))?,
+                    Box::new(EcKey::from_scalar(crv, bytes).map_err(|e| ApiError::internal(e.message))?),
                 )
             }
             Kty::Oct => Material::Oct(Zeroizing::new(bytes.to_vec())),
@@ -393,7 +393,7 @@ impl Material {
                 crv.name()
             )));
         }
-        Ok(Material::Ec(crv, key))
+        Ok(Material::Ec(crv, Box::new(key)))
     }
 
     pub fn import_oct(k: &[u8]) -> Result<Material, ApiError> {
@@ -512,7 +512,7 @@ impl Material {
                 iv
             }
         };
-        if !pad && data.len() % 16 != 0 {
+        if !pad && !data.len().is_multiple_of(16) {
             return Err(bad(format!(
                 "{alg} has no padding: the plaintext must be a multiple of 16 bytes (it is {}); use {}PAD",
                 data.len(),
@@ -574,7 +574,7 @@ impl Material {
         if iv.len() != 16 {
             return Err(bad(format!("iv is {} bytes; AES-CBC takes a 16-byte iv", iv.len())));
         }
-        if data.is_empty() || data.len() % 16 != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(16) {
             return Err(bad(format!(
                 "an AES-CBC ciphertext is a non-zero multiple of 16 bytes; this one is {}",
                 data.len()
@@ -588,7 +588,7 @@ impl Material {
             Material::Rsa(_) => Ok(self.encrypt(rng, alg, key, &Extra::default())?.value),
             Material::Oct(_) => {
                 let kek = self.check_aes_kw(alg)?;
-                if key.len() < 16 || key.len() % 8 != 0 {
+                if key.len() < 16 || !key.len().is_multiple_of(8) {
                     return Err(bad(format!(
                         "{alg} wraps a key of 16 bytes or more in multiples of 8 (RFC 3394); this one is {}",
                         key.len()
@@ -628,7 +628,7 @@ impl Material {
             Material::Rsa(_) => self.decrypt(rng, alg, wrapped, &Extra::default()),
             Material::Oct(_) => {
                 let kek = self.check_aes_kw(alg)?;
-                if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+                if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
                     return Err(bad(format!(
                         "an {alg} wrapped key is 24 bytes or more in multiples of 8; this one is {}",
                         wrapped.len()
