@@ -121,7 +121,10 @@ fn faults_are_reported_in_the_order_the_server_checks_them() {
     assert!(m.contains("no transfer key yet"), "{m}");
 
     // The route and api-version come before everything, token or not.
-    let (status, _) = emu.call("DELETE", "/keys/canary?api-version=7.5", "", None).unwrap();
+    // (DELETE /keys/{name} is served now; PUT on create is not.)
+    let (status, _) = emu
+        .call("PUT", "/keys/canary/create?api-version=7.5", "", None)
+        .unwrap();
     assert_eq!(status, 405);
     let (status, _) = emu.call("GET", "/keys/canary", "", None).unwrap();
     assert_eq!(status, 400);
