@@ -727,7 +727,7 @@ mod tests {
             (ImportKey(s()), "keys/import/action"),
             (UpdateKey(s(), None), "keys/write/action"),
             (SetRotationPolicy(s()), "keys/write/action"),
-            (RotateKey(s()), "keys/create"),
+            (RotateKey(s()), "keys/rotate/action"),
             (DeleteKey(s()), "keys/delete"),
             (KeyOp(s(), None, CryptoOp::Encrypt), "keys/encrypt/action"),
             (KeyOp(s(), None, CryptoOp::Decrypt), "keys/decrypt/action"),
