@@ -1,17 +1,27 @@
-//! The library's error: what happened, naming the file or custodian it
-//! concerns. The CLI adds what to do about it and picks the exit code from
-//! [`Error::kind`].
+//! The library's errors: what happened, naming the file, custodian or flag it
+//! concerns, never what to do about it. The CLI (src/cli/errors.rs) alone
+//! adds the advice and picks the exit code.
+//!
+//! [`Error`] holds the file-system and input errors every layer shares and
+//! one typed enum per concern: [`FormatError`] (files' formats),
+//! [`CryptoError`], [`CustodianError`] and [`TokenError`] (custodian keys
+//! and certificates), [`RecoveryError`] (shares, quorum, data items, blobs),
+//! [`LogError`] (ceremony log, rotation records, manifests),
+//! [`InstanceError`] (the instance client) and [`EmulatorError`] (the
+//! emulator's state and serving). Every enum is `#[non_exhaustive]` and keeps
+//! its cause reachable through `source()`.
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::crypto::CryptoError;
-use crate::custodian::token::TokenError;
-use crate::custodian::CustodianError;
-use crate::format::FormatError;
+pub use crate::crypto::CryptoError;
+pub use crate::custodian::token::TokenError;
+pub use crate::custodian::CustodianError;
+pub use crate::format::FormatError;
 
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
@@ -29,17 +39,24 @@ pub enum Error {
         output: PathBuf,
         reason: String,
     },
-    #[error(
-        "{} is left from a rotation that stopped before its record {} was written; nothing took effect",
-        pending.display(), record.display()
-    )]
-    InterruptedRotation { pending: PathBuf, record: PathBuf },
     #[error("{} is {size} bytes; no {what} is larger than {limit} bytes, so it was not read", path.display())]
     TooLarge {
         path: PathBuf,
         size: u64,
         limit: u64,
         what: &'static str,
+    },
+    #[error("{} can be read by other users of this machine; a private key must be readable by its owner only", path.display())]
+    KeyFileExposed { path: PathBuf },
+    #[error("{} can be read by other users of this machine; a {what} must be readable by its owner only", path.display())]
+    SecretFileExposed { path: PathBuf, what: &'static str },
+    /// A JSON input that is not the document it should be (`what`: "canary
+    /// backup from `drill prepare`", "rotation record", ...).
+    #[error("{} is not a {what}: {why}", path.display())]
+    NotA {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
     },
     #[error("{} is not a valid security-domain file: {source}", path.display())]
     SecurityDomain { path: PathBuf, source: FormatError },
@@ -49,20 +66,60 @@ pub enum Error {
     Certificate { label: String, source: CustodianError },
     #[error("the key {label} cannot be used: {source}")]
     Key { label: String, source: CustodianError },
-    #[error("{source}")]
-    Token { source: TokenError },
-    #[error("{} can be read by other users of this machine; a private key must be readable by its owner only", path.display())]
-    KeyFileExposed { path: PathBuf },
-    #[error("{} can be read by other users of this machine; a {what} must be readable by its owner only", path.display())]
-    SecretFileExposed { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("the key {key} does not belong to the certificate {cert}")]
     KeyCertMismatch { key: String, cert: String },
+    #[error("the self-test failed: {}; this binary must not be used for a ceremony", failed.join(", "))]
+    SelfTestFailed { failed: Vec<&'static str> },
+    /// A parameter outside what is accepted (a count, a size, a weak
+    /// passphrase), the message naming the flag or value it concerns.
+    #[error("{why}")]
+    Parameter { why: String },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Emulator(#[from] EmulatorError),
+    /// The command line itself: a flag missing, two that exclude each other,
+    /// a value clap could not check. Only src/cli constructs it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// [`Error::Parameter`] from its message.
+    pub fn parameter(why: impl Into<String>) -> Error {
+        Error::Parameter { why: why.into() }
+    }
+
+    /// [`LogError::ManifestRefused`] from its reason.
+    pub fn manifest_refused(reason: impl Into<String>) -> Error {
+        LogError::ManifestRefused { reason: reason.into() }.into()
+    }
+}
+
+/// Opening shares, meeting the quorum, data items, custodian sets and
+/// restore blobs.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
     #[error("the certificate {cert} (x5t_256 {x5t_256}) has no share in this security domain")]
     CertNotInSd { cert: String, x5t_256: String },
     #[error("the key {key} opens none of the {shares} shares in this security domain")]
     KeyOpensNoShare { key: String, shares: usize },
+    /// The share itself cannot be decoded (a security-domain file that parsed
+    /// but whose share JWE does not).
+    #[error("{source}")]
+    ShareMalformed { source: FormatError },
     #[error("the share of {who} failed its integrity check: {source}")]
     ShareIntegrity { who: String, source: CryptoError },
+    /// The token holding `who`'s key could not do the unwrap at all.
+    #[error("the token of {who} could not unwrap its share: {source}")]
+    TokenUnwrap { who: String, source: CryptoError },
     #[error("{second} is the same key as {first} ({why}); each custodian's key is given once")]
     DuplicateKey {
         first: String,
@@ -77,6 +134,57 @@ pub enum Error {
         needed: usize,
         failures: Vec<String>,
     },
+    #[error("the shares do not rebuild the master key: {reason}")]
+    SharesInconsistent { reason: String },
+    #[error("data item '{tag}' failed its integrity check: {source}")]
+    ItemIntegrity { tag: String, source: CryptoError },
+    #[error("data item '{tag}' is malformed: {source}")]
+    ItemMalformed { tag: String, source: FormatError },
+    #[error("a security domain needs at least one data item")]
+    NoItems,
+    #[error("data item tags must be non-empty and distinct ('{tag}')")]
+    ItemTag { tag: String },
+    #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
+    WrongExchangeKey { blob: String, ours: String },
+    #[error("the restore blob's wrapped key is malformed: {source}")]
+    BlobMalformed { source: FormatError },
+    #[error("the split is refused: {source}")]
+    SplitParameters { source: CryptoError },
+    /// Encrypting to a certificate or under the master key failed.
+    #[error("encrypting {what} failed: {source}")]
+    Encrypt { what: String, source: CryptoError },
+    /// The freshly written security domain did not open again.
+    #[error("internal check of the new security domain failed: {source}")]
+    SelfCheck { source: FormatError },
+    /// A custodian set that cannot be used, each problem with its cause so
+    /// each gets its own advice.
+    #[error("the certificates are not ready for the download:\n  - {}", cert_problems(.0))]
+    CertsNotReady(Vec<CertProblem>),
+}
+
+/// The ceremony log, rotation records and manifests: the signed paper trail.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
+    Broken { path: PathBuf, line: u64, reason: String },
+    /// The last line has no newline: a writer died mid-line, or the file was cut.
+    #[error("{} ends in a partial line", path.display())]
+    PartialLine { path: PathBuf },
+    /// A custodian's key could not sign (`what`: the manifest, line N).
+    #[error("{what} cannot be signed: {why}")]
+    Sign { what: String, why: String },
+    #[error(
+        "{} is left from a rotation that stopped before its record {} was written; nothing took effect",
+        pending.display(), record.display()
+    )]
+    InterruptedRotation { pending: PathBuf, record: PathBuf },
+    #[error("the rotation record {} is refused: {reason}", path.display())]
+    RecordRefused { path: PathBuf, reason: String },
+    #[error("this rotation was cancelled")]
+    RotationCancelled,
+    #[error("this rotation is {state}, not pending")]
+    RotationNotPending { state: String },
     #[error(
         "only {} of the {needed} required new custodians have proved possession of {pending}{}",
         .proved.len(),
@@ -88,63 +196,122 @@ pub enum Error {
         pending: String,
         log: String,
     },
-    #[error("the shares do not rebuild the master key: {reason}")]
-    SharesInconsistent { reason: String },
-    #[error("data item '{tag}' failed its integrity check: {source}")]
-    ItemIntegrity { tag: String, source: CryptoError },
-    #[error("the restore blob is for another exchange key (x5t_256 {blob}), not this instance's ({ours})")]
-    WrongExchangeKey { blob: String, ours: String },
-    #[error("the rotation record {} is refused: {reason}", path.display())]
-    RecordRefused { path: PathBuf, reason: String },
-    #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
-    LogBroken { path: PathBuf, line: u64, reason: String },
-    #[error("the self-test failed: {}; this binary must not be used for a ceremony", failed.join(", "))]
-    SelfTestFailed { failed: Vec<&'static str> },
-    #[error("the manifest is refused: {0}")]
-    ManifestRefused(String),
-    /// `sd health`: recovery still works, but the quorum is at risk.
-    #[error("the quorum is at risk:\n  - {}", .0.join("\n  - "))]
-    QuorumAtRisk(Vec<String>),
-    /// `sd health`: too few usable custodians remain to recover.
-    #[error("the security domain cannot be recovered:\n  - {}", .0.join("\n  - "))]
-    CannotRecover(Vec<String>),
-    #[error("{0}")]
-    WeakParameters(String),
-    /// A custodian set that cannot be used, each problem with its cause so
-    /// each gets its own advice.
-    #[error("the certificates are not ready for the download:\n  - {}", cert_problems(.0))]
-    CertsNotReady(Vec<CertProblem>),
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Crypto(String),
-    #[error("{0}")]
-    Instance(String),
+    #[error("the manifest is refused: {reason}")]
+    ManifestRefused { reason: String },
+    #[error("the key does not belong to the certificate given")]
+    SignerKeyMismatch,
+    #[error("the certificate {x5t_256} is not one of this manifest's custodians")]
+    NotACustodian { x5t_256: String },
+    #[error("the custodian {x5t_256} has already signed this manifest")]
+    AlreadySigned { x5t_256: String },
+}
+
+/// The instance client: what an instance (or emulator) answered, or why no
+/// answer came.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum InstanceError {
     /// An `--url` that is not an instance's base URL (shown with any user
     /// info and query masked: they may hold a secret).
     #[error("--url {url}: {why}")]
-    InstanceUrl { url: String, why: String },
+    Url { url: String, why: String },
+    #[error("{} is not a PEM certificate", path.display())]
+    CaNotPem { path: PathBuf },
     /// No answer: connection refused, DNS, timeout.
     #[error("{request} to {url} failed: {reason}")]
-    InstanceUnreachable {
+    Unreachable {
         url: String,
         request: String,
         reason: String,
     },
     /// The TLS handshake failed: usually a CA that does not sign the instance's certificate.
     #[error("{request} to {url} failed: the TLS connection was refused: {reason}")]
-    InstanceTls {
+    Tls {
         url: String,
         request: String,
         reason: String,
     },
     /// A non-2xx answer.
     #[error("{request} was refused with {status}: {detail}")]
-    InstanceRefused {
+    Refused {
         request: String,
         status: u16,
         detail: String,
     },
+    /// A 2xx answer that is not what the request returns.
+    #[error("{request}: {what}: {why}")]
+    BadAnswer {
+        request: String,
+        what: &'static str,
+        why: String,
+    },
+    /// A long-running operation still running at the polling deadline.
+    #[error("the {what} was still {status} after {waited:?}; check its status later")]
+    StillRunning {
+        what: &'static str,
+        status: String,
+        waited: std::time::Duration,
+    },
+    /// A long-running operation the instance reports as failed.
+    #[error("the instance reports the {what} failed: {details}")]
+    OperationFailed { what: &'static str, details: String },
+    #[error("the instance refused the restore blob: {details}")]
+    UploadRefused { details: String },
+    /// A restore that gave back another key than the backup's.
+    #[error("the restored key is {got} version {got_version}, not the canary {want} version {want_version}")]
+    WrongKeyRestored {
+        got: String,
+        got_version: String,
+        want: String,
+        want_version: String,
+    },
+    /// The drill's last step: the canary did not come back.
+    #[error("the canary key {name} did NOT restore on the recovered instance: {source}")]
+    CanaryNotRestored { name: String, source: Box<Error> },
+    /// The drill ran but did not pass (`demo`).
+    #[error("the drill did not pass")]
+    DrillFailed,
+    /// A request to an emulator in this process that could not be made.
+    #[error("{request} in process failed: {why}")]
+    InProcess { request: String, why: String },
+}
+
+/// The emulator's state folder and serving.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    /// A state, key-store, token or TLS file that is not this emulator's.
+    #[error("{} is not a {what} of this emulator: {why}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
+    #[error("{} has format {format}, which this emulator does not understand", path.display())]
+    UnknownFormat { path: PathBuf, format: u64 },
+    /// As on Azure, purge protection stays on once the HSM is in use.
+    #[error("purge protection cannot be turned off on an instance that has been activated or is recovering (as on Azure, it stays on once the HSM is in use)")]
+    PurgeProtectionStaysOn,
+    /// A write that would make a file the next start refuses.
+    #[error("{what} would be {size} bytes, more than the {limit} the emulator reads; nothing was changed")]
+    WouldGrow { what: String, size: u64, limit: u64 },
+    #[error("'{0}' is not a principal name: use 1 to 64 letters, digits, '.', '_', '@' or '-'")]
+    Principal(String),
+    #[error("another emulator is already serving {}; one instance is one state directory", dir.display())]
+    AlreadyServed { dir: PathBuf },
+    #[error("{0} is not a loopback address; the emulator only listens on 127.0.0.1 or ::1")]
+    NotLoopback(std::net::SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the emulator's {what}: {source}")]
+    Start { what: &'static str, source: std::io::Error },
+    #[error("cannot make the emulator's TLS certificate: {why}")]
+    TlsCertificate { why: String },
+    #[error("cannot encode {what}: {why}")]
+    Encode { what: &'static str, why: String },
 }
 
 fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String {
@@ -165,6 +332,7 @@ fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String 
 
 /// What is wrong with one certificate of a custodian set (or with the set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CertCause {
     /// The custodian count or quorum is outside what is accepted.
     Quorum,
@@ -190,66 +358,6 @@ fn cert_problems(problems: &[CertProblem]) -> String {
         .map(|p| p.text.as_str())
         .collect::<Vec<_>>()
         .join("\n  - ")
-}
-
-/// Families of errors, one exit code each (see the README and man pages).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// A file or argument is malformed, weak or refused.
-    Input,
-    /// A tag, passphrase or key check failed: the data or key is not the right one.
-    Integrity,
-    /// Fewer shares than the quorum could be opened.
-    Quorum,
-    /// The file system said no.
-    Io,
-    /// The instance (or emulator) refused or could not be reached.
-    Instance,
-    /// `sd health`: the quorum is at risk.
-    AtRisk,
-    /// `sd health`: the security domain cannot be recovered.
-    CannotRecover,
-}
-
-impl Error {
-    pub fn kind(&self) -> ErrorKind {
-        use CustodianError as C;
-        match self {
-            Error::Read { .. } | Error::Write { .. } | Error::OutputFolder { .. } => ErrorKind::Io,
-            Error::Key {
-                source: C::WrongPassphrase,
-                ..
-            } => ErrorKind::Integrity,
-            Error::Token {
-                source: TokenError::WrongPin { .. } | TokenError::PinLocked { .. },
-            } => ErrorKind::Integrity,
-            Error::KeyCertMismatch { .. }
-            | Error::CertNotInSd { .. }
-            | Error::KeyOpensNoShare { .. }
-            | Error::ShareIntegrity { .. }
-            | Error::SharesInconsistent { .. }
-            | Error::ItemIntegrity { .. }
-            | Error::WrongExchangeKey { .. }
-            | Error::ManifestRefused(_)
-            | Error::RecordRefused { .. }
-            | Error::LogBroken { .. }
-            | Error::SelfTestFailed { .. } => ErrorKind::Integrity,
-            Error::NotEnoughShares { .. } | Error::NotEnoughProofs { .. } => ErrorKind::Quorum,
-            Error::QuorumAtRisk(_) => ErrorKind::AtRisk,
-            Error::CannotRecover(_) => ErrorKind::CannotRecover,
-            Error::Instance(_)
-            | Error::InstanceUnreachable { .. }
-            | Error::InstanceTls { .. }
-            | Error::InstanceRefused { .. } => ErrorKind::Instance,
-            _ => ErrorKind::Input,
-        }
-    }
-}
-
-impl From<TokenError> for Error {
-    fn from(source: TokenError) -> Self {
-        Error::Token { source }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -39,7 +39,7 @@ pub mod instance;
 pub mod recovery;
 pub mod selftest;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     let matches = Cli::command().try_get_matches().unwrap_or_else(|e| cli::clap_exit(e));
     let parsed = Cli::from_arg_matches(&matches).unwrap_or_else(|e| cli::clap_exit(e.format(&mut Cli::command())));
     match cli::run(parsed, cli::asks_for_json(&matches)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(cli::Done::Ok) => ExitCode::SUCCESS,
+        Ok(cli::Done::Verdict(verdict, reasons)) => {
+            errors::report_verdict(verdict, &reasons);
+            ExitCode::from(errors::verdict_exit_code(verdict))
+        }
         Err(err) => {
             errors::report(&err);
             ExitCode::from(errors::exit_code(&err))

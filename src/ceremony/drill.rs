@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::kill::kill_point;
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, InstanceError, Result};
 use crate::files::read_limited;
 use crate::format::restore_blob::RestoreBlob;
 use crate::recovery::{self, Recovered};
@@ -32,11 +32,10 @@ pub struct Canary {
 /// Reads the canary backup `drill prepare` wrote.
 pub fn load_canary(path: &Path) -> Result<Canary> {
     let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
-    crate::format::json::from_slice(&bytes).map_err(|e| {
-        Error::Usage(format!(
-            "{} is not a canary backup from `drill prepare`: {e}",
-            path.display()
-        ))
+    crate::format::json::from_slice(&bytes).map_err(|e| Error::NotA {
+        path: path.to_path_buf(),
+        what: "canary backup from `drill prepare`",
+        why: e,
     })
 }
 
@@ -108,10 +107,13 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
             let restored = report.step("restore the canary key", || {
                 let k = target.restore_key(&c.backup)?;
                 if k.name != c.name || k.version != c.key_version {
-                    return Err(Error::Instance(format!(
-                        "the restored key is {} version {}, not the canary {} version {}",
-                        k.name, k.version, c.name, c.key_version
-                    )));
+                    return Err(InstanceError::WrongKeyRestored {
+                        got: k.name,
+                        got_version: k.version,
+                        want: c.name.clone(),
+                        want_version: c.key_version.clone(),
+                    }
+                    .into());
                 }
                 Ok(k)
             });
@@ -119,10 +121,11 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
             match restored {
                 Ok(k) => report.canary = format!("{} (made on {}) restored as {}", c.name, c.instance, k.kid),
                 Err(e) => {
-                    let err = Error::Instance(format!(
-                        "the canary key {} did NOT restore on the recovered instance: {e}",
-                        c.name
-                    ));
+                    let err: Error = InstanceError::CanaryNotRestored {
+                        name: c.name.clone(),
+                        source: Box::new(e),
+                    }
+                    .into();
                     report.canary = err.to_string();
                     return Err(err);
                 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LogError, Result};
 use crate::files::{self, Mode};
 
 /// `prev` of the first line.
@@ -183,11 +183,10 @@ fn read_all(file: &mut File, path: &Path) -> Result<Vec<u8>> {
         });
     }
     if !all.is_empty() && !all.ends_with(b"\n") {
-        return Err(Error::Usage(format!(
-            "{} ends in a partial line; run `hsm-ceremony log verify {}` before appending",
-            path.display(),
-            path.display()
-        )));
+        return Err(LogError::PartialLine {
+            path: path.to_path_buf(),
+        }
+        .into());
     }
     Ok(all)
 }
@@ -207,13 +206,13 @@ fn checked_tail(file: &mut File, path: &Path) -> Result<(u64, Option<String>)> {
     let all = read_all(file, path)?;
     let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let count = lines.len() as u64;
-    let broken = |line: u64, reason: String| Error::LogBroken {
+    let broken = |line: u64, reason: String| LogError::Broken {
         path: path.to_path_buf(),
         line,
         reason,
     };
     match read_head(path) {
-        None if count > 1 => return Err(broken(count + 1, "the .head file beside the log is missing".into())),
+        None if count > 1 => return Err(broken(count + 1, "the .head file beside the log is missing".into()).into()),
         None => {}
         Some(h) if h.lines > count => {
             return Err(broken(
@@ -222,7 +221,8 @@ fn checked_tail(file: &mut File, path: &Path) -> Result<(u64, Option<String>)> {
                     "the log has {count} lines but its .head file records {}: lines were removed from the end",
                     h.lines
                 ),
-            ))
+            )
+            .into())
         }
         Some(h) if count > h.lines + 1 => {
             return Err(broken(
@@ -231,10 +231,11 @@ fn checked_tail(file: &mut File, path: &Path) -> Result<(u64, Option<String>)> {
                     "the log has {count} lines but its .head file records {}: a head lags by one append at most",
                     h.lines
                 ),
-            ))
+            )
+            .into())
         }
         Some(h) if h.lines > 0 && sha256_hex(lines[h.lines as usize - 1]) != h.last => {
-            return Err(broken(h.lines, "the line the .head file records was edited".into()))
+            return Err(broken(h.lines, "the line the .head file records was edited".into()).into())
         }
         Some(_) => {}
     }
@@ -307,6 +308,19 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
 pub struct Broken {
     pub line: u64,
     pub reason: String,
+}
+
+/// The lines of a log that must verify to be used (for proofs, epochs,
+/// nonces, health): a break is an error naming the log and line.
+pub fn verified(path: &Path) -> Result<Vec<Line>> {
+    verify(path)?.map_err(|b| {
+        LogError::Broken {
+            path: path.to_path_buf(),
+            line: b.line,
+            reason: b.reason,
+        }
+        .into()
+    })
 }
 
 /// Reads and checks the whole chain; returns its lines or the first break.
@@ -547,7 +561,10 @@ mod tests {
         let broken = verify(&path).unwrap().unwrap_err();
         assert_eq!(broken.line, 4, "{broken:?}");
         assert!(broken.reason.contains("lags by one append at most"), "{broken:?}");
-        assert!(matches!(append(&path, entry(4)), Err(Error::LogBroken { .. })));
+        assert!(matches!(
+            append(&path, entry(4)),
+            Err(Error::Log(LogError::Broken { .. }))
+        ));
         assert!(check_appendable(&path).is_err());
     }
 
@@ -559,8 +576,14 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let first_two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
         std::fs::write(&path, first_two).unwrap();
-        assert!(matches!(append(&path, entry(9)), Err(Error::LogBroken { .. })));
-        assert!(matches!(check_appendable(&path), Err(Error::LogBroken { .. })));
+        assert!(matches!(
+            append(&path, entry(9)),
+            Err(Error::Log(LogError::Broken { .. }))
+        ));
+        assert!(matches!(
+            check_appendable(&path),
+            Err(Error::Log(LogError::Broken { .. }))
+        ));
         assert!(verify(&path)
             .unwrap()
             .unwrap_err()

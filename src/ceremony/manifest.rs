@@ -12,14 +12,13 @@ use crate::crypto::b64::b64u;
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::custodian::signer::Signer;
-use crate::error::{Error, Result};
+use crate::error::{Error, LogError, Result};
 
 /// What the custodians agree to. Its compact JSON is what they sign.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Terms {
     pub version: u32,
-    /// `split`, `download` or `rotate`.
-    pub purpose: String,
+    pub purpose: Purpose,
     pub custodians: usize,
     pub quorum: usize,
     /// x5t#S256 of every certificate, in share order.
@@ -43,30 +42,60 @@ pub struct Manifest {
     pub signatures: Vec<Signature>,
 }
 
-pub const PURPOSES: [&str; 3] = ["split", "download", "rotate"];
+/// The step a manifest's custodians agree to; on disk its lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Purpose {
+    Split,
+    Download,
+    Rotate,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 3] = [Purpose::Split, Purpose::Download, Purpose::Rotate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Split => "split",
+            Purpose::Download => "download",
+            Purpose::Rotate => "rotate",
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Purpose {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Purpose::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
+            format!("purpose '{s}' is not one of {}", all.join(", "))
+        })
+    }
+}
 
 impl Manifest {
     pub fn new_with_rng<R: CryptoRng + ?Sized>(
         rng: &mut R,
-        purpose: &str,
+        purpose: Purpose,
         certs: &[Certificate],
         quorum: usize,
         epoch: u64,
         now: OffsetDateTime,
     ) -> Result<Manifest> {
-        if !PURPOSES.contains(&purpose) {
-            return Err(Error::Usage(format!(
-                "purpose '{purpose}' is not one of {}",
-                PURPOSES.join(", ")
-            )));
-        }
-        distinct(certs).map_err(Error::WeakParameters)?;
+        distinct(certs).map_err(|why| Error::Parameter { why })?;
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
         Ok(Manifest {
             terms: Terms {
                 version: 1,
-                purpose: purpose.into(),
+                purpose,
                 custodians: certs.len(),
                 quorum,
                 certificates: certs.iter().map(Certificate::x5t_256).collect(),
@@ -96,11 +125,14 @@ impl Manifest {
     /// manifest's custodians, and sign once.
     pub fn sign(&mut self, key: &dyn Signer, cert: &Certificate) -> Result<()> {
         if !cert.matches(&key.public_key()) {
-            return Err(Error::Usage("the key does not belong to the certificate given".into()));
+            return Err(LogError::SignerKeyMismatch.into());
         }
         self.check_signer(cert)?;
         let x5t = cert.x5t_256();
-        let signature = signing::sign(key, &self.signed_bytes()).map_err(Error::Crypto)?;
+        let signature = signing::sign(key, &self.signed_bytes()).map_err(|why| LogError::Sign {
+            what: "the manifest".into(),
+            why,
+        })?;
         self.signatures.push(Signature {
             x5t_256: x5t,
             signature,
@@ -113,22 +145,18 @@ impl Manifest {
     pub fn check_signer(&self, cert: &Certificate) -> Result<()> {
         let x5t = cert.x5t_256();
         if !self.terms.certificates.contains(&x5t) {
-            return Err(Error::Usage(format!(
-                "the certificate {x5t} is not one of this manifest's custodians"
-            )));
+            return Err(LogError::NotACustodian { x5t_256: x5t }.into());
         }
         if self.signatures.iter().any(|s| s.x5t_256 == x5t) {
-            return Err(Error::Usage(format!(
-                "the custodian {x5t} has already signed this manifest"
-            )));
+            return Err(LogError::AlreadySigned { x5t_256: x5t }.into());
         }
         Ok(())
     }
 
     /// Refuses unless the manifest's terms are exactly these parameters and
     /// at least `min_signatures` distinct custodians of the set signed them.
-    pub fn check(&self, purpose: &str, certs: &[Certificate], quorum: usize, min_signatures: usize) -> Result<()> {
-        let refuse = |why: String| Err(Error::ManifestRefused(why));
+    pub fn check(&self, purpose: Purpose, certs: &[Certificate], quorum: usize, min_signatures: usize) -> Result<()> {
+        let refuse = |reason: String| Err(LogError::ManifestRefused { reason }.into());
         let t = &self.terms;
         if t.purpose != purpose {
             return refuse(format!("it was signed for a {}, not a {purpose}", t.purpose));
@@ -204,24 +232,31 @@ mod tests {
     #[test]
     fn signed_terms_pass_and_swapped_terms_fail() {
         let c = custodians();
-        let mut m =
-            Manifest::new_with_rng(&mut test_rng(30), "split", &certs(3), 2, 1, OffsetDateTime::now_utc()).unwrap();
-        assert!(m.check("split", &certs(3), 2, 3).is_err(), "no signatures yet");
+        let mut m = Manifest::new_with_rng(
+            &mut test_rng(30),
+            Purpose::Split,
+            &certs(3),
+            2,
+            1,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        assert!(m.check(Purpose::Split, &certs(3), 2, 3).is_err(), "no signatures yet");
         for cu in &c[..3] {
             m.sign(&cu.key, &cu.cert).unwrap();
         }
         assert!(m.sign(&c[0].key, &c[0].cert).is_err(), "twice");
         assert!(m.sign(&c[3].key, &c[3].cert).is_err(), "outsider");
         let m = Manifest::from_json(m.to_json().as_bytes()).unwrap();
-        m.check("split", &certs(3), 2, 3).unwrap();
-        assert!(m.check("split", &certs(3), 3, 3).is_err(), "other quorum");
-        assert!(m.check("rotate", &certs(3), 2, 3).is_err(), "other purpose");
+        m.check(Purpose::Split, &certs(3), 2, 3).unwrap();
+        assert!(m.check(Purpose::Split, &certs(3), 3, 3).is_err(), "other quorum");
+        assert!(m.check(Purpose::Rotate, &certs(3), 2, 3).is_err(), "other purpose");
         let swapped = vec![c[0].cert.clone(), c[1].cert.clone(), c[3].cert.clone()];
-        assert!(m.check("split", &swapped, 2, 3).is_err(), "other certificate");
+        assert!(m.check(Purpose::Split, &swapped, 2, 3).is_err(), "other certificate");
         let mut edited = m.clone();
         edited.terms.quorum = 3;
         assert!(
-            edited.check("split", &certs(3), 3, 3).is_err(),
+            edited.check(Purpose::Split, &certs(3), 3, 3).is_err(),
             "terms edited after signing"
         );
     }
@@ -234,15 +269,15 @@ mod tests {
         let twin = crate::test_support::twin_certificate(&c[0].key);
         let set = vec![c[0].cert.clone(), c[1].cert.clone(), twin.clone()];
         let now = OffsetDateTime::now_utc();
-        let err = Manifest::new_with_rng(&mut test_rng(31), "split", &set, 2, 1, now).unwrap_err();
+        let err = Manifest::new_with_rng(&mut test_rng(31), Purpose::Split, &set, 2, 1, now).unwrap_err();
         assert!(err.to_string().contains("certificate 3"), "{err}");
         // A manifest made (or edited) elsewhere is refused at the check too.
-        let mut m = Manifest::new_with_rng(&mut test_rng(31), "split", &certs(3), 2, 1, now).unwrap();
+        let mut m = Manifest::new_with_rng(&mut test_rng(31), Purpose::Split, &certs(3), 2, 1, now).unwrap();
         m.terms.certificates[2] = twin.x5t_256();
         let twin_key = crate::test_support::twin_key(&c[0].key);
         m.sign(&c[0].key, &c[0].cert).unwrap();
         m.sign(&twin_key, &twin).unwrap();
-        let err = m.check("split", &set, 2, 2).unwrap_err();
+        let err = m.check(Purpose::Split, &set, 2, 2).unwrap_err();
         assert!(err.to_string().contains("the same RSA modulus"), "{err}");
     }
 }

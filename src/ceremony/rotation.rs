@@ -13,7 +13,7 @@ use super::kill::kill_point;
 use super::log::{self, FileRef};
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, LogError, RecoveryError, Result};
 use crate::files::{self, Mode};
 use crate::format::limits::Profile;
 use crate::format::sdfile::SecurityDomain;
@@ -25,6 +25,16 @@ pub enum State {
     Pending,
     Finalized,
     Cancelled,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Pending => "pending",
+            State::Finalized => "finalized",
+            State::Cancelled => "cancelled",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,7 +81,7 @@ pub fn start_paths(out: &Path) -> Result<(PathBuf, PathBuf)> {
     let record = record_path(out);
     // A kill between writing the pending file and its record leaves an orphan.
     if pending.is_file() && !record.exists() {
-        return Err(Error::InterruptedRotation { pending, record });
+        return Err(LogError::InterruptedRotation { pending, record }.into());
     }
     for p in [out, &pending, &record] {
         files::ensure_absent(p)?;
@@ -193,18 +203,17 @@ fn same_place(a: &Path, b: &Path) -> bool {
 
 /// A log read for proofs or records: a broken one cannot be trusted.
 fn verified_log(path: &Path) -> Result<Vec<log::Line>> {
-    log::verify(path)?.map_err(|b| Error::LogBroken {
-        path: path.to_path_buf(),
-        line: b.line,
-        reason: b.reason,
-    })
+    log::verified(path)
 }
 
 impl Record {
     pub fn load(path: &Path) -> Result<Record> {
         let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
-        crate::format::json::from_slice(&bytes)
-            .map_err(|e| Error::Usage(format!("{} is not a rotation record: {e}", path.display())))
+        crate::format::json::from_slice(&bytes).map_err(|why| Error::NotA {
+            path: path.to_path_buf(),
+            what: "rotation record",
+            why,
+        })
     }
 
     pub fn save_new(&self, path: &Path) -> Result<()> {
@@ -249,10 +258,11 @@ impl Record {
     /// same old file, epoch and proofs required.
     pub fn check_against_files(&self, record_path: &Path, log: Option<&Path>) -> Result<()> {
         let refuse = |reason: String| {
-            Err(Error::RecordRefused {
+            Err(LogError::RecordRefused {
                 path: record_path.to_path_buf(),
                 reason,
-            })
+            }
+            .into())
         };
         let Some(target) = target_of(record_path) else {
             return refuse("its name does not end in .rotation.json, so the file it finalizes is not known".into());
@@ -286,7 +296,7 @@ impl Record {
         let new_file = [pending_path(&target), target.clone()]
             .into_iter()
             .find(|p| p.exists())
-            .ok_or_else(|| Error::RecordRefused {
+            .ok_or_else(|| LogError::RecordRefused {
                 path: record_path.to_path_buf(),
                 reason: format!("neither {} nor {} exists", self.pending.path, target.display()),
             })?;
@@ -354,18 +364,19 @@ impl Record {
     pub fn finalize(&mut self, record_path: &Path, log: Option<&Path>) -> Result<()> {
         match self.state {
             State::Finalized => return Ok(()),
-            State::Cancelled => return Err(Error::Usage("this rotation was cancelled".into())),
+            State::Cancelled => return Err(LogError::RotationCancelled.into()),
             State::Pending => {}
         }
         self.check_against_files(record_path, log)?;
         let proved = self.proofs()?;
         if proved.len() < self.required_proofs {
-            return Err(Error::NotEnoughProofs {
+            return Err(LogError::NotEnoughProofs {
                 proved,
                 needed: self.required_proofs,
                 pending: self.pending.path.clone(),
                 log: self.log.clone(),
-            });
+            }
+            .into());
         }
         let pending = Path::new(&self.pending.path);
         let target = Path::new(&self.target);
@@ -419,9 +430,10 @@ impl Record {
 
     pub fn cancel(&mut self, record_path: &Path, log: Option<&Path>) -> Result<()> {
         if self.state != State::Pending {
-            return Err(Error::Usage(
-                format!("this rotation is {:?}, not pending", self.state).to_lowercase(),
-            ));
+            return Err(LogError::RotationNotPending {
+                state: self.state.to_string(),
+            }
+            .into());
         }
         // Only the pending file this record wrote is ever deleted, whatever path the record names.
         self.check_against_files(record_path, log)?;
@@ -441,7 +453,7 @@ impl Record {
     fn check_old(&self, path: &Path, record_path: &Path) -> Result<()> {
         match FileRef::of(path) {
             Some(f) if f.sha256 == self.old.sha256 => Ok(()),
-            _ => Err(Error::RecordRefused {
+            _ => Err(LogError::RecordRefused {
                 path: record_path.to_path_buf(),
                 reason: format!(
                     "{} is not the file the rotation started from (its SHA-256 differs from {}); \
@@ -449,19 +461,21 @@ impl Record {
                     path.display(),
                     self.old.sha256
                 ),
-            }),
+            }
+            .into()),
         }
     }
 
     fn check_fingerprint(&self, path: &Path) -> Result<()> {
         match FileRef::of(path) {
             Some(f) if f.sha256 == self.pending.sha256 => Ok(()),
-            _ => Err(Error::SharesInconsistent {
+            _ => Err(RecoveryError::SharesInconsistent {
                 reason: format!(
                     "{} is not the file the rotation wrote (its SHA-256 differs); do not finalize",
                     path.display()
                 ),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -242,7 +242,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
 /// The checks every keygen makes before any key is generated.
 fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
     if args.days == 0 || args.days > keygen::MAX_DAYS {
-        return Err(Error::WeakParameters(format!(
+        return Err(Error::parameter(format!(
             "--days {} is outside 1 to {}",
             args.days,
             keygen::MAX_DAYS

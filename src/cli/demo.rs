@@ -17,7 +17,7 @@ use super::sd::{self, InspectArgs};
 use hsm_ceremony::crypto::b64::b64u;
 use hsm_ceremony::crypto::rng::{os_rng, CryptoRng};
 use hsm_ceremony::emulator::{self, Role};
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
 
 #[derive(Args, Debug)]
@@ -202,7 +202,7 @@ fn run_in(dir: &Path) -> Result<()> {
     })?;
     crate::out!("{md}");
     if !report.passed() {
-        return Err(Error::Crypto("the drill did not pass".into()));
+        return Err(InstanceError::DrillFailed.into());
     }
     crate::out!("The canary key made on instance A restored on instance B: the recovery works.");
     Ok(())

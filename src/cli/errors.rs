@@ -1,9 +1,10 @@
 //! Turning an error into what a custodian at 2 a.m. needs: what happened,
 //! what to do next, and a distinct exit code per family.
 
+use hsm_ceremony::ceremony::health::Verdict;
 use hsm_ceremony::custodian::token::TokenError;
 use hsm_ceremony::custodian::CustodianError;
-use hsm_ceremony::error::{CertCause, CertProblem, Error, ErrorKind};
+use hsm_ceremony::error::{CertCause, CertProblem, EmulatorError, Error, InstanceError, LogError, RecoveryError};
 
 /// Exit codes, documented in the README and every man page.
 pub const EXIT_USAGE: u8 = 2;
@@ -37,19 +38,89 @@ pub const EXIT_CODES: [(u8, &str); 9] = [
     ),
 ];
 
+/// The exit code of `err`: the library says what happened, this table alone
+/// says which family it belongs to.
 pub fn exit_code(err: &Error) -> u8 {
-    if matches!(err, Error::Usage(_)) {
-        return EXIT_USAGE;
+    use CustodianError as C;
+    use RecoveryError as R;
+    match err {
+        Error::Usage(_) => EXIT_USAGE,
+        // Exit 2 for these is documented and pinned by the tests: each is a
+        // flag's value the command cannot use (--log, the record or manifest
+        // argument, --principal, --listen, an --item tag).
+        Error::Log(
+            LogError::PartialLine { .. }
+            | LogError::NotACustodian { .. }
+            | LogError::AlreadySigned { .. }
+            | LogError::SignerKeyMismatch
+            | LogError::RotationCancelled
+            | LogError::RotationNotPending { .. },
+        )
+        | Error::NotA {
+            what: "rotation record",
+            ..
+        }
+        | Error::Recovery(R::NoItems | R::ItemTag { .. })
+        | Error::Emulator(
+            EmulatorError::Principal(_) | EmulatorError::NotLoopback(_) | EmulatorError::PurgeProtectionStaysOn,
+        ) => EXIT_USAGE,
+        Error::Read { .. } | Error::Write { .. } | Error::OutputFolder { .. } => EXIT_IO,
+        // The machine refused a resource: the state folder's lock, a port, a thread.
+        Error::Emulator(
+            EmulatorError::AlreadyServed { .. } | EmulatorError::Listen { .. } | EmulatorError::Start { .. },
+        ) => EXIT_IO,
+        Error::Key {
+            source: C::WrongPassphrase,
+            ..
+        }
+        | Error::Token(TokenError::WrongPin { .. } | TokenError::PinLocked { .. })
+        | Error::KeyCertMismatch { .. }
+        | Error::Recovery(
+            R::CertNotInSd { .. }
+            | R::KeyOpensNoShare { .. }
+            | R::ShareIntegrity { .. }
+            | R::SharesInconsistent { .. }
+            | R::ItemIntegrity { .. }
+            | R::WrongExchangeKey { .. },
+        )
+        | Error::SelfTestFailed { .. }
+        | Error::Log(LogError::ManifestRefused { .. } | LogError::RecordRefused { .. } | LogError::Broken { .. }) => {
+            EXIT_INTEGRITY
+        }
+        Error::Recovery(R::NotEnoughShares { .. }) | Error::Log(LogError::NotEnoughProofs { .. }) => EXIT_QUORUM,
+        Error::Instance(InstanceError::Url { .. } | InstanceError::CaNotPem { .. }) => EXIT_INPUT,
+        Error::Instance(_) => EXIT_INSTANCE,
+        _ => EXIT_INPUT,
     }
-    match err.kind() {
-        ErrorKind::Input => EXIT_INPUT,
-        ErrorKind::Integrity => EXIT_INTEGRITY,
-        ErrorKind::Quorum => EXIT_QUORUM,
-        ErrorKind::Io => EXIT_IO,
-        ErrorKind::Instance => EXIT_INSTANCE,
-        ErrorKind::AtRisk => EXIT_AT_RISK,
-        ErrorKind::CannotRecover => EXIT_CANNOT_RECOVER,
+}
+
+/// `sd health`'s verdict: a result, not an error, with its own exit code.
+pub fn verdict_exit_code(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Healthy => 0,
+        Verdict::AtRisk => EXIT_AT_RISK,
+        Verdict::CannotRecover => EXIT_CANNOT_RECOVER,
     }
+}
+
+/// Prints an unhealthy verdict's reasons and what to do about them.
+pub fn report_verdict(verdict: Verdict, reasons: &[String]) {
+    let (head, what) = match verdict {
+        Verdict::Healthy => return,
+        Verdict::AtRisk => (
+            "the quorum is at risk",
+            "Recovery still works today. Fix each reason before the next drill: renew expiring certificates \
+             (rotate to new ones), have custodians who never proved possession run `hsm-ceremony custodian verify`, \
+             or rotate to a larger custodian set.",
+        ),
+        Verdict::CannotRecover => (
+            "the security domain cannot be recovered",
+            "Too few usable custodians remain. If the HSM still holds this security domain, rotate to a new custodian \
+             set now (`hsm-ceremony rotate`, or download a new security domain with new certificates); escalate today.",
+        ),
+    };
+    crate::note!("error: {head}:\n  - {}", reasons.join("\n  - "));
+    crate::note!("  what to do: {what}");
 }
 
 /// What to do about it, when there is something useful to say.
@@ -66,7 +137,7 @@ pub fn advice(err: &Error) -> Option<String> {
             "Create the folder, make it writable, or free space on its disk, then run again; nothing was asked or written."
                 .into()
         }
-        Error::InterruptedRotation { pending, .. } => format!(
+        Error::Log(LogError::InterruptedRotation { pending, .. }) => format!(
             "The current security domain is unchanged and no custodian has used the new one. \
              Delete {} and run rotate again.",
             pending.display()
@@ -96,87 +167,122 @@ pub fn advice(err: &Error) -> Option<String> {
              certificates go to --cert or --certs."
         ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
-        Error::Token { source } => token_advice(source),
+        Error::Token(source) => token_advice(source),
         Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {
             format!("Restrict it, then run again: chmod 600 {}", path.display())
         }
         Error::Certificate { .. } => "Give the custodian's certificate (.cer, PEM or DER) with an RSA key of 2048 bits or more.".into(),
         Error::KeyCertMismatch { .. } => "Pair each key with its own certificate: give the right --cert, or fix the .cer file beside the key.".into(),
-        Error::CertNotInSd { .. } => {
+        Error::Recovery(RecoveryError::CertNotInSd { .. }) => {
             "This custodian is not in this security domain: check the file (it may be from another HSM or an older custodian set)."
                 .into()
         }
-        Error::KeyOpensNoShare { .. } => "This key belongs to no custodian of this security domain; check you have the right key and file.".into(),
-        Error::ShareIntegrity { .. } => {
+        Error::Recovery(RecoveryError::KeyOpensNoShare { .. }) => "This key belongs to no custodian of this security domain; check you have the right key and file.".into(),
+        Error::Recovery(RecoveryError::ShareIntegrity { .. }) => {
             "The share was altered or belongs to another key. Keep this file as evidence and try the next custodian."
                 .into()
         }
-        Error::DuplicateKey { .. } => "Give each custodian's key once, and bring another custodian for the quorum; nothing was asked.".into(),
-        Error::DuplicateCustodian { .. } => "Each custodian's key may be given once; bring another custodian.".into(),
-        Error::NotEnoughShares { .. } => "Bring more custodians with their keys and passphrases, then run again.".into(),
-        Error::NotEnoughProofs { pending, log, .. } => format!(
+        Error::Recovery(RecoveryError::DuplicateKey { .. }) => "Give each custodian's key once, and bring another custodian for the quorum; nothing was asked.".into(),
+        Error::Recovery(RecoveryError::DuplicateCustodian { .. }) => "Each custodian's key may be given once; bring another custodian.".into(),
+        Error::Recovery(RecoveryError::NotEnoughShares { .. }) => "Bring more custodians with their keys and passphrases, then run again.".into(),
+        Error::Log(LogError::NotEnoughProofs { pending, log, .. }) => format!(
             "Nothing has changed yet. Each new custodian who has not proved runs: hsm-ceremony custodian verify \
              --sd-file {pending} --key THEIR.key --log {log}; then run finalize again."
         ),
-        Error::SharesInconsistent { .. } | Error::ItemIntegrity { .. } => {
+        Error::Recovery(RecoveryError::SharesInconsistent { .. }) | Error::Recovery(RecoveryError::ItemIntegrity { .. }) => {
             "The security domain has been tampered with or mixes files. Stop, keep the files as evidence, and compare the file's SHA-256 with the ceremony record."
                 .into()
         }
-        Error::WrongExchangeKey { .. } => "Fetch the exchange key of the instance you upload to, and build the blob for it.".into(),
-        Error::RecordRefused { .. } => {
+        Error::Recovery(RecoveryError::WrongExchangeKey { .. }) => "Fetch the exchange key of the instance you upload to, and build the blob for it.".into(),
+        Error::Log(LogError::RecordRefused { .. }) => {
             "Do not finalize: the record does not match the files and log it names. Keep it as evidence, check \
              which files are genuine against the paper record, and start the rotation again if in doubt."
                 .into()
         }
-        Error::LogBroken { .. } => {
+        Error::Log(LogError::Broken { .. }) => {
             "Keep the log as evidence and compare it with the paper record and other copies; do not append to it until the break is explained."
                 .into()
         }
-        Error::ManifestRefused(_) => {
+        Error::Log(LogError::ManifestRefused { .. }) => {
             "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
-                .into()
-        }
-        Error::QuorumAtRisk(_) => {
-            "Recovery still works today. Fix each reason before the next drill: renew expiring certificates \
-             (rotate to new ones), have custodians who never proved possession run `hsm-ceremony custodian verify`, \
-             or rotate to a larger custodian set."
-                .into()
-        }
-        Error::CannotRecover(_) => {
-            "Too few usable custodians remain. If the HSM still holds this security domain, rotate to a new custodian \
-             set now (`hsm-ceremony rotate`, or download a new security domain with new certificates); escalate today."
                 .into()
         }
         Error::SelfTestFailed { .. } => "Do not run the ceremony with this binary or on this machine: rebuild it (or \
             fetch it again), compare its SHA-256 with SHA256SUMS, and run `hsm-ceremony self-test` again; if it still \
             fails, use another laptop."
             .into(),
-        Error::WeakParameters(_) => "Change what the message names; see --help for what is accepted.".into(),
-        Error::CertsNotReady(problems) => certs_advice(problems),
-        Error::InstanceUrl { .. } => "Give the instance's base URL and nothing else: https://NAME.managedhsm.azure.net, \
+        Error::Parameter { .. } => "Change what the message names; see --help for what is accepted.".into(),
+        Error::Recovery(RecoveryError::CertsNotReady(problems)) => certs_advice(problems),
+        Error::Instance(InstanceError::Url { .. }) => "Give the instance's base URL and nothing else: https://NAME.managedhsm.azure.net, \
             or an emulator's https://127.0.0.1:PORT (http:// only to a loopback address); the token goes in --token-file \
             or HSM_CEREMONY_TOKEN."
             .into(),
-        Error::InstanceUnreachable { .. } => "Check the URL and port, that the instance (or `hsm-ceremony emulator serve`) \
+        Error::Instance(InstanceError::Unreachable { .. }) => "Check the URL and port, that the instance (or `hsm-ceremony emulator serve`) \
             is running, and that this machine can reach it; then run again."
             .into(),
-        Error::InstanceTls { .. } => "The instance's certificate is not trusted: for an emulator give its CA with \
+        Error::Instance(InstanceError::Tls { .. }) => "The instance's certificate is not trusted: for an emulator give its CA with \
             --ca STATE/ca.pem; for Azure leave --ca out; check the URL names the instance you meant."
             .into(),
-        Error::InstanceRefused { status: 401, .. } => "The token was refused: issue a new one for this instance \
+        Error::Instance(InstanceError::Refused { status: 401, .. }) => "The token was refused: issue a new one for this instance \
             (Azure: az account get-access-token --resource https://managedhsm.azure.net; emulator: \
             hsm-ceremony emulator token) and give it with --token-file or HSM_CEREMONY_TOKEN."
             .into(),
-        Error::InstanceRefused { status: 403, .. } => "The token's principal lacks the local role for this step: \
+        Error::Instance(InstanceError::Refused { status: 403, .. }) => "The token's principal lacks the local role for this step: \
             have an administrator grant it (Managed HSM Administrator, or Crypto User for keys), then run again."
             .into(),
-        Error::InstanceRefused { .. } | Error::Instance(_) => "Check the instance is in the state this step needs \
+        Error::Instance(InstanceError::Refused { .. } | InstanceError::OperationFailed { .. } | InstanceError::StillRunning { .. } | InstanceError::BadAnswer { .. } | InstanceError::UploadRefused { .. } | InstanceError::WrongKeyRestored { .. }) => "Check the instance is in the state this step needs \
             (`hsm-ceremony instance status`) and the URL names the right instance; the message above is the instance's own."
             .into(),
         Error::Write { .. } => "Check the disk has room and the folder is writable; nothing was left at the output path.".into(),
         Error::Read { .. } => "Check the path and its permissions.".into(),
         Error::Usage(_) => "See --help for the command's usage and examples.".into(),
-        Error::Crypto(_) => return None,
+        Error::Log(LogError::PartialLine { path }) => format!(
+            "A writer stopped mid-line. Run `hsm-ceremony log verify {}` and compare the log with the paper record before appending.",
+            path.display()
+        ),
+        Error::Log(LogError::NotACustodian { .. }) => {
+            "Only the custodians the manifest names sign it: give one of their keys.".into()
+        }
+        Error::Log(LogError::AlreadySigned { .. }) => {
+            "Each custodian signs once; the next custodian signs with their own key.".into()
+        }
+        Error::Log(LogError::SignerKeyMismatch) => {
+            "Give the key with its own certificate (--cert, or the .cer file beside it).".into()
+        }
+        Error::Log(LogError::RotationCancelled | LogError::RotationNotPending { .. }) => {
+            "This rotation is over; `hsm-ceremony rotate status` shows it. Start a new rotation if one is needed.".into()
+        }
+        Error::NotA { .. } => "Give the file this option names; check you did not swap two files.".into(),
+        Error::Recovery(RecoveryError::NoItems | RecoveryError::ItemTag { .. }) => {
+            "Give each --item as TAG=FILE, at least one, each tag once.".into()
+        }
+        Error::Recovery(RecoveryError::TokenUnwrap { .. }) => {
+            "Check the token is inserted and supports RSA-OAEP-256 (or use x-oaep=host), then run again.".into()
+        }
+        Error::Recovery(RecoveryError::ShareMalformed { .. } | RecoveryError::ItemMalformed { .. } | RecoveryError::BlobMalformed { .. }) => {
+            "The file was damaged after it was written: compare its SHA-256 with the ceremony record and use a good copy.".into()
+        }
+        Error::Instance(InstanceError::CaNotPem { .. }) => {
+            "Give the emulator's CA certificate (STATE/ca.pem), or leave --ca out for Azure.".into()
+        }
+        Error::Instance(InstanceError::CanaryNotRestored { .. } | InstanceError::DrillFailed) => {
+            "The recovery did not prove itself: keep the drill report and escalate; do not rely on this security domain until a drill passes.".into()
+        }
+        Error::Emulator(EmulatorError::Corrupt { .. } | EmulatorError::UnknownFormat { .. }) => {
+            "This state folder is not one this emulator wrote, or it was edited: serve a fresh --state folder.".into()
+        }
+        Error::Emulator(EmulatorError::PurgeProtectionStaysOn) => {
+            "Start a new instance (a new --state folder) with --purge-protection off.".into()
+        }
+        Error::Emulator(EmulatorError::WouldGrow { .. }) => "Serve a fresh --state folder; nothing was changed.".into(),
+        Error::Emulator(EmulatorError::AlreadyServed { .. }) => {
+            "Stop the other emulator, or serve another --state folder.".into()
+        }
+        Error::Emulator(EmulatorError::Principal(_) | EmulatorError::NotLoopback(_)) => {
+            "See --help for the command's usage and examples.".into()
+        }
+        Error::Emulator(EmulatorError::Listen { .. }) => "Choose another --listen port (127.0.0.1:0 picks a free one).".into(),
+        _ => return None,
     };
     Some(text)
 }
@@ -201,6 +307,7 @@ fn certs_advice(problems: &[CertProblem]) -> String {
             CertCause::NotValid => {
                 "Have the custodian make a new certificate (`hsm-ceremony custodian keygen`); for one not valid yet, check this machine's clock."
             }
+            _ => "Change what the message names; see --help for what is accepted.",
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -297,10 +404,10 @@ mod tests {
             CertCause::NotValid,
         ];
         let one = |cause| {
-            said(&Error::CertsNotReady(vec![CertProblem {
+            said(&Error::from(RecoveryError::CertsNotReady(vec![CertProblem {
                 cause,
                 text: "x".into(),
-            }]))
+            }])))
         };
         let texts: Vec<String> = causes.iter().map(|&c| one(c)).collect();
         for (i, t) in texts.iter().enumerate() {
@@ -311,11 +418,11 @@ mod tests {
             cause,
             text: "x".into(),
         };
-        let both = said(&Error::CertsNotReady(vec![
+        let both = said(&Error::from(RecoveryError::CertsNotReady(vec![
             problem(CertCause::NotValid),
             problem(CertCause::Duplicate),
             problem(CertCause::NotValid),
-        ]));
+        ])));
         assert_eq!(both, format!("{} {}", texts[4], texts[2]));
     }
 
@@ -323,23 +430,23 @@ mod tests {
     /// told the same as a missing role or a closed port.
     #[test]
     fn each_instance_failure_gets_its_own_advice() {
-        let refused = |status| Error::InstanceRefused {
+        let refused = |status| InstanceError::Refused {
             request: "GET /x".into(),
             status,
             detail: "d".into(),
         };
         let (u, r, q) = ("https://h".to_string(), "GET /x".to_string(), "r".to_string());
         let all = [
-            Error::InstanceUrl {
+            InstanceError::Url {
                 url: u.clone(),
                 why: q.clone(),
             },
-            Error::InstanceUnreachable {
+            InstanceError::Unreachable {
                 url: u.clone(),
                 request: r.clone(),
                 reason: q.clone(),
             },
-            Error::InstanceTls {
+            InstanceError::Tls {
                 url: u,
                 request: r,
                 reason: q,
@@ -347,8 +454,12 @@ mod tests {
             refused(401),
             refused(403),
             refused(409),
-            Error::Instance("the instance reports the download failed".into()),
-        ];
+            InstanceError::OperationFailed {
+                what: "download",
+                details: "d".into(),
+            },
+        ]
+        .map(Error::from);
         let texts: Vec<String> = all.iter().map(said).collect();
         for (i, t) in texts.iter().enumerate().take(6) {
             assert!(!t.is_empty(), "{:?} has no advice", all[i]);

@@ -14,7 +14,7 @@ use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::log::Entry;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::inputs;
 use hsm_ceremony::instance::InstanceClient;
@@ -180,9 +180,12 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     // two certificates are refused here, by file.
     hsm_ceremony::recovery::check_distinct_custodians(&labelled)?;
     let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
-    let signed = args
-        .manifest
-        .check("download", &certs, args.quorum, record::log_path(&args.out).as_deref())?;
+    let signed = args.manifest.check(
+        hsm_ceremony::ceremony::manifest::Purpose::Download,
+        &certs,
+        args.quorum,
+        record::log_path(&args.out).as_deref(),
+    )?;
     let epoch = signed.as_ref().map_or(1, |s| s.epoch);
     let mut entry = Entry {
         command: "instance download".into(),
@@ -247,10 +250,13 @@ fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
     let canary = hsm_ceremony::ceremony::drill::load_canary(&args.canary)?;
     let key = args.connect.client()?.restore_key(&canary.backup)?;
     if key.name != canary.name || key.version != canary.key_version {
-        return Err(Error::Instance(format!(
-            "the restored key is {} version {}, not the canary {} version {}",
-            key.name, key.version, canary.name, canary.key_version
-        )));
+        return Err(InstanceError::WrongKeyRestored {
+            got: key.name,
+            got_version: key.version,
+            want: canary.name,
+            want_version: canary.key_version,
+        }
+        .into());
     }
     crate::out!(
         "{} (made on {}) restored as {}",
@@ -276,7 +282,7 @@ fn status(args: &StatusArgs) -> Result<()> {
     // an unreachable instance, a wrong CA or a refused token is a failure.
     let none_if_absent = |r: Result<hsm_ceremony::instance::OperationStatus>| match r {
         Ok(s) => Ok(Some(s)),
-        Err(Error::InstanceRefused { status: 404, .. }) => Ok(None),
+        Err(Error::Instance(InstanceError::Refused { status: 404, .. })) => Ok(None),
         Err(e) => Err(e),
     };
     let download = none_if_absent(client.download_status())?;

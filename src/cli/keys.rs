@@ -10,7 +10,7 @@ use hsm_ceremony::custodian::pairing::{self, Beside, CertPool, Paired};
 use hsm_ceremony::custodian::signer::Signer;
 use hsm_ceremony::custodian::token::{TokenKey, TokenUri};
 use hsm_ceremony::custodian::CustodianError;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, RecoveryError, Result};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{self, CustodianKey};
@@ -247,24 +247,26 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
         }
         for (id, why) in ids {
             if let Some((first, _, _)) = seen.iter().find(|(_, i, _)| *i == id) {
-                return Err(Error::DuplicateKey {
+                return Err(RecoveryError::DuplicateKey {
                     first: first.clone(),
                     second: label,
                     why,
-                });
+                }
+                .into());
             }
             seen.push((label.clone(), id, why));
         }
     }
     if paths.len() < sd.required() {
-        return Err(Error::NotEnoughShares {
+        return Err(RecoveryError::NotEnoughShares {
             opened: Vec::new(),
             needed: sd.required(),
             failures: vec![format!(
                 "only {} key(s) were given with --sd-wrapping-keys; nothing was asked",
                 paths.len()
             )],
-        });
+        }
+        .into());
     }
     check_certs_have_shares(sd, paths, &cert_pool(&keys.certs)?)
 }

@@ -11,7 +11,7 @@ use crate::say;
 use hsm_ceremony::ceremony::log::{self, Entry};
 use hsm_ceremony::ceremony::signing;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, LogError, Result};
 
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
@@ -68,11 +68,7 @@ pub const CHAIN_PROVES: &str = "The chain shows no line was edited, removed or m
     only the last line hash written on paper, or a countersignature, catches that.";
 
 fn verified(path: &std::path::Path) -> Result<Vec<log::Line>> {
-    log::verify(path)?.map_err(|b| Error::LogBroken {
-        path: path.to_path_buf(),
-        line: b.line,
-        reason: b.reason,
-    })
+    log::verified(path)
 }
 
 fn verify(args: &LogFileArgs) -> Result<()> {
@@ -80,10 +76,12 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     // Countersignatures must verify against the certificate they carry.
     for l in &lines {
         if l.entry.command == "log sign" {
-            check_countersignature(&lines, l).map_err(|reason| Error::LogBroken {
-                path: args.log.clone(),
-                line: l.seq,
-                reason,
+            check_countersignature(&lines, l).map_err(|reason| {
+                Error::from(LogError::Broken {
+                    path: args.log.clone(),
+                    line: l.seq,
+                    reason,
+                })
             })?;
         }
     }
@@ -185,7 +183,11 @@ fn sign(args: &SignArgs) -> Result<()> {
     // The log must take the countersignature before the custodian is asked for anything.
     log::check_appendable(&args.log_file)?;
     let (ck, cert) = args.custodian.signer()?;
-    let signature = signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(Error::Crypto)?;
+    let signature =
+        signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(|why| LogError::Sign {
+            what: format!("line {}", args.line),
+            why,
+        })?;
     log::append(
         &args.log_file,
         Entry {

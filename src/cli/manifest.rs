@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::keys;
 use crate::say;
 use hsm_ceremony::ceremony::log;
-use hsm_ceremony::ceremony::manifest::Manifest;
+use hsm_ceremony::ceremony::manifest::{Manifest, Purpose};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, Result};
@@ -83,7 +83,7 @@ impl ManifestCheck {
     /// seen, and a nonce no recorded step has used.
     pub fn check(
         &self,
-        purpose: &str,
+        purpose: Purpose,
         certs: &[Certificate],
         quorum: usize,
         log: Option<&Path>,
@@ -98,14 +98,14 @@ impl ManifestCheck {
         if let Some(l) =
             ok().find(|l| l.entry.details.get("manifest_nonce").and_then(|n| n.as_str()) == Some(&m.terms.nonce))
         {
-            return Err(Error::ManifestRefused(format!(
+            return Err(Error::manifest_refused(format!(
                 "its nonce was already used by line {} of the ceremony log ({}); a manifest is signed for one step",
                 l.seq, l.entry.command
             )));
         }
         if let Some(highest) = highest_epoch(&lines) {
             if m.terms.epoch <= highest {
-                return Err(Error::ManifestRefused(format!(
+                return Err(Error::manifest_refused(format!(
                     "it is for custodian-set epoch {}, but the ceremony log already has epoch {highest}; epochs only increase",
                     m.terms.epoch
                 )));
@@ -129,11 +129,7 @@ impl ManifestCheck {
 fn recorded_lines(log: Option<&Path>) -> Result<Vec<log::Line>> {
     match log.filter(|p| p.exists()) {
         None => Ok(Vec::new()),
-        Some(p) => log::verify(p)?.map_err(|b| Error::LogBroken {
-            path: p.to_path_buf(),
-            line: b.line,
-            reason: b.reason,
-        }),
+        Some(p) => log::verified(p),
     }
 }
 
@@ -149,7 +145,7 @@ pub fn highest_epoch(lines: &[log::Line]) -> Option<u64> {
 /// Refuses an epoch given without a manifest that does not exceed the log's.
 pub fn check_epoch_increases(epoch: u64, log: Option<&Path>) -> Result<()> {
     match highest_epoch(&recorded_lines(log)?) {
-        Some(highest) if epoch <= highest => Err(Error::WeakParameters(format!(
+        Some(highest) if epoch <= highest => Err(Error::parameter(format!(
             "--epoch {epoch} is not above epoch {highest}, already in the ceremony log; epochs only increase"
         ))),
         _ => Ok(()),
@@ -175,7 +171,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
             let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
             let m = Manifest::new_with_rng(
                 &mut os_rng(),
-                &args.purpose,
+                args.purpose.parse().map_err(Error::Usage)?,
                 &certs,
                 args.quorum,
                 args.epoch,

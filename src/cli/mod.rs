@@ -140,31 +140,38 @@ pub enum Command {
     SelfTest(selftest::SelfTestArgs),
 }
 
+/// How a command that did not fail ended: `sd health`'s verdict is a
+/// result with its own exit code, not an error.
+pub enum Done {
+    Ok,
+    Verdict(hsm_ceremony::ceremony::health::Verdict, Vec<String>),
+}
+
 /// Runs the parsed command; `json` (see [`asks_for_json`]) keeps standard
 /// output for the JSON alone.
-pub fn run(cli: Cli, json: bool) -> Result<()> {
+pub fn run(cli: Cli, json: bool) -> Result<Done> {
     output::set_quiet(cli.quiet || json);
     record::set(record::LogChoice {
         log: cli.log.clone(),
         no_log: cli.no_log,
     });
     match cli.command {
-        Command::Custodian(cmd) => custodian::run(cmd),
+        Command::Custodian(cmd) => custodian::run(cmd).map(|()| Done::Ok),
         Command::Sd(cmd) => sd::run(cmd),
-        Command::RestoreBlob(args) => restore::run(&args),
-        Command::Rotate(cmd) => rotate::run(cmd),
+        Command::RestoreBlob(args) => restore::run(&args).map(|()| Done::Ok),
+        Command::Rotate(cmd) => rotate::run(cmd).map(|()| Done::Ok),
         #[cfg(feature = "network")]
-        Command::Instance(cmd) => instance::run(cmd),
+        Command::Instance(cmd) => instance::run(cmd).map(|()| Done::Ok),
         #[cfg(feature = "network")]
-        Command::Drill(cmd) => drill::run(cmd),
-        Command::Manifest(cmd) => manifest::run(cmd),
-        Command::Log(cmd) => log::run(cmd),
+        Command::Drill(cmd) => drill::run(cmd).map(|()| Done::Ok),
+        Command::Manifest(cmd) => manifest::run(cmd).map(|()| Done::Ok),
+        Command::Log(cmd) => log::run(cmd).map(|()| Done::Ok),
         #[cfg(feature = "network")]
-        Command::Emulator(cmd) => emulator::run(cmd),
+        Command::Emulator(cmd) => emulator::run(cmd).map(|()| Done::Ok),
         #[cfg(feature = "network")]
-        Command::Demo(args) => demo::run(&args),
-        Command::Completions(args) => docs::completions(&args),
-        Command::SelfTest(args) => selftest::run(&args),
+        Command::Demo(args) => demo::run(&args).map(|()| Done::Ok),
+        Command::Completions(args) => docs::completions(&args).map(|()| Done::Ok),
+        Command::SelfTest(args) => selftest::run(&args).map(|()| Done::Ok),
     }
 }
 

@@ -173,7 +173,7 @@ impl Passphrases {
                 }
                 return Ok(pass);
             }
-            return Err(Error::WeakParameters(format!(
+            return Err(Error::parameter(format!(
                 "no acceptable passphrase was chosen for {name}"
             )));
         }
@@ -183,7 +183,7 @@ impl Passphrases {
             ))
         })?;
         check_passphrase_strength(&given.passphrase)
-            .map_err(|why| Error::WeakParameters(format!("the passphrase for {name} is too weak: {why}")))?;
+            .map_err(|why| Error::parameter(format!("the passphrase for {name} is too weak: {why}")))?;
         Ok(given.passphrase)
     }
 

@@ -154,10 +154,15 @@ fn start(args: &StartArgs) -> Result<()> {
     record::logged(out, entry, |entry| {
         // One person's two certificates are named by file before the manifest is read.
         recovery::check_distinct_custodians(&new_certs)?;
-        let signed = args.manifest.check("rotate", &plain, quorum, log_path.as_deref())?;
+        let signed = args.manifest.check(
+            hsm_ceremony::ceremony::manifest::Purpose::Rotate,
+            &plain,
+            quorum,
+            log_path.as_deref(),
+        )?;
         let epoch = match (signed.as_ref().map(|s| s.epoch), args.epoch) {
             (Some(signed), Some(given)) if signed != given => {
-                return Err(Error::ManifestRefused(format!(
+                return Err(Error::manifest_refused(format!(
                     "it was signed for custodian-set epoch {signed}, but --epoch {given} was given"
                 )))
             }

@@ -18,7 +18,7 @@ use hsm_ceremony::ceremony::log::{self, Entry};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
-use hsm_ceremony::error::{CertCause, CertProblem, Error, Result};
+use hsm_ceremony::error::{CertCause, CertProblem, Error, RecoveryError, Result};
 use hsm_ceremony::files::{self, read_limited, Mode};
 use hsm_ceremony::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
 use hsm_ceremony::inputs;
@@ -129,11 +129,12 @@ fn parse_day(s: &str) -> std::result::Result<OffsetDateTime, String> {
     Ok(day.midnight().assume_utc())
 }
 
-pub fn run(cmd: SdCommand) -> Result<()> {
+pub fn run(cmd: SdCommand) -> Result<super::Done> {
+    let done = |r: Result<()>| r.map(|()| super::Done::Ok);
     match cmd {
-        SdCommand::CheckCerts(args) => check_certs(&args),
-        SdCommand::Inspect(args) => inspect(&args),
-        SdCommand::Split(args) => split(&args).map(|_| ()),
+        SdCommand::CheckCerts(args) => done(check_certs(&args)),
+        SdCommand::Inspect(args) => done(inspect(&args)),
+        SdCommand::Split(args) => done(split(&args).map(|_| ())),
         SdCommand::Health(args) => health(&args),
     }
 }
@@ -216,7 +217,7 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::CertsNotReady(problems))
+        Err(RecoveryError::CertsNotReady(problems).into())
     }
 }
 
@@ -239,7 +240,10 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             Ok((
                 sd.enc_data.data[i].tag.clone(),
                 sd.item_jwe(i)
-                    .map_err(|e| Error::Crypto(e.to_string()))?
+                    .map_err(|source| Error::SecurityDomain {
+                        path: args.sd_file.clone(),
+                        source,
+                    })?
                     .ciphertext
                     .len(),
             ))
@@ -322,9 +326,12 @@ pub fn split(args: &SplitArgs) -> Result<hsm_ceremony::format::sdfile::SecurityD
         // One person's two certificates are named by file before the manifest is read.
         recovery::check_distinct_custodians(&certs)?;
         // Refused before any key material exists when the terms differ from what was signed.
-        let signed = args
-            .manifest
-            .check("split", &plain, args.quorum, record::log_path(&args.out).as_deref())?;
+        let signed = args.manifest.check(
+            hsm_ceremony::ceremony::manifest::Purpose::Split,
+            &plain,
+            args.quorum,
+            record::log_path(&args.out).as_deref(),
+        )?;
         entry.details["epoch"] = json!(signed.as_ref().map_or(1, |s| s.epoch));
         if let Some(s) = signed {
             entry.details["manifest_nonce"] = json!(s.nonce);
@@ -352,7 +359,7 @@ fn split_unlogged(
     let json = sd.to_json();
     // Never write a file that no reader (this tool included) would accept.
     if json.len() as u64 > MAX_SD_FILE_BYTES {
-        return Err(Error::WeakParameters(format!(
+        return Err(Error::parameter(format!(
             "the data items make a security domain of {} bytes, more than the {MAX_SD_FILE_BYTES} any reader accepts; use smaller items",
             json.len()
         )));
@@ -368,18 +375,14 @@ fn split_unlogged(
     Ok(sd)
 }
 
-fn health(args: &HealthArgs) -> Result<()> {
+fn health(args: &HealthArgs) -> Result<super::Done> {
     let bytes = read_limited(&args.sd_file, MAX_SD_FILE_BYTES, "security-domain file")?;
     let sd = inputs::security_domain(&args.sd_file)?;
     let sha = hex::encode(Sha256::digest(&bytes));
     let certs = load_certs(&args.certs)?;
     let log_path = record::log_to_read(&args.sd_file);
     let lines = match &log_path {
-        Some(p) => Some(log::verify(p)?.map_err(|b| Error::LogBroken {
-            path: p.clone(),
-            line: b.line,
-            reason: b.reason,
-        })?),
+        Some(p) => Some(log::verified(p)?),
         None => None,
     };
     let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
@@ -445,9 +448,8 @@ fn health(args: &HealthArgs) -> Result<()> {
         };
         crate::out!("verdict: {verdict}");
     }
-    match h.verdict {
-        Verdict::Healthy => Ok(()),
-        Verdict::AtRisk => Err(Error::QuorumAtRisk(h.reasons)),
-        Verdict::CannotRecover => Err(Error::CannotRecover(h.reasons)),
-    }
+    Ok(match h.verdict {
+        Verdict::Healthy => super::Done::Ok,
+        verdict => super::Done::Verdict(verdict, h.reasons),
+    })
 }

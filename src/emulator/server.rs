@@ -19,7 +19,7 @@ use super::keys::KeyStore;
 use super::rbac::Authenticator;
 use super::state::{self, Instance};
 use super::tls;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, InstanceError, Result};
 
 /// How to run one emulated instance.
 #[derive(Clone, Debug)]
@@ -93,10 +93,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(_) => Err(Error::Usage(format!(
-            "another emulator is already serving {}; one instance is one state directory",
-            dir.display()
-        ))),
+        Err(_) => Err(EmulatorError::AlreadyServed { dir: dir.to_path_buf() }.into()),
     }
 }
 
@@ -125,10 +122,7 @@ fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) ->
 
 fn prepare(config: &Config) -> Result<Prepared> {
     if !config.listen.ip().is_loopback() {
-        return Err(Error::Usage(format!(
-            "{} is not a loopback address; the emulator only listens on 127.0.0.1 or ::1",
-            config.listen
-        )));
+        return Err(EmulatorError::NotLoopback(config.listen).into());
     }
     state::ensure_dir(&config.state_dir)?;
     // An absolute CA path stays valid for clients started elsewhere.
@@ -138,12 +132,18 @@ fn prepare(config: &Config) -> Result<Prepared> {
     } else {
         None
     };
-    let listener = std::net::TcpListener::bind(config.listen)
-        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local_addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| EmulatorError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(|source| EmulatorError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| EmulatorError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let scheme = if config.tls { "https" } else { "http" };
     let url = format!("{scheme}://{local_addr}");
     let (app, lock) = open_app(config, url.clone(), scheme, local_addr.port())?;
@@ -243,8 +243,13 @@ impl InProcess {
         body: Option<String>,
     ) -> Result<(u16, String)> {
         use http_body_util::{BodyExt, Full};
-        let failed =
-            |e: &dyn std::fmt::Display| Error::Instance(format!("{method} {path_and_query} in process failed: {e}"));
+        let failed = |e: &dyn std::fmt::Display| -> Error {
+            InstanceError::InProcess {
+                request: format!("{method} {path_and_query}"),
+                why: e.to_string(),
+            }
+            .into()
+        };
         let request = hyper::Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -286,7 +291,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the emulator's runtime: {e}")))
+        .map_err(|source| {
+            EmulatorError::Start {
+                what: "runtime",
+                source,
+            }
+            .into()
+        })
 }
 
 async fn accept_loop(
@@ -351,7 +362,10 @@ pub fn serve_blocking(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(
     let prepared = prepare(&config)?;
     let rt = runtime()?;
     on_ready(&prepared.ready);
-    let listener = prepared.listener.try_clone().map_err(|e| Error::Usage(e.to_string()))?;
+    let listener = prepared.listener.try_clone().map_err(|source| EmulatorError::Start {
+        what: "listener",
+        source,
+    })?;
     // The sender is kept alive so the loop runs until the process ends.
     let (_keep, shutdown) = oneshot::channel();
     rt.block_on(accept_loop(&prepared, listener, config.max_connections, shutdown));
@@ -412,7 +426,7 @@ pub fn spawn(config: Config) -> Result<RunningEmulator> {
             // Open connections and background uploads get a moment to finish.
             rt.shutdown_timeout(Duration::from_secs(2));
         })
-        .map_err(|e| Error::Usage(format!("cannot start the emulator thread: {e}")))?;
+        .map_err(|source| EmulatorError::Start { what: "thread", source })?;
     Ok(RunningEmulator {
         ready,
         shutdown: Some(tx),

@@ -28,7 +28,7 @@ use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::{MasterKey, SecretBytes};
 use crate::custodian::cert::Certificate;
 use crate::custodian::keygen;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 use crate::format::limits::Profile;
 use crate::format::restore_blob::RestoreBlob;
@@ -184,10 +184,12 @@ fn purge_protection_default() -> bool {
 }
 
 fn corrupt(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Usage(format!(
-        "{} is not a state file of this emulator: {why}",
-        path.display()
-    ))
+    EmulatorError::Corrupt {
+        path: path.to_path_buf(),
+        what: "state file",
+        why: why.to_string(),
+    }
+    .into()
 }
 
 impl Snapshot {
@@ -209,7 +211,12 @@ impl Snapshot {
                 key_pkcs8: SecretText::new(b64u(
                     x.key
                         .to_pkcs8_der()
-                        .map_err(|e| Error::Crypto(e.to_string()))?
+                        .map_err(|e| {
+                            Error::from(EmulatorError::Encode {
+                                what: "the exchange key",
+                                why: e.to_string(),
+                            })
+                        })?
                         .as_bytes(),
                 )),
                 cert_der: b64u(x.cert.der()),
@@ -414,10 +421,12 @@ impl Instance {
             let bytes = next.to_file()?;
             // Never write what the next start would refuse to read.
             if bytes.len() as u64 > MAX_STATE_BYTES {
-                return Err(Error::Usage(format!(
-                    "the instance state would be {} bytes, more than the {MAX_STATE_BYTES} its next start reads; nothing was changed",
-                    bytes.len()
-                )));
+                return Err(EmulatorError::WouldGrow {
+                    what: "the instance state".into(),
+                    size: bytes.len() as u64,
+                    limit: MAX_STATE_BYTES,
+                }
+                .into());
             }
             files::replace(path, &bytes, Mode::Private)?;
         }
@@ -578,12 +587,7 @@ impl Instance {
             return Ok(());
         }
         if !on && self.snap.status != Status::Provisioned {
-            return Err(Error::Usage(
-                "purge protection cannot be turned off on an instance that has been activated or is recovering \
-                 (as on Azure, it stays on once the HSM is in use); start a new instance (a new state folder) \
-                 with --purge-protection off"
-                    .into(),
-            ));
+            return Err(EmulatorError::PurgeProtectionStaysOn.into());
         }
         let mut next = self.snap.clone();
         next.purge_protection = on;

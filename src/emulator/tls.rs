@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::SecretText;
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::custodian::pem;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 
 pub const TLS_FILE: &str = "tls.json";
@@ -39,7 +39,7 @@ pub(crate) struct TlsMaterial {
 }
 
 fn gen_err(e: impl std::fmt::Display) -> Error {
-    Error::Crypto(format!("cannot make the emulator's TLS certificate: {e}"))
+    EmulatorError::TlsCertificate { why: e.to_string() }.into()
 }
 
 fn generate() -> Result<TlsFile> {
@@ -90,15 +90,25 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
     let path = state_dir.join(TLS_FILE);
     let file: TlsFile = if path.exists() {
         let bytes = Zeroizing::new(files::read_limited(&path, 64 * 1024, "emulator TLS file")?);
-        crate::format::json::from_slice(&bytes)
-            .map_err(|e| Error::Usage(format!("{} is not a TLS file of this emulator: {e}", path.display())))?
+        crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
+            path: path.clone(),
+            what: "TLS file",
+            why,
+        })?
     } else {
         let file = generate()?;
         let bytes = Zeroizing::new(serde_json::to_vec(&file).expect("plain data serialises"));
         files::replace(&path, &bytes, Mode::Private)?;
         file
     };
-    let bad = |e: crate::crypto::CryptoError| Error::Usage(format!("{} is damaged: {e}", path.display()));
+    let bad = |e: crate::crypto::CryptoError| -> Error {
+        EmulatorError::Corrupt {
+            path: path.clone(),
+            what: "TLS file",
+            why: e.to_string(),
+        }
+        .into()
+    };
     let ca_der = b64u_decode(&file.ca_der, "CA certificate").map_err(bad)?;
     let server_der = b64u_decode(&file.server_der, "server certificate").map_err(bad)?;
     let key_der = b64u_decode(file.server_key_pkcs8.expose(), "server key").map_err(bad)?;
@@ -118,7 +128,11 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<TlsMaterial> {
             vec![CertificateDer::from(server_der), CertificateDer::from(ca_der)],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
         )
-        .map_err(|e| Error::Usage(format!("{} holds an unusable certificate or key: {e}", path.display())))?;
+        .map_err(|e| EmulatorError::Corrupt {
+            path: path.clone(),
+            what: "TLS file",
+            why: format!("it holds an unusable certificate or key: {e}"),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsMaterial {
         config: Arc::new(config),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, InstanceError, Result};
 use crate::format::restore_blob::RestoreBlob;
 use crate::format::sdfile::SecurityDomain;
 use crate::format::transfer_key::TransferKeyResponse;
@@ -72,8 +72,13 @@ enum Transport {
     InProcess(Arc<crate::emulator::InProcess>),
 }
 
-fn inst(msg: impl Into<String>) -> Error {
-    Error::Instance(msg.into())
+fn bad_answer(request: impl Into<String>, what: &'static str, why: impl std::fmt::Display) -> Error {
+    InstanceError::BadAnswer {
+        request: request.into(),
+        what,
+        why: why.to_string(),
+    }
+    .into()
 }
 
 #[derive(Deserialize)]
@@ -95,9 +100,12 @@ struct ErrorInner {
 /// a query or a fragment (an instance URL has none), a scheme other than
 /// https, and plain http to a host that is not loopback.
 pub fn base_url(url: &str) -> Result<String> {
-    let bad = |why: &str| Error::InstanceUrl {
-        url: masked(url),
-        why: why.into(),
+    let bad = |why: &str| -> Error {
+        InstanceError::Url {
+            url: masked(url),
+            why: why.into(),
+        }
+        .into()
     };
     if url.contains('#') {
         return Err(bad("an instance URL has no fragment (#...)"));
@@ -170,9 +178,9 @@ fn transport_error(url: &str, request: &str, e: ureq::Error) -> Error {
     };
     let (url, request, reason) = (url.to_string(), request.to_string(), e.to_string());
     if tls {
-        Error::InstanceTls { url, request, reason }
+        InstanceError::Tls { url, request, reason }.into()
     } else {
-        Error::InstanceUnreachable { url, request, reason }
+        InstanceError::Unreachable { url, request, reason }.into()
     }
 }
 
@@ -194,7 +202,12 @@ impl InstanceClient {
                 Some(c) => c.der().to_vec(),
                 None => match crate::custodian::pem::decode_first_block(&bytes) {
                     Some(Ok((label, der))) if label == "CERTIFICATE" => der.to_vec(),
-                    _ => return Err(inst(format!("{} is not a PEM certificate", path.display()))),
+                    _ => {
+                        return Err(InstanceError::CaNotPem {
+                            path: path.to_path_buf(),
+                        }
+                        .into())
+                    }
                 },
             };
             let root = ureq::tls::Certificate::from_der(&der).to_owned();
@@ -283,7 +296,7 @@ impl InstanceClient {
                     .with_config()
                     .limit(MAX_RESPONSE_BYTES)
                     .read_to_string()
-                    .map_err(|e| inst(format!("{method} {path}: the answer could not be read: {e}")))?;
+                    .map_err(|e| bad_answer(format!("{method} {path}"), "the answer could not be read", e))?;
                 (status, text)
             }
         };
@@ -296,14 +309,15 @@ impl InstanceClient {
             }
             _ => text.chars().take(300).collect(),
         };
-        Err(Error::InstanceRefused {
+        Err(InstanceError::Refused {
             request: format!("{method} {path}"),
             status,
             detail,
-        })
+        }
+        .into())
     }
 
-    fn poll(&self, path: &str, what: &str) -> Result<OperationStatus> {
+    fn poll(&self, path: &str, what: &'static str) -> Result<OperationStatus> {
         let deadline = Instant::now() + self.poll_timeout;
         loop {
             let status = self.operation_status(path)?;
@@ -311,10 +325,12 @@ impl InstanceClient {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(inst(format!(
-                    "the {what} was still {} after {:?}; check its status later",
-                    status.status, self.poll_timeout
-                )));
+                return Err(InstanceError::StillRunning {
+                    what,
+                    status: status.status,
+                    waited: self.poll_timeout,
+                }
+                .into());
             }
             std::thread::sleep(self.poll_interval);
         }
@@ -323,7 +339,7 @@ impl InstanceClient {
     fn operation_status(&self, path: &str) -> Result<OperationStatus> {
         let (_, text) = self.request("GET", path, None)?;
         crate::format::json::from_str(&text)
-            .map_err(|e| inst(format!("GET {path}: the answer is not an operation status: {e}")))
+            .map_err(|e| bad_answer(format!("GET {path}"), "the answer is not an operation status", e))
     }
 
     /// Downloads the security domain wrapped to `certs` with quorum `quorum`
@@ -347,18 +363,26 @@ impl InstanceClient {
             value: String,
         }
         let v: Value = crate::format::json::from_str(&text).map_err(|e| {
-            inst(format!(
-                "POST /securitydomain/download: the answer carries no security domain: {e}"
-            ))
+            bad_answer(
+                "POST /securitydomain/download",
+                "the answer carries no security domain",
+                e,
+            )
         })?;
-        SecurityDomain::from_json(v.value.as_bytes())
-            .map_err(|e| inst(format!("the security domain the instance sent is not valid: {e}")))?;
+        SecurityDomain::from_json(v.value.as_bytes()).map_err(|e| {
+            bad_answer(
+                "POST /securitydomain/download",
+                "the security domain the instance sent is not valid",
+                e,
+            )
+        })?;
         let status = self.poll("/securitydomain/download/pending", "activation")?;
         if status.is_failed() {
-            return Err(inst(format!(
-                "the instance reports the download failed: {}",
-                status.status_details
-            )));
+            return Err(InstanceError::OperationFailed {
+                what: "download",
+                details: status.status_details,
+            }
+            .into());
         }
         Ok(v.value)
     }
@@ -371,11 +395,8 @@ impl InstanceClient {
     /// n/e must be its certificate's key, RSA of at least 2048 bits).
     pub fn transfer_key(&self) -> Result<Certificate> {
         let (_, text) = self.request("GET", "/securitydomain/upload", None)?;
-        let jwk = TransferKeyResponse::parse(text.as_bytes()).map_err(|e| {
-            inst(format!(
-                "GET /securitydomain/upload: the transfer key is malformed: {e}"
-            ))
-        })?;
+        let jwk = TransferKeyResponse::parse(text.as_bytes())
+            .map_err(|e| bad_answer("GET /securitydomain/upload", "the transfer key is malformed", e))?;
         Certificate::from_jwk(&jwk).map_err(|source| Error::Certificate {
             label: "the instance's transfer key".into(),
             source,
@@ -394,10 +415,10 @@ impl InstanceClient {
         self.start_upload(blob)?;
         let status = self.poll("/securitydomain/upload/pending", "upload")?;
         if status.is_failed() {
-            return Err(inst(format!(
-                "the instance refused the restore blob: {}",
-                status.status_details
-            )));
+            return Err(InstanceError::UploadRefused {
+                details: status.status_details,
+            }
+            .into());
         }
         Ok(())
     }
@@ -408,11 +429,11 @@ impl InstanceClient {
     }
 
     fn key_info(path: &str, text: &str) -> Result<KeyInfo> {
-        let v: serde_json::Value = crate::format::json::from_str(text)
-            .map_err(|e| inst(format!("{path}: the answer is not a key bundle: {e}")))?;
+        let v: serde_json::Value =
+            crate::format::json::from_str(text).map_err(|e| bad_answer(path, "the answer is not a key bundle", e))?;
         let kid = v["key"]["kid"]
             .as_str()
-            .ok_or_else(|| inst(format!("{path}: the key bundle has no kid")))?
+            .ok_or_else(|| bad_answer(path, "the key bundle", "it has no kid"))?
             .to_string();
         let mut parts = kid.rsplit('/');
         let version = parts.next().unwrap_or_default().to_string();
@@ -446,8 +467,8 @@ impl InstanceClient {
         struct Value {
             value: String,
         }
-        let v: Value = crate::format::json::from_str(&text)
-            .map_err(|e| inst(format!("{path}: the answer carries no backup: {e}")))?;
+        let v: Value =
+            crate::format::json::from_str(&text).map_err(|e| bad_answer(path, "the answer carries no backup", e))?;
         Ok(v.value)
     }
 

@@ -6,7 +6,7 @@ use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::MasterKey;
 use crate::crypto::CryptoError;
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, RecoveryError, Result};
 use crate::format::restore_blob::{RestoreBlob, WrappedKey};
 
 /// The restore blob for `exchange`: a fresh master key, the items under it,
@@ -24,7 +24,10 @@ pub fn build_restore_blob_with_rng<R: CryptoRng + ?Sized>(
     let fresh = MasterKey::generate_with_rng(rng);
     let enc_data = encrypt_items_with_rng(rng, items, &fresh);
     let enc_key =
-        jwe::encrypt_rsa_oaep256_with_rng(rng, &public, fresh.expose()).map_err(|e| Error::Crypto(e.to_string()))?;
+        jwe::encrypt_rsa_oaep256_with_rng(rng, &public, fresh.expose()).map_err(|source| RecoveryError::Encrypt {
+            what: "the restore blob's master key".into(),
+            source,
+        })?;
     Ok(RestoreBlob {
         enc_data,
         wrapped_key: WrappedKey {
@@ -43,17 +46,22 @@ pub fn open_restore_blob(
 ) -> Result<Vec<PlainItem>> {
     let ours = exchange_cert.x5t_256();
     if blob.wrapped_key.x5t_256 != ours {
-        return Err(Error::WrongExchangeKey {
+        return Err(RecoveryError::WrongExchangeKey {
             blob: blob.wrapped_key.x5t_256.clone(),
             ours,
-        });
+        }
+        .into());
     }
-    let jwe: CompactJwe = blob.wrapped_key_jwe().map_err(|e| Error::Crypto(e.to_string()))?;
-    let key = jwe.decrypt_with(exchange_key).map_err(|source| Error::ShareIntegrity {
-        who: "the wrapped master key".into(),
-        source,
-    })?;
-    let master = MasterKey::from_slice(key.expose()).ok_or_else(|| Error::ShareIntegrity {
+    let jwe: CompactJwe = blob
+        .wrapped_key_jwe()
+        .map_err(|source| RecoveryError::BlobMalformed { source })?;
+    let key = jwe
+        .decrypt_with(exchange_key)
+        .map_err(|source| RecoveryError::ShareIntegrity {
+            who: "the wrapped master key".into(),
+            source,
+        })?;
+    let master = MasterKey::from_slice(key.expose()).ok_or_else(|| RecoveryError::ShareIntegrity {
         who: "the wrapped master key".into(),
         source: CryptoError::ShareMalformed(format!("it is {} bytes, not 32", key.len())),
     })?;

@@ -1,7 +1,7 @@
 //! The checks a custodian set passes: one distinct person per certificate, the quorum within limits, every certificate in the security domain.
 
 use crate::custodian::cert::Certificate;
-use crate::error::{CertCause, CertProblem, Error, Result};
+use crate::error::{CertCause, CertProblem, Error, RecoveryError, Result};
 use crate::format::limits::{self, Profile};
 use crate::format::sdfile::SecurityDomain;
 
@@ -9,10 +9,11 @@ use crate::format::sdfile::SecurityDomain;
 /// `sd`: a custodian brought for the wrong security domain.
 pub fn check_certs_have_shares(sd: &SecurityDomain, certs: &[(String, Certificate)]) -> Result<()> {
     match certs.iter().find(|(_, c)| sd.share_index(&c.x5t_256()).is_none()) {
-        Some((label, c)) => Err(Error::CertNotInSd {
+        Some((label, c)) => Err(RecoveryError::CertNotInSd {
             cert: label.clone(),
             x5t_256: c.x5t_256(),
-        }),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -52,7 +53,7 @@ pub fn custodian_identity_causes(certs: &[(String, Certificate)]) -> Vec<CertPro
 /// [`custodian_identity_problems`]).
 pub fn check_distinct_custodians(certs: &[(String, Certificate)]) -> Result<()> {
     match custodian_identity_causes(certs).into_iter().next() {
-        Some(problem) => Err(Error::CertsNotReady(vec![problem])),
+        Some(problem) => Err(RecoveryError::CertsNotReady(vec![problem]).into()),
         None => Ok(()),
     }
 }
@@ -61,7 +62,7 @@ pub fn check_distinct_custodians(certs: &[(String, Certificate)]) -> Result<()> 
 /// `profile`'s limits, one distinct RSA key of at least 2048 bits each.
 /// Rotation runs them before any custodian is asked for a passphrase.
 pub fn check_custodian_set(certs: &[(String, Certificate)], quorum: usize, profile: Profile) -> Result<()> {
-    let refused = |cause, text| Error::CertsNotReady(vec![crate::error::CertProblem { cause, text }]);
+    let refused = |cause, text| RecoveryError::CertsNotReady(vec![crate::error::CertProblem { cause, text }]);
     limits::check_quorum(certs.len(), quorum, profile).map_err(|why| refused(CertCause::Quorum, why))?;
     check_distinct_custodians(certs)?;
     for (label, cert) in certs {

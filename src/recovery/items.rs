@@ -6,7 +6,7 @@ use crate::crypto::jwe::{self};
 use crate::crypto::kdf::sp108_kdf;
 use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::{MasterKey, SecretBytes};
-use crate::error::{Error, Result};
+use crate::error::{RecoveryError, Result};
 use crate::format::sdfile::{self, DataItem, EncData};
 
 /// One data item in the clear: its tag and opaque contents.
@@ -29,10 +29,13 @@ pub fn decrypt_items(enc_data: &EncData, master: &MasterKey) -> Result<Vec<Plain
         .data
         .iter()
         .map(|item| {
-            let jwe = sdfile::item_jwe(item).map_err(|e| Error::Crypto(e.to_string()))?;
+            let jwe = sdfile::item_jwe(item).map_err(|source| RecoveryError::ItemMalformed {
+                tag: item.tag.clone(),
+                source,
+            })?;
             let plaintext = jwe
                 .decrypt_with_key(&item_key(master, &item.tag)[..])
-                .map_err(|source| Error::ItemIntegrity {
+                .map_err(|source| RecoveryError::ItemIntegrity {
                     tag: item.tag.clone(),
                     source,
                 })?;
@@ -82,14 +85,11 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
 
 pub(super) fn check_items(items: &[PlainItem]) -> Result<()> {
     if items.is_empty() {
-        return Err(Error::Usage("a security domain needs at least one data item".into()));
+        return Err(RecoveryError::NoItems.into());
     }
     for (i, item) in items.iter().enumerate() {
         if item.tag.is_empty() || items[..i].iter().any(|o| o.tag == item.tag) {
-            return Err(Error::Usage(format!(
-                "data item tags must be non-empty and distinct ('{}')",
-                item.tag
-            )));
+            return Err(RecoveryError::ItemTag { tag: item.tag.clone() }.into());
         }
     }
     Ok(())

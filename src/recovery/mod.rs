@@ -24,7 +24,7 @@ mod tests {
     use crate::crypto::secret::MasterKey;
     use crate::crypto::shamir;
     use crate::custodian::cert::Certificate;
-    use crate::error::Error;
+    use crate::error::{Error, RecoveryError};
     use crate::format::limits::Profile;
     use crate::format::restore_blob::RestoreBlob;
     use crate::format::sdfile::SecurityDomain;
@@ -75,7 +75,7 @@ mod tests {
         let other = &custodians()[3];
         assert!(matches!(
             open_restore_blob(&blob, &other.key, &other.cert),
-            Err(Error::WrongExchangeKey { .. })
+            Err(Error::Recovery(RecoveryError::WrongExchangeKey { .. }))
         ));
     }
 
@@ -132,11 +132,14 @@ mod tests {
         let mut q = Quorum::new(&sd);
         q.add(&key(0, true)).unwrap();
         let err = q.add(&key(3, false)).err().unwrap();
-        assert!(matches!(err, Error::KeyOpensNoShare { .. }));
+        assert!(matches!(err, Error::Recovery(RecoveryError::KeyOpensNoShare { .. })));
         q.record_failure(&err);
         let err = q.finish().err().unwrap();
         let msg = err.to_string();
-        assert!(matches!(err, Error::NotEnoughShares { needed: 3, .. }));
+        assert!(matches!(
+            err,
+            Error::Recovery(RecoveryError::NotEnoughShares { needed: 3, .. })
+        ));
         assert!(
             msg.contains("1 share(s) opened") && msg.contains(&custodians()[0].name) && msg.contains("3 needed"),
             "{msg}"
@@ -153,10 +156,16 @@ mod tests {
             Err(Error::KeyCertMismatch { .. })
         ));
         let outsider = CustodianKey::from_rsa("k3", c[3].key.clone(), Some(("c3.cer".into(), c[3].cert.clone())));
-        assert!(matches!(open_share(&sd, &outsider), Err(Error::CertNotInSd { .. })));
+        assert!(matches!(
+            open_share(&sd, &outsider),
+            Err(Error::Recovery(RecoveryError::CertNotInSd { .. }))
+        ));
         let mut q = Quorum::new(&sd);
         q.add(&key(1, true)).unwrap();
-        assert!(matches!(q.add(&key(1, false)), Err(Error::DuplicateCustodian { .. })));
+        assert!(matches!(
+            q.add(&key(1, false)),
+            Err(Error::Recovery(RecoveryError::DuplicateCustodian { .. }))
+        ));
     }
 
     #[test]
@@ -171,7 +180,10 @@ mod tests {
         q.add(&key(0, true)).unwrap();
         q.add(&key(1, true)).unwrap();
         let err = q.finish().err().unwrap();
-        assert!(matches!(err, Error::SharesInconsistent { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Recovery(RecoveryError::SharesInconsistent { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -194,7 +206,7 @@ mod tests {
         .join(".");
         sd.shared_keys.enc_shares[0].enc_key = tampered;
         let err = open_share(&sd, &key(0, true)).err().unwrap();
-        assert!(matches!(err, Error::ShareIntegrity { .. }));
+        assert!(matches!(err, Error::Recovery(RecoveryError::ShareIntegrity { .. })));
         assert!(err.to_string().contains(&custodians()[0].name));
     }
 
@@ -225,11 +237,11 @@ mod tests {
         assert_eq!(contents_fingerprint(&again.items), contents_fingerprint(&items));
         assert!(matches!(
             open_share(&new, &key(0, true)),
-            Err(Error::CertNotInSd { .. })
+            Err(Error::Recovery(RecoveryError::CertNotInSd { .. }))
         ));
         assert!(matches!(
             open_share(&new, &key(1, false)),
-            Err(Error::KeyOpensNoShare { .. })
+            Err(Error::Recovery(RecoveryError::KeyOpensNoShare { .. }))
         ));
     }
 

@@ -6,7 +6,7 @@ use crate::crypto::secret::{MasterKey, SecretBytes};
 use crate::crypto::shamir::{self, Share};
 use crate::crypto::CryptoError;
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, RecoveryError, Result};
 use crate::format::sdfile::SecurityDomain;
 
 /// A custodian's private key with what names it, and optionally the
@@ -68,51 +68,60 @@ pub fn open_share(sd: &SecurityDomain, ck: &CustodianKey) -> Result<OpenedShare>
                 });
             }
             let x5t = cert.x5t_256();
-            let index = sd.share_index(&x5t).ok_or_else(|| Error::CertNotInSd {
+            let index = sd.share_index(&x5t).ok_or_else(|| RecoveryError::CertNotInSd {
                 cert: cert_label.clone(),
                 x5t_256: x5t.clone(),
             })?;
-            let jwe = sd.share_jwe(index).map_err(|e| Error::Crypto(e.to_string()))?;
+            let jwe = sd
+                .share_jwe(index)
+                .map_err(|source| RecoveryError::ShareMalformed { source })?;
             let bytes = jwe.decrypt_with(ck.unwrapper.as_ref()).map_err(|source| match source {
-                CryptoError::Token(why) => Error::Crypto(why),
-                source => Error::ShareIntegrity { who: ck.who(), source },
+                source @ CryptoError::Token(_) => RecoveryError::TokenUnwrap { who: ck.who(), source },
+                source => RecoveryError::ShareIntegrity { who: ck.who(), source },
             })?;
             finish_share(sd, index, ck, &bytes)
         }
         None => {
             for index in 0..sd.share_count() {
-                let jwe = sd.share_jwe(index).map_err(|e| Error::Crypto(e.to_string()))?;
+                let jwe = sd
+                    .share_jwe(index)
+                    .map_err(|source| RecoveryError::ShareMalformed { source })?;
                 let cek = match ck.unwrapper.unwrap_cek(jwe.alg, &jwe.encrypted_key) {
                     Ok(cek) => cek,
                     // A token that cannot do the unwrap at all would fail every share alike.
-                    Err(CryptoError::Token(why)) => return Err(Error::Crypto(why)),
+                    Err(source @ CryptoError::Token(_)) => {
+                        return Err(RecoveryError::TokenUnwrap { who: ck.who(), source }.into())
+                    }
                     // OAEP fails for every share that is not this key's.
                     Err(_) => continue,
                 };
                 let bytes = jwe
                     .decrypt_with_key(cek.expose())
-                    .map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
+                    .map_err(|source| RecoveryError::ShareIntegrity { who: ck.who(), source })?;
                 return finish_share(sd, index, ck, &bytes);
             }
-            Err(Error::KeyOpensNoShare {
+            Err(RecoveryError::KeyOpensNoShare {
                 key: ck.label.clone(),
                 shares: sd.share_count(),
-            })
+            }
+            .into())
         }
     }
 }
 
 fn finish_share(sd: &SecurityDomain, index: usize, ck: &CustodianKey, bytes: &SecretBytes) -> Result<OpenedShare> {
-    let share = Share::from_bytes(bytes.expose()).map_err(|source| Error::ShareIntegrity { who: ck.who(), source })?;
+    let share =
+        Share::from_bytes(bytes.expose()).map_err(|source| RecoveryError::ShareIntegrity { who: ck.who(), source })?;
     if share.len() != MasterKey::LEN {
-        return Err(Error::ShareIntegrity {
+        return Err(RecoveryError::ShareIntegrity {
             who: ck.who(),
             source: CryptoError::ShareMalformed(format!(
                 "it covers {} bytes, a master key has {}",
                 share.len(),
                 MasterKey::LEN
             )),
-        });
+        }
+        .into());
     }
     let x5t_256 = sd.shared_keys.enc_shares[index].x5t_256.clone();
     Ok(OpenedShare {
@@ -170,7 +179,7 @@ impl<'a> Quorum<'a> {
             .iter()
             .any(|o| o.index == opened.index || o.opened_by == opened.opened_by)
         {
-            return Err(Error::DuplicateCustodian { who: ck.who() });
+            return Err(RecoveryError::DuplicateCustodian { who: ck.who() }.into());
         }
         self.opened.push(opened);
         Ok(self.opened.last().expect("just pushed"))
@@ -184,22 +193,25 @@ impl<'a> Quorum<'a> {
     /// opening every data item.
     pub fn finish(self) -> Result<Recovered> {
         if !self.is_met() {
-            return Err(Error::NotEnoughShares {
+            return Err(RecoveryError::NotEnoughShares {
                 opened: self.opened.iter().map(|o| o.who.clone()).collect(),
                 needed: self.needed(),
                 failures: self.failures,
-            });
+            }
+            .into());
         }
         let chosen: Vec<&Share> = self.opened.iter().take(self.needed()).map(|o| &o.share).collect();
-        let secret = shamir::combine(&chosen).map_err(|e| Error::SharesInconsistent { reason: e.to_string() })?;
+        let secret =
+            shamir::combine(&chosen).map_err(|e| RecoveryError::SharesInconsistent { reason: e.to_string() })?;
         let master_key = MasterKey::from_slice(&secret).expect("shares were checked to cover 32 bytes");
         let items = decrypt_items(&self.sd.enc_data, &master_key).map_err(|e| match e {
             // A wrong master key from well-formed shares means a share was replaced.
-            Error::ItemIntegrity { tag, .. } => Error::SharesInconsistent {
+            Error::Recovery(RecoveryError::ItemIntegrity { tag, .. }) => RecoveryError::SharesInconsistent {
                 reason: format!(
                     "the rebuilt master key does not open data item '{tag}'; one of the shares opened is not from this security domain"
                 ),
-            },
+            }
+            .into(),
             other => other,
         })?;
         let custodians = self

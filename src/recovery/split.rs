@@ -8,7 +8,7 @@ use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::MasterKey;
 use crate::crypto::shamir::{self};
 use crate::custodian::cert::Certificate;
-use crate::error::{Error, Result};
+use crate::error::{Error, RecoveryError, Result};
 use crate::format::limits::Profile;
 use crate::format::sdfile::{self, EncShare, SecurityDomain, SharedKeys};
 
@@ -24,15 +24,19 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
     check_custodian_set(certs, quorum, profile)?;
     check_items(items)?;
     let shares = shamir::split_with_rng(rng, master.expose(), certs.len() as u8, quorum as u8)
-        .map_err(|e| Error::WeakParameters(e.to_string()))?;
+        .map_err(|source| RecoveryError::SplitParameters { source })?;
     let mut enc_shares = Vec::with_capacity(certs.len());
     for ((label, cert), share) in certs.iter().zip(&shares) {
         let public = cert.rsa_public_key().map_err(|source| Error::Certificate {
             label: label.clone(),
             source,
         })?;
-        let enc_key = jwe::encrypt_rsa_oaep256_with_rng(rng, &public, &share.to_bytes())
-            .map_err(|e| Error::Crypto(e.to_string()))?;
+        let enc_key = jwe::encrypt_rsa_oaep256_with_rng(rng, &public, &share.to_bytes()).map_err(|source| {
+            RecoveryError::Encrypt {
+                what: format!("the share for {label}"),
+                source,
+            }
+        })?;
         enc_shares.push(EncShare {
             enc_key,
             x5t_256: cert.x5t_256(),
@@ -47,8 +51,7 @@ pub fn split_with_rng<R: CryptoRng + ?Sized>(
         },
         version: sdfile::VERSION,
     };
-    sd.validate()
-        .map_err(|e| Error::Crypto(format!("internal check of the new security domain failed: {e}")))?;
+    sd.validate().map_err(|source| RecoveryError::SelfCheck { source })?;
     Ok(sd)
 }
 

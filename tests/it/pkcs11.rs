@@ -491,8 +491,11 @@ fn rotate_manifest_and_log_take_token_keys() {
         inputs::certificate(&hsm.dir.join("c0.cer")).unwrap(),
         inputs::certificate(&hsm.dir.join("c1.cer")).unwrap(),
     ];
-    m.check("split", &certs, 2, 1).unwrap();
-    assert!(m.check("split", &certs, 2, 2).is_err());
+    m.check(hsm_ceremony::ceremony::manifest::Purpose::Split, &certs, 2, 1)
+        .unwrap();
+    assert!(m
+        .check(hsm_ceremony::ceremony::manifest::Purpose::Split, &certs, 2, 2)
+        .is_err());
 
     // A rotation opened by two token keys is logged; a token countersigns the line.
     let bob = hsm.keygen("bob");

@@ -22,7 +22,7 @@ use super::crypto::{Curve, Kty, Material};
 use super::spec::{KeySpec, PolicySpec, Update};
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::crypto::rng::CryptoRng;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Result};
 use crate::files::{self, Mode};
 
 pub const KEYS_FILE: &str = "keys.json";
@@ -233,14 +233,17 @@ impl KeyStore {
             });
         }
         let bytes = Zeroizing::new(files::read_limited(&path, MAX_KEYS_BYTES, "emulator key store")?);
-        let file: KeysFile = crate::format::json::from_slice(&bytes)
-            .map_err(|e| Error::Usage(format!("{} is not a key store of this emulator: {e}", path.display())))?;
+        let file: KeysFile = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
+            path: path.clone(),
+            what: "key store",
+            why,
+        })?;
         if !(1..=FORMAT).contains(&file.format) {
-            return Err(Error::Usage(format!(
-                "{} has format {}, only 1 and {FORMAT} are understood",
-                path.display(),
-                file.format
-            )));
+            return Err(EmulatorError::UnknownFormat {
+                path: path.to_path_buf(),
+                format: u64::from(file.format),
+            }
+            .into());
         }
         Ok(KeyStore {
             path: Some(path),
