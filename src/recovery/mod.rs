@@ -51,6 +51,44 @@ mod tests {
         )
     }
 
+    /// A foreign file whose shares 0 and 1 go to one RSA modulus (under two
+    /// exponents, so two different public keys and certificates): the key
+    /// holder opens both, and must still count once.
+    #[test]
+    fn two_shares_of_one_modulus_count_once() {
+        use rsa::traits::PrivateKeyParts;
+        let (mut sd, _, _) = setup(3, 2);
+        let c = custodians();
+        let primes: Vec<_> = c[0].key.primes().iter().map(|p| p.as_ref().clone()).collect();
+        let twin =
+            rsa::PrivateKey::from_p_q(primes[0].clone(), primes[1].clone(), rsa::BoxedUint::from(65539u32)).unwrap();
+        let mut rng = test_rng(31);
+        let twin_cert = crate::custodian::keygen::self_signed_certificate_with_rng(
+            &mut rng,
+            &twin,
+            "twin",
+            365,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let share1 = sd.share_jwe(1).unwrap().decrypt_with(&c[1].key).unwrap();
+        sd.shared_keys.enc_shares[1] = crate::format::sdfile::EncShare {
+            enc_key: jwe::encrypt_rsa_oaep256_with_rng(&mut rng, &twin.to_public_key(), share1.expose()).unwrap(),
+            x5t_256: twin_cert.x5t_256(),
+        };
+        let mut q = Quorum::new(&sd);
+        q.add(&key(0, true)).unwrap();
+        let again = CustodianKey::from_rsa("twin.key", twin, Some(("twin.cer".into(), twin_cert)));
+        let err = q.add(&again).map(|_| ()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::Recovery(RecoveryError::DuplicateKey { .. })),
+            "{text}"
+        );
+        assert!(text.contains("twin.key") && text.contains(&c[0].name), "{text}");
+        assert!(!q.is_met());
+    }
+
     #[test]
     fn quorum_recovers_and_blob_opens_to_the_same_contents() {
         let (sd, master, items) = setup(3, 2);

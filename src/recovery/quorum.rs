@@ -174,12 +174,23 @@ impl<'a> Quorum<'a> {
     /// to record it with [`Quorum::record_failure`] and go on.
     pub fn add(&mut self, ck: &CustodianKey) -> Result<&OpenedShare> {
         let opened = open_share(self.sd, ck)?;
-        if self
+        if self.opened.iter().any(|o| o.index == opened.index) {
+            return Err(RecoveryError::DuplicateCustodian { who: ck.who() }.into());
+        }
+        // A custodian is an RSA modulus: whoever factors it holds every key
+        // built on it, whatever the exponent or certificate. A foreign file
+        // with two shares for one modulus must not let one person count twice.
+        if let Some(first) = self
             .opened
             .iter()
-            .any(|o| o.index == opened.index || o.opened_by == opened.opened_by)
+            .find(|o| same_modulus(&o.opened_by, &opened.opened_by))
         {
-            return Err(RecoveryError::DuplicateCustodian { who: ck.who() }.into());
+            return Err(RecoveryError::DuplicateKey {
+                first: first.who.clone(),
+                second: ck.who(),
+                why: "the same RSA modulus",
+            }
+            .into());
         }
         self.opened.push(opened);
         Ok(self.opened.last().expect("just pushed"))
@@ -296,4 +307,9 @@ pub fn gather_quorum(
         }
     }
     quorum.finish()
+}
+
+fn same_modulus(a: &rsa::PublicKey, b: &rsa::PublicKey) -> bool {
+    use rsa::traits::PublicKeyParts;
+    a.n() == b.n()
 }
