@@ -85,7 +85,7 @@ pub enum Error {
     #[error(transparent)]
     Emulator(#[from] EmulatorError),
     /// The command line itself: a flag missing, two that exclude each other,
-    /// a value clap could not check. Only src/cli constructs it.
+    /// a value the parser could not check. Only src/cli constructs it.
     #[error("{0}")]
     Usage(String),
 }
@@ -231,6 +231,9 @@ pub enum InstanceError {
         request: String,
         reason: String,
     },
+    /// A key name outside `^[0-9a-zA-Z-]{1,127}$`, refused before any request.
+    #[error("'{name}' is not a key name: use 1 to 127 letters, digits or '-'")]
+    KeyName { name: String },
     /// A non-2xx answer.
     #[error("{request} was refused with {status}: {detail}")]
     Refused {
@@ -300,12 +303,9 @@ pub enum EmulatorError {
     #[error("another emulator is already serving {}; one instance is one state directory", dir.display())]
     AlreadyServed { dir: PathBuf },
     #[error("{0} is not a loopback address; the emulator only listens on 127.0.0.1 or ::1")]
-    NotLoopback(std::net::SocketAddr),
+    NotLoopback(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: String, source: std::io::Error },
     #[error("cannot start the emulator's {what}: {source}")]
     Start { what: &'static str, source: std::io::Error },
     #[error("cannot make the emulator's TLS certificate: {why}")]

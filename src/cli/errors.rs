@@ -88,7 +88,9 @@ pub fn exit_code(err: &Error) -> u8 {
             EXIT_INTEGRITY
         }
         Error::Recovery(R::NotEnoughShares { .. }) | Error::Log(LogError::NotEnoughProofs { .. }) => EXIT_QUORUM,
-        Error::Instance(InstanceError::Url { .. } | InstanceError::CaNotPem { .. }) => EXIT_INPUT,
+        Error::Instance(InstanceError::Url { .. } | InstanceError::CaNotPem { .. } | InstanceError::KeyName { .. }) => {
+            EXIT_INPUT
+        }
         Error::Instance(_) => EXIT_INSTANCE,
         _ => EXIT_INPUT,
     }
@@ -261,6 +263,9 @@ pub fn advice(err: &Error) -> Option<String> {
         }
         Error::Recovery(RecoveryError::ShareMalformed { .. } | RecoveryError::ItemMalformed { .. } | RecoveryError::BlobMalformed { .. }) => {
             "The file was damaged after it was written: compare its SHA-256 with the ceremony record and use a good copy.".into()
+        }
+        Error::Instance(InstanceError::KeyName { .. }) => {
+            "Name the key with letters, digits and '-' only, as Managed HSM requires.".into()
         }
         Error::Instance(InstanceError::CaNotPem { .. }) => {
             "Give the emulator's CA certificate (STATE/ca.pem), or leave --ca out for Azure.".into()

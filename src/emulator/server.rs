@@ -122,7 +122,7 @@ fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) ->
 
 fn prepare(config: &Config) -> Result<Prepared> {
     if !config.listen.ip().is_loopback() {
-        return Err(EmulatorError::NotLoopback(config.listen).into());
+        return Err(EmulatorError::NotLoopback(config.listen.to_string()).into());
     }
     state::ensure_dir(&config.state_dir)?;
     // An absolute CA path stays valid for clients started elsewhere.
@@ -133,15 +133,15 @@ fn prepare(config: &Config) -> Result<Prepared> {
         None
     };
     let listener = std::net::TcpListener::bind(config.listen).map_err(|source| EmulatorError::Listen {
-        addr: config.listen,
+        addr: config.listen.to_string(),
         source,
     })?;
     listener.set_nonblocking(true).map_err(|source| EmulatorError::Listen {
-        addr: config.listen,
+        addr: config.listen.to_string(),
         source,
     })?;
     let local_addr = listener.local_addr().map_err(|source| EmulatorError::Listen {
-        addr: config.listen,
+        addr: config.listen.to_string(),
         source,
     })?;
     let scheme = if config.tls { "https" } else { "http" };

@@ -72,6 +72,16 @@ enum Transport {
     InProcess(Arc<crate::emulator::InProcess>),
 }
 
+/// `name` checked before it becomes part of a request path: a `/`, `?` or
+/// `%` would address another resource than the key named.
+fn key_name(name: &str) -> Result<&str> {
+    if crate::format::limits::is_key_name(name) {
+        Ok(name)
+    } else {
+        Err(InstanceError::KeyName { name: name.to_string() }.into())
+    }
+}
+
 fn bad_answer(request: impl Into<String>, what: &'static str, why: impl std::fmt::Display) -> Error {
     InstanceError::BadAnswer {
         request: request.into(),
@@ -443,7 +453,7 @@ impl InstanceClient {
 
     /// Creates an RSA-HSM 2048 key (a canary).
     pub fn create_rsa_key(&self, name: &str) -> Result<KeyInfo> {
-        let path = format!("/keys/{name}/create");
+        let path = format!("/keys/{name}/create", name = key_name(name)?);
         let (_, text) = self.request(
             "POST",
             &path,
@@ -453,7 +463,7 @@ impl InstanceClient {
     }
 
     pub fn get_key(&self, name: &str) -> Result<KeyInfo> {
-        let path = format!("/keys/{name}");
+        let path = format!("/keys/{name}", name = key_name(name)?);
         let (_, text) = self.request("GET", &path, None)?;
         Self::key_info(&path, &text)
     }
@@ -461,7 +471,7 @@ impl InstanceClient {
     /// The opaque backup of `name` (base64url), restorable only on an
     /// instance with the same security domain.
     pub fn backup_key(&self, name: &str) -> Result<String> {
-        let path = format!("/keys/{name}/backup");
+        let path = format!("/keys/{name}/backup", name = key_name(name)?);
         let (_, text) = self.request("POST", &path, Some(String::new()))?;
         #[derive(Deserialize)]
         struct Value {
@@ -475,5 +485,33 @@ impl InstanceClient {
     pub fn restore_key(&self, backup: &str) -> Result<KeyInfo> {
         let (_, text) = self.request("POST", "/keys/restore", Some(json!({"value": backup}).to_string()))?;
         Self::key_info("/keys/restore", &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key name that would change the request path is refused before any
+    /// request is made (port 9 would refuse the connection otherwise).
+    #[test]
+    fn key_names_outside_the_rule_are_refused_before_any_request() {
+        let client = InstanceClient::new("http://127.0.0.1:9", "t", None).unwrap();
+        for name in ["a/b", "a?api-version=1", "a%2fb", "", "../restore", &"a".repeat(128)] {
+            for result in [
+                client.create_rsa_key(name).map(|_| ()),
+                client.get_key(name).map(|_| ()),
+                client.backup_key(name).map(|_| ()),
+            ] {
+                assert!(
+                    matches!(result, Err(Error::Instance(InstanceError::KeyName { .. }))),
+                    "{name}: {result:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            client.get_key("canary-1"),
+            Err(Error::Instance(InstanceError::Unreachable { .. }))
+        ));
     }
 }
