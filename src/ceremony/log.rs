@@ -323,6 +323,22 @@ pub fn verified(path: &Path) -> Result<Vec<Line>> {
     })
 }
 
+/// The epoch of the custodian set a rotation makes: one above the highest
+/// any line of `log` records (the first set is epoch 1, so 2 with no log).
+/// A log that does not verify is an error, never a silent 2: its epochs
+/// cannot be trusted, and a reused epoch would let an old manifest replay.
+pub fn next_epoch(log: Option<&Path>) -> Result<u64> {
+    let lines = match log.filter(|p| p.exists()) {
+        None => Vec::new(),
+        Some(p) => verified(p)?,
+    };
+    let highest = lines
+        .iter()
+        .filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64()))
+        .max();
+    Ok(highest.unwrap_or(1) + 1)
+}
+
 /// Reads and checks the whole chain; returns its lines or the first break.
 pub fn verify(path: &Path) -> Result<std::result::Result<Vec<Line>, Broken>> {
     refuse_symlinks(path)?;
@@ -432,6 +448,25 @@ mod tests {
             thumbprints: vec![format!("t{i}")],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn next_epoch_is_above_the_log_and_refuses_a_broken_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_NAME);
+        assert_eq!(next_epoch(None).unwrap(), 2);
+        assert_eq!(next_epoch(Some(&path)).unwrap(), 2, "no log yet");
+        let mut e = entry(0);
+        e.details = serde_json::json!({"epoch": 5});
+        append(&path, e).unwrap();
+        append(&path, entry(1)).unwrap();
+        assert_eq!(next_epoch(Some(&path)).unwrap(), 6);
+        let text = std::fs::read_to_string(&path).unwrap().replacen("step 1", "step 9", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            next_epoch(Some(&path)),
+            Err(Error::Log(LogError::Broken { .. }))
+        ));
     }
 
     fn log_with(n: usize) -> (tempfile::TempDir, PathBuf) {

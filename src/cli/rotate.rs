@@ -110,19 +110,6 @@ fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T> {
     v.as_ref().ok_or_else(|| Error::Usage(format!("{flag} is required")))
 }
 
-fn next_epoch(log_path: Option<&Path>) -> u64 {
-    let highest = log_path
-        .and_then(|p| log::verify(p).ok())
-        .and_then(|r| r.ok())
-        .and_then(|lines| {
-            lines
-                .iter()
-                .filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64()))
-                .max()
-        });
-    highest.unwrap_or(1) + 1
-}
-
 fn start(args: &StartArgs) -> Result<()> {
     let sd_path = required(&args.sd_file, "--sd-file")?;
     let out = required(&args.out, "--out")?;
@@ -171,7 +158,7 @@ fn start(args: &StartArgs) -> Result<()> {
                 manifest::check_epoch_increases(given, log_path.as_deref())?;
                 given
             }
-            (None, None) => next_epoch(log_path.as_deref()),
+            (None, None) => log::next_epoch(log_path.as_deref())?,
         };
         entry.details["epoch"] = json!(epoch);
         if let Some(s) = &signed {
@@ -263,7 +250,7 @@ fn cancel(record_path: &Path) -> Result<()> {
 fn status(record_path: &Path, as_json: bool) -> Result<()> {
     let rec = Record::load(record_path)?;
     let proved = rec.proofs()?;
-    let state = format!("{:?}", rec.state).to_lowercase();
+    let state = rec.state.to_string();
     if as_json {
         print_json(&json!({
             "state": state,
