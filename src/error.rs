@@ -2,7 +2,7 @@
 //! concerns, never what to do about it. The CLI (src/cli/errors.rs) alone
 //! adds the advice and picks the exit code.
 //!
-//! [`Error`] holds the file-system and input errors every layer shares and
+//! [`enum@Error`] holds the file-system and input errors every layer shares and
 //! one typed enum per concern: [`FormatError`] (files' formats),
 //! [`CryptoError`], [`CustodianError`] and [`TokenError`] (custodian keys
 //! and certificates), [`RecoveryError`] (shares, quorum, data items, blobs),
@@ -126,8 +126,10 @@ pub enum RecoveryError {
         second: String,
         why: &'static str,
     },
-    #[error("the share of {who} was already opened; each custodian counts once")]
-    DuplicateCustodian { who: String },
+    /// `who` opened a share, or the same share, as `first` did with the same
+    /// RSA modulus: one custodian, whatever the certificates or exponents.
+    #[error("the share of {who} was already opened: {first} has the same RSA modulus; each custodian counts once")]
+    DuplicateCustodian { who: String, first: String },
     #[error("{}", not_enough(.opened, .needed, .failures))]
     NotEnoughShares {
         opened: Vec<String>,

@@ -82,7 +82,7 @@ mod tests {
         let err = q.add(&again).map(|_| ()).unwrap_err();
         let text = err.to_string();
         assert!(
-            matches!(err, Error::Recovery(RecoveryError::DuplicateKey { .. })),
+            matches!(err, Error::Recovery(RecoveryError::DuplicateCustodian { .. })),
             "{text}"
         );
         assert!(text.contains("twin.key") && text.contains(&c[0].name), "{text}");

@@ -174,21 +174,17 @@ impl<'a> Quorum<'a> {
     /// to record it with [`Quorum::record_failure`] and go on.
     pub fn add(&mut self, ck: &CustodianKey) -> Result<&OpenedShare> {
         let opened = open_share(self.sd, ck)?;
-        if self.opened.iter().any(|o| o.index == opened.index) {
-            return Err(RecoveryError::DuplicateCustodian { who: ck.who() }.into());
-        }
         // A custodian is an RSA modulus: whoever factors it holds every key
         // built on it, whatever the exponent or certificate. A foreign file
         // with two shares for one modulus must not let one person count twice.
         if let Some(first) = self
             .opened
             .iter()
-            .find(|o| same_modulus(&o.opened_by, &opened.opened_by))
+            .find(|o| o.index == opened.index || same_modulus(&o.opened_by, &opened.opened_by))
         {
-            return Err(RecoveryError::DuplicateKey {
+            return Err(RecoveryError::DuplicateCustodian {
+                who: ck.who(),
                 first: first.who.clone(),
-                second: ck.who(),
-                why: "the same RSA modulus",
             }
             .into());
         }
