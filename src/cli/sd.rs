@@ -289,19 +289,26 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads `TAG=FILE` items.
+/// Reads `TAG=FILE` items. Each is a security domain's plaintext (in a real
+/// ceremony, key material), so it is held to the passphrase files' rule:
+/// readable by its owner only.
 fn read_items(specs: &[String]) -> Result<Vec<PlainItem>> {
-    specs
+    let pairs: Vec<(&str, &str)> = specs
         .iter()
         .map(|spec| {
-            let (tag, file) = spec
-                .split_once('=')
+            spec.split_once('=')
                 .filter(|(t, f)| !t.is_empty() && !f.is_empty())
-                .ok_or_else(|| Error::Usage(format!("--item '{spec}' is not TAG=FILE")))?;
-            let bytes = read_limited(std::path::Path::new(file), MAX_SD_FILE_BYTES / 2, "data item")?;
+                .ok_or_else(|| Error::Usage(format!("--item '{spec}' is not TAG=FILE")))
+        })
+        .collect::<Result<_>>()?;
+    recovery::check_item_tags(&pairs.iter().map(|(t, _)| *t).collect::<Vec<_>>())?;
+    pairs
+        .into_iter()
+        .map(|(tag, file)| {
+            let bytes = inputs::secret_file(std::path::Path::new(file), MAX_SD_FILE_BYTES / 2, "data item")?;
             Ok(PlainItem {
                 tag: tag.to_string(),
-                plaintext: SecretBytes::new(bytes),
+                plaintext: SecretBytes::new(bytes.to_vec()),
             })
         })
         .collect()

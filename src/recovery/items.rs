@@ -84,12 +84,18 @@ pub fn random_items_with_rng<R: CryptoRng + ?Sized>(rng: &mut R) -> Vec<PlainIte
 }
 
 pub(super) fn check_items(items: &[PlainItem]) -> Result<()> {
-    if items.is_empty() {
+    check_item_tags(&items.iter().map(|i| i.tag.as_str()).collect::<Vec<_>>())
+}
+
+/// At least one tag, each non-empty and given once: checked on the tags
+/// alone, so a caller can refuse them before reading any item's file.
+pub fn check_item_tags(tags: &[&str]) -> Result<()> {
+    if tags.is_empty() {
         return Err(RecoveryError::NoItems.into());
     }
-    for (i, item) in items.iter().enumerate() {
-        if item.tag.is_empty() || items[..i].iter().any(|o| o.tag == item.tag) {
-            return Err(RecoveryError::ItemTag { tag: item.tag.clone() }.into());
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.is_empty() || tags[..i].contains(tag) {
+            return Err(RecoveryError::ItemTag { tag: tag.to_string() }.into());
         }
     }
     Ok(())

@@ -61,7 +61,7 @@ fn no_printing_command_passes_a_control_character_through() {
     d.ceremony();
     let (cer, key) = evil_custodian(&d);
     let tag = format!("{ESC}tag=item.bin");
-    d.write("item.bin", [7u8; 40]);
+    d.write_secret("item.bin", [7u8; 40]);
     let certs = [cer.as_str(), "c1.cer", "c2.cer"];
     // (args, whether it must succeed): the rest may refuse, but not raw.
     let mut runs: Vec<(Vec<String>, bool)> = vec![

@@ -178,7 +178,7 @@ fn no_command_prints_or_writes_a_secret() {
     let known = known_security_domain(&d);
     d.write_secret("new.pass", format!("{NEW_PASSPHRASE}\n"));
     d.chmod("new.pass", 0o600);
-    d.write(
+    d.write_secret(
         "item.bin",
         b"public item contents, not a secret of this test\n".repeat(4),
     );

@@ -64,8 +64,8 @@ fn random_contents_make_a_valid_file() {
 fn items_from_files_keep_tag_and_order() {
     let dir = Dir::new("split-items");
     certs3(&dir);
-    dir.write("a.bin", vec![7u8; 100]);
-    dir.write("b.bin", b"second item");
+    dir.write_secret("a.bin", vec![7u8; 100]);
+    dir.write_secret("b.bin", b"second item");
     let out = dir.run(&[
         "sd",
         "split",
@@ -115,6 +115,34 @@ fn items_from_files_keep_tag_and_order() {
     ])
     .fails(6, &["missing.bin"]);
     dir.assert_absent("bad.json");
+}
+
+/// A data item is a security domain's plaintext: like a passphrase file it
+/// must be its owner's alone, and nothing is written when it is not.
+#[test]
+fn an_item_others_can_read_is_refused() {
+    let dir = Dir::new("split-item-mode");
+    for i in 0..3 {
+        dir.custodian(i);
+    }
+    dir.write("open.bin", b"key material");
+    dir.chmod("open.bin", 0o644);
+    dir.run(&[
+        "sd",
+        "split",
+        "--certs",
+        "c0.cer",
+        "c1.cer",
+        "c2.cer",
+        "--quorum",
+        "2",
+        "--item",
+        "t=open.bin",
+        "--out",
+        "out.json",
+    ])
+    .fails(util::EXIT_INPUT, &["open.bin can be read by other users", "chmod 600"]);
+    dir.assert_absent("out.json");
 }
 
 #[test]
@@ -221,8 +249,8 @@ fn refuses_items_that_make_an_unreadable_file() {
     let noise: Vec<u8> = (0..1_600_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    dir.write("i1.bin", &noise);
-    dir.write("i2.bin", &noise);
+    dir.write_secret("i1.bin", &noise);
+    dir.write_secret("i2.bin", &noise);
     let args = [
         "sd", "split", "--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--item", "a=i1.bin",
     ];
