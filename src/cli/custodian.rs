@@ -179,7 +179,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     // Passphrases are asked first, in turn, so the slow part runs unattended.
     let passphrases: Vec<Option<Passphrase>> = if args.insecure_unencrypted_key {
         warn("the private keys will be written UNENCRYPTED; use them only for tests and throw-away rehearsals");
-        vec![None; names.len()]
+        std::iter::repeat_with(|| None).take(names.len()).collect()
     } else {
         let mut source = Passphrases::new(&args.passphrases, None, names.len())?;
         names

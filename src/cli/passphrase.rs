@@ -36,11 +36,33 @@ pub struct PassphraseArgs {
     pub pin_files: Vec<PathBuf>,
 }
 
+/// A `--passwords` value as clap holds it: `Clone` because clap's values must
+/// be, but wiped on drop and shown as `[redacted]` by `Debug`, so the parsed
+/// command line can be printed or logged without the passphrase.
+#[derive(Clone)]
+pub struct CommandLineSecret(zeroize::Zeroizing<String>);
+
+impl CommandLineSecret {
+    /// For `#[arg(value_parser = CommandLineSecret::parse)]`.
+    pub fn parse(s: &str) -> std::result::Result<Self, std::convert::Infallible> {
+        Ok(CommandLineSecret(zeroize::Zeroizing::new(s.to_string())))
+    }
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CommandLineSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Hands out one passphrase per key, from the sources given.
 pub struct Passphrases {
     files: Vec<PathBuf>,
     fd: Option<BufReader<File>>,
-    passwords: Option<Vec<String>>,
+    passwords: Option<Vec<CommandLineSecret>>,
     pin_files: Vec<PathBuf>,
     /// Key indices that asked for a PIN, in order (pin files map to them).
     pins_asked: Vec<usize>,
@@ -53,7 +75,7 @@ pub struct Given {
 }
 
 impl Passphrases {
-    pub fn new(args: &PassphraseArgs, passwords: Option<Vec<String>>, keys: usize) -> Result<Self> {
+    pub fn new(args: &PassphraseArgs, passwords: Option<Vec<CommandLineSecret>>, keys: usize) -> Result<Self> {
         if args.files.len() > 1 && args.files.len() != keys {
             return Err(Error::Usage(format!(
                 "{} --passphrase-file options were given for {keys} key(s); give one file for all keys, or exactly one per key",
@@ -94,9 +116,9 @@ impl Passphrases {
     /// when `--passwords` says the key is not encrypted.
     pub fn for_key(&mut self, index: usize, label: &str, attempt: usize) -> Result<Option<Given>> {
         if let Some(list) = &self.passwords {
-            let entry = &list[index];
+            let entry = list[index].expose();
             return Ok((!entry.is_empty()).then(|| Given {
-                passphrase: Passphrase::new(entry.clone()),
+                passphrase: Passphrase::new(entry.to_string()),
                 typed: false,
             }));
         }

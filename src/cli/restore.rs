@@ -11,7 +11,7 @@ use serde_json::json;
 use super::keys;
 use super::keys::QuorumKeys;
 use super::output::{print_json, warn};
-use super::passphrase::{PassphraseArgs, Passphrases};
+use super::passphrase::{CommandLineSecret, PassphraseArgs, Passphrases};
 use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::log::Entry;
@@ -45,8 +45,8 @@ pub struct RestoreBlobArgs {
     /// Azure CLI compatibility: one passphrase per key in order, "" for an
     /// unencrypted key. Every user of this machine can read the command line:
     /// prefer the prompt, --passphrase-file or --passphrase-fd.
-    #[arg(long, num_args = 1..)]
-    pub passwords: Option<Vec<String>>,
+    #[arg(long, num_args = 1.., value_parser = CommandLineSecret::parse)]
+    pub passwords: Option<Vec<CommandLineSecret>>,
     #[command(flatten)]
     pub passphrases: PassphraseArgs,
     /// Print the result as JSON, for scripts.
@@ -129,4 +129,33 @@ fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// The parsed command line may be printed with `{:?}`: the `--passwords`
+    /// values are not in it.
+    #[test]
+    fn passwords_are_not_in_the_debug_output() {
+        let cli = super::super::Cli::try_parse_from([
+            "hsm-ceremony",
+            "restore-blob",
+            "--sd-file",
+            "sd.json",
+            "--sd-exchange-key",
+            "x.cer",
+            "--sd-wrapping-keys",
+            "a.key",
+            "--out",
+            "b.json",
+            "--passwords",
+            "hunter2-secret",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

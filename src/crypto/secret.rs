@@ -23,8 +23,10 @@ impl SecretBytes {
     }
 }
 
-impl Clone for SecretBytes {
-    fn clone(&self) -> Self {
+impl SecretBytes {
+    /// A second copy, made on purpose: not `Clone`, so no copy of a secret
+    /// is made by a derive or a stray `.clone()`.
+    pub fn duplicate(&self) -> Self {
         SecretBytes::new(self.0.to_vec())
     }
 }
@@ -69,8 +71,36 @@ impl Passphrase {
     }
 }
 
-impl Clone for Passphrase {
-    fn clone(&self) -> Self {
+impl Passphrase {
+    /// A second copy, made on purpose (see [`SecretBytes::duplicate`]).
+    pub fn duplicate(&self) -> Self {
         Passphrase::new(self.0.to_string())
     }
+}
+
+/// Compile-time proof that the secret wrappers are neither `Clone` nor
+/// `Debug`: naming `Probe::<_>::ITEM` is ambiguous for a type that has the
+/// trait, so adding a derive breaks the build here.
+#[allow(dead_code)]
+mod not_clone_nor_debug {
+    use super::{MasterKey, Passphrase, SecretBytes};
+
+    trait IfClone<A> {
+        const ITEM: () = ();
+    }
+    impl<T: ?Sized> IfClone<()> for T {}
+    impl<T: Clone> IfClone<u8> for T {}
+
+    trait IfDebug<A> {
+        const ITEM: () = ();
+    }
+    impl<T: ?Sized> IfDebug<()> for T {}
+    impl<T: ?Sized + std::fmt::Debug> IfDebug<u8> for T {}
+
+    const _: () = <SecretBytes as IfClone<_>>::ITEM;
+    const _: () = <Passphrase as IfClone<_>>::ITEM;
+    const _: () = <MasterKey as IfClone<_>>::ITEM;
+    const _: () = <SecretBytes as IfDebug<_>>::ITEM;
+    const _: () = <Passphrase as IfDebug<_>>::ITEM;
+    const _: () = <MasterKey as IfDebug<_>>::ITEM;
 }

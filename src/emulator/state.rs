@@ -93,7 +93,7 @@ impl Clone for Domain {
                 .iter()
                 .map(|i| PlainItem {
                     tag: i.tag.clone(),
-                    plaintext: i.plaintext.clone(),
+                    plaintext: i.plaintext.duplicate(),
                 })
                 .collect(),
             uploaded: self.uploaded,
