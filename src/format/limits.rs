@@ -40,6 +40,13 @@ pub fn check_quorum(n: usize, m: usize, profile: Profile) -> Result<(), String> 
     Ok(())
 }
 
+/// Whether `name` is a Managed HSM key name (`^[0-9a-zA-Z-]{1,127}$`): the
+/// rule the service and the emulator apply, so a client can refuse a name
+/// before it becomes part of a request path.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,11 +61,4 @@ mod tests {
         assert!(check_quorum(3, 1, Profile::Azure).is_err());
         assert!(check_quorum(3, 4, Profile::Azure).is_err());
     }
-}
-
-/// Whether `name` is a Managed HSM key name (`^[0-9a-zA-Z-]{1,127}$`): the
-/// rule the service and the emulator apply, so a client can refuse a name
-/// before it becomes part of a request path.
-pub fn is_key_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 127 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
