@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 
 /// The largest document read or written: far beyond any rehearsal's roles.
@@ -49,14 +49,17 @@ fn read<T: Document>(path: &Path) -> Result<T> {
         return Ok(T::default());
     }
     let bytes = files::read_limited(path, MAX_BYTES, T::WHAT)?;
-    let doc: T = crate::format::json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{} is not a {} of this emulator: {e}", path.display(), T::WHAT)))?;
+    let doc: T = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
+        path: path.to_path_buf(),
+        what: T::WHAT,
+        why,
+    })?;
     if doc.format() != 1 {
-        return Err(Error::Usage(format!(
-            "{} has format {}, only 1 is understood",
-            path.display(),
-            doc.format()
-        )));
+        return Err(EmulatorError::UnknownFormat {
+            path: path.to_path_buf(),
+            format: u64::from(doc.format()),
+        }
+        .into());
     }
     Ok(doc)
 }
@@ -145,10 +148,12 @@ impl<T: Document> Persisted<T> {
         let text = serde_json::to_vec_pretty(&doc).expect("plain data serialises");
         // Never write what the next start would refuse to read.
         if text.len() as u64 > MAX_BYTES {
-            return Err(Error::Usage(format!(
-                "{} would grow past {MAX_BYTES} bytes, more than the emulator reads; nothing was changed",
-                path.display()
-            )));
+            return Err(EmulatorError::WouldGrow {
+                what: path.display().to_string(),
+                size: text.len() as u64,
+                limit: MAX_BYTES,
+            }
+            .into());
         }
         files::replace(path, &text, Mode::Private)?;
         *cache = (stamp(path), doc);

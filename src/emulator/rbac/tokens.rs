@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::SecretBytes;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 
 use super::persist::{stamp, Stamp};
@@ -84,14 +84,17 @@ fn read_file(path: &Path) -> Result<TokenFile> {
         });
     }
     let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
-    let file: TokenFile = crate::format::json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{} is not a token file of this emulator: {e}", path.display())))?;
+    let file: TokenFile = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
+        path: path.to_path_buf(),
+        what: "token file",
+        why,
+    })?;
     if file.format != 1 {
-        return Err(Error::Usage(format!(
-            "{} has format {}, only 1 is understood",
-            path.display(),
-            file.format
-        )));
+        return Err(EmulatorError::UnknownFormat {
+            path: path.to_path_buf(),
+            format: u64::from(file.format),
+        }
+        .into());
     }
     Ok(file)
 }
@@ -105,9 +108,7 @@ pub(super) fn check_principal(principal: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!(
-            "'{principal}' is not a principal name: use 1 to 64 letters, digits, '.', '_', '@' or '-'"
-        )))
+        Err(EmulatorError::Principal(principal.to_string()).into())
     }
 }
 
@@ -141,11 +142,12 @@ pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role]) ->
     let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
     // Never write what the server would refuse to read.
     if text.len() as u64 > MAX_TOKENS_BYTES {
-        return Err(Error::Usage(format!(
-            "{} would grow past {MAX_TOKENS_BYTES} bytes, more than the emulator reads; nothing was issued \
-             (serve a fresh state folder)",
-            path.display()
-        )));
+        return Err(EmulatorError::WouldGrow {
+            what: path.display().to_string(),
+            size: text.len() as u64,
+            limit: MAX_TOKENS_BYTES,
+        }
+        .into());
     }
     files::replace(&path, &text, Mode::Private)?;
     Ok(token.reveal())
