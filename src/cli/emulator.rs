@@ -1,5 +1,6 @@
-//! `hsm-ceremony emulator serve|token`: run an emulated Managed HSM on
-//! loopback, and issue bearer tokens for it.
+//! `hsm-ceremony emulator serve|token|az-setup`: run an emulated Managed
+//! HSM on loopback, issue bearer tokens for it, and sign the real Azure CLI
+//! in to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,6 +75,45 @@ pub enum EmulatorCommand {
         #[arg(long = "role", value_name = "ROLE", value_parser = parse_role)]
         roles: Vec<Role>,
     },
+    /// Print POSIX shell lines that sign the real Azure CLI in to a served
+    /// emulator, for `eval`.
+    ///
+    /// The lines set AZURE_CONFIG_DIR to a private folder (0700) inside the
+    /// state folder, so your own ~/.azure and real Azure login are never
+    /// touched; trust the emulator's CA (REQUESTS_CA_BUNDLE); register and
+    /// select a custom cloud whose Microsoft Entra endpoint is the
+    /// emulator's own; and `az login --service-principal` with a secret
+    /// created now for PRINCIPAL (kept in a 0600 file in that folder, read
+    /// by the login line: it is never printed). The emulator must be
+    /// serving the state folder (its URL is read from there), unless --url
+    /// is given. Then `az keyvault security-domain ... --id URL` and
+    /// `az keyvault key ... --id URL/keys/NAME` reach the emulator.
+    #[command(
+        name = "az-setup",
+        after_help = "Example:\n  hsm-ceremony emulator serve --state hsm-a &\n  \
+        eval \"$(hsm-ceremony emulator az-setup --state hsm-a --principal ops)\"\n  \
+        az keyvault security-domain download --id https://127.0.0.1:PORT \\\n      \
+        --sd-wrapping-keys c0.cer c1.cer c2.cer --sd-quorum 2 --security-domain-file sd.json\n\n\
+        The setting lasts for the shell that ran eval; open a new shell (or unset AZURE_CONFIG_DIR \
+        REQUESTS_CA_BUNDLE) to use your real az login again."
+    )]
+    AzSetup {
+        /// The state folder of the served instance.
+        #[arg(long = "state", value_name = "DIR")]
+        state: PathBuf,
+        /// The emulator principal az signs in as.
+        #[arg(long, value_name = "NAME")]
+        principal: String,
+        /// A built-in local role, assigned at scope / (repeatable, the
+        /// forms `emulator token` takes); none given means administrator and
+        /// crypto-user, what a whole ceremony and its key drill need.
+        #[arg(long = "role", value_name = "ROLE", value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// The emulator's URL (https://127.0.0.1:PORT); by default the one
+        /// the server serving DIR recorded there.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
@@ -102,6 +142,28 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
         } => {
             let token = emulator::issue_token(&state, &principal, &roles)?;
             crate::out!("{token}");
+            Ok(())
+        }
+        EmulatorCommand::AzSetup {
+            state,
+            principal,
+            roles,
+            url,
+        } => {
+            let roles: Vec<Role> = if roles.is_empty() {
+                vec![Role::Administrator, Role::CryptoUser]
+            } else {
+                roles
+            };
+            let setup = emulator::az_setup(&state, &principal, &roles, url.as_deref())?;
+            crate::out!(
+                "# az signs in to {} as '{principal}' (client id {})",
+                setup.url,
+                setup.client_id
+            );
+            for line in &setup.lines {
+                crate::out!("{line}");
+            }
             Ok(())
         }
     }

@@ -12,6 +12,8 @@
 //! domain (master key and contents) to the new certificates, so existing key
 //! backups keep restoring; download on a recovering instance is refused.
 
+mod authority;
+mod az_setup;
 mod backup;
 mod error;
 mod handle;
@@ -23,6 +25,8 @@ pub mod state;
 mod storage;
 mod tls;
 
+pub use authority::{register_client, ServicePrincipal, CLIENTS_FILE, EXPIRES_IN, MAX_TOKEN_BODY};
+pub use az_setup::{az_setup, shell_quote, AzSetup, AZ_CONFIG_DIR, CLOUD_NAME, SECRET_FILE, URL_FILE};
 pub use rbac::{decide_in, issue_token, DataAction, Decision, Role};
 pub use request::{preflight, API_VERSIONS};
 pub use server::{serve_blocking, spawn, Config, InProcess, Ready, RunningEmulator, IN_PROCESS_ORIGIN};

@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
+use super::authority::Authority;
 use super::handle::{self, App, Site};
 use super::keys::KeyStore;
 use super::rbac::Authenticator;
@@ -72,6 +73,8 @@ pub struct Ready {
 
 struct Prepared {
     app: Arc<App>,
+    /// The Entra-compatible sign-in endpoints az needs (`authority.rs`).
+    authority: Arc<Authority>,
     listener: std::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     ready: Ready,
@@ -147,14 +150,25 @@ fn prepare(config: &Config) -> Result<Prepared> {
     let scheme = if config.tls { "https" } else { "http" };
     let url = format!("{scheme}://{local_addr}");
     let (app, lock) = open_app(config, url.clone(), scheme, local_addr.port())?;
+    // For `emulator az-setup`; written under the lock, so it names this server.
+    super::az_setup::record_url(&config.state_dir, &url)?;
     let ready = Ready {
         url,
         local_addr,
         ca_pem_path: material.as_ref().map(|m| m.ca_pem_path.clone()),
     };
     let tls = material.map(|m| tokio_rustls::TlsAcceptor::from(m.config));
+    let authority = Arc::new(Authority::new(
+        Some(dir),
+        config.tenant.clone(),
+        ready.url.clone(),
+        scheme,
+        local_addr.port(),
+        config.body_timeout,
+    ));
     Ok(Prepared {
         app,
+        authority,
         listener,
         tls,
         ready,
@@ -328,12 +342,19 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let app = p.app.clone();
+        let authority = p.authority.clone();
         let acceptor = p.tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let svc = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle::handle(app, req).await) }
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (app, authority) = (app.clone(), authority.clone());
+                async move {
+                    Ok::<_, Infallible>(if authority.claims(req.uri().path()) {
+                        authority.serve(req).await
+                    } else {
+                        handle::handle(app, req).await
+                    })
+                }
             });
             let mut builder = http1::Builder::new();
             builder

@@ -99,7 +99,7 @@ fn read_file(path: &Path) -> Result<TokenFile> {
     Ok(file)
 }
 
-pub(super) fn check_principal(principal: &str) -> Result<()> {
+pub(crate) fn check_principal(principal: &str) -> Result<()> {
     let ok = !principal.is_empty()
         && principal.len() <= 64
         && principal
