@@ -22,6 +22,8 @@ mod drill;
 #[cfg(feature = "network")]
 mod emulator;
 #[cfg(feature = "network")]
+mod emulator_authority;
+#[cfg(feature = "network")]
 mod emulator_backup;
 #[cfg(feature = "network")]
 mod emulator_cli;
