@@ -190,6 +190,7 @@ pub(crate) struct Authority {
 type Resp = Response<Full<Bytes>>;
 
 /// An Entra-style refusal: status, OAuth error, AADSTS code and text.
+#[derive(Debug)]
 struct EntraError {
     status: StatusCode,
     error: &'static str,

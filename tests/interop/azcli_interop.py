@@ -18,15 +18,21 @@ backed up on it. Then:
 - a key with no `.cer` beside it: az cannot pair it with its share (its
   hidden sibling-file rule), hsm-ceremony finds the share the key opens.
 
-az needs no login for restore-blob: it is an offline command.
+az needs no login for restore-blob: it is an offline command. The last
+checks sign the real az in to served emulators with `emulator az-setup`
+and run download, init-recovery, upload (both forms), wait and the key
+commands through it (az_signed_in_checks).
 Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import argparse
+import atexit
 import base64
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,7 +88,10 @@ def main():
     ap.add_argument("--az", required=True)
     args = ap.parse_args()
     hc = os.path.abspath(args.bin)
+    args.az = os.path.abspath(args.az)
     work = tempfile.mkdtemp(prefix="hsm-ceremony-azcli-")
+    # Registered first, so it runs last: after every served emulator is stopped.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     os.environ["AZURE_CONFIG_DIR"] = os.path.join(work, ".azure")
     os.environ["AZURE_CORE_COLLECT_TELEMETRY"] = "no"
     passes = [f"interop custodian {i} passphrase" for i in range(3)]
@@ -182,9 +191,150 @@ def main():
 
     check("a key with no .cer beside it: az fails, hsm-ceremony finds its share", key_without_its_certificate)
 
+    az_signed_in_checks(hc, args.az, work, passes)
+
     for served in state.get("served", {}).values():
         served.stop()
     return summary()
+
+
+def tree_snapshot(root):
+    """Every path under root with its mode, size, mtime and content digest."""
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            digest = None
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+            snap[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return snap
+
+
+def az_signed_in_checks(hc, az, work, passes):
+    """The real az, signed in by `eval "$(hsm-ceremony emulator az-setup ...)"`,
+    runs the ceremony's connected steps against served emulators: D is
+    activated by az's download, E recovers with a restore blob made by
+    hsm-ceremony from az's file, F with the keys given to az; a key az created
+    and backed up on D restores on both. HOME is a fake one holding a
+    ~/.azure that must come out unchanged."""
+    home = os.path.join(work, "home")
+    os.makedirs(os.path.join(home, ".azure"))
+    with open(os.path.join(home, ".azure", "config"), "w") as f:
+        f.write("[cloud]\nname = AzureCloud\n")
+    before = tree_snapshot(home)
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("AZURE_", "REQUESTS_CA_BUNDLE"))}
+    base_env["HOME"] = home
+    base_env["PATH"] = os.path.dirname(os.path.abspath(az)) + os.pathsep + base_env.get("PATH", "")
+    st = {}
+
+    def az_run(name, cmd, expect_ok=True):
+        p = subprocess.run([az, *cmd, "--only-show-errors"], cwd=work, env=st["env"][name],
+                           capture_output=True, text=True, timeout=120)
+        if expect_ok and p.returncode != 0:
+            raise AssertionError(f"az {' '.join(cmd)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def sign_in():
+        st["served"], st["env"] = {}, {}
+        # D's state folder has a space and a quote: the printed lines must quote them.
+        for name, folder in [("d", "az d's state"), ("e", "az-e"), ("f", "az-f")]:
+            served = Served(hc, os.path.join(work, folder))
+            st["served"][name] = served
+            p = subprocess.run(
+                ["bash", "-c", 'eval "$("$0" emulator az-setup --state "$1" --principal ops)" && env -0',
+                 hc, served.state_dir],
+                cwd=work, env=base_env, capture_output=True, text=True, timeout=180)
+            assert p.returncode == 0, p.stderr
+            env = dict(kv.split("=", 1) for kv in p.stdout.split("\0") if "=" in kv)
+            assert env["AZURE_CONFIG_DIR"] == os.path.join(served.state_dir, "azure-cli"), env["AZURE_CONFIG_DIR"]
+            assert env["REQUESTS_CA_BUNDLE"] == served.ca
+            assert os.stat(env["AZURE_CONFIG_DIR"]).st_mode & 0o777 == 0o700
+            st["env"][name] = env
+            account = json.loads(az_run(name, ["account", "show", "--output", "json"]).stdout)
+            assert account["user"]["type"] == "servicePrincipal", account
+            assert account["environmentName"] == "HsmCeremonyEmulator", account
+
+    check("az-setup: eval signs the real az in to three served emulators (a state path with a space and a quote)",
+          sign_in)
+
+    def wrong_secret():
+        env = dict(st["env"]["d"])
+        client_id = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)["user"]["name"]
+        for user, code in [(client_id, "AADSTS7000215"), ("00000000-1111-4222-8333-444444444444", "AADSTS700016")]:
+            p = subprocess.run([az, "login", "--service-principal", "--username", user,
+                                "--password", "not-the-secret", "--tenant", "00000000-0000-0000-0000-000000000000",
+                                "--allow-no-subscriptions", "--output", "none"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
+            assert p.returncode != 0 and code in p.stderr, p.stderr
+            assert "not-the-secret" not in p.stderr
+        # The refused logins left az signed in as before.
+        account = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)
+        assert account["user"]["name"] == client_id, account
+
+    check("a wrong secret or unknown client id: az reports the authority's AADSTS7000215 / AADSTS700016 "
+          "and stays signed in", wrong_secret)
+
+    def download():
+        d = st["served"]["d"].url
+        az_run("d", ["keyvault", "security-domain", "download", "--id", d, "--sd-wrapping-keys",
+                     "c0.cer", "c1.cer", "c2.cer", "--sd-quorum", "2", "--security-domain-file", "az-sd.json"])
+        az_run("d", ["keyvault", "security-domain", "wait", "--id", d, "--target-operation", "download"])
+        with open(os.path.join(work, "az-sd.json")) as f:
+            assert json.load(f)["SharedKeys"]["required"] == 2
+        az_run("d", ["keyvault", "key", "create", "--id", f"{d}/keys/azcanary", "--kty", "RSA-HSM", "--size", "2048"])
+        shown = json.loads(az_run("d", ["keyvault", "key", "show", "--id", f"{d}/keys/azcanary", "-o", "json"]).stdout)
+        assert shown["key"]["kid"].startswith(f"{d}/keys/azcanary/"), shown
+        st["n"] = shown["key"]["n"]
+        az_run("d", ["keyvault", "key", "backup", "--id", f"{d}/keys/azcanary", "--file", "azcanary.backup"])
+
+    check("az keyvault security-domain download + wait activate D; az key create/show/backup on D", download)
+
+    def upload_restore_blob():
+        e = st["served"]["e"].url
+        az_run("e", ["keyvault", "security-domain", "init-recovery", "--id", e, "--sd-exchange-key", "az-exchange-e.cer"])
+        # Our custodian keys open az's download: hsm-ceremony makes the restore blob from it.
+        run([hc, "restore-blob", "--sd-file", "az-sd.json", "--sd-exchange-key", "az-exchange-e.cer",
+             "--sd-wrapping-keys", "c0.key", "c1.key", "--passphrase-file", "c0.pass",
+             "--passphrase-file", "c1.pass", "--out", "az-blob-e.json"], work)
+        az_run("e", ["keyvault", "security-domain", "upload", "--id", e, "--sd-file", "az-blob-e.json", "--restore-blob"])
+        az_run("e", ["keyvault", "security-domain", "wait", "--id", e, "--target-operation", "upload"])
+        restored = json.loads(az_run("e", ["keyvault", "key", "restore", "--id", e, "--file", "azcanary.backup",
+                                           "-o", "json"]).stdout)
+        assert restored["key"]["n"] == st["n"], "E restored the very key D created"
+
+    check("E: az init-recovery, our restore blob from az's file, az upload --restore-blob, wait; the key restores",
+          upload_restore_blob)
+
+    def upload_with_keys():
+        f = st["served"]["f"].url
+        az_run("f", ["keyvault", "security-domain", "init-recovery", "--id", f, "--sd-exchange-key", "az-exchange-f.cer"])
+        az_run("f", ["keyvault", "security-domain", "upload", "--id", f, "--sd-file", "az-sd.json",
+                     "--sd-exchange-key", "az-exchange-f.cer", "--sd-wrapping-keys", "c1.key", "c2.key",
+                     "--passwords", passes[1], passes[2]])
+        az_run("f", ["keyvault", "security-domain", "wait", "--id", f, "--target-operation", "upload"])
+        az_run("f", ["keyvault", "key", "restore", "--id", f, "--file", "azcanary.backup"])
+        shown = json.loads(az_run("f", ["keyvault", "key", "show", "--id", f"{f}/keys/azcanary", "-o", "json"]).stdout)
+        assert shown["key"]["n"] == st["n"]
+
+    check("F: az init-recovery, az upload with our keys and passphrases, wait; the key restores and shows",
+          upload_with_keys)
+
+    # Full backup and restore (`az keyvault backup start` / `az keyvault
+    # restore start`, with Azurite as the storage target) go HERE, on D and F,
+    # once the emulator serves /backup and /restore (issue 14, section 1).
+
+    def home_untouched():
+        after = tree_snapshot(home)
+        assert after == before, f"~/.azure changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+    check("the operator's ~/.azure (a fake HOME) is left exactly as it was (no file created or changed)", home_untouched)
+
+    for served in st.get("served", {}).values():
+        served.stop()
 
 
 if __name__ == "__main__":
