@@ -66,13 +66,21 @@ mod tests {
         let strict = encode("CERTIFICATE", &der);
         let b64: String = strict.lines().filter(|l| !l.starts_with("-----")).collect();
         let wrap = |width: usize, begin: &str, end: &str| {
-            let body: Vec<String> = b64.as_bytes().chunks(width).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+            let body: Vec<String> = b64
+                .as_bytes()
+                .chunks(width)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
             format!("-----BEGIN {begin}-----\n{}\n-----END {end}-----\n", body.join("\n"))
         };
         // az's exchange key: 65-character lines.
-        let (label, got) = decode_first_block(wrap(65, "CERTIFICATE", "CERTIFICATE").as_bytes()).unwrap().unwrap();
+        let (label, got) = decode_first_block(wrap(65, "CERTIFICATE", "CERTIFICATE").as_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!((label.as_str(), got.as_slice()), ("CERTIFICATE", der.as_slice()));
-        assert!(decode_first_block(wrap(65, "CERTIFICATE", "PRIVATE KEY").as_bytes()).unwrap().is_err());
+        assert!(decode_first_block(wrap(65, "CERTIFICATE", "PRIVATE KEY").as_bytes())
+            .unwrap()
+            .is_err());
         let damaged = wrap(65, "CERTIFICATE", "CERTIFICATE").replacen("-----\n", "-----\n*", 1);
         assert!(decode_first_block(damaged.as_bytes()).unwrap().is_err());
     }

@@ -490,7 +490,11 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
         let mut bytes = head.replace('\n', "\r\n").into_bytes();
         bytes.extend_from_slice(&body);
         let (status, resp) = send_raw(addr, &bytes);
-        let json_error = serde_json::from_str::<Value>(&resp).is_ok_and(|v| v["error"]["message"].is_string());
+        // Key Vault's error shape, or for the sign-in paths Entra's (AADSTS code first).
+        let json_error = serde_json::from_str::<Value>(&resp).is_ok_and(|v| {
+            v["error"]["message"].is_string()
+                || (v["error"].is_string() && v["error_description"].as_str().is_some_and(|d| d.starts_with("AADSTS")))
+        });
         let header_level = status == 400 && resp.is_empty();
         if status != case.status || !(json_error || header_level) {
             failures.push(format!(
