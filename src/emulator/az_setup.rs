@@ -133,7 +133,7 @@ fn private_dir(dir: &Path) -> Result<()> {
 /// the state folder cannot be written.
 pub fn az_setup(state_dir: &Path, principal: &str, roles: &[Role], url: Option<&str>) -> Result<AzSetup> {
     // Before anything is made: a name the token endpoint would refuse.
-    super::auth::check_principal(principal)?;
+    super::rbac::tokens::check_principal(principal)?;
     let state_dir = std::path::absolute(state_dir).map_err(|source| Error::Read {
         path: state_dir.to_path_buf(),
         source,
