@@ -38,8 +38,18 @@ use crate::crypto::b64::{b64u, b64u_decode};
 use crate::custodian::cert::Certificate;
 use crate::format::transfer_key::Jwk;
 
-/// The api-versions the Azure CLI and the SDKs send.
-pub const API_VERSIONS: [&str; 7] = ["7.2", "7.3", "7.4", "7.5", "7.6", "7.6-preview.2", "2025-07-01"];
+/// The api-versions the Azure CLI and the SDKs send (az 2.91's
+/// `keyvault backup start` / `restore start` send 7.5-preview.1).
+pub const API_VERSIONS: [&str; 8] = [
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.5-preview.1",
+    "7.6",
+    "7.6-preview.2",
+    "2025-07-01",
+];
 
 /// A cryptographic operation on a key version (`POST /keys/{name}/{version}/{op}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -261,23 +261,6 @@ def az_signed_in_checks(hc, az, work, passes):
     check("az-setup: eval signs the real az in to three served emulators (a state path with a space and a quote)",
           sign_in)
 
-    def wrong_secret():
-        env = dict(st["env"]["d"])
-        client_id = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)["user"]["name"]
-        for user, code in [(client_id, "AADSTS7000215"), ("00000000-1111-4222-8333-444444444444", "AADSTS700016")]:
-            p = subprocess.run([az, "login", "--service-principal", "--username", user,
-                                "--password", "not-the-secret", "--tenant", "00000000-0000-0000-0000-000000000000",
-                                "--allow-no-subscriptions", "--output", "none"],
-                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
-            assert p.returncode != 0 and code in p.stderr, p.stderr
-            assert "not-the-secret" not in p.stderr
-        # The refused logins left az signed in as before.
-        account = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)
-        assert account["user"]["name"] == client_id, account
-
-    check("a wrong secret or unknown client id: az reports the authority's AADSTS7000215 / AADSTS700016 "
-          "and stays signed in", wrong_secret)
-
     def download():
         d = st["served"]["d"].url
         az_run("d", ["keyvault", "security-domain", "download", "--id", d, "--sd-wrapping-keys",
@@ -322,6 +305,26 @@ def az_signed_in_checks(hc, az, work, passes):
 
     check("F: az init-recovery, az upload with our keys and passphrases, wait; the key restores and shows",
           upload_with_keys)
+
+    def wrong_secret():
+        # In a copy of D's private configuration: az records a service
+        # principal's secret before the login is known to succeed, so a
+        # refused login would leave D's own configuration with the wrong one.
+        env = dict(st["env"]["d"])
+        scratch = os.path.join(work, "az-scratch-config")
+        shutil.copytree(env["AZURE_CONFIG_DIR"], scratch)
+        env["AZURE_CONFIG_DIR"] = scratch
+        client_id = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)["user"]["name"]
+        for user, code in [(client_id, "AADSTS7000215"), ("00000000-1111-4222-8333-444444444444", "AADSTS700016")]:
+            p = subprocess.run([az, "login", "--service-principal", "--username", user,
+                                "--password", "not-the-secret", "--tenant", "00000000-0000-0000-0000-000000000000",
+                                "--allow-no-subscriptions", "--output", "none"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
+            assert p.returncode != 0 and code in p.stderr, p.stderr
+            assert "not-the-secret" not in p.stderr
+
+    check("a wrong secret or an unknown client id: az reports the authority's AADSTS7000215 / AADSTS700016",
+          wrong_secret)
 
     # Full backup and restore (`az keyvault backup start` / `az keyvault
     # restore start`, with Azurite as the storage target) go HERE, on D and F,

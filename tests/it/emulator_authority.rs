@@ -327,3 +327,21 @@ fn az_setup_refuses_a_url_that_is_not_the_emulators_form() {
         );
     }
 }
+
+/// az 2.91's `keyvault backup start` / `restore start` send api-version
+/// 7.5-preview.1: it reaches the backup route (which then wants an
+/// activated instance) instead of being refused as an unknown version.
+#[test]
+fn the_api_version_of_az_backup_start_is_served() {
+    let emu = common::start();
+    let token = emu.token("ops", &[Role::Administrator]);
+    let r = common::raw(
+        &emu,
+        "POST",
+        "/backup?api-version=7.5-preview.1",
+        Some(&token),
+        Some(r#"{"storageResourceUri":"file:///nowhere","token":"x"}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(!r.body.contains("api-version"), "{}", r.body);
+}
