@@ -56,6 +56,12 @@ fn decode_other_line_length(block: &str) -> Option<Block> {
     None
 }
 
+pub fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(
+        pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("PEM encoding of bytes cannot fail"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,10 +90,4 @@ mod tests {
         let damaged = wrap(65, "CERTIFICATE", "CERTIFICATE").replacen("-----\n", "-----\n*", 1);
         assert!(decode_first_block(damaged.as_bytes()).unwrap().is_err());
     }
-}
-
-pub fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
-    Zeroizing::new(
-        pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("PEM encoding of bytes cannot fail"),
-    )
 }

@@ -310,9 +310,14 @@ def az_signed_in_checks(hc, az, work, passes):
         # In a copy of D's private configuration: az records a service
         # principal's secret before the login is known to succeed, so a
         # refused login would leave D's own configuration with the wrong one.
+        # (Run with D's token cache, az never sent the wrong secret at all.)
         env = dict(st["env"]["d"])
         scratch = os.path.join(work, "az-scratch-config")
         shutil.copytree(env["AZURE_CONFIG_DIR"], scratch)
+        # Without its cached token MSAL must present the secret to the authority.
+        for name in os.listdir(scratch):
+            if name.startswith("msal_token_cache"):
+                os.remove(os.path.join(scratch, name))
         env["AZURE_CONFIG_DIR"] = scratch
         client_id = json.loads(az_run("d", ["account", "show", "--output", "json"]).stdout)["user"]["name"]
         for user, code in [(client_id, "AADSTS7000215"), ("00000000-1111-4222-8333-444444444444", "AADSTS700016")]:
