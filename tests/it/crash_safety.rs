@@ -312,6 +312,7 @@ fn kill_the_emulator_mid_download(rng: &mut rand::rngs::StdRng, kills: usize) ->
             } else {
                 assert!(
                     name == emulator::CA_FILE
+                        || name == emulator::URL_FILE
                         || name.ends_with(".lock")
                         || (name.starts_with(".hsm-ceremony-") && name.ends_with(".tmp")),
                     "unexpected file in the state folder: {name}"

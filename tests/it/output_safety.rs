@@ -553,6 +553,7 @@ fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
             true,
         ),
         (s(&["emulator", "serve", "--state", "E"]), true),
+        (s(&["emulator", "az-setup", "--state", "B", "--principal", "p"]), true),
         (s(&["log", "verify", "ceremony-log.jsonl"]), true),
         (s(&["log", "show", "ceremony-log.jsonl"]), true),
         (
