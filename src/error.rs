@@ -314,6 +314,20 @@ pub enum EmulatorError {
     TlsCertificate { why: String },
     #[error("cannot encode {what}: {why}")]
     Encode { what: &'static str, why: String },
+    /// `az-setup` needs the emulator running on the folder: its URL comes from there.
+    #[error("no emulator is serving {}", dir.display())]
+    NotServed { dir: PathBuf },
+    #[error("{} does not hold an https loopback URL", path.display())]
+    UrlFile { path: PathBuf },
+    /// az's MSAL takes only https authorities, and the secret must stay on loopback.
+    #[error("--url {url:?} is not an emulator URL: give https://127.0.0.1:PORT as `emulator serve` prints it")]
+    NotEmulatorUrl { url: String },
+    #[error("{} is missing: az trusts the emulator through its CA", path.display())]
+    NoCa { path: PathBuf },
+    #[error("{} is not valid UTF-8; az cannot be pointed at it", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("{} is not a folder (a link or a file)", path.display())]
+    NotAFolder { path: PathBuf },
 }
 
 fn not_enough(opened: &[String], needed: &usize, failures: &[String]) -> String {

@@ -62,8 +62,15 @@ pub fn exit_code(err: &Error) -> u8 {
         }
         | Error::Recovery(R::NoItems | R::ItemTag { .. })
         | Error::Emulator(
-            EmulatorError::Principal(_) | EmulatorError::NotLoopback(_) | EmulatorError::PurgeProtectionStaysOn,
+            EmulatorError::Principal(_)
+            | EmulatorError::NotLoopback(_)
+            | EmulatorError::PurgeProtectionStaysOn
+            | EmulatorError::NotServed { .. }
+            | EmulatorError::NotEmulatorUrl { .. }
+            | EmulatorError::NoCa { .. }
+            | EmulatorError::NotUtf8 { .. },
         ) => EXIT_USAGE,
+        Error::Emulator(EmulatorError::UrlFile { .. } | EmulatorError::NotAFolder { .. }) => EXIT_INPUT,
         Error::Read { .. } | Error::Write { .. } | Error::OutputFolder { .. } => EXIT_IO,
         // The machine refused a resource: the state folder's lock, a port, a thread.
         Error::Emulator(
@@ -276,6 +283,16 @@ pub fn advice(err: &Error) -> Option<String> {
         Error::Emulator(EmulatorError::Corrupt { .. } | EmulatorError::UnknownFormat { .. }) => {
             "This state folder is not one this emulator wrote, or it was edited: serve a fresh --state folder.".into()
         }
+        Error::Emulator(EmulatorError::NotServed { dir }) => format!(
+            "Start `hsm-ceremony emulator serve --state {}` first (az-setup signs az in to that server), or pass --url.",
+            dir.display()
+        ),
+        Error::Emulator(EmulatorError::UrlFile { .. }) => "Restart the emulator, or pass --url.".into(),
+        Error::Emulator(EmulatorError::NoCa { .. }) => {
+            "Serve the state folder over HTTPS (without --insecure-http), then run az-setup again.".into()
+        }
+        Error::Emulator(EmulatorError::NotUtf8 { .. }) => "Use a state folder whose path is UTF-8.".into(),
+        Error::Emulator(EmulatorError::NotAFolder { .. }) => "Remove it; az-setup makes the folder anew.".into(),
         Error::Emulator(EmulatorError::PurgeProtectionStaysOn) => {
             "Start a new instance (a new --state folder) with --purge-protection off.".into()
         }

@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 use super::rbac::Role;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 
 pub const CLIENTS_FILE: &str = "clients.json";
@@ -96,18 +96,17 @@ fn read_clients(path: &Path) -> Result<ClientFile> {
         });
     }
     let bytes = files::read_limited(path, MAX_CLIENTS_BYTES, "service-principal file")?;
-    let file: ClientFile = crate::format::json::from_slice(&bytes).map_err(|e| {
-        Error::Usage(format!(
-            "{} is not a service-principal file of this emulator: {e}",
-            path.display()
-        ))
+    let file: ClientFile = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
+        path: path.to_path_buf(),
+        what: "service-principal file",
+        why,
     })?;
     if file.format != 1 {
-        return Err(Error::Usage(format!(
-            "{} has format {}, only 1 is understood",
-            path.display(),
-            file.format
-        )));
+        return Err(EmulatorError::UnknownFormat {
+            path: path.to_path_buf(),
+            format: u64::from(file.format),
+        }
+        .into());
     }
     Ok(file)
 }
@@ -166,11 +165,12 @@ pub fn register_client(state_dir: &Path, principal: &str, roles: &[Role]) -> Res
     });
     let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
     if text.len() as u64 > MAX_CLIENTS_BYTES {
-        return Err(Error::Usage(format!(
-            "{} would grow past {MAX_CLIENTS_BYTES} bytes, more than the emulator reads; nothing was registered \
-             (serve a fresh state folder)",
-            path.display()
-        )));
+        return Err(EmulatorError::WouldGrow {
+            what: path.display().to_string(),
+            size: text.len() as u64,
+            limit: MAX_CLIENTS_BYTES,
+        }
+        .into());
     }
     files::replace(&path, &text, Mode::Private)?;
     Ok(ServicePrincipal { client_id, secret })

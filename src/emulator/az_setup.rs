@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::rbac::Role;
-use crate::error::{Error, Result};
+use crate::error::{EmulatorError, Error, Result};
 use crate::files::{self, Mode};
 
 /// The private az configuration folder, inside the state directory.
@@ -39,10 +39,10 @@ pub fn shell_quote(text: &str) -> String {
 
 fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| {
-        Error::Usage(format!(
-            "{} is not valid UTF-8; az cannot be pointed at it: use a state folder whose path is UTF-8",
-            path.display()
-        ))
+        EmulatorError::NotUtf8 {
+            path: path.to_path_buf(),
+        }
+        .into()
     })
 }
 
@@ -57,11 +57,9 @@ pub(crate) fn record_url(state_dir: &Path, url: &str) -> Result<()> {
 /// no usable URL.
 fn served_url(state_dir: &Path) -> Result<String> {
     let not_served = || {
-        Error::Usage(format!(
-            "no emulator is serving {0}: start `hsm-ceremony emulator serve --state {0}` first \
-             (az-setup signs az in to that server)",
-            state_dir.display()
-        ))
+        Error::from(EmulatorError::NotServed {
+            dir: state_dir.to_path_buf(),
+        })
     };
     // The server holds this lock while it runs; taking it means none does.
     let lock = std::fs::OpenOptions::new()
@@ -74,23 +72,14 @@ fn served_url(state_dir: &Path) -> Result<String> {
     let path = state_dir.join(URL_FILE);
     let text = files::read_limited(&path, 256, "emulator URL file").map_err(|_| not_served())?;
     let url = String::from_utf8(text).map_err(|_| not_served())?.trim().to_string();
-    check_url(&url).map_err(|_| {
-        Error::Usage(format!(
-            "{} does not hold an https loopback URL; restart the emulator or pass --url",
-            path.display()
-        ))
-    })?;
+    check_url(&url).map_err(|_| EmulatorError::UrlFile { path: path.clone() })?;
     Ok(url)
 }
 
 /// Only the emulator's own form: `https://127.0.0.1:PORT` (or `[::1]`,
 /// `localhost`), no path; az's MSAL refuses http authorities.
 fn check_url(url: &str) -> Result<()> {
-    let bad = || {
-        Error::Usage(format!(
-            "--url {url:?} is not an emulator URL: give https://127.0.0.1:PORT as `emulator serve` prints it"
-        ))
-    };
+    let bad = || Error::from(EmulatorError::NotEmulatorUrl { url: url.to_string() });
     let rest = url.strip_prefix("https://").ok_or_else(bad)?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     if !["127.0.0.1", "[::1]", "localhost"].contains(&host) || port.parse::<u16>().map_or(true, |p| p == 0) {
@@ -108,10 +97,10 @@ fn private_dir(dir: &Path) -> Result<()> {
         source,
     })?;
     if !meta.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a folder (a link or a file): remove it, az-setup makes it anew",
-            dir.display()
-        )));
+        return Err(EmulatorError::NotAFolder {
+            path: dir.to_path_buf(),
+        }
+        .into());
     }
     #[cfg(unix)]
     {
@@ -147,11 +136,7 @@ pub fn az_setup(state_dir: &Path, principal: &str, roles: &[Role], url: Option<&
     };
     let ca = state_dir.join(super::CA_FILE);
     if !ca.is_file() {
-        return Err(Error::Usage(format!(
-            "{} is missing: az trusts the emulator through its CA, so serve it over HTTPS \
-             (without --insecure-http) on this state folder",
-            ca.display()
-        )));
+        return Err(EmulatorError::NoCa { path: ca }.into());
     }
     let config_dir = state_dir.join(AZ_CONFIG_DIR);
     private_dir(&config_dir)?;
