@@ -1,7 +1,7 @@
 //! Managed HSM local RBAC: who presents a request (bearer tokens,
-//! [`tokens`]), what a role permits ([`roles`], [`actions`]), who holds
+//! `tokens`), what a role permits ([`roles`], [`actions`]), who holds
 //! which role where ([`assignments`]), the endpoints that manage them and
-//! the settings ([`api`]). The decision for every request is [`Authenticator::decide`].
+//! the settings (`api`). The decision for every request is `Authenticator::decide`.
 
 pub mod actions;
 pub(crate) mod api;
