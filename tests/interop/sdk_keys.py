@@ -171,6 +171,9 @@ def main():
         sig = ec.sign(SignatureAlgorithm.es384, digest).signature
         assert len(sig) == 96 and ec.verify(SignatureAlgorithm.es384, digest, sig).is_valid
         aes = CryptographyClient(keys.get_key("aes").id, user, raw_request_hook=rec, **kw)
+        # The SDK would "wrap" locally with the absent k of an oct-HSM JWK (and unwrap
+        # what it made): every AES operation must go to the HSM.
+        aes._keys_get_forbidden = True  # noqa: SLF001
         rec.take()
         r = aes.encrypt(EncryptionAlgorithm.a256_gcm, b"secret", additional_authenticated_data=b"ctx")
         back = aes.decrypt(EncryptionAlgorithm.a256_gcm, r.ciphertext, iv=r.iv,
