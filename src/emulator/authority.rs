@@ -77,11 +77,28 @@ struct ClientRecord {
     created: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientFile {
     format: u32,
     clients: Vec<ClientRecord>,
+}
+
+impl Default for ClientFile {
+    fn default() -> Self {
+        ClientFile {
+            format: 1,
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl super::rbac::persist::Document for ClientFile {
+    const WHAT: &'static str = "service-principal file";
+    const MAX_BYTES: u64 = MAX_CLIENTS_BYTES;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -89,26 +106,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn read_clients(path: &Path) -> Result<ClientFile> {
-    if !path.exists() {
-        return Ok(ClientFile {
-            format: 1,
-            clients: Vec::new(),
-        });
-    }
-    let bytes = files::read_limited(path, MAX_CLIENTS_BYTES, "service-principal file")?;
-    let file: ClientFile = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
-        path: path.to_path_buf(),
-        what: "service-principal file",
-        why,
-    })?;
-    if file.format != 1 {
-        return Err(EmulatorError::UnknownFormat {
-            path: path.to_path_buf(),
-            format: u64::from(file.format),
-        }
-        .into());
-    }
-    Ok(file)
+    super::rbac::persist::read(path)
 }
 
 /// A random version-4 UUID, the form Entra's client ids have (az checks it).

@@ -6,7 +6,7 @@
 pub mod actions;
 pub(crate) mod api;
 pub mod assignments;
-mod persist;
+pub(crate) mod persist;
 pub mod roles;
 mod settings;
 pub(crate) mod tokens;

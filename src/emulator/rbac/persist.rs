@@ -41,14 +41,18 @@ pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
 pub(crate) trait Document: Default + Serialize + DeserializeOwned + Clone {
     /// What the document is, for error messages ("role file").
     const WHAT: &'static str;
+    /// The largest file read back.
+    const MAX_BYTES: u64 = MAX_BYTES;
     fn format(&self) -> u32;
 }
 
-fn read<T: Document>(path: &Path) -> Result<T> {
+/// The document at `path` (the default when absent), size-limited and
+/// format-checked: the one reader of the emulator's small JSON files.
+pub(crate) fn read<T: Document>(path: &Path) -> Result<T> {
     if !path.exists() {
         return Ok(T::default());
     }
-    let bytes = files::read_limited(path, MAX_BYTES, T::WHAT)?;
+    let bytes = files::read_limited(path, T::MAX_BYTES, T::WHAT)?;
     let doc: T = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
         path: path.to_path_buf(),
         what: T::WHAT,

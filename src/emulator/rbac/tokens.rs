@@ -65,11 +65,28 @@ struct TokenRecord {
     issued: u64,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenFile {
     format: u32,
     tokens: Vec<TokenRecord>,
+}
+
+impl Default for TokenFile {
+    fn default() -> Self {
+        TokenFile {
+            format: 1,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl super::persist::Document for TokenFile {
+    const WHAT: &'static str = "token file";
+    const MAX_BYTES: u64 = MAX_TOKENS_BYTES;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 fn hash(token: &str) -> String {
@@ -77,26 +94,7 @@ fn hash(token: &str) -> String {
 }
 
 fn read_file(path: &Path) -> Result<TokenFile> {
-    if !path.exists() {
-        return Ok(TokenFile {
-            format: 1,
-            tokens: Vec::new(),
-        });
-    }
-    let bytes = files::read_limited(path, MAX_TOKENS_BYTES, "token file")?;
-    let file: TokenFile = crate::format::json::from_slice(&bytes).map_err(|why| EmulatorError::Corrupt {
-        path: path.to_path_buf(),
-        what: "token file",
-        why,
-    })?;
-    if file.format != 1 {
-        return Err(EmulatorError::UnknownFormat {
-            path: path.to_path_buf(),
-            format: u64::from(file.format),
-        }
-        .into());
-    }
-    Ok(file)
+    super::persist::read(path)
 }
 
 pub(crate) fn check_principal(principal: &str) -> Result<()> {
