@@ -16,14 +16,13 @@
 //! restore under 10 s, ≥ 500 signatures/s, RSS < 100 MB, no error).
 //! Run with `benches/emulator_load.sh` (or `cargo bench --bench emulator_keys`).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+mod common;
+
+use common::{percentile, rss_kb, serve, Served};
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::custodian::keygen;
 use hsm_ceremony::emulator::{self, Role};
@@ -38,56 +37,6 @@ const CLIENTS: usize = 4;
 const MAX_OPS: usize = 20_000;
 const OP_BUDGET: Duration = Duration::from_secs(10);
 const V: &str = "api-version=7.5";
-
-struct Served {
-    child: Child,
-    url: String,
-    ca: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hsm-ceremony"))
-        .args(["emulator", "serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the emulator starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut s = Served {
-        child,
-        url: String::new(),
-        ca: PathBuf::new(),
-        dir: dir.to_path_buf(),
-    };
-    for _ in 0..2 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the emulator prints its address");
-        if let Some(u) = line.strip_prefix("listening on ") {
-            s.url = u.into();
-        } else if let Some(c) = line.strip_prefix("CA certificate: ") {
-            s.ca = c.into();
-        }
-    }
-    s
-}
 
 /// A keep-alive HTTPS client for one served instance with one token.
 #[derive(Clone)]
@@ -155,23 +104,6 @@ impl Http {
             }
         }
     }
-}
-
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn b64u(bytes: &[u8]) -> String {
