@@ -273,12 +273,37 @@ pub enum InstanceError {
     /// The drill's last step: the canary did not come back.
     #[error("the canary key {name} did NOT restore on the recovered instance: {source}")]
     CanaryNotRestored { name: String, source: Box<Error> },
+    /// The drill's full restore of the canary set's backup failed.
+    #[error("the canary set's backup {folder_url} did NOT restore on the recovered instance: {source}")]
+    BackupNotRestored { folder_url: String, source: Box<Error> },
+    /// The recovered instance's key versions are not the ones the canary file recorded.
+    #[error(
+        "the recovered instance's inventory differs from the canary file's:{}{}{}",
+        list("missing", .missing), list("not in the canary file", .unexpected), list("changed", .changed)
+    )]
+    InventoryMismatch {
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        changed: Vec<String>,
+    },
+    /// HSM-side proofs that did not pass, each with its reason.
+    #[error("{} HSM-side proof(s) failed: {}", .failed.len(), .failed.join("; "))]
+    ProofsFailed { failed: Vec<String> },
     /// The drill ran but did not pass (`demo`).
     #[error("the drill did not pass")]
     DrillFailed,
     /// A request to an emulator in this process that could not be made.
     #[error("{request} in process failed: {why}")]
     InProcess { request: String, why: String },
+}
+
+/// ` what: a, b` for a non-empty list, nothing otherwise.
+fn list(what: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}: {};", items.join(", "))
+    }
 }
 
 /// The emulator's state folder and serving.

@@ -1,24 +1,151 @@
-//! The evidence a recovery drill leaves: what was recovered, by whom, where,
-//! each step's outcome and duration, and whether the canary key came back.
-//! JSON for machines, a short Markdown summary for the ceremony binder.
-//! Holds thumbprints and fingerprints only, never a secret.
+//! The recovery drill, as Microsoft's disaster-recovery guide runs it:
+//! `prepare` makes a canary set on the original instance (an RSA, an EC and
+//! an AES key, a DEK wrapped under two of them, a signature, a full backup)
+//! and a canary file of public material only; the drill then recovers a new
+//! instance from a quorum, restores the full backup there, compares the
+//! inventory and proves HSM-side that the restored keys are the originals.
+//! The [`Report`] is the evidence: JSON for machines, Markdown for the
+//! ceremony binder, thumbprints and fingerprints only, never a secret.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::kill::kill_point;
+use crate::crypto::b64::{b64u, b64u_decode};
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, InstanceError, Result};
-use crate::files::read_limited;
+use crate::files::{self, read_limited, Mode};
+use crate::format::limits::MAX_SD_FILE_BYTES;
 use crate::format::restore_blob::RestoreBlob;
+use crate::format::sdfile::SecurityDomain;
 use crate::recovery::{self, Recovered};
 
-/// A key made and backed up on the original instance before the drill.
+/// The tag every canary key carries (value: the canary file's date), so
+/// the team can find and delete them on a real instance.
+pub const CANARY_TAG: &str = "hsm-ceremony-canary";
+/// What the canary file says it is.
+pub const CANARY_FORMAT: &str = "hsm-ceremony canary set";
+pub const CANARY_VERSION: u32 = 2;
+/// Largest canary file read (its inventory lists every key version).
+pub const MAX_CANARY_BYTES: u64 = 8 * 1024 * 1024;
+pub const REPORT_JSON: &str = "drill-report.json";
+pub const REPORT_MD: &str = "drill-report.md";
+
+pub const WRAP_RSA: &str = "RSA-OAEP-256";
+pub const WRAP_AES: &str = "A256KW";
+pub const SIGN_EC: &str = "ES256";
+
+/// One canary key version on the original instance.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryKey {
+    pub name: String,
+    pub version: String,
+    pub kid: String,
+    pub kty: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryKeys {
+    pub rsa: CanaryKey,
+    pub ec: CanaryKey,
+    pub aes: CanaryKey,
+}
+
+impl CanaryKeys {
+    fn get(&self, role: &str) -> Option<&CanaryKey> {
+        match role {
+            "rsa" => Some(&self.rsa),
+            "ec" => Some(&self.ec),
+            "aes" => Some(&self.aes),
+            _ => None,
+        }
+    }
+}
+
+/// The DEK as a canary key wrapped it on the original (base64url).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WrappedDek {
+    /// `rsa` or `aes`: which of [`CanaryKeys`].
+    pub key: String,
+    pub alg: String,
+    pub value: String,
+}
+
+/// The EC canary's signature over `digest` (SHA-256 of `message`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySignature {
+    pub key: String,
+    pub alg: String,
+    pub message: String,
+    pub digest: String,
+    pub value: String,
+}
+
+/// Where the full backup is: the container (its URL only: a SAS is given
+/// to the drill separately, never stored) and the backup's folder.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupLocation {
+    pub storage: String,
+    pub folder: String,
+    pub folder_url: String,
+}
+
+/// One key version as the inventory records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryEntry {
+    pub name: String,
+    pub version: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for InventoryEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.name, self.version)
+    }
+}
+
+/// What `drill prepare` leaves: public material only. The DEK itself is
+/// never here, only its SHA-256 (a hash of 32 random bytes reveals nothing).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Canary {
+    pub format: String,
+    pub version: u32,
+    /// The original instance's URL.
+    pub instance: String,
+    pub created: String,
+    pub keys: CanaryKeys,
+    pub dek_sha256: String,
+    pub wrapped_deks: Vec<WrappedDek>,
+    pub signature: CanarySignature,
+    pub backup: BackupLocation,
+    /// Every key version of the original when the backup was taken.
+    pub inventory: Vec<InventoryEntry>,
+    /// The RSA canary's own key backup (sealed by the instance under its
+    /// security domain), for `instance restore-key`.
+    pub rsa_key_backup: String,
+}
+
+/// The single-key canary of earlier versions (`version` 1): what
+/// `instance restore-key` restores. A canary set gives its RSA key's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeyCanary {
     pub version: u32,
     pub instance: String,
     pub name: String,
@@ -29,63 +156,508 @@ pub struct Canary {
     pub backup: String,
 }
 
-/// Reads the canary backup `drill prepare` wrote.
-pub fn load_canary(path: &Path) -> Result<Canary> {
-    let bytes = read_limited(path, 1024 * 1024, "canary backup")?;
-    crate::format::json::from_slice(&bytes).map_err(|e| Error::NotA {
-        path: path.to_path_buf(),
-        what: "canary backup from `drill prepare`",
-        why: e,
-    })
+/// Field names a canary file never holds: private JWK members, the DEK,
+/// passwords and tokens. One of them means the file may carry a secret.
+const SECRET_FIELDS: &[&str] = &[
+    "d",
+    "k",
+    "p",
+    "q",
+    "dp",
+    "dq",
+    "qi",
+    "dek",
+    "plaintext",
+    "secret",
+    "password",
+    "passphrase",
+    "token",
+    "sas",
+    "sas_token",
+    "private_key",
+    "key_material",
+];
+
+/// The first field (by its path) whose name is secret-looking, or whose
+/// text carries a SAS signature (`sig=`).
+fn secret_looking(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if SECRET_FIELDS.contains(&k.to_ascii_lowercase().as_str()) {
+                Some(format!("a field `{here}`"))
+            } else {
+                secret_looking(v, &here)
+            }
+        }),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| secret_looking(v, &format!("{at}[{i}]"))),
+        Value::String(s) if s.contains("sig=") => Some(format!("a SAS signature (sig=) in `{at}`")),
+        _ => None,
+    }
 }
 
-/// The instance a drill recovers onto, as its steps use it: the CLI's
-/// HTTPS client for a URL, or an in-process emulated instance.
+fn refused(path: &Path, why: impl Into<String>) -> Error {
+    Error::NotA {
+        path: path.to_path_buf(),
+        what: "canary set from `drill prepare`",
+        why: why.into(),
+    }
+}
+
+fn is_hex32(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Canary {
+    /// What a canary set must be beyond its shape: the three keys of the
+    /// right types, both DEKs and the signature decodable, the backup's
+    /// location plain, and the canary keys in the inventory.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.format != CANARY_FORMAT {
+            return Err(format!("its format is '{}', not '{CANARY_FORMAT}'", self.format));
+        }
+        if self.version != CANARY_VERSION {
+            return Err(format!(
+                "it is version {}; this hsm-ceremony reads version {CANARY_VERSION}: make one with this version's `drill prepare`",
+                self.version
+            ));
+        }
+        for (role, key, kty) in [
+            ("rsa", &self.keys.rsa, "RSA-HSM"),
+            ("ec", &self.keys.ec, "EC-HSM"),
+            ("aes", &self.keys.aes, "oct-HSM"),
+        ] {
+            if !crate::format::limits::is_key_name(&key.name) || !crate::format::limits::is_key_name(&key.version) {
+                return Err(format!("keys.{role} has a name or version that is not a key name"));
+            }
+            if key.kty != kty {
+                return Err(format!("keys.{role} is {}, not {kty}", key.kty));
+            }
+            if !self
+                .inventory
+                .iter()
+                .any(|e| e.name == key.name && e.version == key.version)
+            {
+                return Err(format!(
+                    "the canary key {}/{} is not in its own inventory: the file was edited",
+                    key.name, key.version
+                ));
+            }
+        }
+        if !is_hex32(&self.dek_sha256) {
+            return Err("dek_sha256 is not 64 lower-case hex digits".into());
+        }
+        let wanted = [("rsa", WRAP_RSA), ("aes", WRAP_AES)];
+        if self.wrapped_deks.len() != wanted.len()
+            || !wanted
+                .iter()
+                .all(|(k, a)| self.wrapped_deks.iter().any(|w| w.key == *k && w.alg == *a))
+        {
+            return Err(format!(
+                "wrapped_deks must be the DEK wrapped once under keys.rsa ({WRAP_RSA}) and once under keys.aes ({WRAP_AES})"
+            ));
+        }
+        for w in &self.wrapped_deks {
+            b64u_decode(&w.value, "wrapped DEK").map_err(|e| format!("the DEK wrapped under {}: {e}", w.key))?;
+        }
+        let s = &self.signature;
+        if s.key != "ec" || s.alg != SIGN_EC {
+            return Err(format!("the signature must be keys.ec's, {SIGN_EC}"));
+        }
+        let digest = b64u_decode(&s.digest, "signature digest").map_err(|e| e.to_string())?;
+        if digest[..] != Sha256::digest(s.message.as_bytes())[..] {
+            return Err("signature.digest is not the SHA-256 of signature.message: the file was edited".into());
+        }
+        b64u_decode(&s.value, "signature").map_err(|e| e.to_string())?;
+        let b = &self.backup;
+        if b.storage.contains(['?', '#']) || b.folder_url.contains(['?', '#']) {
+            return Err("backup.storage and backup.folder_url are plain URLs (a SAS is never stored here)".into());
+        }
+        if b.folder.is_empty()
+            || !b
+                .folder
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            return Err(format!("backup.folder '{}' is not a backup folder name", b.folder));
+        }
+        if self.rsa_key_backup.is_empty() {
+            return Err("rsa_key_backup is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The wrapped DEK under `role`'s key, decoded (checked on load).
+    fn wrapped(&self, role: &str) -> Option<(&WrappedDek, Vec<u8>)> {
+        let w = self.wrapped_deks.iter().find(|w| w.key == role)?;
+        b64u_decode(&w.value, "wrapped DEK").ok().map(|v| (w, v))
+    }
+
+    /// The RSA canary as `instance restore-key` restores it.
+    pub fn key_canary(&self) -> KeyCanary {
+        KeyCanary {
+            version: self.version,
+            instance: self.instance.clone(),
+            name: self.keys.rsa.name.clone(),
+            kid: self.keys.rsa.kid.clone(),
+            key_version: self.keys.rsa.version.clone(),
+            created: self.created.clone(),
+            backup: self.rsa_key_backup.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data serialises")
+    }
+}
+
+fn read_canary_value(path: &Path) -> Result<Value> {
+    let bytes = read_limited(path, MAX_CANARY_BYTES, "canary file")?;
+    crate::format::json::from_slice::<Value>(&bytes).map_err(|e| refused(path, e))
+}
+
+/// Reads and checks the canary set `drill prepare` wrote. A single-key
+/// canary of an earlier version, a secret-looking field, or anything the
+/// set must hold and does not is refused, naming the culprit.
+pub fn load_canary_set(path: &Path) -> Result<Canary> {
+    let v = read_canary_value(path)?;
+    if let Some(what) = secret_looking(&v, "") {
+        return Err(refused(
+            path,
+            format!(
+                "it holds {what}, which a canary file never does (it holds public material only): \
+                 treat the file as leaked, delete it, and make a new canary set with `drill prepare`"
+            ),
+        ));
+    }
+    if v.get("version").and_then(Value::as_u64) == Some(1) && v.get("backup").is_some_and(Value::is_string) {
+        return Err(refused(
+            path,
+            "it is a single-key canary (version 1) from an earlier `drill prepare`; the drill now restores a full \
+             backup and proves the canary keys HSM-side: run `hsm-ceremony drill prepare` on the original again",
+        ));
+    }
+    let canary: Canary = serde_path_to_error::deserialize(v).map_err(|e| refused(path, e.to_string()))?;
+    canary.check().map_err(|why| refused(path, why))?;
+    Ok(canary)
+}
+
+/// Reads a canary for `instance restore-key`: a single-key canary (version
+/// 1) as it is, or a canary set's RSA key.
+pub fn load_canary(path: &Path) -> Result<KeyCanary> {
+    let v = read_canary_value(path)?;
+    if v.get("version").and_then(Value::as_u64) == Some(1) {
+        return serde_path_to_error::deserialize(v).map_err(|e| refused(path, e.to_string()));
+    }
+    load_canary_set(path).map(|c| c.key_canary())
+}
+
+/// The security-domain file and its SHA-256, from one read: the hash the
+/// report shows is of the very bytes that were parsed.
+pub fn read_security_domain(path: &Path) -> Result<(SecurityDomain, String)> {
+    let bytes = read_limited(path, MAX_SD_FILE_BYTES, "security-domain file")?;
+    let sd = SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((sd, hex::encode(Sha256::digest(&bytes))))
+}
+
+/// An instance as the drill and `prepare` use it: the instance client for
+/// a URL or an in-process emulator, or a fake in the tests.
 pub trait Target {
+    /// Whether this is an emulated instance (what the report may claim).
+    fn is_emulated(&self) -> bool;
     fn transfer_key(&self) -> Result<Certificate>;
     /// Uploads the restore blob and waits for Success.
     fn upload(&self, blob: &RestoreBlob) -> Result<()>;
-    fn restore_key(&self, backup: &str) -> Result<RestoredKey>;
+    fn create_key(&self, name: &str, kty: &str, tags: &BTreeMap<String, String>) -> Result<CanaryKey>;
+    fn wrap_key(&self, key: &CanaryKey, alg: &str, dek: &[u8]) -> Result<Vec<u8>>;
+    fn unwrap_key(&self, key: &CanaryKey, alg: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    fn sign(&self, key: &CanaryKey, alg: &str, digest: &[u8]) -> Result<Vec<u8>>;
+    fn verify(&self, key: &CanaryKey, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool>;
+    /// Every key version, sorted by name then version.
+    fn inventory(&self) -> Result<Vec<InventoryEntry>>;
+    /// A full backup to `storage` (`sas`: its token; none for `file:///`), waited for.
+    fn full_backup(&self, storage: &str, sas: Option<&str>) -> Result<BackupLocation>;
+    /// A full restore of `backup`, waited for.
+    fn full_restore(&self, backup: &BackupLocation, sas: Option<&str>) -> Result<()>;
+    /// One key's own backup blob.
+    fn key_backup(&self, name: &str) -> Result<String>;
 }
 
-impl<T: Target + ?Sized> Target for &T {
-    fn transfer_key(&self) -> Result<Certificate> {
-        (**self).transfer_key()
-    }
-    fn upload(&self, blob: &RestoreBlob) -> Result<()> {
-        (**self).upload(blob)
-    }
-    fn restore_key(&self, backup: &str) -> Result<RestoredKey> {
-        (**self).restore_key(backup)
-    }
+/// What `drill prepare` is told.
+pub struct PrepareOptions<'a> {
+    /// The original's URL, recorded in the canary file.
+    pub instance: &'a str,
+    /// The canary keys are `PREFIX-rsa`, `PREFIX-ec`, `PREFIX-aes`.
+    pub prefix: &'a str,
+    /// The container (or `file:///` folder) the full backup goes to.
+    pub storage: &'a str,
+    pub sas: Option<&'a str>,
+    pub created: String,
 }
 
-/// A key restored from a backup.
-pub struct RestoredKey {
+/// The canary key names for `prefix`, checked before anything is created.
+pub fn canary_names(prefix: &str) -> Result<[String; 3]> {
+    let names = ["rsa", "ec", "aes"].map(|r| format!("{prefix}-{r}"));
+    for n in &names {
+        if !crate::format::limits::is_key_name(n) {
+            return Err(InstanceError::KeyName { name: n.clone() }.into());
+        }
+    }
+    Ok(names)
+}
+
+/// Makes the canary set on `original`: the three keys, a fresh DEK wrapped
+/// under the RSA and AES keys, a signature by the EC key, the proofs run
+/// once on the original (so a failed drill means the recovery, not the
+/// canary), the inventory, the full backup. `progress` is told each step.
+pub fn prepare_with_rng<T: Target, R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    original: &T,
+    opts: &PrepareOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Canary> {
+    let [rsa_name, ec_name, aes_name] = canary_names(opts.prefix)?;
+    let tags = BTreeMap::from([(CANARY_TAG.to_string(), opts.created.clone())]);
+    progress("creating the canary keys");
+    let keys = CanaryKeys {
+        rsa: original.create_key(&rsa_name, "RSA-HSM", &tags)?,
+        ec: original.create_key(&ec_name, "EC-HSM", &tags)?,
+        aes: original.create_key(&aes_name, "oct-HSM", &tags)?,
+    };
+    let mut dek = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(&mut dek[..]);
+    progress("wrapping a DEK and signing");
+    let wrapped_deks = vec![
+        WrappedDek {
+            key: "rsa".into(),
+            alg: WRAP_RSA.into(),
+            value: b64u(&original.wrap_key(&keys.rsa, WRAP_RSA, &dek[..])?),
+        },
+        WrappedDek {
+            key: "aes".into(),
+            alg: WRAP_AES.into(),
+            value: b64u(&original.wrap_key(&keys.aes, WRAP_AES, &dek[..])?),
+        },
+    ];
+    let message = format!("hsm-ceremony canary set made on {} at {}", opts.instance, opts.created);
+    let digest = Sha256::digest(message.as_bytes());
+    let signature = CanarySignature {
+        key: "ec".into(),
+        alg: SIGN_EC.into(),
+        value: b64u(&original.sign(&keys.ec, SIGN_EC, &digest)?),
+        digest: b64u(&digest),
+        message,
+    };
+    let mut canary = Canary {
+        format: CANARY_FORMAT.into(),
+        version: CANARY_VERSION,
+        instance: opts.instance.into(),
+        created: opts.created.clone(),
+        keys,
+        dek_sha256: hex::encode(Sha256::digest(&dek[..])),
+        wrapped_deks,
+        signature,
+        backup: BackupLocation {
+            storage: String::new(),
+            folder: String::new(),
+            folder_url: String::new(),
+        },
+        inventory: Vec::new(),
+        rsa_key_backup: String::new(),
+    };
+    let failed: Vec<String> = proofs_with_rng(rng, original, &canary)
+        .into_iter()
+        .filter(|p| !p.passed())
+        .map(|p| format!("{}: {}", p.name, p.outcome))
+        .collect();
+    if !failed.is_empty() {
+        return Err(InstanceError::ProofsFailed { failed }.into());
+    }
+    progress("taking the inventory");
+    canary.inventory = original.inventory()?;
+    progress("making the full backup");
+    canary.backup = original.full_backup(opts.storage, opts.sas)?;
+    canary.rsa_key_backup = original.key_backup(&canary.keys.rsa.name)?;
+    canary
+        .check()
+        .map_err(|why| refused(Path::new("the new canary file"), why))?;
+    // Belt and braces: what is written is scanned for the DEK in every encoding.
+    let text = canary.to_json();
+    if [b64u(&dek[..]), hex::encode(&dek[..])]
+        .iter()
+        .any(|e| text.contains(e.as_str()))
+        || secret_looking(&serde_json::from_str(&text).expect("own JSON"), "").is_some()
+    {
+        return Err(refused(
+            Path::new("the new canary file"),
+            "it would hold a secret; nothing was written",
+        ));
+    }
+    Ok(canary)
+}
+
+/// Writes the canary file (must not exist; public, 0644).
+pub fn write_canary(path: &Path, canary: &Canary) -> Result<()> {
+    files::write_new(path, canary.to_json().as_bytes(), Mode::Public)
+}
+
+/// One HSM-side proof and its outcome (`ok`, or `failed: why`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Proof {
     pub name: String,
-    pub version: String,
-    /// The key id as people read it.
-    pub kid: String,
+    pub outcome: String,
+}
+
+impl Proof {
+    pub fn passed(&self) -> bool {
+        self.outcome == "ok"
+    }
+}
+
+fn proof(name: String, body: impl FnOnce() -> std::result::Result<(), String>) -> Proof {
+    Proof {
+        name,
+        outcome: match body() {
+            Ok(()) => "ok".into(),
+            Err(why) => format!("failed: {why}"),
+        },
+    }
+}
+
+/// The HSM-side proofs against `hsm`, each run whatever the others gave:
+/// both DEKs unwrap to the recorded SHA-256, the original's signature
+/// verifies, and the EC key signs anew and verifies that.
+pub fn proofs_with_rng<T: Target, R: CryptoRng + ?Sized>(rng: &mut R, hsm: &T, c: &Canary) -> Vec<Proof> {
+    let mut out = Vec::new();
+    for role in ["rsa", "aes"] {
+        let key = c.keys.get(role).expect("rsa and aes are canary keys");
+        let Some((w, wrapped)) = c.wrapped(role) else {
+            out.push(Proof {
+                name: format!("unwrap the DEK wrapped under {}", key.name),
+                outcome: "failed: the canary file holds no DEK wrapped under it".into(),
+            });
+            continue;
+        };
+        out.push(proof(
+            format!("unwrap the DEK wrapped under {} ({})", key.name, w.alg),
+            || {
+                let dek = hsm.unwrap_key(key, &w.alg, &wrapped).map_err(|e| e.to_string())?;
+                let got = hex::encode(Sha256::digest(&dek[..]));
+                if bool::from(got.as_bytes().ct_eq(c.dek_sha256.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}/{} unwrapped a DEK whose SHA-256 is {got}, not the recorded {}: it is not the key that wrapped it",
+                        key.name, key.version, c.dek_sha256
+                    ))
+                }
+            },
+        ));
+    }
+    let s = &c.signature;
+    let ec = &c.keys.ec;
+    out.push(proof(
+        format!("verify the original's signature with {} ({})", ec.name, s.alg),
+        || {
+            let digest = b64u_decode(&s.digest, "digest").map_err(|e| e.to_string())?;
+            let sig = b64u_decode(&s.value, "signature").map_err(|e| e.to_string())?;
+            match hsm.verify(ec, &s.alg, &digest, &sig).map_err(|e| e.to_string())? {
+                true => Ok(()),
+                false => Err(format!(
+                    "{}/{} does not verify the signature made on {}: it is not the key that signed it",
+                    ec.name, ec.version, c.instance
+                )),
+            }
+        },
+    ));
+    out.push(proof(
+        format!("sign anew with {} and verify ({})", ec.name, s.alg),
+        || {
+            let mut nonce = [0u8; 16];
+            rng.fill_bytes(&mut nonce);
+            let digest = Sha256::digest(format!("hsm-ceremony drill {}", hex::encode(nonce)).as_bytes());
+            let sig = hsm.sign(ec, &s.alg, &digest).map_err(|e| e.to_string())?;
+            match hsm.verify(ec, &s.alg, &digest, &sig).map_err(|e| e.to_string())? {
+                true => Ok(()),
+                false => Err(format!(
+                    "{}/{} does not verify its own new signature",
+                    ec.name, ec.version
+                )),
+            }
+        },
+    ));
+    out
+}
+
+/// How the recovered inventory differs from the recorded one, if it does.
+fn compare_inventory(want: &[InventoryEntry], got: &[InventoryEntry]) -> Result<()> {
+    let key = |e: &InventoryEntry| (e.name.clone(), e.version.clone());
+    let got_by: BTreeMap<_, _> = got.iter().map(|e| (key(e), e)).collect();
+    let want_by: BTreeMap<_, _> = want.iter().map(|e| (key(e), e)).collect();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|e| !got_by.contains_key(&key(e)))
+        .map(|e| e.to_string())
+        .collect();
+    let unexpected: Vec<String> = got
+        .iter()
+        .filter(|e| !want_by.contains_key(&key(e)))
+        .map(|e| e.to_string())
+        .collect();
+    let changed: Vec<String> = want
+        .iter()
+        .filter_map(|w| {
+            let g = got_by.get(&key(w))?;
+            let mut what = Vec::new();
+            if g.enabled != w.enabled {
+                what.push(format!("enabled {} (was {})", g.enabled, w.enabled));
+            }
+            if g.tags != w.tags {
+                what.push(format!("tags {:?} (were {:?})", g.tags, w.tags));
+            }
+            (!what.is_empty()).then(|| format!("{w}: {}", what.join(", ")))
+        })
+        .collect();
+    if missing.is_empty() && unexpected.is_empty() && changed.is_empty() {
+        Ok(())
+    } else {
+        Err(InstanceError::InventoryMismatch {
+            missing,
+            unexpected,
+            changed,
+        }
+        .into())
+    }
 }
 
 /// The drill's steps, each timed into `report`: reach the target
 /// (`connect`, which gives it and its label), fetch its exchange key, open a
-/// quorum, build and upload the restore blob, then restore the canary and
-/// check it is the same key. `quorum` readies the asking outside any step (a
-/// usage error there is no failed step) and returns what opens the quorum.
+/// quorum, build and upload the restore blob; then, with a canary set,
+/// restore its full backup, compare the inventory and run the HSM-side
+/// proofs. `quorum` readies the asking outside any step (a usage error
+/// there is no failed step) and returns what opens the quorum. `sas` is the
+/// backup storage's token (none for a `file:///` folder).
 pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: CryptoRng + ?Sized>(
     rng: &mut R,
     report: &mut Report,
     connect: impl FnOnce() -> Result<(T, String)>,
     quorum: impl FnOnce() -> Result<Q>,
     canary: Option<&Canary>,
+    sas: Option<&str>,
 ) -> Result<()> {
-    let (target, label) = report.step("start or reach the target instance", connect)?;
+    let (target, label) = report.step(STEP_CONNECT, connect)?;
     report.instance = label;
-    let exchange = report.step("fetch the exchange key", || target.transfer_key())?;
+    report.emulated = target.is_emulated();
+    let exchange = report.step(STEP_EXCHANGE, || target.transfer_key())?;
     kill_point("drill:exchange-key");
     let open = quorum()?;
-    let recovered = report.step("open a quorum of shares", open)?;
+    let recovered = report.step(STEP_QUORUM, open)?;
     kill_point("drill:quorum-open");
     report.participants = recovered
         .custodians
@@ -95,45 +667,79 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
             who: who.clone(),
         })
         .collect();
-    let blob = report.step("build the restore blob", || {
+    let blob = report.step(STEP_BLOB, || {
         recovery::build_restore_blob_with_rng(rng, &recovered.items, &exchange)
     })?;
     drop(recovered);
-    report.step("upload and wait for Success", || target.upload(&blob))?;
+    report.step(STEP_UPLOAD, || target.upload(&blob))?;
     kill_point("drill:uploaded");
-    match canary {
-        None => report.canary = "not checked: no --canary backup was given".into(),
-        Some(c) => {
-            let restored = report.step("restore the canary key", || {
-                let k = target.restore_key(&c.backup)?;
-                if k.name != c.name || k.version != c.key_version {
-                    return Err(InstanceError::WrongKeyRestored {
-                        got: k.name,
-                        got_version: k.version,
-                        want: c.name.clone(),
-                        want_version: c.key_version.clone(),
-                    }
-                    .into());
-                }
-                Ok(k)
-            });
-            kill_point("drill:canary-restored");
-            match restored {
-                Ok(k) => report.canary = format!("{} (made on {}) restored as {}", c.name, c.instance, k.kid),
-                Err(e) => {
-                    let err: Error = InstanceError::CanaryNotRestored {
-                        name: c.name.clone(),
-                        source: Box::new(e),
-                    }
-                    .into();
-                    report.canary = err.to_string();
-                    return Err(err);
-                }
+    let Some(c) = canary else {
+        report.canary = "not checked: no --canary file was given".into();
+        return Ok(());
+    };
+    report.inventory_before = c.inventory.clone();
+    let restored = report.step(STEP_RESTORE, || {
+        target.full_restore(&c.backup, sas).map_err(|e| -> Error {
+            InstanceError::BackupNotRestored {
+                folder_url: c.backup.folder_url.clone(),
+                source: Box::new(e),
             }
-        }
+            .into()
+        })
+    });
+    kill_point("drill:canary-restored");
+    if let Err(e) = restored {
+        report.canary = e.to_string();
+        return Err(e);
     }
-    Ok(())
+    let compared = report.step(STEP_INVENTORY, || {
+        let got = target.inventory()?;
+        compare_inventory(&c.inventory, &got).map(|()| got)
+    });
+    // The inventory found is evidence even when it differs.
+    report.inventory_after = match &compared {
+        Ok(got) => got.clone(),
+        Err(_) => target.inventory().unwrap_or_default(),
+    };
+    if let Err(e) = compared {
+        report.canary = e.to_string();
+        return Err(e);
+    }
+    let start = Instant::now();
+    let proofs = proofs_with_rng(rng, &target, c);
+    let failed: Vec<String> = proofs
+        .iter()
+        .filter(|p| !p.passed())
+        .map(|p| format!("{}: {}", p.name, p.outcome))
+        .collect();
+    report.proofs = proofs;
+    let result = if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::from(InstanceError::ProofsFailed { failed }))
+    };
+    report.record(STEP_PROOFS, start, &result);
+    report.canary = match &result {
+        Ok(()) => format!(
+            "the canary set made on {} restored with the full backup {} ({} key versions) and passed {} HSM-side proofs",
+            c.instance,
+            c.backup.folder_url,
+            c.inventory.len(),
+            report.proofs.len()
+        ),
+        Err(e) => e.to_string(),
+    };
+    result
 }
+
+pub const STEP_CONNECT: &str = "start or reach the target instance";
+pub const STEP_EXCHANGE: &str = "fetch the exchange key";
+pub const STEP_QUORUM: &str = "open a quorum of shares";
+pub const STEP_BLOB: &str = "build the restore blob";
+pub const STEP_UPLOAD: &str = "upload and wait for Success";
+pub const STEP_RESTORE: &str = "full restore from the canary set's backup";
+pub const STEP_INVENTORY: &str = "compare the inventory with the canary file";
+pub const STEP_PROOFS: &str = "HSM-side proofs with the restored keys";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Step {
@@ -153,13 +759,25 @@ pub struct Report {
     pub version: u32,
     pub date: String,
     pub instance: String,
+    /// Whether the target was an emulated instance.
+    pub emulated: bool,
     pub sd_file: String,
     pub sd_sha256: String,
     pub quorum: usize,
     pub custodians: usize,
     pub participants: Vec<Participant>,
     pub steps: Vec<Step>,
+    /// The canary file, the original it names and its backup's folder.
+    pub canary_file: Option<String>,
+    pub original: Option<String>,
+    pub backup: Option<String>,
+    pub inventory_before: Vec<InventoryEntry>,
+    pub inventory_after: Vec<InventoryEntry>,
+    pub proofs: Vec<Proof>,
+    /// The canary's outcome in one sentence.
     pub canary: String,
+    pub proven: Vec<String>,
+    pub not_proven: Vec<String>,
     pub outcome: String,
 }
 
@@ -173,33 +791,136 @@ impl Report {
         custodians: usize,
     ) -> Self {
         Report {
-            version: 1,
+            version: 2,
             date,
             instance,
+            emulated: false,
             sd_file,
             sd_sha256,
             quorum,
             custodians,
             participants: Vec::new(),
             steps: Vec::new(),
+            canary_file: None,
+            original: None,
+            backup: None,
+            inventory_before: Vec::new(),
+            inventory_after: Vec::new(),
+            proofs: Vec::new(),
             canary: "not checked".into(),
+            proven: Vec::new(),
+            not_proven: Vec::new(),
             outcome: "failed".into(),
         }
+    }
+
+    /// Records the canary file the drill uses.
+    pub fn with_canary(&mut self, path: &Path, c: &Canary) {
+        self.canary_file = Some(path.display().to_string());
+        self.original = Some(c.instance.clone());
+        self.backup = Some(c.backup.folder_url.clone());
     }
 
     /// Runs one step, timing it and recording its outcome.
     pub fn step<T, E: std::fmt::Display>(&mut self, name: &str, body: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let start = Instant::now();
         let result = body();
+        self.record(name, start, &result);
+        result
+    }
+
+    /// Records a step that began at `start` and ended with `result`.
+    fn record<T, E: std::fmt::Display>(&mut self, name: &str, start: Instant, result: &Result<T, E>) {
         self.steps.push(Step {
             name: name.into(),
-            outcome: match &result {
+            outcome: match result {
                 Ok(_) => "ok".into(),
                 Err(e) => format!("failed: {e}"),
             },
             duration_ms: start.elapsed().as_millis(),
         });
-        result
+    }
+
+    fn step_ok(&self, name: &str) -> bool {
+        self.steps.iter().any(|s| s.name == name && s.outcome == "ok")
+    }
+
+    /// Sets the outcome and states exactly what the drill did and did not prove.
+    pub fn conclude(&mut self, passed: bool) {
+        self.outcome = if passed { "passed" } else { "failed" }.into();
+        let mut proven = Vec::new();
+        let mut not = Vec::new();
+        if self.step_ok(STEP_QUORUM) {
+            let who: Vec<&str> = self.participants.iter().map(|p| p.x5t_256.as_str()).collect();
+            proven.push(format!(
+                "a quorum of {} of the {} custodians ({}) opened their shares of the security domain with SHA-256 {}",
+                self.participants.len(),
+                self.custodians,
+                who.join(", "),
+                self.sd_sha256
+            ));
+        } else {
+            not.push("the quorum: the shares were not opened".to_string());
+        }
+        if self.step_ok(STEP_UPLOAD) {
+            proven.push(
+                "the restore blob built from those shares for the new instance's exchange key was accepted: \
+                 the new instance holds the original's security domain"
+                    .into(),
+            );
+        } else {
+            not.push("the restore blob: no upload succeeded".into());
+        }
+        match (&self.backup, &self.original) {
+            (Some(backup), Some(original)) => {
+                if self.step_ok(STEP_RESTORE) && self.step_ok(STEP_INVENTORY) {
+                    proven.push(format!(
+                        "the full backup {backup} made on {original} restored on the recovered instance, and its \
+                         inventory ({} key versions: names, versions, tags, enabled) matches the canary file's",
+                        self.inventory_before.len()
+                    ));
+                } else {
+                    not.push(format!(
+                        "the backup/restore procedure: {backup} was not restored and matched"
+                    ));
+                }
+                if self.step_ok(STEP_PROOFS) {
+                    proven.push(format!(
+                        "the restored keys are the original's, HSM-side: the DEK wrapped with {WRAP_RSA} and {WRAP_AES} \
+                         unwrapped to the recorded SHA-256, the original's {SIGN_EC} signature verified, and a new \
+                         signature was made and verified"
+                    ));
+                } else {
+                    not.push("that the restored keys are the original's: the HSM-side proofs did not all pass".into());
+                }
+                if self.inventory_before.len() > 3 {
+                    not.push(
+                        "that every other restored key works: keys other than the three canaries were compared by \
+                         name, version, tags and enabled state, not used"
+                            .into(),
+                    );
+                }
+            }
+            _ => not.push(
+                "the backup/restore procedure and the keys: no --canary file was given, so no backup was restored \
+                 and no key was used"
+                    .into(),
+            ),
+        }
+        if self.emulated {
+            not.push(
+                "that Azure accepts this recovery: the target is an emulated instance, and a backup from a real \
+                 Azure Managed HSM cannot restore here; this drill proves the quorum, the restore blob and the \
+                 backup/restore procedure"
+                    .into(),
+            );
+        }
+        not.push(
+            "the applications: repointing them to the new instance's URI and its role assignments were not exercised"
+                .into(),
+        );
+        self.proven = proven;
+        self.not_proven = not;
     }
 
     pub fn passed(&self) -> bool {
@@ -211,37 +932,133 @@ impl Report {
     }
 
     pub fn to_markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "/").replace('\n', " ");
         let mut md = format!(
             "# Recovery drill: {}\n\n\
              | | |\n|---|---|\n\
-             | date | {} |\n| instance | {} |\n| security domain | `{}` |\n| SHA-256 | `{}` |\n\
-             | quorum | {} of {} |\n| canary key | {} |\n\n\
+             | date | {} |\n| instance | {}{} |\n| security domain | `{}` |\n| SHA-256 | `{}` |\n\
+             | quorum | {} of {} |\n| canary | {} |\n\n\
              ## Custodians who took part\n\n",
             self.outcome.to_uppercase(),
             self.date,
-            self.instance,
-            self.sd_file,
+            cell(&self.instance),
+            if self.emulated { " (emulated)" } else { "" },
+            cell(&self.sd_file),
             self.sd_sha256,
             self.quorum,
             self.custodians,
-            self.canary
+            cell(&self.canary)
         );
         if self.participants.is_empty() {
             md.push_str("(none: the quorum was not reached)\n");
         }
         for p in &self.participants {
-            md.push_str(&format!("- `{}` ({})\n", p.x5t_256, p.who));
+            md.push_str(&format!("- `{}` ({})\n", p.x5t_256, cell(&p.who)));
         }
         md.push_str("\n## Steps\n\n| step | outcome | duration |\n|---|---|---|\n");
         for s in &self.steps {
             md.push_str(&format!(
                 "| {} | {} | {} ms |\n",
                 s.name,
-                s.outcome.replace('|', "/").replace('\n', " "),
+                cell(&s.outcome),
                 s.duration_ms
             ));
         }
+        if let Some(file) = &self.canary_file {
+            md.push_str(&format!(
+                "\n## Inventory\n\nCanary file `{}`, made on {}; backup `{}`.\n\n\
+                 | key | version | enabled | tags | before | after |\n|---|---|---|---|---|---|\n",
+                cell(file),
+                cell(self.original.as_deref().unwrap_or("?")),
+                cell(self.backup.as_deref().unwrap_or("?"))
+            ));
+            let mut all: Vec<&InventoryEntry> = self.inventory_before.iter().chain(&self.inventory_after).collect();
+            all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+            all.dedup_by(|a, b| a.name == b.name && a.version == b.version);
+            let has = |list: &[InventoryEntry], e: &InventoryEntry| {
+                if list.iter().any(|x| x == e) {
+                    "yes"
+                } else if list.iter().any(|x| x.name == e.name && x.version == e.version) {
+                    "differs"
+                } else {
+                    "**no**"
+                }
+            };
+            for e in all {
+                let tags: Vec<String> = e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    cell(&e.name),
+                    cell(&e.version),
+                    e.enabled,
+                    cell(&tags.join(", ")),
+                    has(&self.inventory_before, e),
+                    has(&self.inventory_after, e)
+                ));
+            }
+            md.push_str("\n## HSM-side proofs\n\n");
+            if self.proofs.is_empty() {
+                md.push_str("(none ran)\n");
+            }
+            for p in &self.proofs {
+                md.push_str(&format!("- {}: {}\n", p.name, p.outcome));
+            }
+        }
+        md.push_str("\n## What this drill proved\n\n");
+        if self.proven.is_empty() {
+            md.push_str("- nothing\n");
+        }
+        for p in &self.proven {
+            md.push_str(&format!("- {p}\n"));
+        }
+        md.push_str("\n## What it did not prove\n\n");
+        for p in &self.not_proven {
+            md.push_str(&format!("- {p}\n"));
+        }
         md
+    }
+}
+
+/// Where a drill's report goes: `DIR/drill-report.json` and `.md`, neither
+/// existing, in a folder that is created if missing.
+pub struct ReportPaths {
+    pub dir: PathBuf,
+    pub json: PathBuf,
+    pub md: PathBuf,
+}
+
+impl ReportPaths {
+    /// Checks, without writing anything, that the report can be written.
+    pub fn check(dir: &Path) -> Result<ReportPaths> {
+        let paths = ReportPaths {
+            dir: dir.to_path_buf(),
+            json: dir.join(REPORT_JSON),
+            md: dir.join(REPORT_MD),
+        };
+        files::ensure_absent(&paths.json)?;
+        files::ensure_absent(&paths.md)?;
+        // The folder is created if missing: its nearest existing ancestor must take it.
+        let existing = dir
+            .ancestors()
+            .map(|a| if a.as_os_str().is_empty() { Path::new(".") } else { a })
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        files::ensure_writable_folder(&existing, &paths.json)?;
+        Ok(paths)
+    }
+
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| Error::Write {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Writes both files: the evidence is kept whatever the outcome.
+    pub fn write(&self, report: &Report) -> Result<()> {
+        files::write_new(&self.json, report.to_json().as_bytes(), Mode::Public)?;
+        files::write_new(&self.md, report.to_markdown().as_bytes(), Mode::Public)
     }
 }
 
@@ -251,36 +1068,173 @@ mod tests {
     use crate::format::limits::Profile;
     use crate::recovery::{CustodianKey, Quorum};
     use crate::test_support::{custodians, test_rng};
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
-    /// An instance that hands out its exchange key, takes any blob, and
-    /// restores every backup as the key `version`.
-    struct Fake {
-        uploads: std::cell::Cell<usize>,
-        version: &'static str,
+    /// A toy HSM: "wrapping" XORs with a per-key byte, a "signature" is a
+    /// hash of key and digest. Enough to tell the right key from another.
+    #[derive(Default)]
+    struct Toy {
+        keys: Vec<(CanaryKey, u8)>,
+        inventory: Vec<InventoryEntry>,
+        backups: Vec<(BackupLocation, Vec<(CanaryKey, u8)>, Vec<InventoryEntry>)>,
+        uploads: usize,
+        /// Faults: a key that unwraps wrong, a key gone, a verify that says no, an inventory change.
+        bad_unwrap: Option<String>,
+        gone: Option<String>,
+        verify_fails: bool,
+        extra_version: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake(Rc<RefCell<Toy>>);
+
+    impl Fake {
+        fn key(&self, k: &CanaryKey) -> Result<u8> {
+            let t = self.0.borrow();
+            if t.gone.as_deref() == Some(&k.name) {
+                return Err(InstanceError::Refused {
+                    request: format!("POST /keys/{}/{}", k.name, k.version),
+                    status: 404,
+                    detail: "KeyNotFound".into(),
+                }
+                .into());
+            }
+            t.keys
+                .iter()
+                .find(|(c, _)| c == k)
+                .map(|(_, b)| *b)
+                .ok_or_else(|| InstanceError::KeyName { name: k.name.clone() }.into())
+        }
+    }
+
+    fn toy_sig(b: u8, digest: &[u8]) -> Vec<u8> {
+        Sha256::digest([&[b][..], digest].concat()).to_vec()
     }
 
     impl Target for Fake {
+        fn is_emulated(&self) -> bool {
+            true
+        }
         fn transfer_key(&self) -> Result<Certificate> {
             Ok(custodians()[4].cert.clone())
         }
         fn upload(&self, _: &RestoreBlob) -> Result<()> {
-            self.uploads.set(self.uploads.get() + 1);
+            self.0.borrow_mut().uploads += 1;
             Ok(())
         }
-        fn restore_key(&self, _: &str) -> Result<RestoredKey> {
-            Ok(RestoredKey {
-                name: "canary".into(),
-                version: self.version.into(),
-                kid: "https://hsm/keys/canary".into(),
-            })
+        fn create_key(&self, name: &str, kty: &str, tags: &BTreeMap<String, String>) -> Result<CanaryKey> {
+            let mut t = self.0.borrow_mut();
+            let n = t.keys.len() as u8 + 1;
+            let k = CanaryKey {
+                name: name.into(),
+                version: format!("v{n}"),
+                kid: format!("https://a/keys/{name}/v{n}"),
+                kty: kty.into(),
+            };
+            t.keys.push((k.clone(), n.wrapping_mul(37)));
+            t.inventory.push(InventoryEntry {
+                name: name.into(),
+                version: k.version.clone(),
+                enabled: true,
+                tags: tags.clone(),
+            });
+            Ok(k)
+        }
+        fn wrap_key(&self, key: &CanaryKey, _: &str, dek: &[u8]) -> Result<Vec<u8>> {
+            let b = self.key(key)?;
+            Ok(dek.iter().map(|x| x ^ b).collect())
+        }
+        fn unwrap_key(&self, key: &CanaryKey, _: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+            let mut b = self.key(key)?;
+            if self.0.borrow().bad_unwrap.as_deref() == Some(&key.name) {
+                b ^= 1;
+            }
+            Ok(Zeroizing::new(wrapped.iter().map(|x| x ^ b).collect()))
+        }
+        fn sign(&self, key: &CanaryKey, _: &str, digest: &[u8]) -> Result<Vec<u8>> {
+            Ok(toy_sig(self.key(key)?, digest))
+        }
+        fn verify(&self, key: &CanaryKey, _: &str, digest: &[u8], sig: &[u8]) -> Result<bool> {
+            Ok(toy_sig(self.key(key)?, digest) == sig && !self.0.borrow().verify_fails)
+        }
+        fn inventory(&self) -> Result<Vec<InventoryEntry>> {
+            let t = self.0.borrow();
+            let mut inv: Vec<_> = t
+                .inventory
+                .iter()
+                .filter(|e| t.gone.as_deref() != Some(&e.name))
+                .cloned()
+                .collect();
+            if t.extra_version {
+                inv.push(InventoryEntry {
+                    name: "drill-canary-ec".into(),
+                    version: "v99".into(),
+                    enabled: true,
+                    tags: BTreeMap::new(),
+                });
+            }
+            inv.sort();
+            Ok(inv)
+        }
+        fn full_backup(&self, storage: &str, _: Option<&str>) -> Result<BackupLocation> {
+            let mut t = self.0.borrow_mut();
+            let loc = BackupLocation {
+                storage: storage.into(),
+                folder: format!("mhsm-toy-{}", t.backups.len()),
+                folder_url: format!("{storage}/mhsm-toy-{}", t.backups.len()),
+            };
+            let (keys, inv) = (t.keys.clone(), t.inventory.clone());
+            t.backups.push((loc.clone(), keys, inv));
+            Ok(loc)
+        }
+        fn full_restore(&self, backup: &BackupLocation, _: Option<&str>) -> Result<()> {
+            // Restores from the original's storage, shared through the test.
+            let src = ORIGINAL.with(|o| o.borrow().clone()).expect("an original");
+            let found = src.0.borrow().backups.iter().find(|(l, _, _)| l == backup).cloned();
+            let (_, keys, inv) = found.ok_or_else(|| {
+                Error::from(InstanceError::OperationFailed {
+                    what: "full restore",
+                    details: "does not open here".into(),
+                })
+            })?;
+            let mut t = self.0.borrow_mut();
+            t.keys = keys;
+            t.inventory = inv;
+            Ok(())
+        }
+        fn key_backup(&self, name: &str) -> Result<String> {
+            Ok(format!("sealed-{name}"))
         }
     }
 
-    /// The canary check fails the drill when the key restored is not the
-    /// one backed up, after the upload (so the report says how far it got).
-    #[test]
-    fn a_canary_that_comes_back_as_another_version_fails_the_drill() {
-        let mut rng = test_rng(40);
+    thread_local! {
+        static ORIGINAL: RefCell<Option<Fake>> = const { RefCell::new(None) };
+    }
+
+    fn prepared(rng: &mut impl CryptoRng) -> (Fake, Canary) {
+        let original = Fake::default();
+        ORIGINAL.with(|o| *o.borrow_mut() = Some(original.clone()));
+        let canary = prepare_with_rng(
+            rng,
+            &original,
+            &PrepareOptions {
+                instance: "https://a",
+                prefix: "drill-canary",
+                storage: "file:///backups",
+                sas: None,
+                created: "2026-12-02T00:00:00Z".into(),
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        (original, canary)
+    }
+
+    /// Runs a whole drill into a fresh fake (spoiled by `fault`) and returns
+    /// its outcome and report.
+    fn drill(canary: &Canary, fault: impl FnOnce(&mut Toy)) -> (Result<()>, Report, Fake) {
+        let mut rng = test_rng(41);
         let master = crate::crypto::secret::MasterKey::generate_with_rng(&mut rng);
         let items = recovery::random_items_with_rng(&mut rng);
         let certs: Vec<_> = custodians()[..3]
@@ -288,44 +1242,177 @@ mod tests {
             .map(|c| (c.name.clone(), c.cert.clone()))
             .collect();
         let sd = recovery::split_with_rng(&mut rng, &master, &items, &certs, 2, Profile::Azure).unwrap();
-        let canary = Canary {
-            version: 1,
-            instance: "https://old".into(),
-            name: "canary".into(),
-            kid: "k".into(),
-            key_version: "v1".into(),
-            created: "2026-11-23T00:00:00Z".into(),
-            backup: "opaque".into(),
+        let target = Fake::default();
+        fault(&mut target.0.borrow_mut());
+        let mut report = Report::new("d".into(), "?".into(), "sd.json".into(), "ab".into(), 2, 3);
+        report.with_canary(Path::new("canary.json"), canary);
+        let quorum = || {
+            Ok(|| {
+                let mut q = Quorum::new(&sd);
+                for c in &custodians()[..2] {
+                    q.add(&CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None))?;
+                }
+                q.finish()
+            })
         };
-        for (version, passes) in [("v1", true), ("v2", false)] {
-            let mut report = Report::new("d".into(), "?".into(), "sd.json".into(), "ab".into(), 2, 3);
-            let fake = Fake {
-                uploads: 0.into(),
-                version,
-            };
-            let quorum = || {
-                Ok(|| {
-                    let mut q = Quorum::new(&sd);
-                    for c in &custodians()[..2] {
-                        q.add(&CustodianKey::from_rsa(c.name.clone(), c.key.clone(), None))?;
-                    }
-                    q.finish()
-                })
-            };
-            let result = run_steps_with_rng(
-                &mut rng,
-                &mut report,
-                || Ok((&fake, "fake".into())),
-                quorum,
-                Some(&canary),
-            );
-            assert_eq!(result.is_ok(), passes, "{version}: {result:?}");
-            assert_eq!(fake.uploads.get(), 1);
-            assert_eq!(report.instance, "fake");
-            assert_eq!(report.participants.len(), 2);
-            assert_eq!(report.steps.len(), 6);
-            assert_eq!(report.canary.contains("did NOT restore"), !passes, "{}", report.canary);
+        let t = target.clone();
+        let result = run_steps_with_rng(
+            &mut rng,
+            &mut report,
+            || Ok((t, "fake".into())),
+            quorum,
+            Some(canary),
+            None,
+        );
+        report.conclude(result.is_ok());
+        (result, report, target)
+    }
+
+    #[test]
+    fn a_drill_from_a_prepared_canary_passes_with_every_proof() {
+        let mut rng = test_rng(40);
+        let (original, canary) = prepared(&mut rng);
+        assert_eq!(canary.inventory.len(), 3);
+        assert_eq!(original.0.borrow().backups.len(), 1);
+        let (result, report, target) = drill(&canary, |_| {});
+        result.unwrap();
+        assert!(report.passed());
+        assert_eq!(target.0.borrow().uploads, 1);
+        assert_eq!(report.steps.len(), 8, "{:?}", report.steps);
+        assert_eq!(report.proofs.len(), 4);
+        assert!(report.proofs.iter().all(Proof::passed), "{:?}", report.proofs);
+        assert_eq!(report.inventory_after, canary.inventory);
+        assert_eq!(report.proven.len(), 4, "{:?}", report.proven);
+        assert!(report
+            .not_proven
+            .iter()
+            .any(|n| n.contains("a backup from a real Azure Managed HSM cannot restore here")));
+        let md = report.to_markdown();
+        for want in [
+            "## Inventory",
+            "## HSM-side proofs",
+            "## What this drill proved",
+            "## What it did not prove",
+        ] {
+            assert!(md.contains(want), "{want}\n{md}");
         }
+        assert!(
+            md.contains("| drill-canary-rsa | v1 | true | hsm-ceremony-canary=2026-12-02T00:00:00Z | yes | yes |"),
+            "{md}"
+        );
+    }
+
+    /// The canary file holds no secret: neither the DEK in any encoding nor
+    /// anything the toy HSM keeps inside.
+    #[test]
+    fn the_canary_file_holds_public_material_only() {
+        let mut rng = test_rng(40);
+        let (original, canary) = prepared(&mut rng);
+        let text = canary.to_json();
+        // The toy HSM's DEK is recoverable from the fake (XOR): it must not be in the file.
+        let (w, wrapped) = canary.wrapped("rsa").unwrap();
+        let dek = original.unwrap_key(&canary.keys.rsa, &w.alg, &wrapped).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&dek[..])), canary.dek_sha256);
+        for enc in [b64u(&dek), hex::encode(&dek[..]), crate::crypto::b64::b64_std(&dek)] {
+            assert!(!text.contains(&enc), "{enc} in {text}");
+        }
+        assert_eq!(secret_looking(&serde_json::from_str(&text).unwrap(), ""), None);
+        for bad in [
+            r#"{"a":{"dek":"x"}}"#,
+            r#"{"keys":[{"d":"x"}]}"#,
+            r#"{"storage":"https://x/c?sig=abc"}"#,
+        ] {
+            assert!(
+                secret_looking(&serde_json::from_str(bad).unwrap(), "").is_some(),
+                "{bad}"
+            );
+        }
+    }
+
+    fn failed_with(result: &Result<()>, report: &Report, step: &str, why: &str) {
+        let e = result.as_ref().expect_err("the drill fails").to_string();
+        assert!(e.contains(why), "{e}");
+        assert!(!report.passed());
+        let s = report.steps.iter().find(|s| s.name == step).expect(step);
+        assert!(s.outcome.starts_with("failed") && s.outcome.contains(why), "{s:?}");
+        assert!(
+            !report.proven.iter().any(|p| p.contains("HSM-side")),
+            "{:?}",
+            report.proven
+        );
+    }
+
+    #[test]
+    fn a_wrong_dek_fails_the_drill_naming_the_key() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report, _) = drill(&canary, |t| t.bad_unwrap = Some("drill-canary-aes".into()));
+        failed_with(
+            &result,
+            &report,
+            STEP_PROOFS,
+            "drill-canary-aes/v3 unwrapped a DEK whose SHA-256 is",
+        );
+        assert!(
+            report.proofs[0].passed() && !report.proofs[1].passed(),
+            "{:?}",
+            report.proofs
+        );
+        assert!(
+            report.proofs[2].passed() && report.proofs[3].passed(),
+            "the other proofs still ran"
+        );
+    }
+
+    #[test]
+    fn a_failed_signature_fails_the_drill() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report, _) = drill(&canary, |t| t.verify_fails = true);
+        failed_with(
+            &result,
+            &report,
+            STEP_PROOFS,
+            "drill-canary-ec/v2 does not verify the signature made on https://a",
+        );
+    }
+
+    #[test]
+    fn an_inventory_mismatch_fails_the_drill_before_the_proofs() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report, _) = drill(&canary, |t| t.extra_version = true);
+        // `extra_version` is applied to the listing after the restore.
+        failed_with(
+            &result,
+            &report,
+            STEP_INVENTORY,
+            "not in the canary file: drill-canary-ec/v99",
+        );
+        assert!(report.proofs.is_empty());
+        assert!(
+            report.inventory_after.iter().any(|e| e.version == "v99"),
+            "the evidence shows what was found"
+        );
+    }
+
+    #[test]
+    fn a_missing_key_fails_the_drill_naming_it() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report, _) = drill(&canary, |t| t.gone = Some("drill-canary-rsa".into()));
+        failed_with(&result, &report, STEP_INVENTORY, "missing: drill-canary-rsa/v1");
+    }
+
+    #[test]
+    fn a_backup_that_does_not_restore_fails_the_drill() {
+        let (_, mut canary) = prepared(&mut test_rng(40));
+        canary.backup.folder = "mhsm-other".into();
+        canary.backup.folder_url = "file:///backups/mhsm-other".into();
+        let (result, report, _) = drill(&canary, |_| {});
+        failed_with(
+            &result,
+            &report,
+            STEP_RESTORE,
+            "file:///backups/mhsm-other did NOT restore",
+        );
+        assert!(report.not_proven.iter().any(|n| n.contains("was not restored")));
     }
 
     #[test]
@@ -342,11 +1429,13 @@ mod tests {
         assert_eq!(ok, Ok(1));
         let bad: Result<u8, String> = r.step("two", || Err("no | way".into()));
         assert!(bad.is_err());
+        r.conclude(false);
         assert_eq!(r.steps[0].outcome, "ok");
         assert_eq!(r.steps[1].outcome, "failed: no | way");
         let md = r.to_markdown();
         assert!(md.contains("# Recovery drill: FAILED"));
         assert!(md.contains("| two | failed: no / way |"), "{md}");
+        assert!(md.contains("no --canary file was given"), "{md}");
         assert!(!r.passed());
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);

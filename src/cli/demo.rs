@@ -1,8 +1,9 @@
 //! `hsm-ceremony demo`: the whole story in a temporary folder — custodian
 //! keys, activation of an in-process emulated Managed HSM, inspection,
-//! proofs of possession, a canary key and a recovery drill into a second
-//! instance — with generated passphrases and no prompts. Each step runs the
-//! real command.
+//! proofs of possession, a canary set with its full backup, and a recovery
+//! drill into a second instance that restores the backup and proves the
+//! keys HSM-side — with generated passphrases and no prompts. Each step
+//! runs the real command.
 
 use std::path::{Path, PathBuf};
 
@@ -162,18 +163,26 @@ fn run_in(dir: &Path) -> Result<()> {
         })?;
     }
 
-    step(5, TOTAL, "A canary key is created on instance A and backed up");
+    step(
+        5,
+        TOTAL,
+        "A canary set on instance A: RSA, EC and AES keys, a DEK wrapped under two of them, a signature, a full backup",
+    );
     let canary = dir.join("canary.json");
     drill::prepare(&PrepareArgs {
         connect,
         name: "drill-canary".into(),
         out: canary.clone(),
+        storage: None,
+        sas_file: None,
+        yes: false,
     })?;
 
     step(
         6,
         TOTAL,
-        "Drill: custodians 0 and 2 recover into a fresh emulated instance B (in memory only), and the canary restores there",
+        "Drill: custodians 0 and 2 recover a fresh emulated instance B (in memory only); the full backup restores \
+         there, the inventory matches and the restored keys prove themselves HSM-side",
     );
     let report_dir = dir.join("drill-report");
     let report = drill::drill(&DrillArgs {
@@ -186,6 +195,7 @@ fn run_in(dir: &Path) -> Result<()> {
         token_file: None,
         ca: None,
         canary: Some(canary),
+        sas_file: None,
         report: Some(report_dir.clone()),
         passphrases: PassphraseArgs {
             files: vec![pass_files[0].clone(), pass_files[2].clone()],
@@ -204,6 +214,9 @@ fn run_in(dir: &Path) -> Result<()> {
     if !report.passed() {
         return Err(InstanceError::DrillFailed.into());
     }
-    crate::out!("The canary key made on instance A restored on instance B: the recovery works.");
+    crate::out!(
+        "The full backup of instance A restored on instance B, and its keys unwrapped, verified and signed there: \
+         the recovery works."
+    );
     Ok(())
 }

@@ -1,37 +1,38 @@
-//! `hsm-ceremony drill …`: rehearse a recovery end to end and leave evidence.
-//! `drill prepare` makes and backs up a canary key on the original instance;
-//! `drill` provisions a target (a fresh local emulator, or a URL), fetches its
-//! exchange key, has a quorum open their shares, uploads the restore blob,
-//! waits for Success and restores the canary there.
+//! `hsm-ceremony drill …`: parse, prompt and print around
+//! [`hsm_ceremony::ceremony::drill`]. `drill prepare` makes the canary set
+//! on the original instance; `drill` recovers a new instance from a quorum,
+//! restores the canary set's full backup there and proves the keys.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
-use super::instance::{read_token, shown_kid, Connect};
+use super::instance::{read_token, Connect};
 use super::keys::QuorumKeys;
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::ceremony::drill::{self, load_canary, Canary, Report, RestoredKey};
+use hsm_ceremony::ceremony::drill::{
+    self, canary_names, load_canary_set, read_security_domain, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
+};
 use hsm_ceremony::ceremony::log::Entry;
 use hsm_ceremony::crypto::rng::os_rng;
-use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::emulator::{self, Role};
 use hsm_ceremony::error::{Error, Result};
-use hsm_ceremony::files::{self, read_limited, Mode};
-use hsm_ceremony::format::limits::MAX_SD_FILE_BYTES;
-use hsm_ceremony::format::restore_blob::RestoreBlob;
+use hsm_ceremony::files;
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::instance::InstanceClient;
+use hsm_ceremony::instance::{DrillInstance, InstanceClient, Progress};
 
-pub const REPORT_JSON: &str = "drill-report.json";
-pub const REPORT_MD: &str = "drill-report.md";
+pub use hsm_ceremony::ceremony::drill::REPORT_MD;
+
+/// The folder beside `--out` a local or emulated original backs up to by default.
+pub const DEFAULT_BACKUP_FOLDER: &str = "drill-backups";
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -48,11 +49,14 @@ pub struct DrillCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum DrillSub {
-    /// Create and back up a canary key on the original instance.
-    #[command(
-        after_help = "Example:\n  hsm-ceremony drill prepare --url https://127.0.0.1:8443 --ca a/ca.pem \\\n      \
-        --token-file admin.token --out canary.json"
-    )]
+    /// Make the canary set on the original instance: an RSA, an EC and an AES key, a DEK wrapped
+    /// under two of them, a signature, a full backup; and a canary file of public material only.
+    #[command(after_help = "Examples:\n  \
+        hsm-ceremony drill prepare --url https://127.0.0.1:8443 --ca a/ca.pem \\\n      \
+        --token-file admin.token --out canary.json\n  \
+        # Production variant: named, tagged canary keys on a real Managed HSM (delete them after the drill)\n  \
+        hsm-ceremony drill prepare --url https://NAME.managedhsm.azure.net --token-file az.token \\\n      \
+        --storage https://ACCOUNT.blob.core.windows.net/CONTAINER --sas-file backup.sas --out canary.json")]
     Prepare(PrepareArgs),
 }
 
@@ -60,12 +64,22 @@ pub enum DrillSub {
 pub struct PrepareArgs {
     #[command(flatten)]
     pub connect: Connect,
-    /// The canary key's name on the instance.
-    #[arg(long, default_value = "drill-canary")]
+    /// The canary keys' name prefix: PREFIX-rsa, PREFIX-ec and PREFIX-aes.
+    #[arg(long, default_value = "drill-canary", value_name = "PREFIX")]
     pub name: String,
-    /// Where to save the canary backup (must not exist).
+    /// Where to save the canary file (must not exist).
     #[arg(long)]
     pub out: PathBuf,
+    /// The full backup's storage: a blob container URL (with --sas-file), or file:///FOLDER for an
+    /// emulator. Default for an emulator: the folder drill-backups beside --out (created).
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+    /// A file holding the storage container's SAS token (read, write, list, create).
+    #[arg(long, value_name = "FILE")]
+    pub sas_file: Option<PathBuf>,
+    /// Create the canary keys on an instance that is not an emulator without asking.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -84,9 +98,12 @@ pub struct DrillArgs {
     /// With a URL: a CA certificate to trust (an emulator's ca.pem).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// The canary backup made by `drill prepare` on the original instance.
+    /// The canary file made by `drill prepare` on the original instance.
     #[arg(long)]
     pub canary: Option<PathBuf>,
+    /// A file holding the SAS token of the canary set's backup container (not for file:///).
+    #[arg(long, value_name = "FILE")]
+    pub sas_file: Option<PathBuf>,
     /// Folder for the report (drill-report.json and drill-report.md); created if missing.
     #[arg(long, required = true)]
     pub report: Option<PathBuf>,
@@ -99,73 +116,177 @@ pub struct DrillArgs {
 
 pub fn run(cmd: DrillCmd) -> Result<()> {
     match cmd.sub {
-        Some(DrillSub::Prepare(a)) => prepare(&a),
+        Some(DrillSub::Prepare(a)) => prepare(&a).map(|_| ()),
         None => drill(&cmd.run).map(|_| ()),
     }
 }
 
 fn now_text() -> String {
-    OffsetDateTime::now_utc()
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("UTC times format")
 }
 
-pub fn prepare(args: &PrepareArgs) -> Result<()> {
+/// Slow backups and restores say they are still running, on standard error
+/// (standard output may be a --json document).
+fn progress() -> Progress {
+    Arc::new(|what: &str, waited: std::time::Duration| {
+        crate::note!("  the {what} is still running ({} s)", waited.as_secs());
+    })
+}
+
+/// The SAS token in `file` (first line), a secret file like a token file.
+fn read_sas(file: &Path) -> Result<Zeroizing<String>> {
+    let bytes = inputs::secret_file(file, 64 * 1024, "SAS token file")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Usage(format!("{} is not text", file.display())))?;
+    let sas = text.lines().next().unwrap_or("").trim().trim_start_matches('?');
+    if sas.is_empty() {
+        return Err(Error::Usage(format!("{} holds no SAS token", file.display())));
+    }
+    Ok(Zeroizing::new(sas.to_string()))
+}
+
+/// The SAS for `storage`: none for a `file:///` folder, required otherwise.
+fn sas_for(storage: &str, file: Option<&Path>, flag_owner: &str) -> Result<Option<Zeroizing<String>>> {
+    match (storage.starts_with("file://"), file) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(Error::Usage(format!(
+            "--sas-file: {flag_owner} {storage} is a local folder, which takes no SAS token; leave --sas-file out"
+        ))),
+        (false, Some(f)) => read_sas(f).map(Some),
+        (false, None) => Err(Error::Usage(format!(
+            "{flag_owner} {storage} is a storage container: give its SAS token with --sas-file FILE"
+        ))),
+    }
+}
+
+/// The default storage for an emulated original: `drill-backups` beside
+/// `out`, created (0700), as an absolute `file:///` URL.
+fn default_storage(out: &Path) -> Result<String> {
+    let folder = files::folder_of(out).join(DEFAULT_BACKUP_FOLDER);
+    if !folder.is_dir() {
+        std::fs::create_dir(&folder).map_err(|source| Error::Write {
+            path: folder.clone(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+                Error::Write {
+                    path: folder.clone(),
+                    source,
+                }
+            })?;
+        }
+    }
+    let abs = std::fs::canonicalize(&folder).map_err(|source| Error::Read {
+        path: folder.clone(),
+        source,
+    })?;
+    let text = abs.to_str().ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: give --storage file:///FOLDER with a UTF-8 path",
+            abs.display()
+        ))
+    })?;
+    Ok(format!("file://{text}"))
+}
+
+/// Keys are about to be made on something that is not an emulator: say so,
+/// and go on only with --yes or a "y" typed at a terminal.
+fn confirm_production(args: &PrepareArgs, client: &InstanceClient, storage: &str) -> Result<()> {
+    if client.is_emulator() {
+        return Ok(());
+    }
+    let names = canary_names(&args.name)?;
+    crate::note!(
+        "drill prepare creates three keys on {}: {}, tagged {CANARY_TAG}, and starts a full backup to {storage}.\n\
+         This is the production variant: delete the three keys after the drill (see the recovery-drill runbook).",
+        client.url(),
+        names.join(", ")
+    );
+    if args.yes {
+        return Ok(());
+    }
+    let refused = || {
+        Error::Usage(format!(
+            "{} is not an emulator: confirm creating the canary keys there with --yes",
+            client.url()
+        ))
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(refused());
+    }
+    match dialoguer::Confirm::new()
+        .with_prompt("Create them?")
+        .default(false)
+        .interact()
+    {
+        Ok(true) => Ok(()),
+        _ => Err(refused()),
+    }
+}
+
+pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
-    let client = args.connect.client()?;
-    let key = client.create_rsa_key(&args.name)?;
-    let backup = client.backup_key(&args.name)?;
-    let canary = Canary {
-        version: 1,
-        instance: args.connect.url.clone(),
-        name: key.name.clone(),
-        kid: key.kid.clone(),
-        key_version: key.version.clone(),
-        created: now_text(),
-        backup,
+    canary_names(&args.name)?;
+    let client = args.connect.client()?.with_progress(progress());
+    let storage = match &args.storage {
+        Some(s) => s.trim_end_matches('/').to_string(),
+        None if client.is_emulator() => default_storage(&args.out)?,
+        None => {
+            return Err(Error::Usage(format!(
+                "--storage is required for {}: give the backup container's URL and --sas-file",
+                client.url()
+            )))
+        }
     };
-    files::write_new(
-        &args.out,
-        serde_json::to_string_pretty(&canary).expect("plain data").as_bytes(),
-        Mode::Public,
+    let sas = sas_for(&storage, args.sas_file.as_deref(), "--storage")?;
+    confirm_production(args, &client, &storage)?;
+    let original = DrillInstance::new(client, args.connect.url.clone());
+    let canary = drill::prepare_with_rng(
+        &mut os_rng(),
+        &original,
+        &PrepareOptions {
+            instance: &args.connect.url,
+            prefix: &args.name,
+            storage: &storage,
+            sas: sas.as_deref().map(|s| s.as_str()),
+            created: now_text(),
+        },
+        &mut |what| say!("  {what}"),
     )?;
+    drill::write_canary(&args.out, &canary)?;
     say!(
-        "canary key {} created on {} and backed up to {}",
-        key.kid,
+        "canary set {}, {}, {} created on {}, backed up to {}; canary file {}",
+        canary.keys.rsa.name,
+        canary.keys.ec.name,
+        canary.keys.aes.name,
         args.connect.url,
+        canary.backup.folder_url,
         args.out.display()
     );
-    Ok(())
+    Ok(canary)
 }
 
-/// A target instance for the drill; a local one lives as long as this does.
-struct Target {
-    client: InstanceClient,
-    label: String,
-}
-
-/// The label a local drill's report names its instance by.
-pub const LOCAL_LABEL: &str = "local emulated instance, in process, in memory only";
-
-fn connect(args: &DrillArgs) -> Result<Target> {
-    if args.instance != "local" {
-        let token = read_token(args.token_file.as_deref())?;
-        return Ok(Target {
-            client: InstanceClient::new(&args.instance, token, args.ca.as_deref())?,
-            label: args.instance.clone(),
-        });
-    }
-    // What the drill uploads is the production security domain's contents:
-    // the instance holding them has no state folder, token file or key store
-    // on disk, and opens no socket (an in-memory connection carries requests).
-    let emu = emulator::InProcess::in_memory()?;
-    let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoUser])?;
-    let client = InstanceClient::in_process(std::sync::Arc::new(emu), token);
-    Ok(Target {
-        client,
-        label: LOCAL_LABEL.into(),
-    })
+fn connect(args: &DrillArgs) -> Result<DrillInstance> {
+    let target = if args.instance == "local" {
+        DrillInstance::local()?
+    } else {
+        DrillInstance::remote(
+            &args.instance,
+            read_token(args.token_file.as_deref())?,
+            args.ca.as_deref(),
+        )?
+    };
+    Ok(DrillInstance::new(
+        target.client.with_progress(progress()),
+        target.label,
+    ))
 }
 
 pub fn drill(args: &DrillArgs) -> Result<Report> {
@@ -177,52 +298,55 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
         .report
         .as_ref()
         .ok_or_else(|| Error::Usage("--report is required".into()))?;
-    let (json_path, md_path) = (report_dir.join(REPORT_JSON), report_dir.join(REPORT_MD));
-    files::ensure_absent(&json_path)?;
-    files::ensure_absent(&md_path)?;
-    let sd_bytes = read_limited(sd_path, MAX_SD_FILE_BYTES, "security-domain file")?;
-    let sd = inputs::security_domain(sd_path)?;
-    let canary = args.canary.as_deref().map(load_canary).transpose()?;
     // Everything checkable without a secret is checked before anyone is asked:
-    // the keys, where the report goes, and that the log takes a line.
+    // the files, the keys, where the report goes, and that the log takes a line.
+    let paths = ReportPaths::check(report_dir)?;
+    let (sd, sd_sha256) = read_security_domain(sd_path)?;
+    let canary = args.canary.as_deref().map(load_canary_set).transpose()?;
+    let sas = match &canary {
+        Some(c) => sas_for(
+            &c.backup.storage,
+            args.sas_file.as_deref(),
+            "the canary set's backup storage",
+        )?,
+        None if args.sas_file.is_some() => {
+            return Err(Error::Usage(
+                "--sas-file is for the canary set's backup: give --canary too".into(),
+            ))
+        }
+        None => None,
+    };
     super::keys::check_quorum_keys(&sd, &args.keys)?;
-    // The report folder is created if missing: its nearest existing ancestor must take it.
-    let report_folder = report_dir
-        .ancestors()
-        .map(|a| if a.as_os_str().is_empty() { Path::new(".") } else { a })
-        .find(|a| a.exists())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    files::ensure_writable_folder(&report_folder, &json_path)?;
     record::preflight(sd_path)?;
-    std::fs::create_dir_all(report_dir).map_err(|source| Error::Write {
-        path: report_dir.clone(),
-        source,
-    })?;
+    paths.create()?;
 
     let mut report = Report::new(
         now_text(),
         args.instance.clone(),
         sd_path.display().to_string(),
-        hex::encode(Sha256::digest(&sd_bytes)),
+        sd_sha256,
         sd.required(),
         sd.share_count(),
     );
-    let outcome = run_steps(args, &sd, canary.as_ref(), &mut report);
-    report.outcome = if outcome.is_ok() {
-        "passed".into()
-    } else {
-        "failed".into()
-    };
+    if let (Some(c), Some(p)) = (&canary, &args.canary) {
+        report.with_canary(p, c);
+    }
+    let outcome = run_steps(
+        args,
+        &sd,
+        canary.as_ref(),
+        sas.as_deref().map(|s| s.as_str()),
+        &mut report,
+    );
+    report.conclude(outcome.is_ok());
     // The evidence is written whatever happened: a failed drill is the one to keep.
-    files::write_new(&json_path, report.to_json().as_bytes(), Mode::Public)?;
-    files::write_new(&md_path, report.to_markdown().as_bytes(), Mode::Public)?;
+    paths.write(&report)?;
     record::step(
         sd_path,
         Entry {
             command: "drill".into(),
             inputs: record::refs(&[sd_path]),
-            outputs: record::refs(&[&json_path, &md_path]),
+            outputs: record::refs(&[&paths.json, &paths.md]),
             thumbprints: report.participants.iter().map(|p| p.x5t_256.clone()).collect(),
             outcome: match &outcome {
                 Ok(()) => "ok".into(),
@@ -237,37 +361,27 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
         return outcome.map(|_| report);
     }
     for s in &report.steps {
-        say!("  {:<34} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
+        say!("  {:<44} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
+    }
+    for p in &report.proofs {
+        say!("  proof: {}: {}", p.name, p.outcome);
     }
     crate::out!(
         "drill {}: report in {} and {}",
         report.outcome.to_uppercase(),
-        json_path.display(),
-        md_path.display()
+        paths.json.display(),
+        paths.md.display()
     );
     outcome.map(|_| report)
 }
 
-impl drill::Target for Target {
-    fn transfer_key(&self) -> Result<Certificate> {
-        self.client.transfer_key()
-    }
-
-    fn upload(&self, blob: &RestoreBlob) -> Result<()> {
-        self.client.upload(blob)
-    }
-
-    fn restore_key(&self, backup: &str) -> Result<RestoredKey> {
-        let k = self.client.restore_key(backup)?;
-        Ok(RestoredKey {
-            kid: shown_kid(&k.kid),
-            name: k.name,
-            version: k.version,
-        })
-    }
-}
-
-fn run_steps(args: &DrillArgs, sd: &SecurityDomain, canary: Option<&Canary>, report: &mut Report) -> Result<()> {
+fn run_steps(
+    args: &DrillArgs,
+    sd: &SecurityDomain,
+    canary: Option<&Canary>,
+    sas: Option<&str>,
+    report: &mut Report,
+) -> Result<()> {
     let connect = || {
         connect(args).map(|t| {
             let label = t.label.clone();
@@ -278,5 +392,5 @@ fn run_steps(args: &DrillArgs, sd: &SecurityDomain, canary: Option<&Canary>, rep
         let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
         Ok(move || gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass))
     };
-    drill::run_steps_with_rng(&mut os_rng(), report, connect, quorum, canary)
+    drill::run_steps_with_rng(&mut os_rng(), report, connect, quorum, canary, sas)
 }

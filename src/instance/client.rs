@@ -2,6 +2,7 @@
 //! private CA; every failure becomes [`Error::Instance`] with the status code
 //! and the service's own message.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +55,16 @@ pub struct InstanceClient {
     api_version: String,
     poll_timeout: Duration,
     poll_interval: Duration,
+    progress: Option<Progress>,
 }
+
+/// Told what is still running and for how long, on slow work (a full
+/// backup or restore of a large HSM takes minutes): the CLI prints it.
+pub type Progress = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
+/// When a slow operation is first reported, then how often.
+const PROGRESS_AFTER: Duration = Duration::from_secs(3);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for InstanceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,6 +249,7 @@ impl InstanceClient {
             api_version: DEFAULT_API_VERSION.into(),
             poll_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(250),
+            progress: None,
         })
     }
 
@@ -252,6 +263,7 @@ impl InstanceClient {
             api_version: DEFAULT_API_VERSION.into(),
             poll_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(50),
+            progress: None,
         }
     }
 
@@ -268,12 +280,40 @@ impl InstanceClient {
         self
     }
 
+    /// Reports slow long-running operations to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     pub fn url(&self) -> &str {
         &self.base
     }
 
+    /// Whether this client talks to an emulator: one in this process, or a
+    /// loopback address (a real Managed HSM is never on loopback).
+    pub fn is_emulator(&self) -> bool {
+        match &self.transport {
+            Transport::InProcess(_) => true,
+            Transport::Http(_) => {
+                let host = self.base.split_once("://").map_or("", |(_, h)| h);
+                let host = match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(""),
+                    None => host.split(':').next().unwrap_or(""),
+                };
+                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+            }
+        }
+    }
+
+    /// `path` may carry its own query (a list page's `$skiptoken`).
+    fn path_and_query(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{sep}api-version={}", self.api_version)
+    }
+
     fn url_for(&self, path: &str) -> String {
-        format!("{}{path}?api-version={}", self.base, self.api_version)
+        format!("{}{}", self.base, self.path_and_query(path))
     }
 
     /// Sends one request; returns the status and body of a 2xx answer.
@@ -281,18 +321,24 @@ impl InstanceClient {
         let bearer = format!("Bearer {}", self.token);
         let (status, text) = match &self.transport {
             Transport::InProcess(emulator) => {
-                let path_and_query = format!("{path}?api-version={}", self.api_version);
+                let path_and_query = self.path_and_query(path);
                 emulator.call(method, &path_and_query, &bearer, body)?
             }
             Transport::Http(agent) => {
                 let url = self.url_for(path);
-                let result = match (method, body) {
-                    ("GET", _) => agent
+                let result = match method {
+                    "GET" => agent
                         .get(&url)
                         .header("Authorization", &bearer)
                         .header("Accept", "application/json")
                         .call(),
-                    (_, body) => agent
+                    "PUT" => agent
+                        .put(&url)
+                        .header("Authorization", &bearer)
+                        .header("Accept", "application/json")
+                        .content_type("application/json")
+                        .send(body.unwrap_or_default()),
+                    _ => agent
                         .post(&url)
                         .header("Authorization", &bearer)
                         .header("Accept", "application/json")
@@ -328,13 +374,20 @@ impl InstanceClient {
     }
 
     fn poll(&self, path: &str, what: &'static str) -> Result<OperationStatus> {
-        let deadline = Instant::now() + self.poll_timeout;
+        let start = Instant::now();
+        let deadline = start + self.poll_timeout;
+        let mut next_report = start + PROGRESS_AFTER;
         loop {
             let status = self.operation_status(path)?;
             if status.is_success() || status.is_failed() {
                 return Ok(status);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if let (Some(progress), true) = (&self.progress, now >= next_report) {
+                progress(what, now - start);
+                next_report = now + PROGRESS_EVERY;
+            }
+            if now >= deadline {
                 return Err(InstanceError::StillRunning {
                     what,
                     status: status.status,
@@ -485,6 +538,331 @@ impl InstanceClient {
     pub fn restore_key(&self, backup: &str) -> Result<KeyInfo> {
         let (_, text) = self.request("POST", "/keys/restore", Some(json!({"value": backup}).to_string()))?;
         Self::key_info("/keys/restore", &text)
+    }
+}
+
+/// A key to create: its type (`RSA-HSM`, `EC-HSM`, `oct-HSM`), size or
+/// curve, permitted operations and tags.
+#[derive(Clone, Debug)]
+pub struct NewKey {
+    pub kty: String,
+    pub key_size: Option<u32>,
+    pub crv: Option<String>,
+    pub key_ops: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One key version as a listing shows it (no key material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedVersion {
+    pub name: String,
+    pub version: String,
+    pub enabled: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Where a full backup went: the storage container's URL (without its SAS)
+/// and the backup's folder in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupDone {
+    pub folder_url: String,
+    pub folder: String,
+}
+
+/// A full backup or restore job's status (camelCase, unlike the security
+/// domain's pending statuses).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobStatus {
+    status: String,
+    #[serde(default)]
+    status_details: Option<String>,
+    #[serde(default)]
+    error: Option<ErrorInner>,
+    #[serde(default)]
+    job_id: Option<String>,
+    #[serde(default)]
+    azure_storage_blob_container_uri: Option<String>,
+}
+
+impl JobStatus {
+    fn why(&self) -> String {
+        match &self.error {
+            Some(e) if !e.message.is_empty() => format!("{} ({})", e.message, e.code),
+            _ => self.status_details.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Most pages a listing follows: 25 items a page, far beyond any HSM's
+/// 5,000-key limit, so a server that keeps answering `nextLink` cannot
+/// hold the client forever.
+const MAX_PAGES: usize = 1_000;
+
+#[derive(Deserialize)]
+struct Page {
+    value: Vec<serde_json::Value>,
+    #[serde(default, rename = "nextLink")]
+    next_link: Option<String>,
+}
+
+/// The `$skiptoken` of a `nextLink`, taken alone so the next request goes to
+/// our base URL whatever host the link names.
+fn skiptoken(request: &str, link: &str) -> Result<String> {
+    let token = link
+        .split_once("$skiptoken=")
+        .or_else(|| link.split_once("%24skiptoken="))
+        .map(|(_, t)| t.split('&').next().unwrap_or(""))
+        .unwrap_or("");
+    if token.is_empty()
+        || token.len() > 4096
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!*'()+=".contains(&b))
+    {
+        return Err(bad_answer(
+            request,
+            "the nextLink carries no usable $skiptoken",
+            link.chars().take(200).collect::<String>(),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+impl InstanceClient {
+    /// Every item of a paged list, following `nextLink` (rebuilt on our base URL).
+    fn list_all(&self, path: &str) -> Result<Vec<serde_json::Value>> {
+        let mut items = Vec::new();
+        let mut next = path.to_string();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let (_, text) = self.request("GET", &next, None)?;
+            let page: Page = crate::format::json::from_str(&text)
+                .map_err(|e| bad_answer(format!("GET {path}"), "the answer is not a list page", e))?;
+            items.extend(page.value);
+            match page.next_link {
+                None => return Ok(items),
+                Some(link) => {
+                    let token = skiptoken(&format!("GET {path}"), &link)?;
+                    if !seen.insert(token.clone()) {
+                        return Err(bad_answer(format!("GET {path}"), "the nextLink repeats a page", link));
+                    }
+                    next = format!("{path}?maxresults=25&$skiptoken={token}");
+                }
+            }
+        }
+        Err(bad_answer(
+            format!("GET {path}"),
+            "the list does not end",
+            format!("more than {MAX_PAGES} pages"),
+        ))
+    }
+
+    /// Creates a key (a new version if the name exists).
+    pub fn create_key(&self, name: &str, key: &NewKey) -> Result<KeyInfo> {
+        let path = format!("/keys/{name}/create", name = key_name(name)?);
+        let mut body = json!({"kty": key.kty, "key_ops": key.key_ops, "tags": key.tags});
+        if let Some(size) = key.key_size {
+            body["key_size"] = json!(size);
+        }
+        if let Some(crv) = &key.crv {
+            body["crv"] = json!(crv);
+        }
+        let (_, text) = self.request("POST", &path, Some(body.to_string()))?;
+        Self::key_info(&path, &text)
+    }
+
+    /// One key operation (`wrapkey`, `unwrapkey`, `sign`) on a key version;
+    /// returns the `value` of the answer, decoded.
+    fn key_operation(&self, name: &str, version: &str, op: &str, body: serde_json::Value) -> Result<Vec<u8>> {
+        let path = format!(
+            "/keys/{name}/{version}/{op}",
+            name = key_name(name)?,
+            version = key_name(version)?
+        );
+        let (_, text) = self.request("POST", &path, Some(body.to_string()))?;
+        #[derive(Deserialize)]
+        struct Value {
+            value: String,
+        }
+        let v: Value =
+            crate::format::json::from_str(&text).map_err(|e| bad_answer(&*path, "the answer carries no value", e))?;
+        crate::crypto::b64::b64u_decode(&v.value, "value")
+            .map_err(|e| bad_answer(path, "the value is not base64url", e))
+    }
+
+    /// Wraps `key` under the key version (the HSM encrypts with the public part).
+    pub fn wrap_key(&self, name: &str, version: &str, alg: &str, key: &[u8]) -> Result<Vec<u8>> {
+        let body = json!({"alg": alg, "value": crate::crypto::b64::b64u(key)});
+        self.key_operation(name, version, "wrapkey", body)
+    }
+
+    /// Unwraps `wrapped` inside the HSM; the result is secret.
+    pub fn unwrap_key(
+        &self,
+        name: &str,
+        version: &str,
+        alg: &str,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let body = json!({"alg": alg, "value": crate::crypto::b64::b64u(wrapped)});
+        self.key_operation(name, version, "unwrapkey", body)
+            .map(zeroize::Zeroizing::new)
+    }
+
+    /// Signs `digest` inside the HSM.
+    pub fn sign(&self, name: &str, version: &str, alg: &str, digest: &[u8]) -> Result<Vec<u8>> {
+        let body = json!({"alg": alg, "value": crate::crypto::b64::b64u(digest)});
+        self.key_operation(name, version, "sign", body)
+    }
+
+    /// Whether the HSM finds `signature` a valid signature of `digest`.
+    pub fn verify(&self, name: &str, version: &str, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool> {
+        let path = format!(
+            "/keys/{name}/{version}/verify",
+            name = key_name(name)?,
+            version = key_name(version)?
+        );
+        let body = json!({"alg": alg, "digest": crate::crypto::b64::b64u(digest), "value": crate::crypto::b64::b64u(signature)});
+        let (_, text) = self.request("POST", &path, Some(body.to_string()))?;
+        #[derive(Deserialize)]
+        struct Value {
+            value: bool,
+        }
+        let v: Value = crate::format::json::from_str(&text)
+            .map_err(|e| bad_answer(path, "the answer carries no verification result", e))?;
+        Ok(v.value)
+    }
+
+    /// Every version of every key (not deleted ones), sorted by name, then version.
+    pub fn list_key_versions(&self) -> Result<Vec<ListedVersion>> {
+        let mut out = Vec::new();
+        for item in self.list_all("/keys")? {
+            let kid = item["kid"]
+                .as_str()
+                .ok_or_else(|| bad_answer("GET /keys", "a key item", "it has no kid"))?;
+            let name = kid.rsplit('/').next().unwrap_or_default().to_string();
+            let path = format!("/keys/{}/versions", key_name(&name)?);
+            for v in self.list_all(&path)? {
+                let kid = v["kid"]
+                    .as_str()
+                    .ok_or_else(|| bad_answer(&*path, "a key version item", "it has no kid"))?;
+                let mut parts = kid.rsplit('/');
+                let version = parts.next().unwrap_or_default().to_string();
+                let tags = match v.get("tags") {
+                    None | Some(serde_json::Value::Null) => BTreeMap::new(),
+                    Some(t) => serde_json::from_value(t.clone())
+                        .map_err(|e| bad_answer(&*path, "the tags are not a map of strings", e))?,
+                };
+                out.push(ListedVersion {
+                    name: name.clone(),
+                    version,
+                    enabled: v["attributes"]["enabled"].as_bool().unwrap_or(true),
+                    tags,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        Ok(out)
+    }
+
+    fn sas_body(storage: &str, sas: Option<&str>) -> serde_json::Value {
+        let mut body = json!({"storageResourceUri": storage, "useManagedIdentity": false});
+        if let Some(token) = sas {
+            body["token"] = json!(token);
+        }
+        body
+    }
+
+    /// Starts a backup or restore job and polls it to its end.
+    fn run_job(&self, method: &str, path: &str, body: serde_json::Value, what: &'static str) -> Result<JobStatus> {
+        let (_, text) = self.request(method, path, Some(body.to_string()))?;
+        let started: JobStatus = crate::format::json::from_str(&text)
+            .map_err(|e| bad_answer(format!("{method} {path}"), "the answer is not a job status", e))?;
+        let id = started
+            .job_id
+            .clone()
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .ok_or_else(|| {
+                bad_answer(
+                    format!("{method} {path}"),
+                    "the answer names no usable jobId",
+                    text.chars().take(200).collect::<String>(),
+                )
+            })?;
+        let pending = format!("{path}/{id}/pending");
+        let start = Instant::now();
+        let deadline = start + self.poll_timeout;
+        let mut next_report = start + PROGRESS_AFTER;
+        let mut last = started;
+        loop {
+            if last.status.eq_ignore_ascii_case("succeeded") || last.status.eq_ignore_ascii_case("success") {
+                return Ok(last);
+            }
+            if last.status.eq_ignore_ascii_case("failed") {
+                return Err(InstanceError::OperationFailed {
+                    what,
+                    details: last.why(),
+                }
+                .into());
+            }
+            let now = Instant::now();
+            if let (Some(progress), true) = (&self.progress, now >= next_report) {
+                progress(what, now - start);
+                next_report = now + PROGRESS_EVERY;
+            }
+            if now >= deadline {
+                return Err(InstanceError::StillRunning {
+                    what,
+                    status: last.status,
+                    waited: self.poll_timeout,
+                }
+                .into());
+            }
+            std::thread::sleep(self.poll_interval);
+            let (_, text) = self.request("GET", &pending, None)?;
+            last = crate::format::json::from_str(&text)
+                .map_err(|e| bad_answer(format!("GET {pending}"), "the answer is not a job status", e))?;
+        }
+    }
+
+    /// A full backup of the instance to the container `storage` (with its
+    /// SAS; none for a `file:///` folder), waited for.
+    pub fn full_backup(&self, storage: &str, sas: Option<&str>) -> Result<BackupDone> {
+        let done = self.run_job("POST", "/backup", Self::sas_body(storage, sas), "full backup")?;
+        let folder_url = done
+            .azure_storage_blob_container_uri
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                bad_answer(
+                    "POST /backup",
+                    "the finished backup",
+                    "it names no folder (azureStorageBlobContainerUri)",
+                )
+            })?;
+        let folder = folder_url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if folder.is_empty() {
+            return Err(bad_answer(
+                "POST /backup",
+                "the backup's folder URL has no folder",
+                folder_url,
+            ));
+        }
+        Ok(BackupDone { folder_url, folder })
+    }
+
+    /// A full restore of `folder` from the container `storage`, waited for:
+    /// it replaces every key the instance holds.
+    pub fn full_restore(&self, storage: &str, sas: Option<&str>, folder: &str) -> Result<()> {
+        let body = json!({"sasTokenParameters": Self::sas_body(storage, sas), "folderToRestore": folder});
+        self.run_job("PUT", "/restore", body, "full restore").map(|_| ())
     }
 }
 

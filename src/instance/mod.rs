@@ -1,9 +1,14 @@
 //! The blocking HTTP client for a Managed HSM instance, real or emulated:
-//! security-domain download, transfer key, upload with status polling, and
-//! the canary-key operations. Only the URL it is given is ever contacted (no
-//! proxy from the environment, no redirects, pending URLs are rebuilt from
-//! the base URL rather than taken from response headers).
+//! security-domain download, transfer key, upload with status polling, keys
+//! and their HSM-side operations, full backup and restore, and the drill's
+//! instance. Only the URL it is given is ever contacted (no proxy from the
+//! environment, no redirects, pending URLs and list pages are rebuilt from
+//! the base URL rather than taken from the answers).
 
 mod client;
+mod target;
 
-pub use client::{InstanceClient, KeyInfo, OperationStatus, DEFAULT_API_VERSION};
+pub use client::{
+    BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress, DEFAULT_API_VERSION,
+};
+pub use target::{DrillInstance, LOCAL_LABEL};
