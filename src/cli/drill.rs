@@ -27,7 +27,7 @@ use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::instance::{DrillInstance, InstanceClient, Progress};
+use hsm_ceremony::instance::{is_emulator_url, DrillInstance, Progress};
 
 pub use hsm_ceremony::ceremony::drill::REPORT_MD;
 
@@ -162,50 +162,51 @@ fn sas_for(storage: &str, file: Option<&Path>, flag_owner: &str) -> Result<Optio
     }
 }
 
-/// The default storage for an emulated original: `drill-backups` beside
-/// `out`, created (0700), as an absolute `file:///` URL.
-fn default_storage(out: &Path) -> Result<String> {
-    let folder = files::folder_of(out).join(DEFAULT_BACKUP_FOLDER);
-    if !folder.is_dir() {
-        std::fs::create_dir(&folder).map_err(|source| Error::Write {
-            path: folder.clone(),
+/// The default storage for an emulated original: `drill-backups` beside `out`.
+fn default_backup_folder(out: &Path) -> PathBuf {
+    files::folder_of(out).join(DEFAULT_BACKUP_FOLDER)
+}
+
+/// `folder` as an absolute `file:///` URL, the folder made (0700) if
+/// missing; returns whether it was made, so a failed prepare removes it.
+fn make_backup_folder(folder: &Path) -> Result<(String, bool)> {
+    let made = !folder.is_dir();
+    if made {
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(folder).map_err(|source| Error::Write {
+            path: folder.to_path_buf(),
             source,
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-                Error::Write {
-                    path: folder.clone(),
-                    source,
-                }
-            })?;
-        }
     }
-    let abs = std::fs::canonicalize(&folder).map_err(|source| Error::Read {
-        path: folder.clone(),
+    let abs = std::fs::canonicalize(folder).map_err(|source| Error::Read {
+        path: folder.to_path_buf(),
         source,
     })?;
-    let text = abs.to_str().ok_or_else(|| {
-        Error::Usage(format!(
-            "{}: give --storage file:///FOLDER with a UTF-8 path",
-            abs.display()
-        ))
-    })?;
-    Ok(format!("file://{text}"))
+    match abs.to_str() {
+        Some(text) => Ok((format!("file://{text}"), made)),
+        None => {
+            if made {
+                let _ = std::fs::remove_dir(folder);
+            }
+            Err(Error::Usage(format!(
+                "{}: give --storage file:///FOLDER with a UTF-8 path",
+                abs.display()
+            )))
+        }
+    }
 }
 
 /// Keys are about to be made on something that is not an emulator: say so,
-/// and go on only with --yes or a "y" typed at a terminal.
-fn confirm_production(args: &PrepareArgs, client: &InstanceClient, storage: &str) -> Result<()> {
-    if client.is_emulator() {
-        return Ok(());
-    }
+/// and go on only with --yes or a "y" typed at a terminal. Asked before any
+/// token is read or request made.
+fn confirm_production(args: &PrepareArgs, storage: &str) -> Result<()> {
+    let url = &args.connect.url;
     let names = canary_names(&args.name)?;
     crate::note!(
-        "drill prepare creates three keys on {}: {}, tagged {CANARY_TAG}, and starts a full backup to {storage}.\n\
+        "drill prepare creates three keys on {url}: {}, tagged {CANARY_TAG}, and starts a full backup to {storage}.\n\
          This is the production variant: delete the three keys after the drill (see the recovery-drill runbook).",
-        client.url(),
         names.join(", ")
     );
     if args.yes {
@@ -213,8 +214,7 @@ fn confirm_production(args: &PrepareArgs, client: &InstanceClient, storage: &str
     }
     let refused = || {
         Error::Usage(format!(
-            "{} is not an emulator: confirm creating the canary keys there with --yes",
-            client.url()
+            "{url} is not an emulator: confirm creating the canary keys there with --yes"
         ))
     };
     if !std::io::stdin().is_terminal() {
@@ -234,21 +234,35 @@ pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     canary_names(&args.name)?;
-    let client = args.connect.client()?.with_progress(progress());
-    let storage = match &args.storage {
-        Some(s) => s.trim_end_matches('/').to_string(),
-        None if client.is_emulator() => default_storage(&args.out)?,
+    let emulated = is_emulator_url(&args.connect.url);
+    let given = args.storage.as_ref().map(|s| s.trim_end_matches('/').to_string());
+    let shown = match &given {
+        Some(s) => s.clone(),
+        None if emulated => format!("file://{}", default_backup_folder(&args.out).display()),
         None => {
             return Err(Error::Usage(format!(
                 "--storage is required for {}: give the backup container's URL and --sas-file",
-                client.url()
+                args.connect.url
             )))
         }
     };
-    let sas = sas_for(&storage, args.sas_file.as_deref(), "--storage")?;
-    confirm_production(args, &client, &storage)?;
+    let sas = sas_for(&shown, args.sas_file.as_deref(), "--storage")?;
+    if !emulated {
+        confirm_production(args, &shown)?;
+    }
+    let client = args.connect.client()?.with_progress(progress());
+    // The default folder is made only once the instance is reached, and
+    // removed again (if still empty) when the prepare fails.
+    let (storage, made) = match given {
+        Some(s) => (s, None),
+        None => {
+            let folder = default_backup_folder(&args.out);
+            let (url, made) = make_backup_folder(&folder)?;
+            (url, made.then_some(folder))
+        }
+    };
     let original = DrillInstance::new(client, args.connect.url.clone());
-    let canary = drill::prepare_with_rng(
+    let result = drill::prepare_with_rng(
         &mut os_rng(),
         &original,
         &PrepareOptions {
@@ -259,8 +273,17 @@ pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
             created: now_text(),
         },
         &mut |what| say!("  {what}"),
-    )?;
-    drill::write_canary(&args.out, &canary)?;
+    )
+    .and_then(|canary| drill::write_canary(&args.out, &canary).map(|()| canary));
+    let canary = match result {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(folder) = made {
+                let _ = std::fs::remove_dir(folder);
+            }
+            return Err(e);
+        }
+    };
     say!(
         "canary set {}, {}, {} created on {}, backed up to {}; canary file {}",
         canary.keys.rsa.name,

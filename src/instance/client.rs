@@ -170,6 +170,22 @@ pub fn base_url(url: &str) -> Result<String> {
     ))
 }
 
+/// Whether `base` (`scheme://host[:port]`) names a loopback host.
+fn is_loopback_base(base: &str) -> bool {
+    let host = base.split_once("://").map_or("", |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Whether `url` (as `--url` takes it) is an emulator: `local:DIR`, or a
+/// loopback address. Anything else may be a real Managed HSM.
+pub fn is_emulator_url(url: &str) -> bool {
+    url.starts_with("local:") || base_url(url).is_ok_and(|b| is_loopback_base(&b))
+}
+
 /// `url` for an error message, with what may be a secret masked: user info,
 /// query and fragment.
 fn masked(url: &str) -> String {
@@ -295,14 +311,7 @@ impl InstanceClient {
     pub fn is_emulator(&self) -> bool {
         match &self.transport {
             Transport::InProcess(_) => true,
-            Transport::Http(_) => {
-                let host = self.base.split_once("://").map_or("", |(_, h)| h);
-                let host = match host.strip_prefix('[') {
-                    Some(v6) => v6.split(']').next().unwrap_or(""),
-                    None => host.split(':').next().unwrap_or(""),
-                };
-                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
-            }
+            Transport::Http(_) => is_loopback_base(&self.base),
         }
     }
 
@@ -872,6 +881,26 @@ mod tests {
 
     /// A key name that would change the request path is refused before any
     /// request is made (port 9 would refuse the connection otherwise).
+    #[test]
+    fn only_local_and_loopback_urls_are_emulators() {
+        for url in [
+            "local:a",
+            "https://127.0.0.1:8443",
+            "http://localhost:1",
+            "https://[::1]:2",
+        ] {
+            assert!(is_emulator_url(url), "{url}");
+        }
+        for url in [
+            "https://contoso.managedhsm.azure.net",
+            "https://127.0.0.1.example.com",
+            "https://10.0.0.1",
+            "not a url",
+        ] {
+            assert!(!is_emulator_url(url), "{url}");
+        }
+    }
+
     #[test]
     fn key_names_outside_the_rule_are_refused_before_any_request() {
         let client = InstanceClient::new("http://127.0.0.1:9", "t", None).unwrap();

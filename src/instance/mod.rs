@@ -9,6 +9,7 @@ mod client;
 mod target;
 
 pub use client::{
-    BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress, DEFAULT_API_VERSION,
+    is_emulator_url, BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress,
+    DEFAULT_API_VERSION,
 };
 pub use target::{DrillInstance, LOCAL_LABEL};

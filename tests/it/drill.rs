@@ -48,7 +48,11 @@ fn drill_against_separately_started_emulators() {
         &s(&["--out", "canary.json"]),
     ]))
     .ok()
-    .stdout_has("backed up to canary.json");
+    .stdout_has("canary set drill-canary-rsa, drill-canary-ec, drill-canary-aes created on")
+    .stdout_has("canary file canary.json");
+    assert_eq!(dir.mode("drill-backups"), 0o700);
+    let canary = util::read_json(&dir.join("canary.json"));
+    assert_canary_holds_no_secret(&dir, &a, "a", &canary);
 
     dir.run(&args(&[
         &s(&[
@@ -73,11 +77,25 @@ fn drill_against_separately_started_emulators() {
         &s(&["--report", "evidence"]),
     ]))
     .ok()
+    .stdout_has("proof: verify the original's signature with drill-canary-ec (ES256): ok")
     .stdout_has("drill PASSED");
     let report = util::read_json(&dir.join("evidence/drill-report.json"));
     assert_eq!(report["outcome"], "passed");
     assert_eq!(report["instance"], b.url.as_str());
+    assert_eq!(report["emulated"], true);
     assert_eq!(report["quorum"], 2);
+    assert_eq!(report["sd_sha256"], hex::encode(&util::sha256(&dir.read("sd.json"))));
+    // The inventory after the full restore is the one recorded before the backup.
+    assert_eq!(report["inventory_before"], canary["inventory"]);
+    assert_eq!(report["inventory_after"], canary["inventory"]);
+    assert_eq!(canary["inventory"].as_array().unwrap().len(), 3);
+    let proofs = report["proofs"].as_array().unwrap();
+    assert_eq!(proofs.len(), 4);
+    assert!(proofs.iter().all(|p| p["outcome"] == "ok"), "{proofs:?}");
+    assert!(report["not_proven"].as_array().unwrap().iter().any(|n| n
+        .as_str()
+        .unwrap()
+        .contains("a backup from a real Azure Managed HSM cannot restore here")));
     let x5t = |i: usize| {
         let der = util::pem_der(&dir.read_string(&format!("c{i}.cer")));
         util::b64u(&util::sha256(&der))
@@ -89,9 +107,17 @@ fn drill_against_separately_started_emulators() {
         .map(|p| p["x5t_256"].as_str().unwrap())
         .collect();
     assert_eq!(who, [x5t(1), x5t(2)]);
-    assert!(dir
-        .read_string("evidence/drill-report.md")
-        .contains("# Recovery drill: PASSED"));
+    let md = dir.read_string("evidence/drill-report.md");
+    for want in [
+        "# Recovery drill: PASSED",
+        "## Inventory",
+        "| full restore from the canary set's backup | ok |",
+        "- unwrap the DEK wrapped under drill-canary-aes (A256KW): ok",
+        "## What this drill proved",
+        "## What it did not prove",
+    ] {
+        assert!(md.contains(want), "{want}\n{md}");
+    }
     // B is now a clone: it refuses a second recovery.
     dir.run(&args(&[
         &s(&["instance", "init-recovery"]),
@@ -220,6 +246,202 @@ fn a_failed_drill_still_leaves_evidence() {
     .fails(3, &["already exists"]);
 }
 
+/// The canary file holds public material only: no string of the original's
+/// key store (private keys are long base64url strings; names and versions
+/// are short), and not the DEK, which the test unwraps on the original.
+fn assert_canary_holds_no_secret(dir: &Dir, served: &Served, state: &str, canary: &serde_json::Value) {
+    let text = dir.read_string("canary.json");
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut store = Vec::new();
+    strings(&util::read_json(&dir.join(&format!("{state}/keys.json"))), &mut store);
+    let long: Vec<&String> = store.iter().filter(|s| s.len() >= 40).collect();
+    assert!(long.len() >= 3, "the key store holds the canaries' private parts");
+    for s in long {
+        assert!(
+            !text.contains(s.as_str()),
+            "the canary file holds a string of the key store"
+        );
+    }
+    let token = dir.read_string(&format!("{state}.token"));
+    let client =
+        hsm_ceremony::instance::InstanceClient::new(&served.url, token.trim(), Some(&dir.join(&served.ca))).unwrap();
+    let rsa = &canary["keys"]["rsa"];
+    let wrapped = canary["wrapped_deks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["key"] == "rsa")
+        .unwrap();
+    let dek = client
+        .unwrap_key(
+            rsa["name"].as_str().unwrap(),
+            rsa["version"].as_str().unwrap(),
+            "RSA-OAEP-256",
+            &util::b64u_decode(wrapped["value"].as_str().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(canary["dek_sha256"], hex::encode(&util::sha256(&dek)));
+    for enc in [util::b64u(&dek), hex::encode(&dek)] {
+        assert!(!text.contains(&enc), "the DEK is in the canary file");
+    }
+}
+
+/// `--instance local` after a local original (`local:DIR`): the full backup
+/// goes to a folder beside the canary file and restores into the in-memory
+/// instance; a --sas-file for that folder, and an old canary file, are
+/// refused before anyone is asked anything.
+#[test]
+fn a_local_drill_restores_the_full_backup_of_a_local_original() {
+    let dir = Dir::new("drill-local");
+    dir.ceremony();
+    util::admin_token(&dir, "orig", "orig.token");
+    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
+    dir.run(&args(&[
+        &s(&["--no-log", "instance", "download"]),
+        &local,
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "orig-sd.json",
+        ]),
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &local,
+        &s(&["--name", "canary-q4", "--out", "canary.json"]),
+    ]))
+    .ok()
+    .stdout_has("canary set canary-q4-rsa, canary-q4-ec, canary-q4-aes");
+    let drill = |extra: &[&str]| {
+        let mut a = s(&[
+            "drill",
+            "--sd-file",
+            "orig-sd.json",
+            "--sd-wrapping-keys",
+            "c0.key",
+            "c2.key",
+            "--passphrase-file",
+            "c0.pass",
+            "--passphrase-file",
+            "c2.pass",
+            "--canary",
+        ]);
+        a.extend(s(extra));
+        dir.run(&a)
+    };
+    dir.write_secret("x.sas", "sv=2021&sig=abc");
+    drill(&["canary.json", "--sas-file", "x.sas", "--report", "r0"])
+        .fails(EXIT_USAGE, &["is a local folder, which takes no SAS token"]);
+    dir.write(
+        "old-canary.json",
+        r#"{"version":1,"instance":"https://a","name":"c","kid":"k","key_version":"v","created":"t","backup":"b"}"#,
+    );
+    drill(&["old-canary.json", "--report", "r1"]).fails(
+        EXIT_INPUT,
+        &[
+            "old-canary.json",
+            "single-key canary (version 1)",
+            "run `hsm-ceremony drill prepare`",
+        ],
+    );
+    for r in ["r0", "r1"] {
+        dir.assert_absent(r);
+    }
+    let out = drill(&["canary.json", "--report", "r2", "--json"]);
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(
+        report["instance"],
+        "local emulated instance, in process, in memory only"
+    );
+    let names: Vec<&str> = report["inventory_after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["canary-q4-aes", "canary-q4-ec", "canary-q4-rsa"]);
+    // A canary file whose inventory was edited (a tag changed) fails at the comparison, naming the key.
+    let mut edited = util::read_json(&dir.join("canary.json"));
+    edited["inventory"][0]["tags"]["hsm-ceremony-canary"] = "edited".into();
+    dir.write("edited.json", serde_json::to_vec(&edited).unwrap());
+    drill(&["edited.json", "--report", "r3"])
+        .fails(
+            7,
+            &["inventory differs from the canary file's", "changed: canary-q4-aes/"],
+        )
+        .stdout_has("drill FAILED");
+    let report = util::read_json(&dir.join("r3/drill-report.json"));
+    assert!(report["proofs"].as_array().unwrap().is_empty());
+}
+
+/// On a URL that is not an emulator, `drill prepare` needs a --storage and
+/// a confirmation, and says what it would create before anything is sent.
+#[test]
+fn prepare_on_a_real_managed_hsm_asks_first() {
+    let dir = Dir::new("drill-prepare-real");
+    let url = "https://contoso.managedhsm.azure.net";
+    dir.run(&s(&["drill", "prepare", "--url", url, "--out", "canary.json"]))
+        .fails(
+            EXIT_USAGE,
+            &["--storage is required for https://contoso.managedhsm.azure.net"],
+        );
+    let storage = "https://acct.blob.core.windows.net/backups";
+    dir.run(&s(&[
+        "drill",
+        "prepare",
+        "--url",
+        url,
+        "--storage",
+        storage,
+        "--out",
+        "canary.json",
+    ]))
+    .fails(
+        EXIT_USAGE,
+        &["is a storage container: give its SAS token with --sas-file"],
+    );
+    dir.write_secret("b.sas", "sv=2021&sig=abc");
+    let out = dir.run_with(
+        &s(&[
+            "drill",
+            "prepare",
+            "--url",
+            url,
+            "--storage",
+            storage,
+            "--sas-file",
+            "b.sas",
+            "--out",
+            "canary.json",
+        ]),
+        |c| {
+            c.env_remove("HSM_CEREMONY_TOKEN");
+        },
+    );
+    // Refused for want of --yes, not for want of a token: nothing was read or sent.
+    out.fails(EXIT_USAGE, &["is not an emulator: confirm creating the canary keys there with --yes"])
+        .stderr_has("creates three keys on https://contoso.managedhsm.azure.net: drill-canary-rsa, drill-canary-ec, drill-canary-aes, tagged hsm-ceremony-canary")
+        .stderr_has("delete the three keys after the drill")
+        .stderr_lacks("sig=abc");
+    dir.assert_absent("canary.json");
+    dir.assert_absent("drill-backups");
+}
+
 /// A canary from another security domain does not restore: the drill says so.
 #[test]
 fn a_canary_from_another_security_domain_fails_the_drill() {
@@ -282,6 +504,17 @@ fn a_canary_from_another_security_domain_fails_the_drill() {
         upload.unwrap()["outcome"],
         "ok",
         "the recovery itself worked; only the canary failed"
+    );
+    let restore = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["name"] == "full restore from the canary set's backup")
+        .cloned()
+        .unwrap();
+    assert!(
+        restore["outcome"].as_str().unwrap().contains("does not open here"),
+        "{restore}"
     );
 }
 
