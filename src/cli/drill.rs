@@ -27,7 +27,7 @@ use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::instance::{is_emulator_url, DrillInstance, Progress};
+use hsm_ceremony::instance::{base_url, is_emulator_url, DrillInstance, Progress};
 
 pub use hsm_ceremony::ceremony::drill::REPORT_MD;
 
@@ -234,6 +234,10 @@ pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     canary_names(&args.name)?;
+    // A URL with a user name, query or path is refused as such, before anything is said about it.
+    if !args.connect.url.starts_with("local:") {
+        base_url(&args.connect.url)?;
+    }
     let emulated = is_emulator_url(&args.connect.url);
     let given = args.storage.as_ref().map(|s| s.trim_end_matches('/').to_string());
     let shown = match &given {

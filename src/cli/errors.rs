@@ -277,8 +277,11 @@ pub fn advice(err: &Error) -> Option<String> {
         Error::Instance(InstanceError::CaNotPem { .. }) => {
             "Give the emulator's CA certificate (STATE/ca.pem), or leave --ca out for Azure.".into()
         }
-        Error::Instance(InstanceError::CanaryNotRestored { .. } | InstanceError::DrillFailed) => {
+        Error::Instance(InstanceError::CanaryNotRestored { .. } | InstanceError::DrillFailed | InstanceError::InventoryMismatch { .. } | InstanceError::ProofsFailed { .. }) => {
             "The recovery did not prove itself: keep the drill report and escalate; do not rely on this security domain until a drill passes.".into()
+        }
+        Error::Instance(InstanceError::BackupNotRestored { .. }) => {
+            "Check the canary file is from this security domain's original and its backup folder still exists (and the SAS, if any, allows read and list); keep the report and escalate if it is.".into()
         }
         Error::Emulator(EmulatorError::Corrupt { .. } | EmulatorError::UnknownFormat { .. }) => {
             "This state folder is not one this emulator wrote, or it was edited: serve a fresh --state folder.".into()

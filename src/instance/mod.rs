@@ -9,7 +9,7 @@ mod client;
 mod target;
 
 pub use client::{
-    is_emulator_url, BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress,
+    base_url, is_emulator_url, BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress,
     DEFAULT_API_VERSION,
 };
 pub use target::{DrillInstance, LOCAL_LABEL};
