@@ -31,6 +31,24 @@ use hsm_ceremony::instance::{base_url, is_emulator_url, DrillInstance, Progress}
 
 pub use hsm_ceremony::ceremony::drill::REPORT_MD;
 
+/// `drill`'s manual text (the variant in `cli` carries it: a doc comment there would win).
+pub const LONG_ABOUT: &str =
+    "Rehearse the recovery Microsoft's disaster-recovery guide describes, and leave evidence.\n\n\
+    The steps: start a fresh emulated instance (--instance local, in memory only) or reach the instance at a URL; \
+    fetch its exchange key; the custodians named by --sd-wrapping-keys open their shares (each asked for a \
+    passphrase, until the quorum is met); build and upload the restore blob and wait for Success. With --canary \
+    (the file `drill prepare` wrote on the original): restore the canary set's full backup, compare the recovered \
+    inventory (every key version, its tags and enabled state) with the canary file's, and prove HSM-side that the \
+    keys are the originals: both DEKs unwrap to the recorded SHA-256, the original's signature verifies, a new \
+    signature is made and verified.\n\n\
+    The report (drill-report.json and drill-report.md in --report, written even when the drill fails) lists each \
+    step with its outcome and duration, the inventory before and after, each proof, the custodians by thumbprint, \
+    the security domain's SHA-256, and what was and was not proven: an emulated target proves the quorum, the \
+    restore blob and the backup/restore procedure, not that Azure accepts them (a backup from a real Managed HSM \
+    cannot restore on an emulator).\n\n\
+    A canary set's backup in a blob container needs its SAS token (--sas-file); one in a file:/// folder takes \
+    none. A single-key canary file from an earlier version is refused: run `drill prepare` again.";
+
 /// The folder beside `--out` a local or emulated original backs up to by default.
 pub const DEFAULT_BACKUP_FOLDER: &str = "drill-backups";
 
@@ -51,6 +69,19 @@ pub struct DrillCmd {
 pub enum DrillSub {
     /// Make the canary set on the original instance: an RSA, an EC and an AES key, a DEK wrapped
     /// under two of them, a signature, a full backup; and a canary file of public material only.
+    #[command(
+        long_about = "Make the canary set on the original instance (or its emulated stand-in).\n\n\
+        Creates PREFIX-rsa (RSA-HSM 2048), PREFIX-ec (EC-HSM P-256) and PREFIX-aes (oct-HSM 256), each tagged \
+        hsm-ceremony-canary; wraps a fresh random DEK under the RSA key (RSA-OAEP-256) and the AES key (A256KW); \
+        signs a digest with the EC key (ES256); checks those on the original; records the inventory (every key \
+        version: name, version, tags, enabled); and makes a full backup to --storage. The canary file (--out) \
+        holds public material only: key ids and versions, the wrapped DEKs, the signature and digest, the DEK's \
+        SHA-256 (never the DEK), the backup's location (never its SAS), the inventory, and the RSA key's sealed \
+        backup for `instance restore-key`.\n\n\
+        Production variant: on a URL that is not an emulator (https://NAME.managedhsm.azure.net with an az-provided \
+        token) it says what it will create and asks first (--yes to go on without asking); --storage and \
+        --sas-file are required. Delete the three canary keys after the drill."
+    )]
     #[command(after_help = "Examples:\n  \
         hsm-ceremony drill prepare --url https://127.0.0.1:8443 --ca a/ca.pem \\\n      \
         --token-file admin.token --out canary.json\n  \

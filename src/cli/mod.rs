@@ -115,7 +115,8 @@ pub enum Command {
     #[command(subcommand)]
     Instance(instance::InstanceCommand),
     #[cfg(feature = "network")]
-    /// Rehearse a recovery against an emulated (or real) instance and leave a report.
+    /// Rehearse a recovery: a quorum recovers a new instance, the canary set's full backup restores there, its keys prove themselves; leaves a report.
+    #[command(long_about = drill::LONG_ABOUT)]
     Drill(drill::DrillCmd),
     /// Re-split the master key to a new custodian set, verified before it takes effect.
     Rotate(rotate::RotateCmd),
