@@ -1071,13 +1071,16 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// A backup the toy made: where, its keys (with their XOR bytes) and inventory.
+    type ToyBackup = (BackupLocation, Vec<(CanaryKey, u8)>, Vec<InventoryEntry>);
+
     /// A toy HSM: "wrapping" XORs with a per-key byte, a "signature" is a
     /// hash of key and digest. Enough to tell the right key from another.
     #[derive(Default)]
     struct Toy {
         keys: Vec<(CanaryKey, u8)>,
         inventory: Vec<InventoryEntry>,
-        backups: Vec<(BackupLocation, Vec<(CanaryKey, u8)>, Vec<InventoryEntry>)>,
+        backups: Vec<ToyBackup>,
         uploads: usize,
         /// Faults: a key that unwraps wrong, a key gone, a verify that says no, an inventory change.
         bad_unwrap: Option<String>,

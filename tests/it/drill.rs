@@ -84,7 +84,7 @@ fn drill_against_separately_started_emulators() {
     assert_eq!(report["instance"], b.url.as_str());
     assert_eq!(report["emulated"], true);
     assert_eq!(report["quorum"], 2);
-    assert_eq!(report["sd_sha256"], hex::encode(&util::sha256(&dir.read("sd.json"))));
+    assert_eq!(report["sd_sha256"], hex::encode(util::sha256(&dir.read("sd.json"))));
     // The inventory after the full restore is the one recorded before the backup.
     assert_eq!(report["inventory_before"], canary["inventory"]);
     assert_eq!(report["inventory_after"], canary["inventory"]);
@@ -287,7 +287,7 @@ fn assert_canary_holds_no_secret(dir: &Dir, served: &Served, state: &str, canary
             &util::b64u_decode(wrapped["value"].as_str().unwrap()),
         )
         .unwrap();
-    assert_eq!(canary["dek_sha256"], hex::encode(&util::sha256(&dek)));
+    assert_eq!(canary["dek_sha256"], hex::encode(util::sha256(&dek)));
     for enc in [util::b64u(&dek), hex::encode(&dek)] {
         assert!(!text.contains(&enc), "the DEK is in the canary file");
     }
