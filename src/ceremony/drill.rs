@@ -180,11 +180,15 @@ const SECRET_FIELDS: &[&str] = &[
 
 /// The first field (by its path) whose name is secret-looking, or whose
 /// text carries a SAS signature (`sig=`).
+/// An inventory's tags are the HSM's own metadata (a production key may
+/// well carry a tag named `token`): their names are not checked, their
+/// values still are.
 fn secret_looking(v: &Value, at: &str) -> Option<String> {
+    let in_tags = at.ends_with(".tags");
     match v {
         Value::Object(m) => m.iter().find_map(|(k, v)| {
             let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
-            if SECRET_FIELDS.contains(&k.to_ascii_lowercase().as_str()) {
+            if !in_tags && SECRET_FIELDS.contains(&k.to_ascii_lowercase().as_str()) {
                 Some(format!("a field `{here}`"))
             } else {
                 secret_looking(v, &here)
