@@ -237,7 +237,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
     head.route.check_path().map_err(plain)?;
     if head.route.needs_security_domain() {
         // Refused before the body is read; checked again under the lock when run.
-        active(&app.instance()).map_err(plain)?;
+        activated(&app.instance()).map_err(plain)?;
     }
     let op = if head.route.takes_body() {
         let body = read_body(body, app.site.body_timeout).await.map_err(plain)?;
@@ -258,13 +258,24 @@ pub(crate) struct Active {
 }
 
 pub(crate) fn active(instance: &Instance) -> Result<Active, ApiError> {
-    let sealing = instance.backup_key().ok_or_else(|| {
-        ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
-    })?;
+    let sealing = instance.backup_key().ok_or_else(not_activated)?;
     Ok(Active {
         sealing,
         persist: instance.persists_keys(),
     })
+}
+
+fn not_activated() -> ApiError {
+    ApiError::bad_request("the instance is not activated: download or upload a security domain before using keys")
+}
+
+/// The instance is activated: the check of an operation that needs no sealing key.
+fn activated(instance: &Instance) -> Result<(), ApiError> {
+    if instance.is_activated() {
+        Ok(())
+    } else {
+        Err(not_activated())
+    }
 }
 
 /// How key answers name this instance: its origin and purge protection.
@@ -277,8 +288,8 @@ fn view<'a>(instance: &Instance, origin: &'a str) -> View<'a> {
 
 /// For a key operation: the instance is activated; whether the store may be written, and the view.
 fn key_context<'a>(instance: &Instance, origin: &'a str) -> Result<(bool, View<'a>), ApiError> {
-    let Active { persist, .. } = active(instance)?;
-    Ok((persist, view(instance, origin)))
+    activated(instance)?;
+    Ok((instance.persists_keys(), view(instance, origin)))
 }
 
 /// wrapkey and unwrapkey carry no iv, aad or tag: refused rather than ignored.
@@ -366,7 +377,7 @@ async fn execute(
                     &view,
                     &name,
                     spec,
-                    &material,
+                    material,
                     false,
                     super::now_unix(),
                     persist,
@@ -385,7 +396,7 @@ async fn execute(
                     &view,
                     &name,
                     spec,
-                    &material,
+                    material,
                     false,
                     super::now_unix(),
                     persist,
@@ -408,7 +419,7 @@ async fn execute(
                     &view,
                     &name,
                     spec,
-                    &material,
+                    material,
                     true,
                     super::now_unix(),
                     persist,
@@ -596,7 +607,7 @@ async fn execute(
             Ok(json_response(StatusCode::NO_CONTENT, String::new()))
         }
         Operation::Rng { count } => {
-            active(&app.instance())?;
+            activated(&app.instance())?;
             let mut bytes = zeroize::Zeroizing::new(vec![0u8; count]);
             rand_core::Rng::fill_bytes(&mut os_rng(), &mut bytes);
             Ok(ok(json!({"value": b64u(&bytes)})))

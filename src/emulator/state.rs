@@ -594,6 +594,13 @@ impl Instance {
         self.commit(next)
     }
 
+    /// Whether the instance holds a security domain (downloaded or
+    /// uploaded): what key operations need, checked without deriving the
+    /// [`backup_key`](Self::backup_key) on every request.
+    pub fn is_activated(&self) -> bool {
+        self.snap.domain.is_some()
+    }
+
     /// The AES-256 key that seals key backups, derived from the security
     /// domain's contents: only an instance holding the same contents opens them.
     pub fn backup_key(&self) -> Option<Zeroizing<[u8; 32]>> {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
@@ -61,9 +62,16 @@ pub struct KeyVersion {
     pub updated: u64,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The material decoded once (an RSA key validated and its CRT values
+    /// computed), in memory only: decoding PKCS#8 on every signature cost
+    /// more than the signature. Never serialised; dropped (and wiped, as
+    /// the key types wipe themselves) with the version, or on soft delete.
+    #[serde(skip)]
+    parsed: OnceLock<Arc<Material>>,
 }
 
-// Explicit, since it copies the private key: each store change builds the next state in full.
+// Explicit, since it copies the private key: each store change builds the
+// next state in full. The decoded material is shared, not decoded again.
 impl Clone for KeyVersion {
     fn clone(&self) -> Self {
         KeyVersion {
@@ -78,12 +86,25 @@ impl Clone for KeyVersion {
             created: self.created,
             updated: self.updated,
             tags: self.tags.clone(),
+            parsed: self.parsed.clone(),
         }
     }
 }
 
 impl KeyVersion {
-    pub fn material(&self) -> std::result::Result<Material, ApiError> {
+    /// The decoded material, decoded on first use only.
+    pub fn material(&self) -> std::result::Result<Arc<Material>, ApiError> {
+        if let Some(m) = self.parsed.get() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.decode()?);
+        // Callers hold the store's lock, so no other decoding races this one.
+        let _ = self.parsed.set(m.clone());
+        Ok(m)
+    }
+
+    /// The material decoded afresh and not kept (a deleted key's).
+    fn decode(&self) -> std::result::Result<Material, ApiError> {
         let bytes = Zeroizing::new(b64u_decode(self.material.expose(), "key").map_err(ApiError::internal)?);
         Material::from_stored(self.kty, self.crv, &bytes)
     }
@@ -315,10 +336,11 @@ impl KeyStore {
             deleted: file.deleted,
             policies: file.policies,
         };
-        for (name, versions) in contents
+        for (name, versions, live) in contents
             .keys
             .iter()
-            .chain(contents.deleted.iter().map(|(n, d)| (n, &d.versions)))
+            .map(|(n, vs)| (n, vs, true))
+            .chain(contents.deleted.iter().map(|(n, d)| (n, &d.versions, false)))
         {
             check_name(name)?;
             if versions.is_empty() {
@@ -327,7 +349,12 @@ impl KeyStore {
                 )));
             }
             for v in versions {
-                v.material()?;
+                // A live key stays decoded for use; a deleted one is only checked.
+                if live {
+                    v.material().map(drop)?;
+                } else {
+                    v.decode().map(drop)?;
+                }
             }
         }
         Ok(contents)
@@ -372,7 +399,7 @@ impl KeyStore {
         view: &View,
         name: &str,
         spec: KeySpec,
-        material: &Material,
+        material: Material,
         existing: bool,
         now: u64,
         persist: bool,
@@ -398,11 +425,12 @@ impl KeyStore {
             created: now,
             updated: now,
             tags: spec.tags,
+            parsed: OnceLock::from(Arc::new(material)),
         };
         let mut next = self.c.clone();
         next.keys.entry(name.to_string()).or_default().push(v.clone());
         self.commit(next, persist)?;
-        Ok(bundle::key_bundle(view, name, &v, material))
+        Ok(bundle::key_bundle(view, name, &v, &*v.material()?))
     }
 
     /// What a rotation of `name` creates: the latest version's type, size,
@@ -442,7 +470,7 @@ impl KeyStore {
 
     pub fn get(&self, view: &View, name: &str, version: Option<&str>) -> std::result::Result<Value, ApiError> {
         let v = self.find(name, version)?;
-        Ok(bundle::key_bundle(view, name, v, &v.material()?))
+        Ok(bundle::key_bundle(view, name, v, &*v.material()?))
     }
 
     /// The key version for a cryptographic operation `op` (a `key_ops`
@@ -457,7 +485,7 @@ impl KeyStore {
         version: Option<&str>,
         op: &str,
         now: u64,
-    ) -> std::result::Result<(String, Material), ApiError> {
+    ) -> std::result::Result<(String, Arc<Material>), ApiError> {
         let v = self.find(name, version)?;
         if !v.key_ops.iter().any(|o| o == op) {
             return Err(ApiError::forbidden_because(
@@ -545,14 +573,19 @@ impl KeyStore {
         v.updated = now;
         let v = v.clone();
         self.commit(next, persist)?;
-        Ok(bundle::key_bundle(view, name, &v, &v.material()?))
+        Ok(bundle::key_bundle(view, name, &v, &*v.material()?))
     }
 
     /// Soft delete: the key with all its versions (and policy) moves to the
     /// deleted keys, recoverable for [`RECOVERABLE_DAYS`].
     pub fn delete(&mut self, view: &View, name: &str, now: u64, persist: bool) -> std::result::Result<Value, ApiError> {
         let mut next = self.c.clone();
-        let versions = next.keys.remove(name).ok_or_else(|| not_found(name))?;
+        let mut versions = next.keys.remove(name).ok_or_else(|| not_found(name))?;
+        let last = versions.last().expect("a stored key has a version").material()?;
+        // A deleted key is used for nothing: it keeps no decoded material.
+        for v in &mut versions {
+            v.parsed = OnceLock::new();
+        }
         let d = DeletedKey {
             versions,
             deleted: now,
@@ -561,8 +594,8 @@ impl KeyStore {
         };
         next.deleted.insert(name.to_string(), d.clone());
         self.commit(next, persist)?;
-        let last = d.versions.last().expect("a stored key has a version");
-        Ok(bundle::deleted_bundle(view, name, &d, last, &last.material()?))
+        let v = d.versions.last().expect("a stored key has a version");
+        Ok(bundle::deleted_bundle(view, name, &d, v, &last))
     }
 
     /// A deleted key whose purge date has passed is gone, as the service purges it then.
@@ -577,7 +610,7 @@ impl KeyStore {
     pub fn get_deleted(&self, view: &View, name: &str, now: u64) -> std::result::Result<Value, ApiError> {
         let d = self.find_deleted(name, now)?;
         let last = d.versions.last().ok_or_else(|| deleted_not_found(name))?;
-        Ok(bundle::deleted_bundle(view, name, d, last, &last.material()?))
+        Ok(bundle::deleted_bundle(view, name, d, last, &last.decode()?))
     }
 
     pub fn list_deleted(&self, view: &View, page: &Page, now: u64) -> Listed {
@@ -603,10 +636,11 @@ impl KeyStore {
         if let Some(p) = d.policy {
             next.policies.insert(name.to_string(), p);
         }
+        let material = d.versions.last().expect("a stored key has a version").material()?;
         let last = d.versions.last().cloned().expect("a stored key has a version");
         next.keys.insert(name.to_string(), d.versions);
         self.commit(next, persist)?;
-        Ok(bundle::key_bundle(view, name, &last, &last.material()?))
+        Ok(bundle::key_bundle(view, name, &last, &material))
     }
 
     /// Permanent deletion of a soft-deleted key, refused under purge protection.
@@ -719,11 +753,9 @@ impl KeyStore {
         let contents: BackupContents = crate::format::json::from_slice(&plain)
             .map_err(|e| ApiError::bad_request(format!("the key backup is malformed: {e}")))?;
         check_name(&contents.name)?;
-        let last = contents
-            .versions
-            .last()
-            .cloned()
-            .ok_or_else(|| ApiError::bad_request("the key backup holds no version"))?;
+        if contents.versions.is_empty() {
+            return Err(ApiError::bad_request("the key backup holds no version"));
+        }
         if self.c.deleted.contains_key(&contents.name) {
             return Err(in_deleted_state(&contents.name));
         }
@@ -736,12 +768,13 @@ impl KeyStore {
         for v in &contents.versions {
             v.material()?;
         }
+        let last = contents.versions.last().cloned().expect("checked above");
         let mut next = self.c.clone();
         let mut contents = contents;
         next.keys
             .insert(contents.name.clone(), std::mem::take(&mut contents.versions));
         self.commit(next, persist)?;
-        Ok(bundle::key_bundle(view, &contents.name, &last, &last.material()?))
+        Ok(bundle::key_bundle(view, &contents.name, &last, &*last.material()?))
     }
 }
 
@@ -776,9 +809,14 @@ mod tests {
         Material::Rsa(Box::new(rsa_2048().clone()))
     }
 
+    /// Material is not `Clone` (a copy of a private key is made on purpose only).
+    fn copy(m: &Material) -> Material {
+        Material::from_stored(m.kty(), m.curve(), &m.to_stored().unwrap()).unwrap()
+    }
+
     fn add(store: &mut KeyStore, view: &View, name: &str, s: KeySpec, m: &Material) -> Value {
         store
-            .add_version(&mut test_rng(1), view, name, s, m, false, 100, true)
+            .add_version(&mut test_rng(1), view, name, s, copy(m), false, 100, true)
             .unwrap()
     }
 
@@ -817,6 +855,48 @@ mod tests {
         raw[last] ^= 1;
         let mut c = KeyStore::open(tempfile::tempdir().unwrap().path()).unwrap();
         assert!(c.restore(&B, &b64u(&raw), &[7; 32], true).is_err());
+    }
+
+    #[test]
+    fn key_material_is_decoded_once_kept_in_memory_only_and_dropped_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = KeyStore::open(dir.path()).unwrap();
+        add(&mut s, &A, "k", spec(Kty::Rsa, None), &rsa());
+        let use_key = |s: &KeyStore| s.for_operation(&A, "k", None, "sign", 100).unwrap().1;
+        let stored = std::fs::read(dir.path().join(KEYS_FILE)).unwrap();
+        let exported = s.export();
+        let first = use_key(&s);
+        assert!(Arc::ptr_eq(&first, &use_key(&s)), "decoded once, not per operation");
+        assert_eq!(
+            std::fs::read(dir.path().join(KEYS_FILE)).unwrap(),
+            stored,
+            "a use writes nothing"
+        );
+        assert_eq!(s.export(), exported, "the decoded key is not serialised");
+        // A change of attributes keeps it: the material is the same.
+        let tag = Update {
+            key_ops: None,
+            enabled: None,
+            nbf: None,
+            exp: None,
+            tags: Some(BTreeMap::from([("t".to_string(), "1".to_string())])),
+        };
+        s.update(&A, "k", None, tag, 200, true).unwrap();
+        assert!(Arc::ptr_eq(&first, &use_key(&s)));
+        // Reopened, the store decodes afresh.
+        let reopened = KeyStore::open(dir.path()).unwrap();
+        assert!(!Arc::ptr_eq(&first, &use_key(&reopened)));
+        // A deleted key keeps no decoded material; recovered, it decodes again.
+        s.delete(&A, "k", 300, true).unwrap();
+        s.get_deleted(&A, "k", 300).unwrap();
+        assert!(s.c.deleted["k"].versions.iter().all(|v| v.parsed.get().is_none()));
+        s.recover(&A, "k", 300, true).unwrap();
+        assert!(!Arc::ptr_eq(&first, &use_key(&s)));
+        // A full restore replaces it.
+        let before = use_key(&s);
+        let state = s.export();
+        s.import(&state, true).unwrap();
+        assert!(!Arc::ptr_eq(&before, &use_key(&s)));
     }
 
     #[test]
@@ -930,7 +1010,7 @@ mod tests {
                 &A,
                 "k",
                 spec(Kty::Ec, Some(Curve::P256)),
-                &ec,
+                copy(&ec),
                 false,
                 2000,
                 true,
