@@ -292,6 +292,21 @@ fn key_context<'a>(instance: &Instance, origin: &'a str) -> Result<(bool, View<'
     Ok((instance.persists_keys(), view(instance, origin)))
 }
 
+/// For a cryptographic operation `op` (a `key_ops` name): the key's id and
+/// its decoded material, refused as the service refuses the key's use.
+/// The locks are held only for the lookup, not for the private-key work.
+fn key_for(
+    app: &App,
+    origin: &str,
+    name: &str,
+    version: Option<&str>,
+    op: &str,
+) -> Result<(String, Arc<Material>), ApiError> {
+    let state = app.state();
+    let (_, view) = key_context(&state.instance, origin)?;
+    state.keys.for_operation(&view, name, version, op, super::now_unix())
+}
+
 /// wrapkey and unwrapkey carry no iv, aad or tag: refused rather than ignored.
 fn no_extra(req: &keys::spec::KeyOperation) -> Result<(), ApiError> {
     match (&req.extra.iv, &req.extra.aad, &req.extra.tag) {
@@ -478,13 +493,7 @@ async fn execute(
                 .map(ok)
         }
         Operation::Crypt { name, version, op, req } => {
-            let (kid, material) = {
-                let state = app.state();
-                let (_, view) = key_context(&state.instance, origin)?;
-                state
-                    .keys
-                    .for_operation(&view, &name, version.as_deref(), op.key_op(), super::now_unix())?
-            };
+            let (kid, material) = key_for(app, origin, &name, version.as_deref(), op.key_op())?;
             // The private-key work runs off the async threads and outside the locks.
             blocking(move || {
                 let mut rng = os_rng();
@@ -527,13 +536,7 @@ async fn execute(
             alg,
             digest,
         } => {
-            let (kid, material) = {
-                let state = app.state();
-                let (_, view) = key_context(&state.instance, origin)?;
-                state
-                    .keys
-                    .for_operation(&view, &name, version.as_deref(), "sign", super::now_unix())?
-            };
+            let (kid, material) = key_for(app, origin, &name, version.as_deref(), "sign")?;
             blocking(move || {
                 let sig = material.sign(&mut os_rng(), &alg, &digest)?;
                 Ok(json!({"kid": kid, "value": b64u(&sig)}))
@@ -548,13 +551,7 @@ async fn execute(
             digest,
             signature,
         } => {
-            let (_, material) = {
-                let state = app.state();
-                let (_, view) = key_context(&state.instance, origin)?;
-                state
-                    .keys
-                    .for_operation(&view, &name, version.as_deref(), "verify", super::now_unix())?
-            };
+            let (_, material) = key_for(app, origin, &name, version.as_deref(), "verify")?;
             blocking(move || Ok(json!({"value": material.verify(&alg, &digest, &signature)?})))
                 .await
                 .map(ok)
