@@ -241,6 +241,39 @@ fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8], pad: bool) -> Result<Vec<u8>,
     out.map_err(|_| bad("the ciphertext's padding is not valid PKCS#7 for this key and IV"))
 }
 
+enum Kw {
+    Wrap,
+    Unwrap,
+}
+
+/// RFC 3394 key wrap or unwrap of `input` into `out` under `kek` (128, 192
+/// or 256 bits, checked by the caller): the length written; a refusal of
+/// the primitive is what `failed` makes of it.
+fn aes_kw(
+    kw: Kw,
+    kek: &[u8],
+    input: &[u8],
+    out: &mut [u8],
+    failed: impl FnOnce(aes_kw::Error) -> ApiError,
+) -> Result<usize, ApiError> {
+    macro_rules! go {
+        ($kw:ty) => {{
+            let c = <$kw>::new_from_slice(kek).map_err(ApiError::internal)?;
+            match kw {
+                Kw::Wrap => c.wrap_key(input, out),
+                Kw::Unwrap => c.unwrap_key(input, out),
+            }
+            .map(|o| o.len())
+        }};
+    }
+    match kek.len() {
+        16 => go!(aes_kw::KwAes128),
+        24 => go!(aes_kw::KwAes192),
+        _ => go!(aes_kw::KwAes256),
+    }
+    .map_err(failed)
+}
+
 type Aes192Gcm = aes_gcm::AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
 
 fn gcm_seal(key: &[u8], iv: &[u8], aad: &[u8], data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
@@ -595,20 +628,7 @@ impl Material {
                     )));
                 }
                 let mut out = vec![0u8; key.len() + 8];
-                macro_rules! go {
-                    ($kw:ty) => {
-                        <$kw>::new_from_slice(kek)
-                            .map_err(ApiError::internal)?
-                            .wrap_key(key, &mut out)
-                            .map_err(ApiError::internal)?
-                            .len()
-                    };
-                }
-                let n = match kek.len() {
-                    16 => go!(aes_kw::KwAes128),
-                    24 => go!(aes_kw::KwAes192),
-                    _ => go!(aes_kw::KwAes256),
-                };
+                let n = aes_kw(Kw::Wrap, kek, key, &mut out, ApiError::internal)?;
                 out.truncate(n);
                 Ok(out)
             }
@@ -636,20 +656,7 @@ impl Material {
                 }
                 let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
                 let failed = |_| bad(format!("{alg} unwrap failed: the value was not wrapped under this key"));
-                macro_rules! go {
-                    ($kw:ty) => {
-                        <$kw>::new_from_slice(kek)
-                            .map_err(ApiError::internal)?
-                            .unwrap_key(wrapped, &mut out)
-                            .map_err(failed)?
-                            .len()
-                    };
-                }
-                let n = match kek.len() {
-                    16 => go!(aes_kw::KwAes128),
-                    24 => go!(aes_kw::KwAes192),
-                    _ => go!(aes_kw::KwAes256),
-                };
+                let n = aes_kw(Kw::Unwrap, kek, wrapped, &mut out, failed)?;
                 out.truncate(n);
                 Ok(out)
             }
