@@ -9,143 +9,78 @@
 //! The two settings actions are the emulator's own names: neither source
 //! publishes one for `/settings` (see `hsm-ceremony-emulator(7)`).
 
-/// One data action; the variant names are shared with the other emulator modules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DataAction {
+/// Declares [`DataAction`], its [`ALL`](DataAction::ALL) list and
+/// [`name`](DataAction::name) from one table, so a new action cannot be
+/// missing from one of them.
+macro_rules! data_actions {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// One data action; the variant names are shared with the other emulator modules.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DataAction {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DataAction {
+            pub const ALL: [DataAction; [$(DataAction::$variant),*].len()] = [$(DataAction::$variant),*];
+
+            /// The full data-action name, as role definitions spell it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DataAction::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+data_actions! {
     /// `POST /securitydomain/download`.
-    SecurityDomainDownload,
+    SecurityDomainDownload => "Microsoft.KeyVault/managedHsm/securitydomain/download/action",
     /// `GET /securitydomain/download/pending`.
-    SecurityDomainDownloadStatus,
+    SecurityDomainDownloadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/download/read",
     /// `GET /securitydomain/upload` (the exchange key).
-    SecurityDomainTransferKey,
+    SecurityDomainTransferKey => "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read",
     /// `POST /securitydomain/upload`.
-    SecurityDomainUpload,
+    SecurityDomainUpload => "Microsoft.KeyVault/managedHsm/securitydomain/upload/action",
     /// `GET /securitydomain/upload/pending`.
-    SecurityDomainUploadStatus,
-    KeyCreate,
-    KeyRead,
-    KeyBackup,
-    KeyRestore,
-    KeyWrite,
-    KeyDelete,
-    KeyImport,
-    KeyEncrypt,
-    KeyDecrypt,
-    KeyWrap,
-    KeyUnwrap,
-    KeySign,
-    KeyVerify,
-    KeyRelease,
-    KeyExport,
-    KeyRotate,
-    DeletedKeyRead,
-    DeletedKeyRecover,
-    DeletedKeyPurge,
-    Rng,
-    BackupStart,
-    BackupStatus,
-    RestoreStart,
-    RestoreStatus,
-    RoleAssignmentRead,
-    RoleAssignmentWrite,
-    RoleAssignmentDelete,
-    RoleDefinitionRead,
-    RoleDefinitionWrite,
-    RoleDefinitionDelete,
-    SettingsRead,
-    SettingsWrite,
+    SecurityDomainUploadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/upload/read",
+    KeyCreate => "Microsoft.KeyVault/managedHsm/keys/create",
+    KeyRead => "Microsoft.KeyVault/managedHsm/keys/read/action",
+    KeyBackup => "Microsoft.KeyVault/managedHsm/keys/backup/action",
+    KeyRestore => "Microsoft.KeyVault/managedHsm/keys/restore/action",
+    KeyWrite => "Microsoft.KeyVault/managedHsm/keys/write/action",
+    KeyDelete => "Microsoft.KeyVault/managedHsm/keys/delete",
+    KeyImport => "Microsoft.KeyVault/managedHsm/keys/import/action",
+    KeyEncrypt => "Microsoft.KeyVault/managedHsm/keys/encrypt/action",
+    KeyDecrypt => "Microsoft.KeyVault/managedHsm/keys/decrypt/action",
+    KeyWrap => "Microsoft.KeyVault/managedHsm/keys/wrap/action",
+    KeyUnwrap => "Microsoft.KeyVault/managedHsm/keys/unwrap/action",
+    KeySign => "Microsoft.KeyVault/managedHsm/keys/sign/action",
+    KeyVerify => "Microsoft.KeyVault/managedHsm/keys/verify/action",
+    KeyRelease => "Microsoft.KeyVault/managedHsm/keys/release/action",
+    KeyExport => "Microsoft.KeyVault/managedHsm/keys/export/action",
+    KeyRotate => "Microsoft.KeyVault/managedHsm/keys/rotate/action",
+    DeletedKeyRead => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action",
+    DeletedKeyRecover => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action",
+    DeletedKeyPurge => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/delete",
+    Rng => "Microsoft.KeyVault/managedHsm/rng/action",
+    BackupStart => "Microsoft.KeyVault/managedHsm/backup/start/action",
+    BackupStatus => "Microsoft.KeyVault/managedHsm/backup/status/action",
+    RestoreStart => "Microsoft.KeyVault/managedHsm/restore/start/action",
+    RestoreStatus => "Microsoft.KeyVault/managedHsm/restore/status/action",
+    RoleAssignmentRead => "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
+    RoleAssignmentWrite => "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
+    RoleAssignmentDelete => "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
+    RoleDefinitionRead => "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+    RoleDefinitionWrite => "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
+    RoleDefinitionDelete => "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
+    SettingsRead => "Microsoft.KeyVault/managedHsm/settings/read/action",
+    SettingsWrite => "Microsoft.KeyVault/managedHsm/settings/write/action",
 }
 
 const PREFIX: &str = "Microsoft.KeyVault/managedHsm/";
 
 impl DataAction {
-    pub const ALL: [DataAction; 37] = {
-        use DataAction::*;
-        [
-            SecurityDomainDownload,
-            SecurityDomainDownloadStatus,
-            SecurityDomainTransferKey,
-            SecurityDomainUpload,
-            SecurityDomainUploadStatus,
-            KeyCreate,
-            KeyRead,
-            KeyBackup,
-            KeyRestore,
-            KeyWrite,
-            KeyDelete,
-            KeyImport,
-            KeyEncrypt,
-            KeyDecrypt,
-            KeyWrap,
-            KeyUnwrap,
-            KeySign,
-            KeyVerify,
-            KeyRelease,
-            KeyExport,
-            KeyRotate,
-            DeletedKeyRead,
-            DeletedKeyRecover,
-            DeletedKeyPurge,
-            Rng,
-            BackupStart,
-            BackupStatus,
-            RestoreStart,
-            RestoreStatus,
-            RoleAssignmentRead,
-            RoleAssignmentWrite,
-            RoleAssignmentDelete,
-            RoleDefinitionRead,
-            RoleDefinitionWrite,
-            RoleDefinitionDelete,
-            SettingsRead,
-            SettingsWrite,
-        ]
-    };
-
-    /// The full data-action name, as role definitions spell it.
-    pub fn name(self) -> &'static str {
-        use DataAction::*;
-        match self {
-            SecurityDomainDownload => "Microsoft.KeyVault/managedHsm/securitydomain/download/action",
-            SecurityDomainDownloadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/download/read",
-            SecurityDomainTransferKey => "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read",
-            SecurityDomainUpload => "Microsoft.KeyVault/managedHsm/securitydomain/upload/action",
-            SecurityDomainUploadStatus => "Microsoft.KeyVault/managedHsm/securitydomain/upload/read",
-            KeyCreate => "Microsoft.KeyVault/managedHsm/keys/create",
-            KeyRead => "Microsoft.KeyVault/managedHsm/keys/read/action",
-            KeyBackup => "Microsoft.KeyVault/managedHsm/keys/backup/action",
-            KeyRestore => "Microsoft.KeyVault/managedHsm/keys/restore/action",
-            KeyWrite => "Microsoft.KeyVault/managedHsm/keys/write/action",
-            KeyDelete => "Microsoft.KeyVault/managedHsm/keys/delete",
-            KeyImport => "Microsoft.KeyVault/managedHsm/keys/import/action",
-            KeyEncrypt => "Microsoft.KeyVault/managedHsm/keys/encrypt/action",
-            KeyDecrypt => "Microsoft.KeyVault/managedHsm/keys/decrypt/action",
-            KeyWrap => "Microsoft.KeyVault/managedHsm/keys/wrap/action",
-            KeyUnwrap => "Microsoft.KeyVault/managedHsm/keys/unwrap/action",
-            KeySign => "Microsoft.KeyVault/managedHsm/keys/sign/action",
-            KeyVerify => "Microsoft.KeyVault/managedHsm/keys/verify/action",
-            KeyRelease => "Microsoft.KeyVault/managedHsm/keys/release/action",
-            KeyExport => "Microsoft.KeyVault/managedHsm/keys/export/action",
-            KeyRotate => "Microsoft.KeyVault/managedHsm/keys/rotate/action",
-            DeletedKeyRead => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action",
-            DeletedKeyRecover => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action",
-            DeletedKeyPurge => "Microsoft.KeyVault/managedHsm/keys/deletedKeys/delete",
-            Rng => "Microsoft.KeyVault/managedHsm/rng/action",
-            BackupStart => "Microsoft.KeyVault/managedHsm/backup/start/action",
-            BackupStatus => "Microsoft.KeyVault/managedHsm/backup/status/action",
-            RestoreStart => "Microsoft.KeyVault/managedHsm/restore/start/action",
-            RestoreStatus => "Microsoft.KeyVault/managedHsm/restore/status/action",
-            RoleAssignmentRead => "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
-            RoleAssignmentWrite => "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
-            RoleAssignmentDelete => "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
-            RoleDefinitionRead => "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
-            RoleDefinitionWrite => "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
-            RoleDefinitionDelete => "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
-            SettingsRead => "Microsoft.KeyVault/managedHsm/settings/read/action",
-            SettingsWrite => "Microsoft.KeyVault/managedHsm/settings/write/action",
-        }
-    }
-
     /// The action a role definition names, compared as Azure compares
     /// action names: without regard to case.
     pub fn parse(name: &str) -> Option<DataAction> {
