@@ -34,10 +34,10 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::rbac::tokens::sha256_hex;
 use super::rbac::Role;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
@@ -99,10 +99,6 @@ impl super::rbac::persist::Document for ClientFile {
     fn format(&self) -> u32 {
         self.format
     }
-}
-
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 fn read_clients(path: &Path) -> Result<ClientFile> {

@@ -89,8 +89,10 @@ impl super::persist::Document for TokenFile {
     }
 }
 
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// Hex SHA-256 of a secret that carries 256 random bits (a token, a client
+/// secret): what the state folder keeps instead of the secret.
+pub(crate) fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 fn read_file(path: &Path) -> Result<TokenFile> {
@@ -164,7 +166,7 @@ fn new_token(principal: &str, roles: &[Role]) -> (BearerToken, TokenRecord) {
     let record = TokenRecord {
         principal: principal.to_string(),
         roles: roles_sorted,
-        sha256: hash(&token),
+        sha256: sha256_hex(&token),
         issued: super::super::now_unix(),
     };
     (BearerToken(token), record)
@@ -184,7 +186,7 @@ fn identify_with(records: &[TokenRecord], credentials: Option<&Credentials>) -> 
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Identity::Unauthorized("the Authorization header is not 'Bearer <token>'");
     }
-    let presented = hash(token.trim());
+    let presented = sha256_hex(token.trim());
     let found = records
         .iter()
         .find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
