@@ -48,8 +48,8 @@ pub const CLIENTS_FILE: &str = "clients.json";
 const MAX_CLIENTS_BYTES: u64 = 1024 * 1024;
 /// Largest token request read: MSAL's client-credentials request is ~300 bytes.
 pub const MAX_TOKEN_BODY: usize = 16 * 1024;
-/// What the token response says; the emulator's tokens themselves do not
-/// expire, this only tells MSAL when to ask again.
+/// How long an authority token is admitted, as the token response says:
+/// MSAL asks anew before then, and the expired records are pruned.
 pub const EXPIRES_IN: u64 = 3599;
 const SECRET_PREFIX: &str = "hsmemusp_";
 
@@ -122,7 +122,7 @@ fn new_uuid() -> String {
 ///
 /// Errors: a bad principal name, or the state directory cannot be written.
 pub fn register_client(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<ServicePrincipal> {
-    // The token endpoint issues through `issue_token`, which checks the name
+    // The token endpoint issues through `issue_token_for`, which checks the name
     // the same way: a name it would refuse is refused now, not at sign-in.
     super::rbac::tokens::check_principal(principal)?;
     super::state::ensure_dir(state_dir)?;
@@ -512,10 +512,11 @@ impl Authority {
                 ),
             ));
         }
-        let token =
-            Zeroizing::new(super::issue_token(dir, &record.principal, &record.roles).map_err(|e| {
+        let token = Zeroizing::new(
+            super::rbac::issue_token_for(dir, &record.principal, &record.roles, Some(EXPIRES_IN)).map_err(|e| {
                 EntraError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, e.to_string())
-            })?);
+            })?,
+        );
         let body = Zeroizing::new(
             json!({
                 "token_type": "Bearer",

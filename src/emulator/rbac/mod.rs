@@ -126,13 +126,24 @@ fn grant(rbac: &Persisted<RbacFile>, principal: &str, roles: &[Role]) -> Result<
 ///
 /// Errors: a bad principal name, or the state directory cannot be written.
 pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<String> {
+    issue_token_for(state_dir, principal, roles, None)
+}
+
+/// [`issue_token`], the token admitted for `lifetime` seconds when given
+/// (the authority's, which says how long its tokens last).
+pub(crate) fn issue_token_for(
+    state_dir: &Path,
+    principal: &str,
+    roles: &[Role],
+    lifetime: Option<u64>,
+) -> Result<String> {
     tokens::check_principal(principal)?;
     super::state::ensure_dir(state_dir)?;
     let rbac = Persisted::<RbacFile>::open(state_dir, RBAC_FILE)?;
     seed(&rbac, &TokenStore::open(state_dir)?)?;
     // The assignment first: a token that exists always has its roles.
     grant(&rbac, principal, roles)?;
-    tokens::record_token(state_dir, principal, roles)
+    tokens::record_token(state_dir, principal, roles, lifetime)
 }
 
 /// The decision the server makes for the holder of `token` asking for

@@ -63,6 +63,16 @@ struct TokenRecord {
     /// Hex SHA-256 of the token; tokens carry 256 random bits, so a plain hash suffices.
     sha256: String,
     issued: u64,
+    /// When a token with a lifetime (the authority's) stops admitting, in
+    /// Unix seconds; `emulator token`'s tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
+}
+
+impl TokenRecord {
+    fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -113,11 +123,15 @@ pub(crate) fn check_principal(principal: &str) -> Result<()> {
 }
 
 /// Records a new token for `principal` in `state_dir` (the caller has
-/// recorded its role assignments first). Works while an emulator serves the
-/// directory: the server rereads the file when it changes.
+/// recorded its role assignments first), admitted for `lifetime` seconds
+/// when given, else until the state folder is reset. Expired records are
+/// dropped in the same write, so a rehearsal signing in again and again
+/// (every `az` call after the hour) does not grow the file to its limit.
+/// Works while an emulator serves the directory: the server rereads the
+/// file when it changes.
 ///
 /// Errors: a bad principal name, or the state directory cannot be written.
-pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<String> {
+pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role], lifetime: Option<u64>) -> Result<String> {
     check_principal(principal)?;
     // Serialises concurrent issuers so no record is lost.
     let lock_path = state_dir.join(".tokens.lock");
@@ -136,8 +150,11 @@ pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role]) ->
     })?;
     let path = state_dir.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
-    let (token, record) = new_token(principal, roles);
+    let now = super::super::now_unix();
+    let (token, mut record) = new_token(principal, roles);
+    record.expires = lifetime.map(|l| now.saturating_add(l));
     file.format = 1;
+    file.tokens.retain(|r| !r.expired(now));
     file.tokens.push(record);
     let text = serde_json::to_vec_pretty(&file).expect("plain data serialises");
     // Never write what the server would refuse to read.
@@ -168,12 +185,13 @@ fn new_token(principal: &str, roles: &[Role]) -> (BearerToken, TokenRecord) {
         roles: roles_sorted,
         sha256: sha256_hex(&token),
         issued: super::super::now_unix(),
+        expires: None,
     };
     (BearerToken(token), record)
 }
 
-/// Pure identification of one header against the known records.
-fn identify_with(records: &[TokenRecord], credentials: Option<&Credentials>) -> Identity {
+/// Pure identification of one header against the known records at `now`.
+fn identify_with(records: &[TokenRecord], credentials: Option<&Credentials>, now: u64) -> Identity {
     let Some(credentials) = credentials else {
         return Identity::Challenge;
     };
@@ -192,6 +210,7 @@ fn identify_with(records: &[TokenRecord], credentials: Option<&Credentials>) -> 
         .find(|r| bool::from(r.sha256.as_bytes().ct_eq(presented.as_bytes())));
     match found {
         None => Identity::Unauthorized("the token was not issued by this instance"),
+        Some(r) if r.expired(now) => Identity::Unauthorized("the token has expired; sign in again for a new one"),
         Some(r) => Identity::Principal(r.principal.clone()),
     }
 }
@@ -249,7 +268,7 @@ impl TokenStore {
                 }
             }
         }
-        identify_with(&cache.1, credentials)
+        identify_with(&cache.1, credentials, super::super::now_unix())
     }
 }
 
@@ -260,7 +279,7 @@ mod tests {
     #[test]
     fn identification() {
         let dir = tempfile::tempdir().unwrap();
-        let admin = record_token(dir.path(), "alice", &[Role::Administrator]).unwrap();
+        let admin = record_token(dir.path(), "alice", &[Role::Administrator], None).unwrap();
         let store = TokenStore::open(dir.path()).unwrap();
         let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
         let raw = |t: &[u8]| Credentials::from_header(t);
@@ -279,11 +298,46 @@ mod tests {
             Identity::Unauthorized(_)
         ));
         // A token issued while the server runs is seen; the file holds no token in the clear.
-        let late = record_token(dir.path(), "carol", &[Role::CryptoOfficer]).unwrap();
+        let late = record_token(dir.path(), "carol", &[Role::CryptoOfficer], None).unwrap();
         assert_eq!(store.identify(Some(&h(&late))), Identity::Principal("carol".into()));
         let stored = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&late) && !stored.contains(&admin));
-        assert!(record_token(dir.path(), "bad name", &[]).is_err());
+        assert!(record_token(dir.path(), "bad name", &[], None).is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_pruned_when_the_next_is_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKENS_FILE);
+        let kept = record_token(dir.path(), "ops", &[Role::Administrator], None).unwrap();
+        let live = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600)).unwrap();
+        // Sign-ins of an earlier hour: their tokens have expired.
+        let mut file = read_file(&path).unwrap();
+        let stale: Vec<TokenRecord> = (0..50)
+            .map(|_| {
+                let (_, mut r) = new_token("app", &[Role::CryptoUser]);
+                r.expires = Some(1);
+                r
+            })
+            .collect();
+        file.tokens.extend(stale.iter().cloned());
+        files::replace(&path, &serde_json::to_vec(&file).unwrap(), Mode::Private).unwrap();
+        let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
+        let (expired, _) = new_token("app", &[]);
+        let expired = expired.reveal();
+        let mut record = stale[0].clone();
+        record.sha256 = sha256_hex(&expired);
+        assert_eq!(
+            identify_with(&[record], Some(&h(&expired)), 1),
+            Identity::Unauthorized("the token has expired; sign in again for a new one")
+        );
+        let next = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600)).unwrap();
+        let left = read_file(&path).unwrap().tokens;
+        assert_eq!(left.len(), 3, "only the expired records are dropped");
+        let store = TokenStore::open(dir.path()).unwrap();
+        for t in [&kept, &live, &next] {
+            assert!(matches!(store.identify(Some(&h(t))), Identity::Principal(_)));
+        }
     }
 
     #[test]
@@ -294,12 +348,12 @@ mod tests {
         let records = [record];
         let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
         assert_eq!(
-            identify_with(&records, Some(&h(&token))),
+            identify_with(&records, Some(&h(&token)), 0),
             Identity::Principal("dave".into())
         );
         let altered = format!("{}x", &token[..token.len() - 1]);
         assert!(matches!(
-            identify_with(&records, Some(&h(&altered))),
+            identify_with(&records, Some(&h(&altered)), 0),
             Identity::Unauthorized(_)
         ));
     }
