@@ -30,7 +30,8 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_admin.py --bin "$CARGO_TARGET_D
 # Keys and HSM-side cryptography (KeyClient, CryptographyClient).
 timeout 300 "$VENV/bin/python" tests/interop/sdk_keys.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
 
-# The Azure CLI in a venv of its own (it pins its own azure-* versions).
+# The Azure CLI in a venv of its own (it pins its own azure-* versions); .ci/run
+# installs it before `cargo test` (the runbooks run it), so this reuses it.
 AZ_VENV="$CARGO_TARGET_DIR/azcli-venv"
 if ! "$AZ_VENV/bin/az" version >/dev/null 2>&1; then
     rm -rf "$AZ_VENV"
