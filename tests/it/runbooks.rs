@@ -145,9 +145,12 @@ struct Run {
 /// az executable and Azurite's, put on the PATH for `sh az` blocks.
 fn run_text(name: &str, text: &str, tools: &[PathBuf]) -> Run {
     let blocks = blocks(text);
+    // The trap is a safety net for a runbook that fails half-way; on success
+    // it does nothing, so a runbook that forgets to stop what it started is
+    // caught below rather than cleaned up behind its back.
     let mut script = String::from(
         "set -euo pipefail\n\
-         trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n",
+         trap 'rc=$?; [ $rc -eq 0 ] || kill $(jobs -p) 2>/dev/null; exit $rc' EXIT\n",
     );
     for b in &blocks {
         if b.kind == Kind::Azure {
@@ -228,8 +231,10 @@ fn run_runbook(name: &str) {
         let az = az_bin();
         let azurite = if needs_azurite { azurite_bin() } else { None };
         let missing = match (&az, needs_azurite && azurite.is_none()) {
-            (None, _) => Some("az 2.91.0 is not installed under target/azcli-venv"),
-            (Some(_), true) => Some("Azurite is not installed under target/azurite"),
+            (None, _) => Some("az 2.91.0 was not found (target/azcli-venv/bin/az, or HSM_CEREMONY_AZ)"),
+            (Some(_), true) => {
+                Some("Azurite was not found (target/azurite/node_modules/.bin/azurite-blob, or HSM_CEREMONY_AZURITE)")
+            }
             _ => None,
         };
         if let Some(why) = missing {
@@ -356,11 +361,11 @@ fn real_azure_blocks_are_marked_and_every_runbook_stops_what_it_starts() {
     }
 }
 
-/// The check is real: a runbook that leaves a process behind fails, and the
-/// process is stopped.
+/// The check is real: a runbook that leaves a process behind (here a job of
+/// its shell, as `emulator serve &` is) fails, and the process is stopped.
 #[test]
 fn a_process_left_running_is_caught_and_stopped() {
-    let run = run_text("left-running", "```sh\n(sleep 300 & echo $! > sleep.pid)\n```\n", &[]);
+    let run = run_text("left-running", "```sh\nsleep 300 &\nSLEEP_PID=$!\n```\n", &[]);
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(run.left_running.len(), 1, "{:?}", run.left_running);
     assert!(run.left_running[0].1.starts_with("sleep 300"), "{:?}", run.left_running);
