@@ -31,10 +31,10 @@ class Served:
     a free loopback port: its URL and the CA to trust. Recovered contents live
     in that process only, so an upload and what follows it go to one server."""
 
-    def __init__(self, binary, state_dir):
+    def __init__(self, binary, state_dir, *serve_args):
         self.state_dir = state_dir
         self.proc = subprocess.Popen(
-            [binary, "emulator", "serve", "--state", state_dir, "--listen", "127.0.0.1:0"],
+            [binary, "emulator", "serve", "--state", state_dir, "--listen", "127.0.0.1:0", *serve_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

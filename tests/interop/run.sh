@@ -29,6 +29,9 @@ timeout 300 "$VENV/bin/python" tests/interop/sdk_backup.py --bin "$CARGO_TARGET_
 timeout 300 "$VENV/bin/python" tests/interop/sdk_admin.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
 # Keys and HSM-side cryptography (KeyClient, CryptographyClient).
 timeout 300 "$VENV/bin/python" tests/interop/sdk_keys.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" || status=1
+# The role matrix: each built-in role against every SDK operation, expected from Microsoft's table.
+timeout 300 "$VENV/bin/python" tests/interop/sdk_roles.py --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" \
+    --azurite "$CARGO_TARGET_DIR/azurite/node_modules/.bin/azurite-blob" || status=1
 
 # The Azure CLI in a venv of its own (it pins its own azure-* versions); .ci/run
 # installs it before `cargo test` (the runbooks run it), so this reuses it.
