@@ -17,7 +17,11 @@
 //!   other in `tokens.json`;
 //! - `GET /{tenant}/arm/subscriptions`, an empty list: `az login
 //!   --allow-no-subscriptions` asks the resource manager (whose endpoint the
-//!   registered cloud places here) for subscriptions, and the emulator has none.
+//!   registered cloud places here) for subscriptions, and the emulator has none;
+//! - `POST /{tenant}/graph/v1.0/directoryObjects/getByIds`, an empty list:
+//!   `az keyvault role assignment create/list` look the assignees up in
+//!   Microsoft Graph (whose endpoint the cloud places here) for display
+//!   names, and the emulator's principals are no directory objects.
 //!
 //! Refusals have Entra's shape (`error`, `error_description` starting with
 //! the AADSTS code, `error_codes`, `timestamp`, `trace_id`,
@@ -275,6 +279,7 @@ enum Endpoint {
     InstanceDiscovery,
     Token,
     Subscriptions,
+    GraphGetByIds,
 }
 
 impl Authority {
@@ -310,6 +315,7 @@ impl Authority {
             "discovery/instance" => Some(Endpoint::InstanceDiscovery),
             "oauth2/v2.0/token" if ours => Some(Endpoint::Token),
             "arm/subscriptions" if ours => Some(Endpoint::Subscriptions),
+            "graph/v1.0/directoryObjects/getByIds" if ours => Some(Endpoint::GraphGetByIds),
             _ => None,
         }
     }
@@ -350,7 +356,7 @@ impl Authority {
             };
         };
         let method_ok = match endpoint {
-            Endpoint::Token => parts.method == Method::POST,
+            Endpoint::Token | Endpoint::GraphGetByIds => parts.method == Method::POST,
             _ => parts.method == Method::GET,
         };
         if !method_ok {
@@ -399,6 +405,15 @@ impl Authority {
                 )
             }
             Endpoint::Subscriptions => json_response(StatusCode::OK, json!({"value": []}).to_string()),
+            // Read (bounded) only so the connection stays usable: no id is a directory object here.
+            Endpoint::GraphGetByIds => match self.read_body(body).await {
+                Ok(_) => json_response(
+                    StatusCode::OK,
+                    json!({"@odata.context": format!("{origin}/{t}/graph/v1.0/$metadata#directoryObjects"), "value": []})
+                        .to_string(),
+                ),
+                Err(e) => e.response(),
+            },
             Endpoint::Token => {
                 let form = parts
                     .headers

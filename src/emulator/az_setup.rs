@@ -88,6 +88,13 @@ fn check_url(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// The cloud config that maps `--hsm-name localhost` onto `url`'s port
+/// (az builds `https://{name}{mhsmDns}`). `url` has passed [`check_url`].
+fn hsm_suffix_config(url: &str) -> String {
+    let port = url.rsplit_once(':').map_or("", |(_, p)| p);
+    format!(r#"{{"suffixes":{{"mhsmDns":":{port}"}}}}"#)
+}
+
 /// `dir` as a real folder (not a link) that only its owner can enter:
 /// it will hold az's token cache and the client secret.
 fn private_dir(dir: &Path) -> Result<()> {
@@ -149,10 +156,15 @@ pub fn az_setup(state_dir: &Path, principal: &str, roles: &[Role], url: Option<&
     let (cfg, ca_s, secret_s) = (q(utf8(&config_dir)?), q(utf8(&ca)?), q(utf8(&secret_file)?));
     let endpoints = format!(
         "--endpoint-active-directory {aad} --endpoint-active-directory-resource-id {res} \
-         --endpoint-resource-manager {arm} --endpoint-management {res} --suffix-keyvault-dns {kv} --skip-endpoint-discovery",
+         --endpoint-resource-manager {arm} --endpoint-management {res} --endpoint-microsoft-graph-resource-id {graph} \
+         --suffix-keyvault-dns {kv} --skip-endpoint-discovery",
         aad = q(&url),
         res = q(&format!("{url}/")),
         arm = q(&format!("{url}/{tenant}/arm/")),
+        // `az keyvault role assignment create/list` look the principals up in
+        // Microsoft Graph and fail when the cloud names no Graph; a lookup the
+        // emulator answers 404 is one az skips (it then shows no display name).
+        graph = q(&format!("{url}/{tenant}/graph/")),
         // az refuses key commands while the cloud has no vault suffix; names
         // under it are never resolved, since commands name the emulator by --id.
         kv = q(".vault.emulator.invalid"),
@@ -174,6 +186,15 @@ pub fn az_setup(state_dir: &Path, principal: &str, roles: &[Role], url: Option<&
         format!(
             "&& az cloud register --name {cloud} {endpoints} --only-show-errors --output none \\",
             cloud = q(CLOUD_NAME)
+        ),
+        // `az cloud register` has no Managed HSM suffix flag, but its cloud
+        // config does: with the suffix ":PORT", az makes `--hsm-name localhost`
+        // https://localhost:PORT, a name the emulator's certificate carries.
+        format!(
+            "&& az cloud update --name {cloud} --skip-endpoint-discovery --cloud-config {config} \
+             --only-show-errors --output none \\",
+            cloud = q(CLOUD_NAME),
+            config = q(&hsm_suffix_config(&url))
         ),
         format!(
             "&& az cloud set --name {} --only-show-errors --output none \\",
@@ -203,6 +224,15 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("$(x)`y`"), "'$(x)`y`'");
+    }
+
+    #[test]
+    fn the_hsm_suffix_is_the_port() {
+        assert_eq!(
+            hsm_suffix_config("https://127.0.0.1:8443"),
+            r#"{"suffixes":{"mhsmDns":":8443"}}"#
+        );
+        assert_eq!(hsm_suffix_config("https://[::1]:1"), r#"{"suffixes":{"mhsmDns":":1"}}"#);
     }
 
     #[test]

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import Served, check, summary
+from harness import Azurite, Served, check, summary
 
 
 def run(cmd, cwd, expect_ok=True):
@@ -86,6 +86,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--az", required=True)
+    ap.add_argument("--azurite", help="azurite-blob, for az keyvault backup start / restore start")
     args = ap.parse_args()
     hc = os.path.abspath(args.bin)
     args.az = os.path.abspath(args.az)
@@ -191,7 +192,7 @@ def main():
 
     check("a key with no .cer beside it: az fails, hsm-ceremony finds its share", key_without_its_certificate)
 
-    az_signed_in_checks(hc, args.az, work, passes)
+    az_signed_in_checks(hc, args.az, work, passes, args.azurite)
 
     for served in state.get("served", {}).values():
         served.stop()
@@ -213,7 +214,7 @@ def tree_snapshot(root):
     return snap
 
 
-def az_signed_in_checks(hc, az, work, passes):
+def az_signed_in_checks(hc, az, work, passes, azurite_bin):
     """The real az, signed in by `eval "$(hsm-ceremony emulator az-setup ...)"`,
     runs the ceremony's connected steps against served emulators: D is
     activated by az's download, E recovers with a restore blob made by
@@ -241,12 +242,15 @@ def az_signed_in_checks(hc, az, work, passes):
     def sign_in():
         st["served"], st["env"] = {}, {}
         # D's state folder has a space and a quote: the printed lines must quote them.
-        for name, folder in [("d", "az d's state"), ("e", "az-e"), ("f", "az-f")]:
+        # D's principal also holds Crypto Officer: deleted keys are its (list-deleted, recover).
+        for name, folder, roles in [("d", "az d's state", ["administrator", "crypto-user", "crypto-officer"]),
+                                    ("e", "az-e", []), ("f", "az-f", [])]:
             served = Served(hc, os.path.join(work, folder))
             st["served"][name] = served
+            role_args = [a for r in roles for a in ("--role", r)]
             p = subprocess.run(
-                ["bash", "-c", 'eval "$("$0" emulator az-setup --state "$1" --principal ops)" && env -0',
-                 hc, served.state_dir],
+                ["bash", "-c", 'eval "$("$0" emulator az-setup --state "$1" --principal ops "${@:2}")" && env -0',
+                 hc, served.state_dir, *role_args],
                 cwd=work, env=base_env, capture_output=True, text=True, timeout=180)
             assert p.returncode == 0, p.stderr
             env = dict(kv.split("=", 1) for kv in p.stdout.split("\0") if "=" in kv)
@@ -331,9 +335,125 @@ def az_signed_in_checks(hc, az, work, passes):
     check("a wrong secret or an unknown client id: az reports the authority's AADSTS7000215 / AADSTS700016",
           wrong_secret)
 
-    # Full backup and restore (`az keyvault backup start` / `az keyvault
-    # restore start`, with Azurite as the storage target) go HERE, on D and F,
-    # once the emulator serves /backup and /restore (issue 14, section 1).
+    def show(name, cmd):
+        return json.loads(az_run(name, [*cmd, "-o", "json"]).stdout)
+
+    def hsm_name_form():
+        # az makes https://localhost:PORT of `--hsm-name localhost` with the
+        # mhsmDns suffix az-setup registered: the same instance as --id.
+        d = st["served"]["d"].url
+        # Key ids carry the host asked for (localhost or 127.0.0.1): compared by path.
+        path = lambda kid: "/" + kid.split("://", 1)[1].split("/", 1)[1]  # noqa: E731
+        by_name = sorted(path(k["kid"]) for k in show("d", ["keyvault", "key", "list", "--hsm-name", "localhost"]))
+        by_id = sorted(path(k["kid"]) for k in show("d", ["keyvault", "key", "list", "--id", d]))
+        assert by_name == by_id and "/keys/azcanary" in by_id, (by_name, by_id)
+        made = show("d", ["keyvault", "key", "create", "--hsm-name", "localhost", "--name", "hn-key",
+                          "--kty", "EC-HSM", "--curve", "P-256"])
+        st["hn_x"] = made["key"]["x"]
+        assert show("d", ["keyvault", "key", "show", "--id", f"{d}/keys/hn-key"])["key"]["x"] == st["hn_x"]
+
+    check("az keyvault key list/create/show --hsm-name localhost (the registered mhsmDns suffix) is D, as --id",
+          hsm_name_form)
+
+    def delete_and_recover():
+        d = st["served"]["d"].url
+        path = lambda kid: "/" + kid.split("://", 1)[1].split("/", 1)[1]  # noqa: E731
+        for form, key in [(["--hsm-name", "localhost", "--name"], "hn-key"), (["--id"], f"{d}/keys/azcanary")]:
+            name = key.rsplit("/", 1)[-1]
+            deleted = show("d", ["keyvault", "key", "delete", *form, key])
+            assert deleted["recoveryId"].endswith(f"/deletedkeys/{name}"), deleted
+            assert deleted["scheduledPurgeDate"], deleted
+            listed = [k["name"] if "name" in k else k["kid"].rsplit("/", 2)[-2]
+                      for k in show("d", ["keyvault", "key", "list-deleted", "--hsm-name", "localhost"])]
+            assert name in listed, listed
+            by_id = show("d", ["keyvault", "key", "show-deleted", "--id", f"{d}/deletedkeys/{name}"])
+            by_name = show("d", ["keyvault", "key", "show-deleted", "--hsm-name", "localhost", "--name", name])
+            ids = {path(x["recoveryId"]) for x in (by_id, by_name, deleted)}
+            assert ids == {f"/deletedkeys/{name}"}, (by_id, by_name, deleted)
+            # Gone from the key list, and its name held.
+            assert not [k for k in show("d", ["keyvault", "key", "list", "--id", d]) if k["kid"].endswith(f"/{name}")]
+            p = az_run("d", ["keyvault", "key", "purge", "--hsm-name", "localhost", "--name", name], expect_ok=False)
+            assert p.returncode != 0 and "purge protection" in p.stderr, p.stderr
+            if form[0] == "--id":
+                az_run("d", ["keyvault", "key", "recover", "--id", f"{d}/deletedkeys/{name}"])
+            else:
+                az_run("d", ["keyvault", "key", "recover", "--hsm-name", "localhost", "--name", name])
+            assert show("d", ["keyvault", "key", "show", "--id", f"{d}/keys/{name}"])["key"]["kid"]
+
+    check("az keyvault key delete / list-deleted / show-deleted / recover (--hsm-name and --id); purge refused "
+          "under purge protection", delete_and_recover)
+
+    def role_assignments():
+        defs = show("d", ["keyvault", "role", "definition", "list", "--hsm-name", "localhost"])
+        names = {x["roleName"] for x in defs}
+        assert {"Managed HSM Administrator", "Managed HSM Crypto User", "Managed HSM Backup"} <= names, names
+        app = "7f6e5d4c-3b2a-4190-8877-665544332211"
+        made = show("d", ["keyvault", "role", "assignment", "create", "--hsm-name", "localhost",
+                          "--role", "Managed HSM Crypto User", "--assignee-object-id", app,
+                          "--assignee-principal-type", "ServicePrincipal", "--scope", "/keys/azcanary"])
+        assert made["principalId"] == app and made["scope"] == "/keys/azcanary", made
+        assert made["roleName"] == "Managed HSM Crypto User", made
+        st["assignment"] = made["name"]
+        listed = show("d", ["keyvault", "role", "assignment", "list", "--hsm-name", "localhost",
+                            "--scope", "/keys/azcanary"])
+        assert made["name"] in {x["name"] for x in listed}, listed
+        # Kept for the restore on F; a second one is deleted again.
+        other = show("d", ["keyvault", "role", "assignment", "create", "--id", st["served"]["d"].url,
+                           "--role", "Managed HSM Crypto Auditor", "--assignee-object-id", app,
+                           "--assignee-principal-type", "ServicePrincipal", "--scope", "/"])
+        az_run("d", ["keyvault", "role", "assignment", "delete", "--hsm-name", "localhost", "--ids", other["id"]])
+        left = show("d", ["keyvault", "role", "assignment", "list", "--hsm-name", "localhost", "--scope", "/"])
+        assert other["name"] not in {x["name"] for x in left}, left
+
+    check("az keyvault role definition list; role assignment create/list/delete at /keys/azcanary and /",
+          role_assignments)
+
+    if azurite_bin and os.path.exists(azurite_bin):
+        azurite = Azurite(azurite_bin)
+
+        def backup_start():
+            uri, sas = azurite.container("az-backups")
+            st["storage"] = (uri, sas)
+            out = show("d", ["keyvault", "backup", "start", "--hsm-name", "localhost",
+                             "--storage-resource-uri", uri, "--storage-container-SAS-token", sas])
+            assert out["status"] == "Succeeded", out
+            assert out["folderUrl"].startswith(f"{uri}/mhsm-"), out
+            st["folder"] = out["folderUrl"].rsplit("/", 1)[1]
+
+        check("az keyvault backup start --hsm-name localhost to Azurite (container URL and SAS): Succeeded, "
+              "folderUrl mhsm-...", backup_start)
+
+        def restore_start():
+            # F was recovered from D's security domain (the F check above).
+            f = st["served"]["f"].url
+            uri, sas = st["storage"]
+            # az prints nothing when the restore succeeds.
+            az_run("f", ["keyvault", "restore", "start", "--id", f, "--storage-resource-uri", uri,
+                         "--storage-container-SAS-token", sas, "--backup-folder", st["folder"]])
+            assert show("f", ["keyvault", "key", "show", "--id", f"{f}/keys/hn-key"])["key"]["x"] == st["hn_x"]
+            assert show("f", ["keyvault", "key", "show", "--id", f"{f}/keys/azcanary"])["key"]["n"] == st["n"]
+            back = show("f", ["keyvault", "role", "assignment", "list", "--id", f, "--scope", "/keys/azcanary"])
+            assert st["assignment"] in {x["name"] for x in back}, back
+
+        check("az keyvault restore start on F (recovered from D's domain): D's keys and role assignment are back",
+              restore_start)
+
+        def selective_restore():
+            # E was recovered from D's domain too, and holds only azcanary (a key restore).
+            e = st["served"]["e"].url
+            uri, sas = st["storage"]
+            az_run("e", ["keyvault", "restore", "start", "--id", e, "--storage-resource-uri", uri,
+                         "--storage-container-SAS-token", sas, "--backup-folder", st["folder"],
+                         "--key-name", "hn-key"])
+            assert show("e", ["keyvault", "key", "show", "--id", f"{e}/keys/hn-key"])["key"]["x"] == st["hn_x"]
+
+        check("az keyvault restore start --key-name hn-key (selective) on E brings back that key", selective_restore)
+        azurite.stop()
+    elif os.environ.get("CI"):
+        check("Azurite for az keyvault backup/restore start", lambda: (_ for _ in ()).throw(
+            AssertionError(f"Azurite is not installed at {azurite_bin}")))
+    else:
+        print(f"SKIP az keyvault backup/restore start: no Azurite at {azurite_bin}")
 
     def home_untouched():
         after = tree_snapshot(home)

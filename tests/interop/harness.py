@@ -1,9 +1,12 @@
-"""The little harness both interop scripts share: named checks that report
-and go on, the summary line `.ci/run` reads, and a served emulator."""
+"""The little harness the interop scripts share: named checks that report
+and go on, the summary line `.ci/run` reads, a served emulator and Azurite."""
 
 import atexit
+import datetime
+import socket
 import subprocess
 import threading
+import time
 import traceback
 
 RESULTS = {"passed": 0, "failed": 0}
@@ -54,6 +57,57 @@ class Served:
         assert self.url.startswith("https://127.0.0.1:"), self.url
         # Stopped however the script ends, so no server outlives a failed check.
         atexit.register(self.stop)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+# Azurite's well-known development account (public, documented by Microsoft).
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class Azurite:
+    """azurite-blob on a free loopback port, in memory; stopped by pid."""
+
+    def __init__(self, binary):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.proc = subprocess.Popen(
+            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    self.stop()
+                    raise RuntimeError("Azurite did not listen within 30 s")
+                time.sleep(0.1)
+        self.endpoint = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+
+    def container(self, name):
+        """Creates container `name`; its URL and a SAS (read, write, list, create) for 24 hours."""
+        # Imported here: the Azure CLI's venv has azure-storage-blob (az bundles it), but only this needs it.
+        from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+        conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+                f"BlobEndpoint={self.endpoint};")
+        BlobServiceClient.from_connection_string(conn).create_container(name)
+        sas = generate_container_sas(
+            ACCOUNT, name, account_key=ACCOUNT_KEY,
+            permission=ContainerSasPermissions(read=True, write=True, list=True, create=True),
+            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=24),
+        )
+        return f"{self.endpoint}/{name}", sas
 
     def stop(self):
         if self.proc.poll() is None:

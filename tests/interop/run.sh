@@ -43,5 +43,6 @@ if ! "$AZ_VENV/bin/az" version >/dev/null 2>&1; then
 fi
 "$AZ_VENV/bin/pip" list 2>/dev/null | grep -iE '^azure-cli ' || true
 timeout 300 "$AZ_VENV/bin/python" tests/interop/azcli_interop.py \
-    --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" --az "$AZ_VENV/bin/az" || status=1
+    --bin "$CARGO_TARGET_DIR/debug/hsm-ceremony" --az "$AZ_VENV/bin/az" \
+    --azurite "$CARGO_TARGET_DIR/azurite/node_modules/.bin/azurite-blob" || status=1
 exit $status

@@ -12,14 +12,11 @@ enabled) is A's, and an application's role assignment at one key is back."""
 
 import argparse
 import base64
-import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 from azure.core.exceptions import HttpResponseError
 import hashlib
@@ -29,58 +26,12 @@ from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm, Sig
 from azure.keyvault.securitydomain.models import CertificateInfo, SecurityDomain
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient
 
-from harness import check, summary
+from harness import Azurite, check, summary
 from sdk_interop import Instance, custodian_jwk
 
-# Azurite's well-known development account (public, documented by Microsoft).
-ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 POLL = {"_polling_interval": 0.2}
-
-
-class Azurite:
-    """azurite-blob on a free loopback port, in memory; stopped by pid."""
-
-    def __init__(self, binary):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.proc = subprocess.Popen(
-            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-             "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    self.stop()
-                    raise RuntimeError("Azurite did not listen within 30 s")
-                time.sleep(0.1)
-        self.endpoint = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
-
-    def container(self, name):
-        conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={self.endpoint};")
-        BlobServiceClient.from_connection_string(conn).create_container(name)
-        sas = generate_container_sas(
-            ACCOUNT, name, account_key=ACCOUNT_KEY,
-            permission=ContainerSasPermissions(read=True, write=True, list=True, create=True),
-            expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=24),
-        )
-        return f"{self.endpoint}/{name}", sas
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
 
 def backup_client(inst):
     return KeyVaultBackupClient(inst.url, inst.credential, verify_challenge_resource=False,

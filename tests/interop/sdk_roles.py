@@ -23,7 +23,6 @@ Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import argparse
-import datetime
 import hashlib
 import os
 import subprocess
@@ -42,8 +41,7 @@ from azure.keyvault.keys import JsonWebKey, KeyClient, KeyRotationLifetimeAction
 from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, KeyWrapAlgorithm, SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness import Served, check, summary
-from sdk_backup import Azurite
+from harness import Azurite, Served, check, summary
 from sdk_keys import download
 
 # The table's columns, in its order (every name has the prefix "Managed HSM ").

@@ -277,6 +277,19 @@ fn az_setup_lines_survive_a_state_folder_with_spaces_and_quotes() {
         .position(|a| *a == "--endpoint-active-directory")
         .unwrap();
     assert_eq!(register[aad + 1], emu.url());
+    let graph = register
+        .iter()
+        .position(|a| *a == "--endpoint-microsoft-graph-resource-id")
+        .unwrap();
+    assert_eq!(register[graph + 1], format!("{}/{TENANT}/graph/", emu.url()));
+    // `--hsm-name localhost` reaches this emulator: az appends the cloud's mhsmDns suffix.
+    let update = calls.iter().find(|c| c[..2] == ["cloud", "update"]).unwrap();
+    let config = update[update.iter().position(|a| *a == "--cloud-config").unwrap() + 1];
+    let port = emu.url().rsplit_once(':').unwrap().1.to_string();
+    assert_eq!(
+        serde_json::from_str::<Value>(config).unwrap(),
+        serde_json::json!({"suffixes": {"mhsmDns": format!(":{port}")}})
+    );
     let login = calls.last().unwrap();
     assert_eq!(login[0], "login");
     let arg = |name: &str| login[login.iter().position(|a| *a == name).unwrap() + 1];
@@ -326,6 +339,26 @@ fn az_setup_refuses_a_url_that_is_not_the_emulators_form() {
             "{url}"
         );
     }
+}
+
+/// `az keyvault role assignment create/list` ask Microsoft Graph (which az-setup
+/// places on the emulator) for the assignees' names: an empty answer, which az
+/// shows as no display name; before, an Entra-shaped 404 made az fail with a
+/// TypeError after the assignment was made.
+#[test]
+fn the_graph_lookup_of_az_role_assignments_is_an_empty_list() {
+    let emu = common::start();
+    let path = format!("/{TENANT}/graph/v1.0/directoryObjects/getByIds");
+    let mut resp = agent_for(emu.ca())
+        .post(&format!("{}{path}", emu.url()))
+        .content_type("application/json")
+        .send(r#"{"ids":["7f6e5d4c-3b2a-4190-8877-665544332211"],"types":["servicePrincipal"]}"#)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["value"], serde_json::json!([]), "{v}");
+    let r = common::raw(&emu, "GET", &path, None, None);
+    assert_eq!(r.status, 405, "{}", r.body);
 }
 
 /// az 2.91's `keyvault backup start` / `restore start` send api-version
