@@ -82,7 +82,10 @@ fn check_url(url: &str) -> Result<()> {
     let bad = || Error::from(EmulatorError::NotEmulatorUrl { url: url.to_string() });
     let rest = url.strip_prefix("https://").ok_or_else(bad)?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    if !["127.0.0.1", "[::1]", "localhost"].contains(&host) || port.parse::<u16>().map_or(true, |p| p == 0) {
+    // Digits only, as the listener prints it: u16's parser takes "+8443" and
+    // "08443", which would become az's authority and the mhsmDns suffix.
+    let canonical = port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0');
+    if !["127.0.0.1", "[::1]", "localhost"].contains(&host) || !canonical || port.parse::<u16>().is_err() {
         return Err(bad());
     }
     Ok(())
@@ -244,6 +247,10 @@ mod tests {
             "https://example.com:1",
             "https://127.0.0.1:0",
             "https://127.0.0.1",
+            "https://127.0.0.1:+8443",
+            "https://127.0.0.1:08443",
+            "https://127.0.0.1:65536",
+            "https://127.0.0.1:",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
