@@ -93,6 +93,7 @@ class Azurite:
                     raise RuntimeError("Azurite did not listen within 30 s")
                 time.sleep(0.1)
         self.endpoint = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        atexit.register(self.stop)
 
     def container(self, name):
         """Creates container `name`; its URL and a SAS (read, write, list, create) for 24 hours."""

@@ -11,9 +11,11 @@ verifies, the restored keys sign anew, the inventory (names, versions, tags,
 enabled) is A's, and an application's role assignment at one key is back."""
 
 import argparse
+import atexit
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,8 @@ def main():
             return 1
         return 0
     work = tempfile.mkdtemp(prefix="hsm-backup-interop-")
+    # Registered first, so it runs last: after every served emulator is stopped.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     keys = []
     for i in range(3):
         key, cer = os.path.join(work, f"k{i}.key"), os.path.join(work, f"k{i}.cer")

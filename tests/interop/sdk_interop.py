@@ -14,11 +14,13 @@ Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import argparse
+import atexit
 import base64
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -163,6 +165,8 @@ def main():
     parser.add_argument("--bin", required=True)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="hsm-interop-")
+    # Registered first, so it runs last: after every served emulator is stopped.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     keys = []
     for i in range(3):
         key, cer = os.path.join(work, f"k{i}.key"), os.path.join(work, f"k{i}.cer")

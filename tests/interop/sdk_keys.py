@@ -12,8 +12,10 @@ Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import argparse
+import atexit
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,8 @@ def main():
     p.add_argument("--bin", required=True)
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sdk-keys-")
+    # Registered first, so it runs last: after every served emulator is stopped.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     state = os.path.join(work, "hsm")
     hsm = Served(args.bin, state)
     admin = token(args.bin, state, "admin", "administrator")

@@ -23,8 +23,10 @@ Last line: "N passed, M failed"; exit status non-zero on any failure.
 """
 
 import argparse
+import atexit
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,6 +166,8 @@ def main():
         print(f"FAIL sdk_roles: Azurite is not installed at {args.azurite}")
         return 1
     work = tempfile.mkdtemp(prefix="sdk-roles-")
+    # Registered first, so it runs last: after every served emulator is stopped.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     state = os.path.join(work, "hsm")
     # Purge protection off, so that an allowed purge succeeds rather than 403s for another reason.
     hsm = Served(args.bin, state, "--purge-protection", "off")
