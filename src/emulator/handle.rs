@@ -199,6 +199,19 @@ fn status_json(op: &OperationStatus) -> String {
     json!({"status": op.status, "status_details": op.status_details}).to_string()
 }
 
+/// A pending status; while `InProgress` it carries `Retry-After`, which the
+/// SDK's poller waits instead of its own (much longer) default interval.
+fn pending_response(op: &OperationStatus) -> Response<Full<Bytes>> {
+    let mut resp = json_response(StatusCode::OK, status_json(op));
+    if op.status == super::state::OpStatus::InProgress {
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    resp
+}
+
 fn async_header(resp: &mut Response<Full<Bytes>>, origin: &str, path: &str, api_version: &str) {
     let url = format!("{origin}{path}?api-version={api_version}");
     if let Ok(v) = HeaderValue::from_str(&url) {
@@ -344,15 +357,15 @@ async fn execute(
             async_header(&mut resp, origin, "/securitydomain/download/pending", api_version);
             Ok(resp)
         }
-        Operation::DownloadStatus => match app.instance().download_status() {
-            Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
+        Operation::DownloadStatus => match app.instance().poll_download_status() {
+            Some(op) => Ok(pending_response(&op)),
             None => Err(ApiError::not_found(
                 "NotFound",
                 "no security-domain download was made on this instance",
             )),
         },
         Operation::UploadStatus => match app.instance().upload_status() {
-            Some(op) => Ok(json_response(StatusCode::OK, status_json(op))),
+            Some(op) => Ok(pending_response(op)),
             None => Err(ApiError::not_found(
                 "NotFound",
                 "no security-domain upload was made on this instance",

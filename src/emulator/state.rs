@@ -40,6 +40,8 @@ const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 /// The upload status a restarted instance reports for contents it held only in memory.
 pub const RECOVERED_IN_MEMORY_ONLY: &str =
     "the instance restarted: recovered contents are kept in memory only; upload the restore blob again";
+/// What the service says of a finished activation, download or upload alike.
+pub const RESOURCE_ACTIVE: &str = "The resource is active.";
 /// Label of the key that seals key backups (see [`Instance::backup_key`]).
 const BACKUP_KEY_LABEL: &[u8] = b"hsm-ceremony emulator key backup";
 
@@ -377,6 +379,10 @@ pub(crate) struct Instance {
     /// `None`: in memory only, nothing is ever written.
     path: Option<PathBuf>,
     snap: Snapshot,
+    /// A download finished that no status poll has seen yet: the first poll
+    /// answers `InProgress`, as the service does while it activates. In
+    /// memory only: after a restart the activation is long done.
+    activation_unpolled: bool,
 }
 
 impl Instance {
@@ -385,6 +391,7 @@ impl Instance {
         Instance {
             path: None,
             snap: Snapshot::provisioned(),
+            activation_unpolled: false,
         }
     }
 
@@ -399,7 +406,11 @@ impl Instance {
     pub fn open(state_dir: &Path) -> Result<Instance> {
         let path = state_dir.join(STATE_FILE);
         let snap = read_snapshot(&path)?;
-        let mut inst = Instance { path: Some(path), snap };
+        let mut inst = Instance {
+            path: Some(path),
+            snap,
+            activation_unpolled: false,
+        };
         if inst
             .snap
             .upload
@@ -444,8 +455,14 @@ impl Instance {
         summary(&self.snap)
     }
 
-    pub fn download_status(&self) -> Option<&OperationStatus> {
-        self.snap.download.as_ref()
+    /// `GET /securitydomain/download/pending`: `InProgress` once after each
+    /// download (the service activates in the background), then the recorded outcome.
+    pub fn poll_download_status(&mut self) -> Option<OperationStatus> {
+        let done = self.snap.download.clone()?;
+        if std::mem::take(&mut self.activation_unpolled) {
+            return Some(OperationStatus::new(OpStatus::InProgress, ""));
+        }
+        Some(done)
     }
 
     pub fn upload_status(&self) -> Option<&OperationStatus> {
@@ -479,8 +496,9 @@ impl Instance {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         next.status = Status::Activated;
         next.domain = Some(domain);
-        next.download = Some(OperationStatus::new(OpStatus::Success, ""));
+        next.download = Some(OperationStatus::new(OpStatus::Success, RESOURCE_ACTIVE));
         self.commit(next).map_err(ApiError::internal)?;
+        self.activation_unpolled = true;
         Ok(sd)
     }
 
@@ -554,7 +572,7 @@ impl Instance {
                     items,
                     uploaded: true,
                 });
-                next.upload = Some(OperationStatus::new(OpStatus::Success, ""));
+                next.upload = Some(OperationStatus::new(OpStatus::Success, RESOURCE_ACTIVE));
             }
             Err(why) => next.upload = Some(OperationStatus::new(OpStatus::Failed, why)),
         }
@@ -645,8 +663,18 @@ mod tests {
         assert_eq!(sd.share_count(), 3);
         let before = inst.summary();
         assert_eq!(before.status, Status::Activated);
-        let again = Instance::open(dir.path()).unwrap();
+        // InProgress for the first poll only, then the service's words.
+        let polled: Vec<_> = (0..3).map(|_| inst.poll_download_status().unwrap()).collect();
+        assert_eq!(polled[0].status, OpStatus::InProgress);
+        assert_eq!(polled[1], OperationStatus::new(OpStatus::Success, RESOURCE_ACTIVE));
+        assert_eq!(polled[2], polled[1]);
+        let mut again = Instance::open(dir.path()).unwrap();
         assert_eq!(again.summary(), before);
+        assert_eq!(
+            again.poll_download_status().unwrap().status,
+            OpStatus::Success,
+            "after a restart the activation is done"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

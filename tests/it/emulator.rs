@@ -130,14 +130,26 @@ fn download_refusals_leave_the_instance_provisioned_then_3_certs_2_of_3_activate
         r.async_op.as_deref(),
         Some(format!("{}/securitydomain/download/pending?api-version=2025-07-01", emu.url()).as_str())
     );
-    let pending = raw(
-        &emu,
-        "GET",
-        "/securitydomain/download/pending?api-version=2025-07-01",
-        Some(&token),
-        None,
+    // As the service: InProgress (with Retry-After, which the SDK's poller
+    // waits) while it activates, then Success in its words.
+    let poll = || {
+        raw(
+            &emu,
+            "GET",
+            "/securitydomain/download/pending?api-version=2025-07-01",
+            Some(&token),
+            None,
+        )
+    };
+    let first = poll();
+    assert_eq!(first.body, r#"{"status":"InProgress","status_details":""}"#);
+    assert_eq!(first.retry_after.as_deref(), Some("1"));
+    let second = poll();
+    assert_eq!(
+        second.body,
+        r#"{"status":"Success","status_details":"The resource is active."}"#
     );
-    assert_eq!(pending.body, r#"{"status":"Success","status_details":""}"#);
+    assert_eq!(second.retry_after, None, "a finished status asks for no more polls");
     // Activated: no transfer key.
     let err = client.transfer_key().unwrap_err().to_string();
     assert!(err.contains("400") && err.contains("already activated"), "{err}");
@@ -344,7 +356,11 @@ fn recovery_clones_the_instance_and_failures_leave_it_recovering() {
     let good = recovery::build_restore_blob_with_rng(&mut rng(32), &items, &exchange).unwrap();
     let good = RestoreBlob::from_json(good.to_json().as_bytes()).unwrap();
     cb.upload(&good).unwrap();
-    assert!(cb.status().unwrap().is_success());
+    let done = cb.status().unwrap();
+    assert!(
+        done.is_success() && done.status_details == "The resource is active.",
+        "{done:?}"
+    );
     // Another instance's contents are held in memory only: on disk B is
     // recovering, waiting for the same blob again.
     let summary_b = emulator::inspect(b.dir()).unwrap();

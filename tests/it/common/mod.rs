@@ -91,6 +91,7 @@ pub struct Raw {
     pub body: String,
     pub www_authenticate: Option<String>,
     pub async_op: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 pub fn agent_for(ca: &Path) -> ureq::Agent {
@@ -139,11 +140,13 @@ pub fn raw_at(url: &str, ca: &Path, method: &str, path: &str, token: Option<&str
     let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_string());
     let www_authenticate = header("www-authenticate");
     let async_op = header("azure-asyncoperation");
+    let retry_after = header("retry-after");
     Raw {
         status: resp.status().as_u16(),
         body: resp.body_mut().read_to_string().unwrap(),
         www_authenticate,
         async_op,
+        retry_after,
     }
 }
 
