@@ -98,7 +98,7 @@ pub enum InstanceCommand {
         --token-file admin.token --canary canary.json"
     )]
     RestoreKey(RestoreKeyArgs),
-    /// Show the instance's download and upload statuses.
+    /// Show the instance's activation state (Active, NotActivated, Failed) and its download and upload statuses.
     #[command(
         after_help = "Example:\n  hsm-ceremony instance status --url https://127.0.0.1:8444 --ca b/ca.pem --token-file admin.token"
     )]
@@ -278,26 +278,33 @@ pub fn shown_kid(kid: &str) -> String {
 
 fn status(args: &StatusArgs) -> Result<()> {
     let client = args.connect.client()?;
-    // "none" only when the instance says there is no such operation (404);
-    // an unreachable instance, a wrong CA or a refused token is a failure.
-    let none_if_absent = |r: Result<hsm_ceremony::instance::OperationStatus>| match r {
-        Ok(s) => Ok(Some(s)),
-        Err(Error::Instance(InstanceError::Refused { status: 404, .. })) => Ok(None),
-        Err(e) => Err(e),
-    };
-    let download = none_if_absent(client.download_status())?;
-    let upload = none_if_absent(client.status())?;
+    let st = client.instance_status()?;
     let show = |s: &Option<hsm_ceremony::instance::OperationStatus>| match s {
         Some(s) if s.status_details.is_empty() => s.status.clone(),
         Some(s) => format!("{} ({})", s.status, s.status_details),
         None => "none".into(),
     };
     if args.json {
-        print_json(&json!({"url": args.connect.url, "download": show(&download), "upload": show(&upload)}));
+        let part = |s: &Option<hsm_ceremony::instance::OperationStatus>| {
+            (
+                s.as_ref().map_or("none", |s| s.status.as_str()).to_string(),
+                s.as_ref().map_or("", |s| s.status_details.as_str()).to_string(),
+            )
+        };
+        let ((download, download_details), (upload, upload_details)) = (part(&st.download), part(&st.upload));
+        print_json(&json!({
+            "url": args.connect.url,
+            "activation": st.activation.as_str(),
+            "download": download,
+            "download_details": download_details,
+            "upload": upload,
+            "upload_details": upload_details,
+        }));
     } else {
         crate::out!("{}", args.connect.url);
-        crate::out!("  download (activation)  {}", show(&download));
-        crate::out!("  upload (recovery)      {}", show(&upload));
+        crate::out!("  activation             {}", st.activation.as_str());
+        crate::out!("  download (activation)  {}", show(&st.download));
+        crate::out!("  upload (recovery)      {}", show(&st.upload));
     }
     Ok(())
 }

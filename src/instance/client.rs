@@ -38,6 +38,48 @@ impl OperationStatus {
     }
 }
 
+/// An instance's activation state in the words `az keyvault show` uses
+/// (`properties.securityDomainProperties.activationStatus`). The data plane
+/// has no route for it; it follows from the two pending statuses: a
+/// successful download (activation) or upload (recovery) is `Active`, a
+/// failed one with no success `Failed`, anything else `NotActivated`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Active,
+    NotActivated,
+    Failed,
+}
+
+impl Activation {
+    /// `None`: the instance reports no such operation (404).
+    pub fn from_statuses(download: Option<&OperationStatus>, upload: Option<&OperationStatus>) -> Activation {
+        let seen = [download, upload];
+        if seen.iter().flatten().any(|s| s.is_success()) {
+            Activation::Active
+        } else if seen.iter().flatten().any(|s| s.is_failed()) {
+            Activation::Failed
+        } else {
+            Activation::NotActivated
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Active => "Active",
+            Activation::NotActivated => "NotActivated",
+            Activation::Failed => "Failed",
+        }
+    }
+}
+
+/// What `instance status` reports: both pending statuses and the activation state they imply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub download: Option<OperationStatus>,
+    pub upload: Option<OperationStatus>,
+    pub activation: Activation,
+}
+
 /// A key as the instance describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -461,6 +503,25 @@ impl InstanceClient {
 
     pub fn download_status(&self) -> Result<OperationStatus> {
         self.operation_status("/securitydomain/download/pending")
+    }
+
+    /// Both pending statuses and the activation state. "No such operation"
+    /// only when the instance answers 404; an unreachable instance, a wrong
+    /// CA or a refused token is an error.
+    pub fn instance_status(&self) -> Result<InstanceStatus> {
+        let none_if_absent = |r: Result<OperationStatus>| match r {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::Instance(InstanceError::Refused { status: 404, .. })) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let download = none_if_absent(self.download_status())?;
+        let upload = none_if_absent(self.status())?;
+        let activation = Activation::from_statuses(download.as_ref(), upload.as_ref());
+        Ok(InstanceStatus {
+            download,
+            upload,
+            activation,
+        })
     }
 
     /// The exchange key of an instance in recovery mode, checked (its JWK's
@@ -898,6 +959,27 @@ mod tests {
             "not a url",
         ] {
             assert!(!is_emulator_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn activation_follows_the_pending_statuses() {
+        let st = |status: &str| OperationStatus {
+            status: status.into(),
+            status_details: String::new(),
+        };
+        let table = [
+            (None, None, Activation::NotActivated),
+            (Some(st("InProgress")), None, Activation::NotActivated),
+            (Some(st("Success")), None, Activation::Active),
+            (None, Some(st("Succeeded")), Activation::Active),
+            (None, Some(st("Failed")), Activation::Failed),
+            (Some(st("Failed")), None, Activation::Failed),
+            (Some(st("Success")), Some(st("Failed")), Activation::Active),
+            (None, Some(st("InProgress")), Activation::NotActivated),
+        ];
+        for (d, u, want) in table {
+            assert_eq!(Activation::from_statuses(d.as_ref(), u.as_ref()), want, "{d:?} {u:?}");
         }
     }
 

@@ -9,7 +9,7 @@ mod client;
 mod target;
 
 pub use client::{
-    base_url, is_emulator_url, BackupDone, InstanceClient, KeyInfo, ListedVersion, NewKey, OperationStatus, Progress,
-    DEFAULT_API_VERSION,
+    base_url, is_emulator_url, Activation, BackupDone, InstanceClient, InstanceStatus, KeyInfo, ListedVersion, NewKey,
+    OperationStatus, Progress, DEFAULT_API_VERSION,
 };
 pub use target::{DrillInstance, LOCAL_LABEL};

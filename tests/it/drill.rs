@@ -4,6 +4,8 @@
 
 use crate::util;
 
+use serde_json::json;
+
 use util::{Dir, Served, EXIT_INPUT, EXIT_QUORUM, EXIT_USAGE};
 
 fn args(parts: &[&[String]]) -> Vec<String> {
@@ -41,7 +43,8 @@ fn drill_against_separately_started_emulators() {
     .stdout_has("quorum        2 of 3 custodians");
     dir.run(&args(&[&s(&["instance", "status"]), &a.connect]))
         .ok()
-        .stdout_has("download (activation)  Success");
+        .stdout_has("activation             Active")
+        .stdout_has("download (activation)  Success (The resource is active.)");
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
         &a.connect,
@@ -147,6 +150,12 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
     let dir = Dir::new("manual-recovery");
     dir.ceremony();
     let c = Served::start(&dir, "c");
+    let status = |c: &Served| dir.run(&args(&[&s(&["instance", "status", "--json"]), &c.connect]));
+    let fresh = status(&c).ok().json();
+    assert_eq!(
+        (&fresh["activation"], &fresh["download"], &fresh["upload"]),
+        (&json!("NotActivated"), &json!("none"), &json!("none"))
+    );
     dir.run(&args(&[
         &s(&["instance", "init-recovery"]),
         &c.connect,
@@ -171,6 +180,11 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
         "blob.json",
     ]))
     .ok();
+    assert_eq!(
+        status(&c).ok().json()["activation"],
+        "NotActivated",
+        "a transfer key activates nothing"
+    );
     dir.run(&args(&[
         &s(&["instance", "upload"]),
         &c.connect,
@@ -178,9 +192,30 @@ fn manual_recovery_with_init_recovery_restore_blob_and_upload() {
     ]))
     .ok()
     .stdout_has("upload succeeded");
-    dir.run(&args(&[&s(&["instance", "status", "--json"]), &c.connect]))
+    let up = status(&c).ok().json();
+    assert_eq!(
+        (&up["activation"], &up["upload"], &up["upload_details"]),
+        (&json!("Active"), &json!("Success"), &json!("The resource is active."))
+    );
+    // Recovered contents live in the serving process only: after a restart
+    // the activation has failed, and the status says what to do.
+    drop(c);
+    let c = Served::start(&dir, "c");
+    let after = status(&c).ok().json();
+    assert_eq!(
+        (&after["activation"], &after["upload"]),
+        (&json!("Failed"), &json!("Failed"))
+    );
+    assert!(
+        after["upload_details"]
+            .as_str()
+            .unwrap()
+            .contains("upload the restore blob again"),
+        "{after}"
+    );
+    dir.run(&args(&[&s(&["instance", "status"]), &c.connect]))
         .ok()
-        .stdout_has("\"upload\": \"Success\"");
+        .stdout_has("activation             Failed");
 }
 
 /// Too few custodians: the drill fails with the quorum exit code, and still
