@@ -38,7 +38,7 @@ pub(crate) struct App {
     instance: Mutex<Instance>,
     keys: Mutex<KeyStore>,
     pub auth: Authenticator,
-    /// Full backup and restore jobs (in memory).
+    /// Full backup and restore jobs (`jobs.json`, or in memory).
     pub jobs: super::backup::Jobs,
     site: Site,
 }
@@ -67,12 +67,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl App {
-    pub fn new(instance: Instance, keys: KeyStore, auth: Authenticator, site: Site) -> App {
+    pub fn new(instance: Instance, keys: KeyStore, auth: Authenticator, jobs: super::backup::Jobs, site: Site) -> App {
         App {
             instance: Mutex::new(instance),
             keys: Mutex::new(keys),
             auth,
-            jobs: Default::default(),
+            jobs,
             site,
         }
     }

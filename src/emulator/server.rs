@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::authority::Authority;
+use super::backup::Jobs;
 use super::handle::{self, App, Site};
 use super::keys::KeyStore;
 use super::rbac::Authenticator;
@@ -112,6 +113,7 @@ fn open_app(config: &Config, origin: String, scheme: &'static str, port: u16) ->
         instance,
         KeyStore::open(&config.state_dir)?,
         Authenticator::open(&config.state_dir)?,
+        Jobs::open(&config.state_dir)?,
         Site {
             bound_origin: origin,
             scheme,
@@ -215,6 +217,7 @@ impl InProcess {
             Instance::in_memory(),
             KeyStore::in_memory(),
             Authenticator::in_memory(),
+            Jobs::in_memory(),
             Site {
                 bound_origin: IN_PROCESS_ORIGIN.into(),
                 scheme: "http",

@@ -214,7 +214,7 @@ fn backup_and_restore(uri: &str, sas: Option<&str>) {
     let (container, folder) = folder_url.rsplit_once('/').unwrap();
     assert_eq!(container, uri.trim_end_matches('/'));
     assert!(
-        folder.starts_with("mhsm-emulator-") && folder.len() == "mhsm-emulator-".len() + 14,
+        folder.starts_with("mhsm-emulator-") && folder.len() == "mhsm-emulator-".len() + 16,
         "{folder}"
     );
 
@@ -276,6 +276,51 @@ fn backup_and_restore(uri: &str, sas: Option<&str>) {
     let missing = run_job(&d, &token_d, "PUT", "/keys/nothere/restore", body);
     assert_eq!(missing["status"], "Failed");
     assert_eq!(missing["error"]["code"], "KeyNotFound", "{missing}");
+}
+
+/// Backups started back to back get distinct folders (the service's names
+/// carry hundredths of a second), and every job's record, finished or not,
+/// is answered after the server restarts on the same state folder.
+#[test]
+fn jobs_survive_a_restart_and_back_to_back_backups_get_their_own_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (state, store) = (tmp.path().join("a"), tmp.path().join("store"));
+    std::fs::create_dir(&store).unwrap();
+    let uri = format!("file://{}", store.display());
+    let a = common::Emu::start_in(&state);
+    let token = a.token("admin", &[Role::Administrator]);
+    a.client(&[Role::Administrator]).download(&certs(), 2).unwrap();
+    let sas = json!({"storageResourceUri": uri});
+    let done: Vec<Value> = (0..3)
+        .map(|_| run_job(&a, &token, "POST", "/backup", sas.clone()))
+        .collect();
+    let folders: std::collections::BTreeSet<&str> = done
+        .iter()
+        .map(|d| {
+            assert_eq!(d["status"], "Succeeded", "{d}");
+            d["azureStorageBlobContainerUri"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(folders.len(), 3, "{folders:?}");
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 3);
+    let failed = run_job(
+        &a,
+        &token,
+        "PUT",
+        "/restore",
+        restore_body(&uri, None, "mhsm-emulator-none"),
+    );
+    assert_eq!(failed["status"], "Failed");
+    let jobs = [("backup", &done[0]), ("backup", &done[2]), ("restore", &failed)];
+    drop(a);
+
+    let a = common::Emu::start_in(&state);
+    for (kind, before) in jobs {
+        let id = before["jobId"].as_str().unwrap();
+        let after = call(&a, &token, "GET", &format!("/{kind}/{id}/pending"), None);
+        assert_eq!((after.status, &after.body), (200, before), "{kind} job {id}");
+    }
+    assert_eq!(common_mode(&state.join("jobs.json")), 0o600);
 }
 
 #[test]

@@ -192,16 +192,22 @@ pub(crate) fn parse(route: BackupRoute, body: &[u8]) -> Result<BackupOp, ApiErro
     })
 }
 
-/// `mhsm-{name}-{yyyyMMddHHmmss}`, as the service names a backup's folder.
-fn folder_name(now: time::OffsetDateTime) -> String {
+/// `mhsm-{name}-{yyyyMMddHHmmssff}` (UTC, `ff` hundredths of a second), as
+/// the service names a backup's folder (its answers show e.g.
+/// `mhsm-contoso-2022110918313775` for a job started at 18:31:37.75).
+/// `centis` counts hundredths of a second since the epoch.
+fn folder_name(centis: i128) -> String {
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(centis * 10_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "mhsm-emulator-{:04}{:02}{:02}{:02}{:02}{:02}",
+        "mhsm-emulator-{:04}{:02}{:02}{:02}{:02}{:02}{:02}",
         now.year(),
         u8::from(now.month()),
         now.day(),
         now.hour(),
         now.minute(),
-        now.second()
+        now.second(),
+        now.millisecond() / 10
     )
 }
 
@@ -222,7 +228,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 (active.sealing, state.keys.export())
             };
             let rbac_state = rbac::export(&app.auth);
-            let folder = folder_name(time::OffsetDateTime::now_utc());
+            let folder = folder_name(app.jobs.folder_stamp());
             let folder_url = if pre {
                 None
             } else {
@@ -247,7 +253,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                     let blob = format::seal(&mut crate::crypto::rng::os_rng(), &contents, &sealing)?;
                     if container.folder_exists(&folder)? {
                         return Err(ApiError::conflict(format!(
-                            "the folder {folder} already exists in {}; start the backup again in a second",
+                            "the folder {folder} already exists in {}: something else wrote it; start the backup again",
                             container.url()
                         )));
                     }
@@ -412,7 +418,7 @@ mod tests {
 
     #[test]
     fn folders_are_named_like_the_services() {
-        let t = time::OffsetDateTime::from_unix_timestamp(1583216966).unwrap();
-        assert_eq!(folder_name(t), "mhsm-emulator-20200303062926");
+        assert_eq!(folder_name(158321696675), "mhsm-emulator-2020030306292675");
+        assert_eq!(folder_name(158321696600), "mhsm-emulator-2020030306292600");
     }
 }

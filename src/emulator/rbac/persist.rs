@@ -151,11 +151,11 @@ impl<T: Document> Persisted<T> {
         };
         let text = serde_json::to_vec_pretty(&doc).expect("plain data serialises");
         // Never write what the next start would refuse to read.
-        if text.len() as u64 > MAX_BYTES {
+        if text.len() as u64 > T::MAX_BYTES {
             return Err(EmulatorError::WouldGrow {
                 what: path.display().to_string(),
                 size: text.len() as u64,
-                limit: MAX_BYTES,
+                limit: T::MAX_BYTES,
             }
             .into());
         }
