@@ -155,3 +155,147 @@ fn sigkill_during_recovery_never_half_activates() {
         c.restore_key(&backup).unwrap();
     }
 }
+
+/// One request to a served child; `None` once the server is gone.
+fn send(s: &Served, token: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, serde_json::Value)> {
+    send_to(&common::agent_for(&s.ca), &s.url, token, method, path, body)
+}
+
+fn send_to(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, serde_json::Value)> {
+    let url = format!("{url}{path}");
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    let mut resp = agent.run(req.body(body.unwrap_or("").to_string()).unwrap()).ok()?;
+    let text = resp.body_mut().read_to_string().ok()?;
+    Some((resp.status().as_u16(), serde_json::from_str(&text).unwrap_or_default()))
+}
+
+/// Killed while a backup job runs (or just after), the server restarts and
+/// answers the job's status: Succeeded, or Failed as interrupted — never
+/// NotFound, never a job left running forever.
+#[test]
+fn sigkill_during_a_backup_leaves_its_job_answered_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, store) = (tmp.path().join("a"), tmp.path().join("store"));
+    std::fs::create_dir(&store).unwrap();
+    let token = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
+    let s = serve(&dir);
+    client(&s, &token)
+        .download(&custodians()[..3].iter().map(|c| c.cert.clone()).collect::<Vec<_>>(), 2)
+        .unwrap();
+    drop(s);
+    let body = serde_json::json!({"storageResourceUri": format!("file://{}", store.display())}).to_string();
+    let mut outcomes = Vec::new();
+    for (round, delay) in [0u64, 1, 3, 10, 50].into_iter().enumerate() {
+        let s = serve(&dir);
+        let (status, started) = send(&s, &token, "POST", "/backup?api-version=7.5", Some(&body)).unwrap();
+        assert_eq!(status, 202, "round {round}: {started}");
+        let id = started["jobId"].as_str().unwrap().to_string();
+        std::thread::sleep(Duration::from_millis(delay));
+        drop(s);
+
+        let s = serve(&dir);
+        let (status, job) = send(
+            &s,
+            &token,
+            "GET",
+            &format!("/backup/{id}/pending?api-version=7.5"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "round {round}: {job}");
+        match job["status"].as_str() {
+            Some("Succeeded") => assert!(job["azureStorageBlobContainerUri"].is_string()),
+            Some("Failed") => assert_eq!(job["error"]["code"], "Interrupted", "round {round}: {job}"),
+            other => panic!("round {round}: {other:?} after a restart: {job}"),
+        }
+        outcomes.push(job["status"].as_str().unwrap().to_string());
+        drop(s);
+    }
+    eprintln!("backup outcomes after SIGKILL: {outcomes:?}");
+}
+
+/// Killed during a burst of role-assignment and setting writes (each an
+/// atomic replace of rbac.json or settings.json), the server restarts on
+/// documents that parse, holding every assignment it acknowledged.
+#[test]
+fn sigkill_during_role_assignment_writes_loses_no_acknowledged_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (round, delay) in [5u64, 40, 150, 400].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("r{round}"));
+        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
+        let s = serve(&dir);
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let (url, ca, token, acked) = (s.url.clone(), s.ca.clone(), token.clone(), acked.clone());
+            std::thread::spawn(move || {
+                // One connection pool: the burst is the writes, not TLS handshakes.
+                let agent = common::agent_for(&ca);
+                for i in 0u32.. {
+                    let id = format!("0c0c0c0c-1111-4222-8333-{i:012}");
+                    let body = serde_json::json!({"properties": {
+                        "roleDefinitionId": format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{}", Role::CryptoUser.id()),
+                        "principalId": format!("app-{i}"),
+                    }})
+                    .to_string();
+                    let path = format!("/providers/Microsoft.Authorization/roleAssignments/{id}?api-version=7.5");
+                    match send_to(&agent, &url, &token, "PUT", &path, Some(&body)) {
+                        Some((201, _)) => acked.lock().unwrap().push(id),
+                        Some(other) => panic!("assignment {i} refused: {other:?}"),
+                        None => break,
+                    }
+                    let value = if i % 2 == 0 { "true" } else { "false" };
+                    let setting = "/settings/AllowKeyManagementOperationsThroughARM?api-version=7.5";
+                    let body = format!("{{\"value\":\"{value}\"}}");
+                    if send_to(&agent, &url, &token, "PATCH", setting, Some(&body)).is_none() {
+                        break;
+                    }
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+        drop(s);
+        writer.join().unwrap();
+        let acked = acked.lock().unwrap().clone();
+
+        for file in ["rbac.json", "settings.json"] {
+            let path = dir.join(file);
+            if path.exists() {
+                let text = std::fs::read(&path).unwrap();
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(&text).is_ok(),
+                    "round {round}: {file} is torn"
+                );
+            }
+        }
+        let s = serve(&dir);
+        for id in &acked {
+            let path = format!("/providers/Microsoft.Authorization/roleAssignments/{id}?api-version=7.5");
+            let (status, body) = send(&s, &token, "GET", &path, None).unwrap();
+            assert_eq!(status, 200, "round {round}: acknowledged {id} lost: {body}");
+        }
+        let (status, body) = send(
+            &s,
+            &token,
+            "GET",
+            "/settings/AllowKeyManagementOperationsThroughARM?api-version=7.5",
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "round {round}: {body}");
+        eprintln!(
+            "round {round}: killed after {delay} ms, {} assignments acknowledged",
+            acked.len()
+        );
+    }
+}
