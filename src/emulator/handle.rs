@@ -623,8 +623,15 @@ async fn execute(
             Ok(ok(json!({"value": b64u(&bytes)})))
         }
         Operation::Admin(op) => {
-            let a = app.clone();
-            let (status, body) = blocking(move || rbac::api::execute(&a.auth, op)).await?;
+            let (a, origin, api_version) = (app.clone(), origin.to_string(), api_version.to_string());
+            let (status, body) = blocking(move || {
+                let link = rbac::api::Link {
+                    origin: &origin,
+                    api_version: &api_version,
+                };
+                rbac::api::execute(&a.auth, op, &link)
+            })
+            .await?;
             Ok(json_response(status, body.to_string()))
         }
     }

@@ -553,3 +553,96 @@ fn emulator_token_takes_real_role_names_and_assigns_them_at_the_root() {
         ],
     );
 }
+
+/// Role lists page as the service's do: a `nextLink` (absolute, carrying the
+/// `$filter`) until the last page, `null` there, every item exactly once,
+/// keyed so that a deletion between pages moves nothing across a boundary.
+#[test]
+fn role_lists_page_with_next_link_and_keep_their_filter() {
+    let emu = common::start();
+    let admin = emu.token("admin", &[Role::Administrator]);
+    let list_once = |path: &str| -> Value {
+        let r = common::raw(&emu, "GET", path, Some(&admin), None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let seeded = list_once(&format!("{RA}{API}"))["value"].as_array().unwrap().len();
+    // Even ones at "/", odd ones at a key: atScope() at "/" keeps the even ones only.
+    let names: Vec<String> = (0..45).map(|i| format!("2b2b2b2b-0000-4000-8000-{i:012}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let scope = if i % 2 == 0 {
+            "/".to_string()
+        } else {
+            format!("/keys/k{i}")
+        };
+        let (status, body) = assign(&emu, &admin, &scope, name, Role::CryptoUser.id(), &format!("p-{i}"));
+        assert_eq!(status, 201, "{body}");
+    }
+    let follow = |first: &str, delete_after_first_page: Option<&str>| -> (Vec<String>, usize) {
+        let (mut seen, mut pages) = (Vec::new(), 0);
+        let mut next = Some(format!("{}{first}", emu.url()));
+        while let Some(url) = next {
+            let path = url.strip_prefix(emu.url()).expect("nextLink names this instance");
+            let v = list_once(path);
+            let page = v["value"].as_array().unwrap();
+            assert!(page.len() <= 20, "{path}");
+            seen.extend(page.iter().map(|a| a["name"].as_str().unwrap().to_string()));
+            assert!(
+                v.get("nextLink").is_some(),
+                "nextLink is always there, null on the last page"
+            );
+            next = v["nextLink"].as_str().map(String::from);
+            if let (0, Some(gone)) = (pages, delete_after_first_page) {
+                assert_eq!(call(&emu, "DELETE", &format!("{RA}/{gone}"), &admin, "").0, 200);
+            }
+            pages += 1;
+        }
+        (seen, pages)
+    };
+    let (all, pages) = follow(&format!("{RA}{API}"), None);
+    assert_eq!((all.len(), pages), (45 + seeded, (45 + seeded).div_ceil(20)));
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "no item twice");
+    assert!(names.iter().all(|n| unique.contains(n)), "every assignment listed");
+
+    let filter = "%24filter=atScope%28%29";
+    let (here, pages) = follow(&format!("{RA}{API}&{filter}"), None);
+    assert_eq!(
+        (here.len(), pages),
+        (23 + seeded, (23 + seeded).div_ceil(20)),
+        "the filter holds on every page"
+    );
+    assert!(here
+        .iter()
+        .all(|n| !names.contains(n) || names.iter().position(|m| m == n).unwrap() % 2 == 0));
+    let next = list_once(&format!("{RA}{API}&{filter}"))["nextLink"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        next.starts_with(&format!(
+            "{}{RA}?api-version=7.5&$filter=atScope%28%29&$skiptoken=",
+            emu.url()
+        )),
+        "{next}"
+    );
+
+    // An item of the first page deleted before the second is fetched: the rest arrive all the same.
+    let first_page: Vec<String> = list_once(&format!("{RA}{API}&{filter}"))["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    let gone = first_page.iter().find(|n| names.contains(n)).unwrap().clone();
+    let (after_delete, _) = follow(&format!("{RA}{API}&{filter}"), Some(&gone));
+    assert_eq!(after_delete.len(), 23 + seeded);
+    assert_eq!(follow(&format!("{RA}{API}&{filter}"), None).0.len(), 22 + seeded);
+
+    let bad = common::raw(&emu, "GET", &format!("{RA}{API}&%24skiptoken=!!"), Some(&admin), None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("follow nextLink"), "{}", bad.body);
+    let defs = list_once(&format!("{RD}{API}"));
+    assert_eq!(defs["nextLink"], Value::Null, "the built-ins fit one page");
+    assert_eq!(defs["value"].as_array().unwrap().len(), 9);
+}

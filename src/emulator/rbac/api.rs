@@ -23,14 +23,40 @@ use crate::emulator::keys;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum AdminRoute {
-    ListAssignments { scope: String, filter: Option<String> },
-    GetAssignment { scope: String, name: String },
-    PutAssignment { scope: String, name: String },
-    DeleteAssignment { scope: String, name: String },
-    ListDefinitions { scope: String, filter: Option<String> },
-    GetDefinition { scope: String, name: String },
-    PutDefinition { scope: String, name: String },
-    DeleteDefinition { scope: String, name: String },
+    ListAssignments {
+        scope: String,
+        filter: Option<String>,
+        after: Option<String>,
+    },
+    GetAssignment {
+        scope: String,
+        name: String,
+    },
+    PutAssignment {
+        scope: String,
+        name: String,
+    },
+    DeleteAssignment {
+        scope: String,
+        name: String,
+    },
+    ListDefinitions {
+        scope: String,
+        filter: Option<String>,
+        after: Option<String>,
+    },
+    GetDefinition {
+        scope: String,
+        name: String,
+    },
+    PutDefinition {
+        scope: String,
+        name: String,
+    },
+    DeleteDefinition {
+        scope: String,
+        name: String,
+    },
     ListSettings,
     GetSetting(String),
     UpdateSetting(String),
@@ -86,14 +112,17 @@ pub(crate) fn route(
     let scope = format!("/{}", segments[..at].join("/"));
     let rest = &segments[at + 2..];
     let filter = || query_value(query, "$filter");
+    let after = || query_value(query, "$skiptoken");
     let found = match (rest, method.clone()) {
         ([kind], Method::GET) if kind.eq_ignore_ascii_case("roleAssignments") => Some(ListAssignments {
             scope,
             filter: filter(),
+            after: after(),
         }),
         ([kind], Method::GET) if kind.eq_ignore_ascii_case("roleDefinitions") => Some(ListDefinitions {
             scope,
             filter: filter(),
+            after: after(),
         }),
         ([kind, name], m) if kind.eq_ignore_ascii_case("roleAssignments") => {
             let name = name.to_string();
@@ -197,16 +226,18 @@ impl AdminRoute {
     pub fn check_path(&self) -> Result<(), ApiError> {
         use AdminRoute::*;
         match self {
-            ListAssignments { scope, filter } => {
+            ListAssignments { scope, filter, after } => {
                 check_scope(scope)?;
+                position(after.as_deref())?;
                 AssignmentFilter::parse(filter.as_deref()).map(drop)
             }
             GetAssignment { scope, name } | PutAssignment { scope, name } | DeleteAssignment { scope, name } => {
                 check_scope(scope)?;
                 check_guid(name, "role assignment name")
             }
-            ListDefinitions { scope, filter } => {
+            ListDefinitions { scope, filter, after } => {
                 check_scope(scope)?;
+                position(after.as_deref())?;
                 DefinitionFilter::parse(filter.as_deref()).map(drop)
             }
             GetDefinition { scope, name } | PutDefinition { scope, name } | DeleteDefinition { scope, name } => {
@@ -540,26 +571,98 @@ fn definition_not_found(name: &str) -> ApiError {
     )
 }
 
+/// Items per list page. The service pages these lists with `nextLink` and
+/// takes no `$top`; its page size is not documented, this one is the emulator's.
+pub(crate) const PAGE: usize = 20;
+
+/// The item a `$skiptoken` continues after; the token is opaque to clients.
+fn position(after: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(t) = after else { return Ok(None) };
+    crate::crypto::b64::b64u_decode(t, "$skiptoken")
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|p| p.len() <= 300)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("$skiptoken is not one this instance issued; follow nextLink as given"))
+}
+
+/// For a query string: everything but the unreserved characters escaped.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Where a list's answers are reached, for its `nextLink`.
+pub(crate) struct Link<'a> {
+    pub origin: &'a str,
+    pub api_version: &'a str,
+}
+
+/// One page of `items` (each with its sort key, in order) after `after`,
+/// with the `nextLink` to the rest, or null on the last page.
+fn page(
+    items: Vec<(String, Value)>,
+    after: Option<&str>,
+    link: &Link,
+    scope: &str,
+    kind: &str,
+    filter: Option<&str>,
+) -> Value {
+    // Keyed, not counted: an item added or deleted between pages moves no other across the boundary.
+    let mut rest = items.into_iter().filter(|(k, _)| after.is_none_or(|a| k.as_str() > a));
+    let chunk: Vec<(String, Value)> = rest.by_ref().take(PAGE).collect();
+    let next = match (rest.next(), chunk.last()) {
+        (Some(_), Some((last, _))) => {
+            let base = if scope == "/" { String::new() } else { scope.to_string() };
+            let filter = filter
+                .map(|f| format!("&$filter={}", percent_encode(f)))
+                .unwrap_or_default();
+            Value::String(format!(
+                "{}{base}/providers/Microsoft.Authorization/{kind}?api-version={}{filter}&$skiptoken={}",
+                link.origin,
+                link.api_version,
+                crate::emulator::request::skiptoken(last)
+            ))
+        }
+        _ => Value::Null,
+    };
+    json!({"value": chunk.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), "nextLink": next})
+}
+
 fn stored<R>(r: crate::error::Result<Result<R, ApiError>>) -> Result<R, ApiError> {
     r.map_err(ApiError::internal)?
 }
 
 /// Runs one parsed request; the status and JSON body of the answer.
-pub(crate) fn execute(auth: &Authenticator, op: AdminOp) -> Result<(StatusCode, Value), ApiError> {
+pub(crate) fn execute(auth: &Authenticator, op: AdminOp, link: &Link) -> Result<(StatusCode, Value), ApiError> {
     let ok = |v: Value| (StatusCode::OK, v);
     match op {
         AdminOp::Plain(route) => match route {
-            AdminRoute::ListAssignments { scope, filter } => {
+            AdminRoute::ListAssignments { scope, filter, after } => {
                 let scope = normal_scope(&scope);
-                let filter = AssignmentFilter::parse(filter.as_deref())?;
-                let value: Vec<Value> = auth.rbac.read(|f| {
+                let after = position(after.as_deref())?;
+                let parsed = AssignmentFilter::parse(filter.as_deref())?;
+                let mut items: Vec<(String, Value)> = auth.rbac.read(|f| {
                     f.assignments
                         .iter()
-                        .filter(|a| filter.keeps(a, &scope))
-                        .map(Assignment::to_json)
+                        .filter(|a| parsed.keeps(a, &scope))
+                        .map(|a| (format!("{} {}", a.scope, a.name.to_ascii_lowercase()), a.to_json()))
                         .collect()
                 });
-                Ok(ok(json!({ "value": value })))
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                let body = page(
+                    items,
+                    after.as_deref(),
+                    link,
+                    &scope,
+                    "roleAssignments",
+                    filter.as_deref(),
+                );
+                Ok(ok(body))
             }
             AdminRoute::GetAssignment { scope, name } => {
                 let scope = normal_scope(&scope);
@@ -580,21 +683,32 @@ pub(crate) fn execute(auth: &Authenticator, op: AdminOp) -> Result<(StatusCode, 
                 }))
                 .map(ok)
             }
-            AdminRoute::ListDefinitions { filter, .. } => {
-                let filter = DefinitionFilter::parse(filter.as_deref())?;
-                let value: Vec<Value> = auth.rbac.read(|f| {
+            AdminRoute::ListDefinitions { scope, filter, after } => {
+                let after = position(after.as_deref())?;
+                let parsed = DefinitionFilter::parse(filter.as_deref())?;
+                let mut items: Vec<(String, Value)> = auth.rbac.read(|f| {
                     f.definitions()
                         .iter()
                         .filter(|d| {
-                            filter
+                            parsed
                                 .role_name
                                 .as_ref()
                                 .is_none_or(|n| d.role_name().eq_ignore_ascii_case(n))
                         })
-                        .map(|d| d.to_json())
+                        .map(|d| (d.name().to_ascii_lowercase(), d.to_json()))
                         .collect()
                 });
-                Ok(ok(json!({ "value": value })))
+                items.sort_by(|a, b| a.0.cmp(&b.0));
+                let scope = normal_scope(&scope);
+                let body = page(
+                    items,
+                    after.as_deref(),
+                    link,
+                    &scope,
+                    "roleDefinitions",
+                    filter.as_deref(),
+                );
+                Ok(ok(body))
             }
             AdminRoute::GetDefinition { name, .. } => auth
                 .rbac
@@ -724,7 +838,8 @@ mod tests {
             routed(Method::GET, "//providers/Microsoft.Authorization/roleAssignments", None),
             Some(Ok(ListAssignments {
                 scope: s("/"),
-                filter: None
+                filter: None,
+                after: None
             }))
         );
         assert_eq!(
@@ -735,7 +850,8 @@ mod tests {
             ),
             Some(Ok(ListAssignments {
                 scope: s("/keys"),
-                filter: Some(s("principalId eq 'ops'"))
+                filter: Some(s("principalId eq 'ops'")),
+                after: None
             }))
         );
         assert_eq!(
@@ -788,6 +904,7 @@ mod tests {
         let list = |scope: &str, filter: Option<&str>| AdminRoute::ListAssignments {
             scope: scope.into(),
             filter: filter.map(String::from),
+            after: None,
         };
         assert!(check(list("/", None)).is_ok());
         assert!(check(list("/keys/a-1", Some("atScope() and principalId eq \"x\""))).is_ok());
