@@ -638,6 +638,17 @@ fn role_lists_page_with_next_link_and_keep_their_filter() {
     let (after_delete, _) = follow(&format!("{RA}{API}&{filter}"), Some(&gone));
     assert_eq!(after_delete.len(), 23 + seeded);
     assert_eq!(follow(&format!("{RA}{API}&{filter}"), None).0.len(), 22 + seeded);
+    // The deleted one answers as the service's recorded 404 does.
+    let (status, body) = call(&emu, "GET", &format!("{RA}/{gone}"), &admin, "");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("RoleAssignmentNotFound"))
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Requested role assignment not found"));
 
     let bad = common::raw(&emu, "GET", &format!("{RA}{API}&%24skiptoken=!!"), Some(&admin), None);
     assert_eq!(bad.status, 400, "{}", bad.body);

@@ -46,7 +46,8 @@ struct Job {
     kind: Kind,
     /// `InProgress`, `Succeeded` or `Failed`, as the service spells them.
     status: String,
-    details: String,
+    /// Null but for a failure, as the service answers.
+    details: Option<String>,
     error: Option<JobError>,
     start: u64,
     end: Option<u64>,
@@ -65,7 +66,9 @@ impl Job {
             "endTime": self.end,
         });
         if self.kind == Kind::Backup {
-            v["azureStorageBlobContainerUri"] = json!(self.folder_url);
+            // The service names the folder once it is written, null before.
+            let done = self.status == "Succeeded";
+            v["azureStorageBlobContainerUri"] = json!(self.folder_url.as_ref().filter(|_| done));
         }
         v.to_string()
     }
@@ -74,7 +77,7 @@ impl Job {
         let message = clip(message);
         self.end = Some(end);
         self.status = "Failed".into();
-        self.details = message.clone();
+        self.details = Some(message.clone());
         self.error = Some(JobError {
             code: code.into(),
             message,
@@ -196,16 +199,11 @@ impl Jobs {
         let mut raw = [0u8; 16];
         rand_core::Rng::fill_bytes(&mut crate::crypto::rng::os_rng(), &mut raw);
         let id = hex::encode(raw);
-        let details = match kind {
-            Kind::Backup => "Full backup is in progress",
-            Kind::Restore => "Full restore is in progress",
-            Kind::SelectiveRestore => "Selective key restore is in progress",
-        };
         let job = Job {
             id: id.clone(),
             kind,
             status: "InProgress".into(),
-            details: details.into(),
+            details: None,
             error: None,
             start: crate::emulator::now_unix(),
             end: None,
@@ -254,7 +252,7 @@ impl Jobs {
             Ok(()) => {
                 job.end = Some(end);
                 job.status = "Succeeded".into();
-                job.details = String::new();
+                job.details = None;
             }
             Err(e) => job.fail(e.code, &e.message, end),
         };
@@ -270,7 +268,7 @@ impl Jobs {
                 settle(&mut job);
                 if job.status == "Succeeded" {
                     // Its success is real, but a restart will report it interrupted.
-                    job.details = format!("the job succeeded but its record could not be written: {e}");
+                    job.details = Some(format!("the job succeeded but its record could not be written: {e}"));
                 }
                 self.unrecorded().push(job);
             }
@@ -315,11 +313,15 @@ mod tests {
         let b0 = body(&jobs, &a, false);
         assert_eq!(b0["status"], "InProgress");
         assert_eq!(b0["endTime"], serde_json::Value::Null);
-        assert_eq!(b0["azureStorageBlobContainerUri"], "https://x/c/mhsm-emulator-1");
+        // As the service: no details and no folder until the backup is written.
+        assert_eq!(b0["statusDetails"], serde_json::Value::Null);
+        assert_eq!(b0["azureStorageBlobContainerUri"], serde_json::Value::Null);
         assert!(jobs.status_json(&a, true).is_err(), "a backup job is not a restore job");
         jobs.finish(&a, Ok(()));
         let b1 = body(&jobs, &a, false);
         assert_eq!(b1["status"], "Succeeded");
+        assert_eq!(b1["statusDetails"], serde_json::Value::Null);
+        assert_eq!(b1["azureStorageBlobContainerUri"], "https://x/c/mhsm-emulator-1");
         assert!(b1["endTime"].is_u64());
         let b = jobs.start(Kind::Restore, None).unwrap();
         jobs.finish(&b, Err(ApiError::bad_request("nope")));

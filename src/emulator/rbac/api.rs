@@ -560,7 +560,8 @@ fn built_in_refusal(role: Role, verb: &str) -> ApiError {
 fn assignment_not_found(scope: &str, name: &str) -> ApiError {
     ApiError::not_found(
         "RoleAssignmentNotFound",
-        format!("no role assignment named '{name}' at scope '{scope}'"),
+        // The service's words (its recorded 404s), then which one.
+        format!("Requested role assignment not found: no role assignment named '{name}' at scope '{scope}'"),
     )
 }
 
