@@ -5,7 +5,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::log::Line;
+use super::log::{Line, Step};
 use crate::custodian::cert::{CertIssue, Certificate};
 use crate::format::limits::MIN_RSA_BITS;
 use crate::format::sdfile::SecurityDomain;
@@ -99,8 +99,8 @@ pub fn assess(
             let (last_proof, last_drill) = match log {
                 Some(lines) => {
                     let proof = last_time(lines, |l| {
-                        l.entry.command == "custodian verify"
-                            && l.entry.outcome == "ok"
+                        l.entry.command == Step::CustodianVerify
+                            && l.entry.outcome.is_ok()
                             && l.entry.inputs.iter().any(|f| f.sha256 == sd_sha256)
                             && l.entry.thumbprints.contains(&share.x5t_256)
                     });
@@ -108,8 +108,8 @@ pub fn assess(
                         problems.push("has never proved possession of this security domain's share".into());
                     }
                     let drill = last_time(lines, |l| {
-                        l.entry.command == "drill"
-                            && l.entry.outcome == "ok"
+                        l.entry.command == Step::Drill
+                            && l.entry.outcome.is_ok()
                             && l.entry.thumbprints.contains(&share.x5t_256)
                     });
                     (proof, drill)
@@ -222,7 +222,7 @@ fn superseded(lines: &[Line], sd_sha256: &str) -> Option<String> {
         .max()?;
     let newest = lines
         .iter()
-        .filter(|l| l.entry.outcome == "ok")
+        .filter(|l| l.entry.outcome.is_ok())
         .filter_map(epoch_of)
         .max()?;
     (newest > ours)
@@ -232,7 +232,7 @@ fn superseded(lines: &[Line], sd_sha256: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ceremony::log::{Entry, FileRef};
+    use crate::ceremony::log::{Entry, FileRef, Outcome};
     use crate::crypto::secret::MasterKey;
     use crate::format::limits::Profile;
     use crate::recovery::{random_items_with_rng, split_with_rng};
@@ -263,13 +263,13 @@ mod tests {
             time: "2026-11-01T00:00:00Z".into(),
             prev: String::new(),
             entry: Entry {
-                command: "custodian verify".into(),
+                command: Step::CustodianVerify,
                 inputs: vec![FileRef {
                     path: "sd.json".into(),
                     sha256: "abc".into(),
                 }],
                 thumbprints: vec![x5t.into()],
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 ..Default::default()
             },
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::kill::kill_point;
-use super::log::{self, FileRef};
+use super::log::{self, FileRef, Step};
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, LogError, RecoveryError, Result};
@@ -239,7 +239,7 @@ impl Record {
         for line in lines {
             let e = &line.entry;
             let about_pending = e.inputs.iter().any(|f| f.sha256 == self.pending.sha256);
-            if e.command == "custodian verify" && e.outcome == "ok" && about_pending {
+            if e.command == Step::CustodianVerify && e.outcome.is_ok() && about_pending {
                 for t in &e.thumbprints {
                     if self.custodians.contains(t) && !proved.contains(t) {
                         proved.push(t.clone());
@@ -325,8 +325,8 @@ impl Record {
         if let Some(log_path) = log.filter(|p| p.exists()) {
             let lines = verified_log(log_path)?;
             let started = lines.iter().rev().find(|l| {
-                l.entry.command == "rotate"
-                    && l.entry.outcome == "ok"
+                l.entry.command == Step::Rotate
+                    && l.entry.outcome.is_ok()
                     && l.entry.outputs.iter().any(|f| f.sha256 == self.pending.sha256)
             });
             if let Some(l) = started {

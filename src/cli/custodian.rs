@@ -14,7 +14,7 @@ use super::output::{colon_hex, date, print_json, warn};
 use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use crate::say;
-use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
@@ -222,10 +222,10 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     record::step(
         &keygen_log_anchor(args),
         Entry {
-            command: "custodian keygen".into(),
+            command: Step::CustodianKeygen,
             outputs: record::refs(&made_files),
             thumbprints: made.iter().map(|m| m.cert.x5t_256()).collect(),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             details: json!({
                 "names": made.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
                 "bits": args.bits, "days": args.days, "encrypted": !args.insecure_unencrypted_key,
@@ -297,10 +297,10 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
                     record::step(
                         &keygen_log_anchor(args),
                         Entry {
-                            command: "custodian keygen".into(),
+                            command: Step::CustodianKeygen,
                             outputs: record::refs(&[&cert_path]),
                             thumbprints: vec![made.cert.x5t_256()],
-                            outcome: "ok".into(),
+                            outcome: Outcome::Ok,
                             details: json!({
                                 "names": [name], "bits": args.bits, "days": args.days, "token": token, "key": uri,
                             }),
@@ -556,7 +556,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
     let mut input_files: Vec<&Path> = vec![&args.sd_file];
     input_files.extend(args.custodian.cert.as_deref());
     let entry = Entry {
-        command: "custodian verify".into(),
+        command: Step::CustodianVerify,
         inputs: record::refs(&input_files),
         details: json!({"key": inputs::label(&args.custodian.key)}),
         ..Default::default()

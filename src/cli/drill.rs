@@ -21,7 +21,7 @@ use crate::say;
 use hsm_ceremony::ceremony::drill::{
     self, canary_names, load_canary_set, read_security_domain, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
-use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
@@ -402,14 +402,11 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     record::step(
         sd_path,
         Entry {
-            command: "drill".into(),
+            command: Step::Drill,
             inputs: record::refs(&[sd_path]),
             outputs: record::refs(&[&paths.json, &paths.md]),
             thumbprints: report.participants.iter().map(|p| p.x5t_256.clone()).collect(),
-            outcome: match &outcome {
-                Ok(()) => "ok".into(),
-                Err(e) => format!("failed: {e}"),
-            },
+            outcome: Outcome::of(&outcome),
             details: json!({"instance": report.instance, "canary": report.canary}),
             ..Default::default()
         },

@@ -12,7 +12,7 @@ use super::manifest::ManifestCheck;
 use super::output::print_json;
 use super::record;
 use crate::say;
-use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::ceremony::log::{Entry, Step};
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
@@ -188,7 +188,7 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     )?;
     let epoch = signed.as_ref().map_or(1, |s| s.epoch);
     let mut entry = Entry {
-        command: "instance download".into(),
+        command: Step::InstanceDownload,
         inputs: record::refs(&args.certs.iter().map(PathBuf::as_path).collect::<Vec<_>>()),
         thumbprints: certs.iter().map(Certificate::x5t_256).collect(),
         details: json!({"instance": args.connect.url, "quorum": args.quorum, "custodians": certs.len(), "epoch": epoch}),
@@ -236,7 +236,7 @@ pub fn init_recovery(args: &InitRecoveryArgs) -> Result<()> {
 pub fn upload(args: &UploadArgs) -> Result<()> {
     let blob = inputs::restore_blob(&args.restore_blob)?;
     let entry = Entry {
-        command: "instance upload".into(),
+        command: Step::InstanceUpload,
         inputs: record::refs(&[&args.restore_blob]),
         details: json!({"instance": args.connect.url}),
         ..Default::default()

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::keys;
 use super::output::print_json;
 use crate::say;
-use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::ceremony::log::{self, Entry, Outcome, Step};
 use hsm_ceremony::ceremony::signing;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, LogError, Result};
@@ -75,7 +75,7 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     let lines = verified(&args.log)?;
     // Countersignatures must verify against the certificate they carry.
     for l in &lines {
-        if l.entry.command == "log sign" {
+        if l.entry.command == Step::LogSign {
             check_countersignature(&lines, l).map_err(|reason| {
                 Error::from(LogError::Broken {
                     path: args.log.clone(),
@@ -147,8 +147,8 @@ fn show(args: &LogFileArgs) -> Result<()> {
             "{:>4}  {}  {:<22} {}",
             l.seq,
             one(&l.time),
-            one(&e.command),
-            one(&e.outcome)
+            one(e.command.as_str()),
+            one(&e.outcome.to_string())
         );
         for f in e
             .inputs
@@ -191,9 +191,9 @@ fn sign(args: &SignArgs) -> Result<()> {
     log::append(
         &args.log_file,
         Entry {
-            command: "log sign".into(),
+            command: Step::LogSign,
             thumbprints: vec![cert.x5t_256()],
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             details: json!({
                 "line": args.line, "line_sha256": log::line_hash(target), "signature": signature,
                 "certificate": hsm_ceremony::crypto::b64::b64u(cert.der()),

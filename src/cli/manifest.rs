@@ -94,7 +94,7 @@ impl ManifestCheck {
         let needed = self.manifest_signatures.unwrap_or(certs.len()).max(quorum);
         m.check(purpose, certs, quorum, needed)?;
         let lines = recorded_lines(log)?;
-        let ok = || lines.iter().filter(|l| l.entry.outcome == "ok");
+        let ok = || lines.iter().filter(|l| l.entry.outcome.is_ok());
         if let Some(l) =
             ok().find(|l| l.entry.details.get("manifest_nonce").and_then(|n| n.as_str()) == Some(&m.terms.nonce))
         {
@@ -137,7 +137,7 @@ fn recorded_lines(log: Option<&Path>) -> Result<Vec<log::Line>> {
 pub fn highest_epoch(lines: &[log::Line]) -> Option<u64> {
     lines
         .iter()
-        .filter(|l| l.entry.outcome == "ok")
+        .filter(|l| l.entry.outcome.is_ok())
         .filter_map(|l| l.entry.details.get("epoch").and_then(|e| e.as_u64()))
         .max()
 }

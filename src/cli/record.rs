@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use hsm_ceremony::ceremony::log::{self, Entry, FileRef};
+use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Outcome};
 use hsm_ceremony::error::Result;
 
 #[derive(Clone, Debug, Default)]
@@ -72,10 +72,7 @@ pub fn step(anchor: &Path, entry: Entry) -> Result<()> {
 pub fn logged<T>(anchor: &Path, mut entry: Entry, body: impl FnOnce(&mut Entry) -> Result<T>) -> Result<T> {
     preflight(anchor)?;
     let result = body(&mut entry);
-    entry.outcome = match &result {
-        Ok(_) => "ok".into(),
-        Err(e) => format!("failed: {e}"),
-    };
+    entry.outcome = Outcome::of(&result);
     // A failure to record never hides the step's own error.
     let recorded = step(anchor, entry);
     let value = result?;

@@ -14,7 +14,7 @@ use super::output::{print_json, warn};
 use super::passphrase::{CommandLineSecret, PassphraseArgs, Passphrases};
 use super::record;
 use crate::say;
-use hsm_ceremony::ceremony::log::Entry;
+use hsm_ceremony::ceremony::log::{Entry, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
@@ -84,7 +84,7 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let entry = Entry {
-        command: "restore-blob".into(),
+        command: Step::RestoreBlob,
         inputs: record::refs(&[&args.sd_file, &args.sd_exchange_key]),
         ..Default::default()
     };

@@ -14,7 +14,7 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::ceremony::log::{self, Entry, Step};
 use hsm_ceremony::ceremony::rotation::{self, Record};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
@@ -128,7 +128,7 @@ fn start(args: &StartArgs) -> Result<()> {
     let mut input_files: Vec<&Path> = vec![sd_path];
     input_files.extend(args.manifest.manifest.as_deref());
     let entry = Entry {
-        command: "rotate".into(),
+        command: Step::Rotate,
         inputs: record::refs(&input_files),
         thumbprints: thumbprints.clone(),
         details: json!({
@@ -205,7 +205,7 @@ fn start(args: &StartArgs) -> Result<()> {
 fn finalize(record_path: &Path) -> Result<()> {
     let mut rec = Record::load(record_path)?;
     let entry = Entry {
-        command: "rotate finalize".into(),
+        command: Step::RotateFinalize,
         inputs: vec![rec.old.clone()],
         thumbprints: rec.custodians.clone(),
         details: json!({"epoch": rec.epoch, "retired": rotation::retired_path(Path::new(&rec.old.path))}),
@@ -231,7 +231,7 @@ fn finalize(record_path: &Path) -> Result<()> {
 fn cancel(record_path: &Path) -> Result<()> {
     let mut rec = Record::load(record_path)?;
     let entry = Entry {
-        command: "rotate cancel".into(),
+        command: Step::RotateCancel,
         inputs: vec![rec.pending.clone()],
         ..Default::default()
     };

@@ -14,7 +14,7 @@ use super::output::{date, print_json, warn};
 use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::health::{self, Verdict};
-use hsm_ceremony::ceremony::log::{self, Entry};
+use hsm_ceremony::ceremony::log::{self, Entry, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
@@ -149,7 +149,7 @@ fn load_certs(paths: &[PathBuf]) -> Result<Vec<(String, Certificate)>> {
 fn check_certs(args: &CheckCertsArgs) -> Result<()> {
     let anchor = args.certs.first().cloned().unwrap_or_default();
     let entry = Entry {
-        command: "sd check-certs".into(),
+        command: Step::SdCheckCerts,
         inputs: record::refs(&args.certs.iter().map(|p| p.as_path()).collect::<Vec<_>>()),
         details: json!({"quorum": args.quorum, "custodians": args.certs.len(), "local": args.local}),
         ..Default::default()
@@ -323,7 +323,7 @@ pub fn split(args: &SplitArgs) -> Result<hsm_ceremony::format::sdfile::SecurityD
     let mut cert_paths: Vec<&std::path::Path> = args.certs.iter().map(|p| p.as_path()).collect();
     cert_paths.extend(args.manifest.manifest.as_deref());
     let entry = Entry {
-        command: "sd split".into(),
+        command: Step::SdSplit,
         inputs: record::refs(&cert_paths),
         thumbprints: plain.iter().map(Certificate::x5t_256).collect(),
         details: json!({"quorum": args.quorum, "custodians": certs.len(), "local": args.local}),

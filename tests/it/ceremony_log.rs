@@ -8,7 +8,7 @@ use crate::util;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use hsm_ceremony::ceremony::log::{self as ceremony_log, Entry};
+use hsm_ceremony::ceremony::log::{self as ceremony_log, Entry, Outcome, Step};
 use serde_json::{json, Value};
 use util::{fixtures, Dir, BIN, EXIT_INTEGRITY};
 
@@ -322,9 +322,9 @@ fn log_sign_countersigns_and_a_forged_countersignature_fails() {
         ceremony_log::append(
             &dir.join(name),
             Entry {
-                command: "log sign".into(),
+                command: Step::LogSign,
                 thumbprints: serde_json::from_value(both["thumbprints"].clone()).unwrap(),
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 details: both["details"].clone(),
                 ..Default::default()
             },

@@ -655,13 +655,13 @@ fn bash_completes_subcommand_flags() {
 /// shown whole, not a panic.
 #[test]
 fn log_show_takes_a_short_sha256_field() {
-    use hsm_ceremony::ceremony::log::{append, Entry, FileRef};
+    use hsm_ceremony::ceremony::log::{append, Entry, FileRef, Outcome, Step};
     let d = Dir::new("log-short-sha");
     let log = d.join("ceremony-log.jsonl");
     for sha in ["ab", "", "é9"] {
         let entry = Entry {
-            command: "sd inspect".into(),
-            outcome: "ok".into(),
+            command: Step::Other("sd inspect".into()),
+            outcome: Outcome::Ok,
             inputs: vec![FileRef {
                 path: format!("{ESC}sd.json\n   9  forged line"),
                 sha256: sha.into(),
