@@ -1,10 +1,15 @@
 //! Loading ceremony inputs from files, with errors that name the file:
-//! security domains, restore blobs, certificates and custodian keys.
+//! security domains, restore blobs, certificates, custodian keys, manifests,
+//! rotation records and bearer-token files. Each file is read once, size-limited;
+//! what is reported about it (its SHA-256) comes from the bytes parsed.
 
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::ceremony::manifest::Manifest;
+use crate::ceremony::rotation::Record;
 use crate::custodian::cert::Certificate;
 use crate::custodian::key::KeyFile;
 use crate::custodian::CustodianError;
@@ -14,16 +19,60 @@ use crate::format::limits::{MAX_KEY_FILE_BYTES, MAX_SD_FILE_BYTES};
 use crate::format::restore_blob::RestoreBlob;
 use crate::format::sdfile::SecurityDomain;
 
+/// Manifests and rotation records are small JSON documents.
+const MAX_DOCUMENT_BYTES: u64 = 1024 * 1024;
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
 pub fn label(path: &Path) -> String {
     path.display().to_string()
 }
 
 pub fn security_domain(path: &Path) -> Result<SecurityDomain> {
+    Ok(security_domain_hashed(path)?.0)
+}
+
+/// A security domain and the SHA-256 (hex) of the very bytes it was parsed
+/// from: a file replaced between a hash and a second read could otherwise be
+/// reported by one fingerprint and assessed as another.
+pub fn security_domain_hashed(path: &Path) -> Result<(SecurityDomain, String)> {
     let bytes = read_limited(path, MAX_SD_FILE_BYTES, "security-domain file")?;
-    SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain {
+    let sd = SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain {
         path: path.to_path_buf(),
         source,
+    })?;
+    Ok((sd, hex::encode(Sha256::digest(&bytes))))
+}
+
+/// A signed manifest (`manifest create`'s output).
+pub fn manifest(path: &Path) -> Result<Manifest> {
+    let bytes = read_limited(path, MAX_DOCUMENT_BYTES, "manifest")?;
+    Manifest::from_json(&bytes).map_err(|why| Error::NotA {
+        path: path.to_path_buf(),
+        what: "manifest",
+        why,
     })
+}
+
+/// A rotation's record (`<new>.rotation.json`).
+pub fn rotation_record(path: &Path) -> Result<Record> {
+    let bytes = read_limited(path, MAX_DOCUMENT_BYTES, "rotation record")?;
+    crate::format::json::from_slice(&bytes).map_err(|why| Error::NotA {
+        path: path.to_path_buf(),
+        what: "rotation record",
+        why,
+    })
+}
+
+/// A bearer token from a file: its first line, trimmed (a secret, so the
+/// file must be private). Empty when the file's first line is.
+pub fn bearer_token(path: &Path) -> Result<String> {
+    let bytes = secret_file(path, MAX_TOKEN_FILE_BYTES, "token file")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotA {
+        path: path.to_path_buf(),
+        what: "token file",
+        why: "it is not UTF-8 text".into(),
+    })?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 pub fn restore_blob(path: &Path) -> Result<RestoreBlob> {
@@ -97,4 +146,46 @@ pub fn readable_by_others(path: &Path) -> bool {
     }
     let _ = path;
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprint is of the bytes parsed: the Azure fixture's published SHA-256.
+    #[test]
+    fn a_security_domain_comes_with_the_hash_of_its_bytes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/azure/sdfile.json");
+        let (sd, sha) = security_domain_hashed(&path).unwrap();
+        assert_eq!(sha, "38976a398607b702b614a786cbe23e0855c7ba8c31dbcc388c74c1f7eedf0eee");
+        assert_eq!(sd.required(), 2);
+    }
+
+    #[test]
+    fn documents_that_are_not_what_they_should_be_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::fs::write(&path, b"null").unwrap();
+        assert!(matches!(manifest(&path), Err(Error::NotA { what: "manifest", .. })));
+        assert!(matches!(
+            rotation_record(&path),
+            Err(Error::NotA {
+                what: "rotation record",
+                ..
+            })
+        ));
+        let token = dir.path().join("t.token");
+        std::fs::write(&token, b"\xff\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert!(matches!(
+            bearer_token(&token),
+            Err(Error::NotA { what: "token file", .. })
+        ));
+        std::fs::write(&token, b"  abc \nsecond\n").unwrap();
+        assert_eq!(bearer_token(&token).unwrap(), "abc");
+    }
 }

@@ -207,15 +207,6 @@ fn verified_log(path: &Path) -> Result<Vec<log::Line>> {
 }
 
 impl Record {
-    pub fn load(path: &Path) -> Result<Record> {
-        let bytes = files::read_limited(path, 1024 * 1024, "rotation record")?;
-        crate::format::json::from_slice(&bytes).map_err(|why| Error::NotA {
-            path: path.to_path_buf(),
-            what: "rotation record",
-            why,
-        })
-    }
-
     pub fn save_new(&self, path: &Path) -> Result<()> {
         files::write_new(path, self.to_json().as_bytes(), Mode::Public)
     }

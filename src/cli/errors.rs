@@ -57,7 +57,7 @@ pub fn exit_code(err: &Error) -> u8 {
             | LogError::RotationNotPending { .. },
         )
         | Error::NotA {
-            what: "rotation record",
+            what: "rotation record" | "manifest" | "token file",
             ..
         }
         | Error::Recovery(R::NoItems | R::ItemTag { .. })

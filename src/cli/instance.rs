@@ -52,16 +52,7 @@ impl Connect {
 
 pub fn read_token(file: Option<&Path>) -> Result<String> {
     let token = match file {
-        Some(path) => {
-            let bytes = inputs::secret_file(path, 64 * 1024, "token file")?;
-            std::str::from_utf8(&bytes)
-                .map_err(|_| Error::Usage(format!("{} is not text", path.display())))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        }
+        Some(path) => inputs::bearer_token(path)?,
         None => std::env::var(TOKEN_ENV).unwrap_or_default().trim().to_string(),
     };
     if token.is_empty() {

@@ -13,7 +13,7 @@ use hsm_ceremony::ceremony::manifest::{Manifest, Purpose};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, Result};
-use hsm_ceremony::files::{self, read_limited, Mode};
+use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::inputs;
 
 #[derive(Subcommand, Debug)]
@@ -89,7 +89,7 @@ impl ManifestCheck {
         log: Option<&Path>,
     ) -> Result<Option<Signed>> {
         let Some(path) = &self.manifest else { return Ok(None) };
-        let m = load(path)?;
+        let m = inputs::manifest(path)?;
         // Fewer than M signers could not have opened the master key together: never enough.
         let needed = self.manifest_signatures.unwrap_or(certs.len()).max(quorum);
         m.check(purpose, certs, quorum, needed)?;
@@ -152,11 +152,6 @@ pub fn check_epoch_increases(epoch: u64, log: Option<&Path>) -> Result<()> {
     }
 }
 
-fn load(path: &Path) -> Result<Manifest> {
-    let bytes = read_limited(path, 1024 * 1024, "manifest")?;
-    Manifest::from_json(&bytes).map_err(|e| Error::Usage(format!("{} is not a manifest: {e}", path.display())))
-}
-
 pub fn run(cmd: ManifestCommand) -> Result<()> {
     match cmd {
         ManifestCommand::Create(args) => {
@@ -189,7 +184,7 @@ pub fn run(cmd: ManifestCommand) -> Result<()> {
             Ok(())
         }
         ManifestCommand::Sign(args) => {
-            let mut m = load(&args.manifest)?;
+            let mut m = inputs::manifest(&args.manifest)?;
             // Checked before the custodian is asked anything: the manifest can be rewritten,
             // and the certificate known now is one of its custodians who has not signed yet.
             files::ensure_writable_folder(&files::folder_of(&args.manifest), &args.manifest)?;

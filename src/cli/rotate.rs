@@ -15,7 +15,7 @@ use super::record;
 use super::restore::gather_quorum;
 use crate::say;
 use hsm_ceremony::ceremony::log::{self, Entry, Step};
-use hsm_ceremony::ceremony::rotation::{self, Record};
+use hsm_ceremony::ceremony::rotation;
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, Result};
@@ -203,7 +203,7 @@ fn start(args: &StartArgs) -> Result<()> {
 }
 
 fn finalize(record_path: &Path) -> Result<()> {
-    let mut rec = Record::load(record_path)?;
+    let mut rec = inputs::rotation_record(record_path)?;
     let entry = Entry {
         command: Step::RotateFinalize,
         inputs: vec![rec.old.clone()],
@@ -229,7 +229,7 @@ fn finalize(record_path: &Path) -> Result<()> {
 }
 
 fn cancel(record_path: &Path) -> Result<()> {
-    let mut rec = Record::load(record_path)?;
+    let mut rec = inputs::rotation_record(record_path)?;
     let entry = Entry {
         command: Step::RotateCancel,
         inputs: vec![rec.pending.clone()],
@@ -248,7 +248,7 @@ fn cancel(record_path: &Path) -> Result<()> {
 }
 
 fn status(record_path: &Path, as_json: bool) -> Result<()> {
-    let rec = Record::load(record_path)?;
+    let rec = inputs::rotation_record(record_path)?;
     let proved = rec.proofs()?;
     let state = rec.state.to_string();
     if as_json {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::custodian::cert_warnings;
@@ -19,7 +18,7 @@ use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
 use hsm_ceremony::error::{CertCause, CertProblem, Error, RecoveryError, Result};
-use hsm_ceremony::files::{self, read_limited, Mode};
+use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{self, PlainItem};
@@ -230,10 +229,8 @@ fn shell_word(s: &str) -> String {
 }
 
 fn inspect(args: &InspectArgs) -> Result<()> {
-    let bytes = read_limited(&args.sd_file, MAX_SD_FILE_BYTES, "security-domain file")?;
-    let sd = inputs::security_domain(&args.sd_file)?;
+    let (sd, fingerprint) = inputs::security_domain_hashed(&args.sd_file)?;
     let certs = load_certs(&args.certs)?;
-    let fingerprint = hex::encode(Sha256::digest(&bytes));
     let owner = |x5t: &str| certs.iter().find(|(_, c)| c.x5t_256() == x5t).map(|(l, _)| l.clone());
     let items: Vec<(String, usize)> = (0..sd.enc_data.data.len())
         .map(|i| {
@@ -383,9 +380,7 @@ fn split_unlogged(
 }
 
 fn health(args: &HealthArgs) -> Result<super::Done> {
-    let bytes = read_limited(&args.sd_file, MAX_SD_FILE_BYTES, "security-domain file")?;
-    let sd = inputs::security_domain(&args.sd_file)?;
-    let sha = hex::encode(Sha256::digest(&bytes));
+    let (sd, sha) = inputs::security_domain_hashed(&args.sd_file)?;
     let certs = load_certs(&args.certs)?;
     let log_path = record::log_to_read(&args.sd_file);
     let lines = match &log_path {

@@ -207,6 +207,11 @@ fn generate(d: &Dir, spec: &str) {
             fs::write(&path, "not-a-real-token\n").unwrap();
             set_mode(&path, 0o644);
         }
+        // A private token file whose bytes are not text.
+        "secret_non_utf8" => {
+            fs::write(&path, b"\xff\xfe-token\n").unwrap();
+            set_mode(&path, 0o600);
+        }
         "share_x0" => share(vec![(0, words(0, &ok32))]),
         "share_x127" => share(vec![(0, words(127, &ok32))]),
         "share_mixed-lengths" => share(vec![
