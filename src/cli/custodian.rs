@@ -17,11 +17,10 @@ use crate::say;
 use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::Passphrase;
-use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
+use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::custodian::{key as keyfile, keygen, token};
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
-use hsm_ceremony::format::limits::MIN_RSA_BITS;
 use hsm_ceremony::{inputs, recovery};
 
 #[derive(Subcommand, Debug)]
@@ -468,22 +467,6 @@ fn report_made(made: &[Made], args: &KeygenArgs) {
     say!("Record each x5t#S256 in the ceremony log: it is how the security domain names the custodian.");
 }
 
-/// Warnings for one certificate at `now` ([`Certificate::problems`] with
-/// the custodian-facing notice period).
-pub fn cert_warnings(cert: &Certificate, now: OffsetDateTime) -> Vec<String> {
-    cert.problems(now, EXPIRY_NOTICE_DAYS)
-        .into_iter()
-        .map(|issue| match issue {
-            CertIssue::WeakKey { bits } => {
-                format!("its RSA key is {bits} bits; Azure refuses keys below {MIN_RSA_BITS}")
-            }
-            CertIssue::NotYetValid => format!("it is not valid before {}", date(cert.not_before)),
-            CertIssue::Expired => format!("it expired on {}", date(cert.not_after)),
-            CertIssue::ExpiresSoon { days } => format!("it expires in {days} days ({})", date(cert.not_after)),
-        })
-        .collect()
-}
-
 /// "N days left", "expired N days ago" or "not valid yet": a negative
 /// count of days left reads as nonsense.
 fn time_left(cert: &Certificate, now: OffsetDateTime) -> String {
@@ -502,7 +485,7 @@ fn show(args: &ShowArgs) -> Result<()> {
     let mut out = Vec::new();
     for path in &args.certs {
         let cert = inputs::certificate(path)?;
-        let warnings = cert_warnings(&cert, now);
+        let warnings = cert.warnings(now);
         if args.json {
             out.push(json!({
                 "file": path, "subject": cert.subject, "serial": cert.serial,

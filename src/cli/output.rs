@@ -126,10 +126,7 @@ pub fn colon_hex(hex: &str) -> String {
         .join(":")
 }
 
-pub fn date(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
+pub use hsm_ceremony::custodian::cert::rfc3339 as date;
 
 #[cfg(test)]
 mod tests {

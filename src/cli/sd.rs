@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::custodian::cert_warnings;
 use super::manifest::ManifestCheck;
 use super::output::{date, print_json, warn};
 use super::record;
@@ -16,10 +15,10 @@ use hsm_ceremony::ceremony::health::{self, Verdict};
 use hsm_ceremony::ceremony::log::{self, Entry, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
-use hsm_ceremony::custodian::cert::{CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
-use hsm_ceremony::error::{CertCause, CertProblem, Error, RecoveryError, Result};
+use hsm_ceremony::custodian::cert::Certificate;
+use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
-use hsm_ceremony::format::limits::{self, Profile, MAX_SD_FILE_BYTES};
+use hsm_ceremony::format::limits::{Profile, MAX_SD_FILE_BYTES};
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{self, PlainItem};
 
@@ -160,35 +159,8 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let certs = load_certs(&args.certs)?;
     entry.thumbprints = certs.iter().map(|(_, c)| c.x5t_256()).collect();
-    let now = OffsetDateTime::now_utc();
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let problem = |cause, text| CertProblem { cause, text };
-    if let Err(why) = limits::check_quorum(certs.len(), args.quorum, profile) {
-        problems.push(problem(CertCause::Quorum, why));
-    }
-    problems.extend(recovery::custodian_identity_causes(&certs));
-    for (label, cert) in &certs {
-        if let Err(e) = cert.rsa_public_key() {
-            problems.push(problem(CertCause::Key, format!("{label}: {e}")));
-        }
-        if cert
-            .problems(now, EXPIRY_NOTICE_DAYS)
-            .iter()
-            .any(CertIssue::is_out_of_dates)
-        {
-            problems.push(problem(
-                CertCause::NotValid,
-                format!(
-                    "{label}: it is not valid now ({} to {})",
-                    super::output::date(cert.not_before),
-                    super::output::date(cert.not_after)
-                ),
-            ));
-        } else {
-            warnings.extend(cert_warnings(cert, now).into_iter().map(|w| format!("{label}: {w}")));
-        }
-    }
+    let check = recovery::check_certs(&certs, args.quorum, profile, OffsetDateTime::now_utc());
+    let (problems, warnings) = (&check.problems, &check.warnings);
     let az = format!(
         "az keyvault security-domain download --hsm-name <HSM_NAME> --sd-wrapping-keys {} --sd-quorum {} --security-domain-file <SD_FILE>",
         args.certs.iter().map(|p| shell_word(&p.display().to_string())).collect::<Vec<_>>().join(" "),
@@ -201,7 +173,7 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
             "az": problems.is_empty().then_some(&az),
         }));
     } else {
-        for w in &warnings {
+        for w in warnings {
             warn(w);
         }
         if problems.is_empty() {
@@ -213,11 +185,7 @@ fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> 
             crate::out!("{az}");
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(RecoveryError::CertsNotReady(problems).into())
-    }
+    check.into_result().map(drop)
 }
 
 fn shell_word(s: &str) -> String {

@@ -23,6 +23,12 @@ pub const EXPIRY_NOTICE_DAYS: i64 = 90;
 /// `sd health`: the rotation is due now.
 pub const EXPIRY_RISK_DAYS: i64 = 30;
 
+/// A certificate date as the tool shows it.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// One finding of [`Certificate::problems`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertIssue {
@@ -180,6 +186,22 @@ impl Certificate {
             issues.push(CertIssue::ExpiresSoon { days });
         }
         issues
+    }
+
+    /// [`Certificate::problems`] with the custodian-facing notice period
+    /// ([`EXPIRY_NOTICE_DAYS`]), each as a sentence about "it".
+    pub fn warnings(&self, now: OffsetDateTime) -> Vec<String> {
+        self.problems(now, EXPIRY_NOTICE_DAYS)
+            .into_iter()
+            .map(|issue| match issue {
+                CertIssue::WeakKey { bits } => {
+                    format!("its RSA key is {bits} bits; Azure refuses keys below {MIN_RSA_BITS}")
+                }
+                CertIssue::NotYetValid => format!("it is not valid before {}", rfc3339(self.not_before)),
+                CertIssue::Expired => format!("it expired on {}", rfc3339(self.not_after)),
+                CertIssue::ExpiresSoon { days } => format!("it expires in {days} days ({})", rfc3339(self.not_after)),
+            })
+            .collect()
     }
 
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {

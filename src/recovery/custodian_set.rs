@@ -1,9 +1,73 @@
 //! The checks a custodian set passes: one distinct person per certificate, the quorum within limits, every certificate in the security domain.
 
-use crate::custodian::cert::Certificate;
+use time::OffsetDateTime;
+
+use crate::custodian::cert::{rfc3339, CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
 use crate::error::{CertCause, CertProblem, Error, RecoveryError, Result};
 use crate::format::limits::{self, Profile};
 use crate::format::sdfile::SecurityDomain;
+
+/// What `sd check-certs` finds in a custodian set before a split.
+#[derive(Debug, Default)]
+pub struct CertSetCheck {
+    /// What stops the split, each with its cause (for its advice).
+    pub problems: Vec<CertProblem>,
+    /// What does not stop it (an expiry within the notice period), per file.
+    pub warnings: Vec<String>,
+}
+
+impl CertSetCheck {
+    /// The set's verdict as an error: every problem, or none.
+    pub fn into_result(self) -> Result<Vec<String>> {
+        if self.problems.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(RecoveryError::CertsNotReady(self.problems).into())
+        }
+    }
+}
+
+/// Checks `certs` (labelled by file) as the custodian set of a split with
+/// `quorum` at `now`: the quorum within `profile`'s limits, one distinct
+/// custodian per certificate, a usable RSA key and dates covering `now` for
+/// each; an end within [`EXPIRY_NOTICE_DAYS`] is a warning.
+pub fn check_certs(
+    certs: &[(String, Certificate)],
+    quorum: usize,
+    profile: Profile,
+    now: OffsetDateTime,
+) -> CertSetCheck {
+    let mut check = CertSetCheck::default();
+    let problem = |cause, text| CertProblem { cause, text };
+    if let Err(why) = limits::check_quorum(certs.len(), quorum, profile) {
+        check.problems.push(problem(CertCause::Quorum, why));
+    }
+    check.problems.extend(custodian_identity_causes(certs));
+    for (label, cert) in certs {
+        if let Err(e) = cert.rsa_public_key() {
+            check.problems.push(problem(CertCause::Key, format!("{label}: {e}")));
+        }
+        if cert
+            .problems(now, EXPIRY_NOTICE_DAYS)
+            .iter()
+            .any(CertIssue::is_out_of_dates)
+        {
+            check.problems.push(problem(
+                CertCause::NotValid,
+                format!(
+                    "{label}: it is not valid now ({} to {})",
+                    rfc3339(cert.not_before),
+                    rfc3339(cert.not_after)
+                ),
+            ));
+        } else {
+            check
+                .warnings
+                .extend(cert.warnings(now).into_iter().map(|w| format!("{label}: {w}")));
+        }
+    }
+    check
+}
 
 /// Refuses, before any secret is asked, a certificate that has no share in
 /// `sd`: a custodian brought for the wrong security domain.
@@ -72,4 +136,43 @@ pub fn check_custodian_set(certs: &[(String, Certificate)], quorum: usize, profi
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::custodians;
+
+    fn labelled(n: usize) -> Vec<(String, Certificate)> {
+        custodians()[..n]
+            .iter()
+            .map(|c| (c.name.clone(), c.cert.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn check_certs_lists_every_problem_with_its_cause_and_warns_of_expiry() {
+        let now = OffsetDateTime::now_utc();
+        assert!(check_certs(&labelled(3), 2, Profile::Azure, now).into_result().is_ok());
+        let mut certs = labelled(3);
+        certs.push(("again.cer".into(), certs[0].1.clone()));
+        let check = check_certs(&certs, 5, Profile::Azure, now);
+        let causes: Vec<CertCause> = check.problems.iter().map(|p| p.cause).collect();
+        assert_eq!(causes, [CertCause::Quorum, CertCause::Duplicate]);
+        // The test certificates run 365 days: 300 days on, they warn; 400 days on, they stop the split.
+        let later = check_certs(&labelled(3), 2, Profile::Azure, now + time::Duration::days(300));
+        assert!(later.problems.is_empty());
+        assert_eq!(later.warnings.len(), 3);
+        assert!(
+            later.warnings[0].starts_with("custodian0: it expires in"),
+            "{:?}",
+            later.warnings
+        );
+        let expired = check_certs(&labelled(3), 2, Profile::Azure, now + time::Duration::days(400));
+        assert!(expired.problems.iter().all(|p| p.cause == CertCause::NotValid));
+        assert!(matches!(
+            expired.into_result(),
+            Err(Error::Recovery(RecoveryError::CertsNotReady(p))) if p.len() == 3
+        ));
+    }
 }
