@@ -2,7 +2,6 @@
 //! certificate, show certificates, and prove possession of one share.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -18,7 +17,7 @@ use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::custodian::{key as keyfile, keygen, token};
+use hsm_ceremony::custodian::{keygen, token};
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::{inputs, recovery};
@@ -191,7 +190,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     let generated = generate_parallel(&names, args.bits, args.days, &passphrases)?;
     let mut written: Vec<PathBuf> = Vec::new();
     let mut made = Vec::new();
-    for ((name, key_path, cert_path), (key_pem, cert)) in plans.into_iter().zip(generated) {
+    for ((name, key_path, cert_path), keygen::NewKeyFile { pem: key_pem, cert }) in plans.into_iter().zip(generated) {
         let outcome = files::write_new(&cert_path, cert.to_pem().as_bytes(), Mode::Public)
             .and_then(|_| {
                 written.push(cert_path.clone());
@@ -349,17 +348,13 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
     })
 }
 
-/// A new key as PEM (encrypted unless it has no passphrase) and its certificate.
-type Generated = (zeroize::Zeroizing<String>, Certificate);
-
-/// Generates the keys on all cores with a progress bar; returns each key's
-/// PEM (encrypted unless no passphrase) and certificate.
+/// Generates the keys (on all cores, in the library) behind a progress bar.
 fn generate_parallel(
     names: &[String],
     bits: usize,
     days: u32,
     passphrases: &[Option<Passphrase>],
-) -> Result<Vec<Generated>> {
+) -> Result<Vec<keygen::NewKeyFile>> {
     let bar = indicatif::ProgressBar::new(names.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -370,62 +365,17 @@ fn generate_parallel(
     );
     bar.set_message(bits.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
-    let now = OffsetDateTime::now_utc();
-    let slots: Vec<Mutex<Option<Result<Generated>>>> = names.iter().map(|_| Mutex::new(None)).collect();
-    let next = Mutex::new(0usize);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(names.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().expect("no panics hold this lock");
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                if i >= names.len() {
-                    break;
-                }
-                let result = make_one(&names[i], bits, days, passphrases[i].as_ref(), now);
-                *slots[i].lock().expect("no panics hold this lock") = Some(result);
-                bar.inc(1);
-            });
-        }
-    });
+    let made = keygen::generate_many(
+        names,
+        bits,
+        days,
+        passphrases,
+        OffsetDateTime::now_utc(),
+        os_rng,
+        || bar.inc(1),
+    );
     bar.finish_and_clear();
-    slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .expect("no panics hold this lock")
-                .expect("every slot is filled")
-        })
-        .collect()
-}
-
-fn make_one(
-    name: &str,
-    bits: usize,
-    days: u32,
-    passphrase: Option<&Passphrase>,
-    now: OffsetDateTime,
-) -> Result<Generated> {
-    let mut rng = os_rng();
-    let gen_err = |source| Error::Key {
-        label: format!("{name}.key"),
-        source,
-    };
-    let key = keygen::generate_key_with_rng(&mut rng, bits).map_err(gen_err)?;
-    let cert = keygen::self_signed_certificate_with_rng(&mut rng, &key, name, days, now).map_err(gen_err)?;
-    let pem = match passphrase {
-        Some(p) => keyfile::to_encrypted_pem_with_rng(&mut rng, &key, p),
-        None => keyfile::to_plain_pem(&key),
-    }
-    .map_err(gen_err)?;
-    Ok((pem, cert))
+    made
 }
 
 fn report_made(made: &[Made], args: &KeygenArgs) {

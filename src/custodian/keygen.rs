@@ -5,12 +5,19 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
     SigningKey,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
 
 use super::cert::Certificate;
+use super::key as keyfile;
 use super::signer::Signer;
 use super::CustodianError;
 use crate::crypto::rng::CryptoRng;
+use crate::crypto::secret::Passphrase;
+use crate::error::{Error, Result};
 use crate::format::limits::MIN_RSA_BITS;
 
 /// Key sizes offered; 3072 is the default (128-bit security).
@@ -111,6 +118,81 @@ pub fn self_signed_certificate_by_with_rng<R: CryptoRng + ?Sized>(
     Certificate::from_bytes(cert.der())
 }
 
+/// A new custodian key as PEM (encrypted unless it has no passphrase) and
+/// its self-signed certificate.
+pub struct NewKeyFile {
+    pub pem: Zeroizing<String>,
+    pub cert: Certificate,
+}
+
+/// Generates one key per name (`names[i]` with `passphrases[i]`) on all
+/// cores, each worker with its own RNG from `rng`; `done` is called as each
+/// key is ready (a progress bar). Errors name the key file (`NAME.key`); the
+/// first failure in name order is returned, and nothing is written here.
+pub fn generate_many<R: CryptoRng>(
+    names: &[String],
+    bits: usize,
+    days: u32,
+    passphrases: &[Option<Passphrase>],
+    now: OffsetDateTime,
+    rng: impl Fn() -> R + Sync,
+    done: impl Fn() + Sync,
+) -> Result<Vec<NewKeyFile>> {
+    assert_eq!(names.len(), passphrases.len(), "one passphrase slot per name");
+    let slots: Vec<Mutex<Option<Result<NewKeyFile>>>> = names.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(names.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut rng = rng();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= names.len() {
+                        break;
+                    }
+                    let result = make_one(&mut rng, &names[i], bits, days, passphrases[i].as_ref(), now);
+                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    done();
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect("every slot is filled before the scope ends")
+        })
+        .collect()
+}
+
+fn make_one<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    name: &str,
+    bits: usize,
+    days: u32,
+    passphrase: Option<&Passphrase>,
+    now: OffsetDateTime,
+) -> Result<NewKeyFile> {
+    let gen_err = |source| Error::Key {
+        label: format!("{name}.key"),
+        source,
+    };
+    let key = generate_key_with_rng(rng, bits).map_err(gen_err)?;
+    let cert = self_signed_certificate_with_rng(rng, &key, name, days, now).map_err(gen_err)?;
+    let pem = match passphrase {
+        Some(p) => keyfile::to_encrypted_pem_with_rng(rng, &key, p),
+        None => keyfile::to_plain_pem(&key),
+    }
+    .map_err(gen_err)?;
+    Ok(NewKeyFile { pem, cert })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +220,41 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         assert!(self_signed_certificate_with_rng(&mut test_rng(12), rsa_2048(), "a", 0, now).is_err());
         assert!(self_signed_certificate_with_rng(&mut test_rng(12), rsa_2048(), "a", 4000, now).is_err());
+    }
+
+    #[test]
+    fn many_keys_come_back_in_name_order_each_its_own() {
+        let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let seed = AtomicUsize::new(40);
+        let count = AtomicUsize::new(0);
+        let made = generate_many(
+            &names,
+            2048,
+            30,
+            &[None, None],
+            OffsetDateTime::now_utc(),
+            || test_rng(seed.fetch_add(1, Ordering::Relaxed) as u64),
+            || {
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+        assert_eq!(count.into_inner(), 2);
+        for (name, m) in names.iter().zip(&made) {
+            assert!(m.cert.subject.contains(&format!("CN={name}")), "{}", m.cert.subject);
+            let key = keyfile::KeyFile::parse(m.pem.as_bytes()).unwrap();
+            assert!(matches!(key, keyfile::KeyFile::Plain(_)));
+        }
+        assert_ne!(made[0].cert.x5t_256(), made[1].cert.x5t_256());
+        let refused = generate_many(
+            &names[..1],
+            1024,
+            30,
+            &[None],
+            OffsetDateTime::now_utc(),
+            || test_rng(1),
+            || {},
+        );
+        assert!(matches!(refused, Err(Error::Key { ref label, .. }) if label == "a.key"));
     }
 }
