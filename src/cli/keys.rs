@@ -14,7 +14,6 @@ use hsm_ceremony::error::{Error, RecoveryError, Result};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{self, CustodianKey};
-use sha2::{Digest, Sha256};
 
 use super::passphrase::{PassphraseArgs, Passphrases};
 
@@ -227,36 +226,7 @@ pub fn open_rsa(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphras
 /// certificate known now (a --cert, or the .cer beside a key) has a share.
 pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
     let paths = &keys.sd_wrapping_keys;
-    let mut seen: Vec<(String, String, &'static str)> = Vec::new();
-    for p in paths {
-        let label = inputs::label(p);
-        let mut ids: Vec<(String, &'static str)> = Vec::new();
-        match token_uri(p) {
-            Some(uri) => ids.push((format!("uri:{}", TokenUri::parse(uri)?), "the same token key")),
-            None => {
-                if let Ok(real) = std::fs::canonicalize(p) {
-                    ids.push((format!("path:{}", real.display()), "the same file"));
-                }
-                if let Ok(bytes) = hsm_ceremony::files::read_limited(p, 1024 * 1024, "key file") {
-                    ids.push((
-                        format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
-                        "a copy of the same file",
-                    ));
-                }
-            }
-        }
-        for (id, why) in ids {
-            if let Some((first, _, _)) = seen.iter().find(|(_, i, _)| *i == id) {
-                return Err(RecoveryError::DuplicateKey {
-                    first: first.clone(),
-                    second: label,
-                    why,
-                }
-                .into());
-            }
-            seen.push((label.clone(), id, why));
-        }
-    }
+    recovery::check_distinct_keys(paths)?;
     if paths.len() < sd.required() {
         return Err(RecoveryError::NotEnoughShares {
             opened: Vec::new(),

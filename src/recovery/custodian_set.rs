@@ -1,10 +1,15 @@
 //! The checks a custodian set passes: one distinct person per certificate, the quorum within limits, every certificate in the security domain.
 
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::custodian::cert::{rfc3339, CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
+use crate::custodian::token::TokenUri;
 use crate::error::{CertCause, CertProblem, Error, RecoveryError, Result};
-use crate::format::limits::{self, Profile};
+use crate::files::read_limited;
+use crate::format::limits::{self, Profile, MAX_KEY_FILE_BYTES};
 use crate::format::sdfile::SecurityDomain;
 
 /// What `sd check-certs` finds in a custodian set before a split.
@@ -67,6 +72,45 @@ pub fn check_certs(
         }
     }
     check
+}
+
+/// Refuses, before any secret is asked, a key given twice among `keys`
+/// (files or `pkcs11:` URIs): the same URI, the same file by another path,
+/// or a copy of the same file. (The same key in two different files is
+/// caught when they are opened.) One custodian must not count twice.
+pub fn check_distinct_keys(keys: &[PathBuf]) -> Result<()> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for p in keys {
+        let label = p.display().to_string();
+        let mut ids: Vec<(String, &'static str)> = Vec::new();
+        match p.to_str().filter(|s| TokenUri::is_uri(s)) {
+            Some(uri) => ids.push((format!("uri:{}", TokenUri::parse(uri)?), "the same token key")),
+            None => {
+                if let Ok(real) = std::fs::canonicalize(p) {
+                    ids.push((format!("path:{}", real.display()), "the same file"));
+                }
+                // Unreadable files are left to the opening, which names why.
+                if let Ok(bytes) = read_limited(p, 4 * MAX_KEY_FILE_BYTES, "key file") {
+                    ids.push((
+                        format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+                        "a copy of the same file",
+                    ));
+                }
+            }
+        }
+        for (id, why) in ids {
+            if let Some((first, _)) = seen.iter().find(|(_, i)| *i == id) {
+                return Err(RecoveryError::DuplicateKey {
+                    first: first.clone(),
+                    second: label,
+                    why,
+                }
+                .into());
+            }
+            seen.push((label.clone(), id));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses, before any secret is asked, a certificate that has no share in
@@ -148,6 +192,29 @@ mod tests {
             .iter()
             .map(|c| (c.name.clone(), c.cert.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_by_path_copy_or_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, copy) = (
+            dir.path().join("a.key"),
+            dir.path().join("b.key"),
+            dir.path().join("copy.key"),
+        );
+        std::fs::write(&a, b"key a").unwrap();
+        std::fs::write(&b, b"key b").unwrap();
+        std::fs::write(&copy, b"key a").unwrap();
+        assert!(check_distinct_keys(&[a.clone(), b.clone()]).is_ok());
+        let why = |keys: &[PathBuf]| match check_distinct_keys(keys) {
+            Err(Error::Recovery(RecoveryError::DuplicateKey { why, .. })) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(why(&[a.clone(), dir.path().join(".").join("a.key")]), "the same file");
+        assert_eq!(why(&[a.clone(), b, copy]), "a copy of the same file");
+        let uri = PathBuf::from("pkcs11:token=t;object=k?module-path=/m.so");
+        let same = PathBuf::from("pkcs11:object=k;token=t?module-path=/m.so");
+        assert_eq!(why(&[uri, same]), "the same token key");
     }
 
     #[test]
