@@ -174,8 +174,11 @@ pub enum LogError {
     #[error("{} ends in a partial line", path.display())]
     PartialLine { path: PathBuf },
     /// A custodian's key could not sign (`what`: the manifest, line N).
-    #[error("{what} cannot be signed: {why}")]
-    Sign { what: String, why: String },
+    #[error("{what} cannot be signed: {source}")]
+    Sign {
+        what: String,
+        source: crate::custodian::signer::SignError,
+    },
     #[error(
         "{} is left from a rotation that stopped before its record {} was written; nothing took effect",
         pending.display(), record.display()

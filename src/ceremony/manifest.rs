@@ -129,9 +129,9 @@ impl Manifest {
         }
         self.check_signer(cert)?;
         let x5t = cert.x5t_256();
-        let signature = signing::sign(key, &self.signed_bytes()).map_err(|why| LogError::Sign {
+        let signature = signing::sign(key, &self.signed_bytes()).map_err(|source| LogError::Sign {
             what: "the manifest".into(),
-            why,
+            source,
         })?;
         self.signatures.push(Signature {
             x5t_256: x5t,

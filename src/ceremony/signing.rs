@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::b64::{b64u, b64u_decode};
 use crate::custodian::cert::Certificate;
-use crate::custodian::signer::Signer;
+use crate::custodian::signer::{SignError, Signer};
 
-pub fn sign(key: &dyn Signer, message: &[u8]) -> Result<String, String> {
+pub fn sign(key: &dyn Signer, message: &[u8]) -> Result<String, SignError> {
     key.sign_sha256(message).map(|s| b64u(&s))
 }
 

@@ -2,6 +2,7 @@
 //! what to do next, and a distinct exit code per family.
 
 use hsm_ceremony::ceremony::health::Verdict;
+use hsm_ceremony::custodian::signer::SignError;
 use hsm_ceremony::custodian::token::TokenError;
 use hsm_ceremony::custodian::CustodianError;
 use hsm_ceremony::error::{CertCause, CertProblem, EmulatorError, Error, InstanceError, LogError, RecoveryError};
@@ -176,7 +177,11 @@ pub fn advice(err: &Error) -> Option<String> {
              certificates go to --cert or --certs."
         ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
-        Error::Token(source) => token_advice(source),
+        Error::Token(source)
+        | Error::Log(LogError::Sign {
+            source: SignError::Token(source),
+            ..
+        }) => token_advice(source),
         Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {
             format!("Restrict it, then run again: chmod 600 {}", path.display())
         }
@@ -403,7 +408,7 @@ fn token_advice(err: &TokenError) -> String {
         T::LabelTaken { .. } => "Choose another --name, or delete the old key from the token after checking \
             it is no custodian's."
             .into(),
-        T::Refused { .. } => {
+        T::Refused { .. } | T::SignFailed { .. } => {
             "Check the token with `pkcs11-tool --module MODULE --list-token-slots` and try again.".into()
         }
     }
@@ -493,6 +498,23 @@ mod tests {
         assert!(!texts[6].is_empty());
         assert_eq!(exit_code(&all[0]), EXIT_INPUT);
         assert!(all[1..].iter().all(|e| exit_code(e) == EXIT_INSTANCE));
+    }
+
+    /// A token that will not sign a countersignature or manifest gets the
+    /// token's advice: the refusal is a typed TokenError inside the signing
+    /// error, no longer a message the CLI cannot tell apart.
+    #[test]
+    fn a_token_refusing_to_sign_gets_the_tokens_advice() {
+        let no_sign = || TokenError::NoSign {
+            token: "t".into(),
+            object: "k".into(),
+        };
+        let signing = Error::from(LogError::Sign {
+            what: "line 2".into(),
+            source: SignError::Token(no_sign()),
+        });
+        assert_eq!(said(&signing), said(&Error::from(no_sign())));
+        assert!(signing.to_string().contains("may not sign"), "{signing}");
     }
 
     /// A build that can load no module is not told to check the module's architecture.

@@ -184,9 +184,9 @@ fn sign(args: &SignArgs) -> Result<()> {
     log::check_appendable(&args.log_file)?;
     let (ck, cert) = args.custodian.signer()?;
     let signature =
-        signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(|why| LogError::Sign {
+        signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(|source| LogError::Sign {
             what: format!("line {}", args.line),
-            why,
+            source,
         })?;
     log::append(
         &args.log_file,

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::cert::Certificate;
 use super::key as keyfile;
-use super::signer::Signer;
+use super::signer::{SignError, Signer};
 use super::CustodianError;
 use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::Passphrase;
@@ -43,7 +43,7 @@ struct CertSigner<'a> {
     key: &'a dyn Signer,
     public_der: Vec<u8>,
     /// Why the signer failed: rcgen's error type cannot carry it.
-    failure: std::cell::RefCell<Option<String>>,
+    failure: std::cell::RefCell<Option<SignError>>,
 }
 
 impl PublicKeyData for CertSigner<'_> {
@@ -112,9 +112,9 @@ pub fn self_signed_certificate_by_with_rng<R: CryptoRng + ?Sized>(
     serial[0] &= 0x7f; // positive
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DigitalSignature];
-    let cert = params
-        .self_signed(&signer)
-        .map_err(|e| CustodianError::Generation(signer.failure.take().unwrap_or_else(|| e.to_string())))?;
+    let cert = params.self_signed(&signer).map_err(|e| {
+        CustodianError::Generation(signer.failure.take().map_or_else(|| e.to_string(), |f| f.to_string()))
+    })?;
     Certificate::from_bytes(cert.der())
 }
 

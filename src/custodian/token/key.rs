@@ -17,7 +17,7 @@ use crate::crypto::jwe::{Alg, KeyUnwrapper};
 use crate::crypto::secret::{Passphrase, SecretBytes};
 use crate::crypto::CryptoError;
 use crate::custodian::cert::Certificate;
-use crate::custodian::signer::Signer;
+use crate::custodian::signer::{SignError, Signer};
 use crate::format::limits::MIN_RSA_BITS;
 
 /// A custodian's RSA private key on a token, logged in and ready to unwrap
@@ -470,13 +470,13 @@ impl KeyUnwrapper for TokenKey {
 impl Signer for TokenKey {
     /// CKM_SHA256_RSA_PKCS on the token, or CKM_RSA_PKCS over the SHA-256
     /// DigestInfo where the token lacks the former (as GnuTLS does).
-    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        if !self.bool_attr(AttributeType::Sign).map_err(|e| e.to_string())? {
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        if !self.bool_attr(AttributeType::Sign)? {
             return Err(TokenError::NoSign {
                 token: self.uri.token.clone(),
                 object: self.describe(),
             }
-            .to_string());
+            .into());
         }
         let signed = if self.sha256_rsa_on_token {
             self.session.sign(&Mechanism::Sha256RsaPkcs, self.key, message)
@@ -484,12 +484,13 @@ impl Signer for TokenKey {
             self.session
                 .sign(&Mechanism::RsaPkcs, self.key, &sha256_digest_info(message))
         };
-        signed.map_err(|e| {
-            format!(
-                "token '{}' could not sign with {}: {e}",
-                self.uri.token,
-                self.describe()
-            )
+        signed.map_err(|source| {
+            TokenError::SignFailed {
+                token: self.uri.token.clone(),
+                object: self.describe(),
+                source,
+            }
+            .into()
         })
     }
     fn public_key(&self) -> rsa::PublicKey {

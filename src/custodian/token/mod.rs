@@ -72,6 +72,12 @@ pub enum TokenError {
     PinPerUse { token: String, object: String },
     #[error("the key {object} on token '{token}' may not sign (its CKA_SIGN attribute is false)")]
     NoSign { token: String, object: String },
+    #[error("token '{token}' could not sign with {object}: {source}")]
+    SignFailed {
+        token: String,
+        object: String,
+        source: cryptoki::error::Error,
+    },
     #[error("token '{token}' does not support RSA-OAEP with SHA-256 (CKM_RSA_PKCS_OAEP): {why}")]
     NoOaep { token: String, why: String },
     #[error("token '{token}' refused RSA-OAEP with SHA-256 and MGF1-SHA-256 ({rv}){}", if *.raw_offered {
