@@ -20,7 +20,7 @@ use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
-use hsm_ceremony::recovery::{self, GatherEvent, Recovered};
+use hsm_ceremony::recovery::{self, GatherEvent, OpenFailure, Recovered};
 
 #[derive(Args, Debug)]
 #[command(
@@ -67,7 +67,13 @@ pub fn gather_quorum(
     recovery::gather_quorum(
         sd,
         key_paths.len(),
-        |i| keys::open(&key_paths[i], i, &pool, pass),
+        // A passphrase or PIN option that cannot work fails for every key: stop, do not skip.
+        |i| {
+            keys::open(&key_paths[i], i, &pool, pass).map_err(|e| match e {
+                Error::Usage(_) => OpenFailure::Stop(e),
+                e => e.into(),
+            })
+        },
         |event| match event {
             GatherEvent::Met { remaining } => say!("Quorum met; {remaining} remaining key(s) not needed."),
             GatherEvent::Opened { x, who, opened, needed } => {

@@ -151,7 +151,8 @@ mod tests {
                     Err(Error::KeyCertMismatch {
                         key: "c1.key".into(),
                         cert: "c1.cer".into(),
-                    })
+                    }
+                    .into())
                 } else {
                     Ok(key(i, false))
                 }
@@ -162,6 +163,24 @@ mod tests {
         .unwrap();
         assert!(matches!(err, Error::KeyCertMismatch { .. }));
         assert_eq!(asked, [0, 1]);
+
+        // The opener's own stop (a passphrase option that cannot work) stops too.
+        let mut asked = Vec::new();
+        let err = gather_quorum(
+            &sd,
+            3,
+            |i| {
+                asked.push(i);
+                Err(OpenFailure::Stop(Error::Usage(
+                    "--passphrase-file given 5 times".into(),
+                )))
+            },
+            |_| {},
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, Error::Usage(_)));
+        assert_eq!(asked, [0]);
     }
 
     #[test]

@@ -252,15 +252,34 @@ pub enum GatherEvent<'e> {
     Met { remaining: usize },
 }
 
+/// Why a key did not open, as the opener tells [`gather_quorum`]: `Skip`
+/// (this custodian cannot contribute; the next is tried) or `Stop` (the
+/// operator must fix something first, so "bring more custodians" would
+/// mislead). The caller says which of its own errors stop (a command line
+/// that cannot work); library errors classify themselves through `From`.
+#[derive(Debug)]
+pub enum OpenFailure {
+    Skip(Error),
+    Stop(Error),
+}
+
+impl From<Error> for OpenFailure {
+    fn from(err: Error) -> OpenFailure {
+        if aborts_gathering(&err) {
+            OpenFailure::Stop(err)
+        } else {
+            OpenFailure::Skip(err)
+        }
+    }
+}
+
 /// Whether a key's failure is the operator's to fix rather than a custodian
 /// to skip: files set up wrongly (an exposed key, a key and .cer that differ,
-/// a certificate given where its key belongs) would make "bring more
-/// custodians" mislead.
+/// a certificate given where its key belongs).
 pub fn aborts_gathering(err: &Error) -> bool {
     matches!(
         err,
-        Error::Usage(_)
-            | Error::KeyFileExposed { .. }
+        Error::KeyFileExposed { .. }
             | Error::SecretFileExposed { .. }
             | Error::KeyCertMismatch { .. }
             | Error::Key {
@@ -273,11 +292,11 @@ pub fn aborts_gathering(err: &Error) -> bool {
 /// Opens keys `0..keys` in order through `open` (which does any asking)
 /// until `sd`'s quorum is met, then rebuilds the master key. A key that
 /// cannot contribute is reported through `progress` and skipped, unless
-/// [`aborts_gathering`] says the operator must fix it first.
+/// it failed with [`OpenFailure::Stop`].
 pub fn gather_quorum(
     sd: &SecurityDomain,
     keys: usize,
-    mut open: impl FnMut(usize) -> Result<CustodianKey>,
+    mut open: impl FnMut(usize) -> std::result::Result<CustodianKey, OpenFailure>,
     mut progress: impl FnMut(GatherEvent<'_>),
 ) -> Result<Recovered> {
     let mut quorum = Quorum::new(sd);
@@ -288,15 +307,21 @@ pub fn gather_quorum(
             });
             break;
         }
-        match open(index).and_then(|ck| quorum.add(&ck).map(|o| (o.x(), o.who.clone()))) {
+        let opened = open(index).and_then(|ck| {
+            quorum
+                .add(&ck)
+                .map(|o| (o.x(), o.who.clone()))
+                .map_err(OpenFailure::from)
+        });
+        match opened {
             Ok((x, who)) => progress(GatherEvent::Opened {
                 x,
                 who,
                 opened: quorum.opened().len(),
                 needed: quorum.needed(),
             }),
-            Err(e) if aborts_gathering(&e) => return Err(e),
-            Err(e) => {
+            Err(OpenFailure::Stop(e)) => return Err(e),
+            Err(OpenFailure::Skip(e)) => {
                 progress(GatherEvent::Skipped { index, error: &e });
                 quorum.record_failure(&e);
             }
