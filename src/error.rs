@@ -177,7 +177,8 @@ pub enum LogError {
     #[error("{what} cannot be signed: {source}")]
     Sign {
         what: String,
-        source: crate::custodian::signer::SignError,
+        // Boxed: a token's error would make every Result in the crate larger.
+        source: Box<crate::custodian::signer::SignError>,
     },
     #[error(
         "{} is left from a rotation that stopped before its record {} was written; nothing took effect",

@@ -131,7 +131,7 @@ impl Manifest {
         let x5t = cert.x5t_256();
         let signature = signing::sign(key, &self.signed_bytes()).map_err(|source| LogError::Sign {
             what: "the manifest".into(),
-            source,
+            source: Box::new(source),
         })?;
         self.signatures.push(Signature {
             x5t_256: x5t,

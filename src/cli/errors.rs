@@ -177,11 +177,11 @@ pub fn advice(err: &Error) -> Option<String> {
              certificates go to --cert or --certs."
         ),
         Error::Key { .. } => "Check that this is the custodian's private key (PEM or DER, PKCS#8 or PKCS#1, RSA 2048 bits or more).".into(),
-        Error::Token(source)
-        | Error::Log(LogError::Sign {
-            source: SignError::Token(source),
-            ..
-        }) => token_advice(source),
+        Error::Token(source) => token_advice(source),
+        Error::Log(LogError::Sign { source, .. }) => match source.as_ref() {
+            SignError::Token(token) => token_advice(token),
+            _ => return None,
+        },
         Error::KeyFileExposed { path } | Error::SecretFileExposed { path, .. } => {
             format!("Restrict it, then run again: chmod 600 {}", path.display())
         }
@@ -511,7 +511,7 @@ mod tests {
         };
         let signing = Error::from(LogError::Sign {
             what: "line 2".into(),
-            source: SignError::Token(no_sign()),
+            source: Box::new(SignError::Token(no_sign())),
         });
         assert_eq!(said(&signing), said(&Error::from(no_sign())));
         assert!(signing.to_string().contains("may not sign"), "{signing}");

@@ -186,7 +186,7 @@ fn sign(args: &SignArgs) -> Result<()> {
     let signature =
         signing::sign(ck.signer.as_ref(), log::line_hash(target).as_bytes()).map_err(|source| LogError::Sign {
             what: format!("line {}", args.line),
-            source,
+            source: Box::new(source),
         })?;
     log::append(
         &args.log_file,
