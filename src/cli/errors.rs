@@ -351,16 +351,29 @@ pub fn report(err: &Error) {
     }
 }
 
+/// A module that exists yet will not load from a static binary is most
+/// likely a glibc of another version on this machine, not a wrong path.
+fn module_advice(exists: bool, static_glibc: Option<String>) -> String {
+    let paths = "Give the module's full path (Debian's SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; \
+        OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so; opencryptoki: /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so, \
+        whose daemon pkcsslotd must be running) and check it is the right architecture.";
+    match static_glibc {
+        Some(glibc) if exists => format!(
+            "This binary is statically linked with glibc {glibc}, and loads a PKCS#11 module only where the \
+             system's glibc is that same version (`ldd --version` shows it): use a release built on this \
+             distribution release, or give the custodian's key file. Otherwise: {paths}"
+        ),
+        _ => paths.into(),
+    }
+}
+
 fn token_advice(err: &TokenError) -> String {
     use TokenError as T;
     match err {
         T::Uri { .. } => "Write it as pkcs11:token=LABEL;object=KEY?module-path=/path/to/module.so \
             (the PIN comes from the prompt, --pin-file or HSM_CEREMONY_PIN)."
             .into(),
-        T::Module { .. } => "Give the module's full path (Debian's SoftHSM2: /usr/lib/softhsm/libsofthsm2.so; \
-            OpenSC: /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so; opencryptoki: /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so, \
-            whose daemon pkcsslotd must be running) and check it is the right architecture."
-            .into(),
+        T::Module { path, .. } => module_advice(path.is_file(), hsm_ceremony::custodian::token::static_glibc()),
         T::NoModuleLoading { .. } => "Use the glibc release binary (hsm-ceremony-ceremony-only-x86_64-linux-gnu), \
             which loads PKCS#11 modules, or give the custodian's key file instead of a pkcs11: URI."
             .into(),
@@ -420,6 +433,17 @@ mod tests {
 
     fn said(err: &Error) -> String {
         advice(err).unwrap_or_default()
+    }
+
+    /// A static binary's failed module load names its glibc, the likely cause;
+    /// a missing file or a dynamic binary keeps the path advice alone.
+    #[test]
+    fn a_static_binary_that_cannot_load_a_module_names_its_glibc() {
+        let static_one = module_advice(true, Some("2.36".into()));
+        assert!(static_one.contains("statically linked with glibc 2.36"), "{static_one}");
+        assert!(static_one.contains("full path"), "{static_one}");
+        assert!(!module_advice(false, Some("2.36".into())).contains("glibc 2.36"));
+        assert!(!module_advice(true, None).contains("statically linked"));
     }
 
     /// Each cause of a refused custodian set has its own advice; a set with

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 pub use generate::{generate_with_rng, Generated, NewKey};
 pub use key::TokenKey;
-pub use session::{check_oaep, OaepSupport, TokenFacts};
+pub use session::{check_oaep, static_glibc, OaepSupport, TokenFacts};
 pub use uri::TokenUri;
 
 /// Why a token key could not be used. Each names the token or object.

@@ -138,6 +138,22 @@ impl WantedToken<'_> {
     }
 }
 
+/// The glibc version this binary carries when it is linked statically, since
+/// that glibc's `dlopen` loads a module only where the system's glibc is the
+/// same version: the one fact a failed load on the ceremony laptop hinges on.
+#[cfg(all(target_env = "gnu", target_feature = "crt-static"))]
+pub fn static_glibc() -> Option<String> {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    Some(version.to_string_lossy().into_owned())
+}
+
+/// A dynamically linked binary uses the system's own loader: no such limit.
+#[cfg(not(all(target_env = "gnu", target_feature = "crt-static")))]
+pub fn static_glibc() -> Option<String> {
+    None
+}
+
 /// Why no module can load in this build, if none can: told plainly, since
 /// the loader's own error would send the custodian checking the module's
 /// architecture instead.
