@@ -76,11 +76,17 @@ pub fn bearer_token(path: &Path) -> Result<String> {
 }
 
 pub fn restore_blob(path: &Path) -> Result<RestoreBlob> {
+    Ok(restore_blob_hashed(path)?.0)
+}
+
+/// A restore blob and the SHA-256 (hex) of the very bytes it was parsed from.
+pub fn restore_blob_hashed(path: &Path) -> Result<(RestoreBlob, String)> {
     let bytes = read_limited(path, MAX_SD_FILE_BYTES, "restore blob")?;
-    RestoreBlob::from_json(&bytes).map_err(|source| Error::RestoreBlob {
+    let blob = RestoreBlob::from_json(&bytes).map_err(|source| Error::RestoreBlob {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok((blob, hex::encode(Sha256::digest(&bytes))))
 }
 
 /// A certificate, PEM or DER whatever the extension. Weak keys are still

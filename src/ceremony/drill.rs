@@ -23,9 +23,7 @@ use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, InstanceError, Result};
 use crate::files::{self, read_limited, Mode};
-use crate::format::limits::MAX_SD_FILE_BYTES;
 use crate::format::restore_blob::RestoreBlob;
-use crate::format::sdfile::SecurityDomain;
 use crate::recovery::{self, Recovered};
 
 /// The tag every canary key carries (value: the canary file's date), so
@@ -357,17 +355,6 @@ pub fn load_canary(path: &Path) -> Result<KeyCanary> {
         return serde_path_to_error::deserialize(v).map_err(|e| refused(path, e.to_string()));
     }
     load_canary_set(path).map(|c| c.key_canary())
-}
-
-/// The security-domain file and its SHA-256, from one read: the hash the
-/// report shows is of the very bytes that were parsed.
-pub fn read_security_domain(path: &Path) -> Result<(SecurityDomain, String)> {
-    let bytes = read_limited(path, MAX_SD_FILE_BYTES, "security-domain file")?;
-    let sd = SecurityDomain::from_json(&bytes).map_err(|source| Error::SecurityDomain {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok((sd, hex::encode(Sha256::digest(&bytes))))
 }
 
 /// An instance as the drill and `prepare` use it: the instance client for

@@ -44,6 +44,15 @@ pub struct FileRef {
 }
 
 impl FileRef {
+    /// `path` fingerprinted by the SHA-256 (hex) of the bytes a step parsed,
+    /// so the log names what was checked, not a later read of the file.
+    pub fn parsed(path: &Path, sha256: String) -> FileRef {
+        FileRef {
+            path: path.display().to_string(),
+            sha256,
+        }
+    }
+
     /// Fingerprints `path` as it is now; `None` if it cannot be read.
     pub fn of(path: &Path) -> Option<FileRef> {
         let bytes = files::read_limited(path, MAX_LOG_BYTES, "file").ok()?;

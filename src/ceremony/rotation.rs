@@ -95,6 +95,9 @@ pub fn start_paths(out: &Path) -> Result<(PathBuf, PathBuf)> {
 pub struct Start<'a> {
     pub old_path: &'a Path,
     pub old: &'a SecurityDomain,
+    /// The SHA-256 (hex) of the bytes `old` was parsed from: the record names
+    /// the file that was split, not a later read of the path.
+    pub old_sha256: &'a str,
     pub new_certs: &'a [(String, Certificate)],
     pub quorum: usize,
     pub profile: Profile,
@@ -138,11 +141,7 @@ pub fn start_with_rng<R: CryptoRng + ?Sized>(
     let rec = Record {
         version: 1,
         state: State::Pending,
-        // Read by the caller, but it may have been removed since: an error, not a panic.
-        old: FileRef::of(plan.old_path).ok_or_else(|| Error::Read {
-            path: plan.old_path.to_path_buf(),
-            source: std::io::Error::other("the security domain can no longer be read"),
-        })?,
+        old: FileRef::parsed(plan.old_path, plan.old_sha256.to_string()),
         pending: pending_ref.clone(),
         target: plan.out.display().to_string(),
         quorum: plan.quorum,
@@ -291,8 +290,9 @@ impl Record {
                 path: record_path.to_path_buf(),
                 reason: format!("neither {} nor {} exists", self.pending.path, target.display()),
             })?;
-        self.check_fingerprint(&new_file)?;
-        let sd = crate::inputs::security_domain(&new_file)?;
+        // The file checked against the record is the one parsed: one read.
+        let (sd, sha256) = crate::inputs::security_domain_hashed(&new_file)?;
+        self.check_sha256(&new_file, Some(&sha256))?;
         let custodians: Vec<String> = sd.shared_keys.enc_shares.iter().map(|s| s.x5t_256.clone()).collect();
         if self.quorum != sd.required() || self.custodians != custodians {
             return refuse(format!(
@@ -458,8 +458,12 @@ impl Record {
     }
 
     fn check_fingerprint(&self, path: &Path) -> Result<()> {
-        match FileRef::of(path) {
-            Some(f) if f.sha256 == self.pending.sha256 => Ok(()),
+        self.check_sha256(path, FileRef::of(path).map(|f| f.sha256).as_deref())
+    }
+
+    fn check_sha256(&self, path: &Path, sha256: Option<&str>) -> Result<()> {
+        match sha256 {
+            Some(s) if s == self.pending.sha256 => Ok(()),
             _ => Err(RecoveryError::SharesInconsistent {
                 reason: format!(
                     "{} is not the file the rotation wrote (its SHA-256 differs); do not finalize",

@@ -509,7 +509,8 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
 }
 
 fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, String, usize)> {
-    let sd = inputs::security_domain(&args.sd_file)?;
+    let (sd, sha256) = inputs::security_domain_hashed(&args.sd_file)?;
+    record::parsed(&mut entry.inputs, &args.sd_file, sha256);
     let pool = match &args.custodian.cert {
         Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
         None => Default::default(),

@@ -19,9 +19,9 @@ use super::record;
 use super::restore::gather_quorum;
 use crate::say;
 use hsm_ceremony::ceremony::drill::{
-    self, canary_names, load_canary_set, read_security_domain, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
+    self, canary_names, load_canary_set, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
-use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
+use hsm_ceremony::ceremony::log::{Entry, FileRef, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
@@ -359,7 +359,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     // Everything checkable without a secret is checked before anyone is asked:
     // the files, the keys, where the report goes, and that the log takes a line.
     let paths = ReportPaths::check(report_dir)?;
-    let (sd, sd_sha256) = read_security_domain(sd_path)?;
+    let (sd, sd_sha256) = inputs::security_domain_hashed(sd_path)?;
     let canary = args.canary.as_deref().map(load_canary_set).transpose()?;
     let sas = match &canary {
         Some(c) => sas_for(
@@ -403,7 +403,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
         sd_path,
         Entry {
             command: Step::Drill,
-            inputs: record::refs(&[sd_path]),
+            inputs: vec![FileRef::parsed(sd_path, report.sd_sha256.clone())],
             outputs: record::refs(&[&paths.json, &paths.md]),
             thumbprints: report.participants.iter().map(|p| p.x5t_256.clone()).collect(),
             outcome: Outcome::of(&outcome),

@@ -12,7 +12,7 @@ use super::manifest::ManifestCheck;
 use super::output::print_json;
 use super::record;
 use crate::say;
-use hsm_ceremony::ceremony::log::{Entry, Step};
+use hsm_ceremony::ceremony::log::{Entry, FileRef, Step};
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
@@ -225,10 +225,10 @@ pub fn init_recovery(args: &InitRecoveryArgs) -> Result<()> {
 }
 
 pub fn upload(args: &UploadArgs) -> Result<()> {
-    let blob = inputs::restore_blob(&args.restore_blob)?;
+    let (blob, sha256) = inputs::restore_blob_hashed(&args.restore_blob)?;
     let entry = Entry {
         command: Step::InstanceUpload,
-        inputs: record::refs(&[&args.restore_blob]),
+        inputs: vec![FileRef::parsed(&args.restore_blob, sha256)],
         details: json!({"instance": args.connect.url}),
         ..Default::default()
     };

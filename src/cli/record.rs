@@ -47,6 +47,18 @@ pub fn refs(paths: &[&Path]) -> Vec<FileRef> {
     paths.iter().filter_map(|p| FileRef::of(p)).collect()
 }
 
+/// Sets `path`'s fingerprint in `refs` to the SHA-256 of the bytes the step
+/// parsed, so a file replaced between two reads cannot be recorded as the
+/// one checked. Until then the entry carries the file as it was before the
+/// step, which is what a step failing before the parse records.
+pub fn parsed(refs: &mut Vec<FileRef>, path: &Path, sha256: String) {
+    let parsed = FileRef::parsed(path, sha256);
+    match refs.iter_mut().find(|f| f.path == parsed.path) {
+        Some(f) => *f = parsed,
+        None => refs.insert(0, parsed),
+    }
+}
+
 /// Fails unless the step's log can take a line now (not a link, not a
 /// device, an intact chain, a writable folder with room): checked before the
 /// step does any work or asks any passphrase, so a step that could not be

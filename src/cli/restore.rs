@@ -98,7 +98,8 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
 }
 
 fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
-    let sd = inputs::security_domain(&args.sd_file)?;
+    let (sd, sha256) = inputs::security_domain_hashed(&args.sd_file)?;
+    record::parsed(&mut entry.inputs, &args.sd_file, sha256);
     let exchange = inputs::certificate(&args.sd_exchange_key)?;
     exchange.rsa_public_key().map_err(|source| Error::Certificate {
         label: inputs::label(&args.sd_exchange_key),

@@ -14,7 +14,7 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::ceremony::log::{self, Entry, Step};
+use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Step};
 use hsm_ceremony::ceremony::rotation;
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
@@ -115,7 +115,7 @@ fn start(args: &StartArgs) -> Result<()> {
     let out = required(&args.out, "--out")?;
     let quorum = *required(&args.quorum, "--quorum")?;
     let (pending, record_path) = rotation::start_paths(out)?;
-    let old = inputs::security_domain(sd_path)?;
+    let (old, old_sha256) = inputs::security_domain_hashed(sd_path)?;
     let new_certs: Vec<(String, Certificate)> = args
         .new_certs
         .iter()
@@ -125,11 +125,14 @@ fn start(args: &StartArgs) -> Result<()> {
     let log_path = record::log_path(out);
     let profile = if args.local { Profile::Local } else { Profile::Azure };
     let thumbprints: Vec<String> = plain.iter().map(Certificate::x5t_256).collect();
-    let mut input_files: Vec<&Path> = vec![sd_path];
-    input_files.extend(args.manifest.manifest.as_deref());
+    // The old file is recorded by the bytes it was parsed from.
+    let mut inputs = vec![FileRef::parsed(sd_path, old_sha256.clone())];
+    inputs.extend(record::refs(
+        &args.manifest.manifest.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+    ));
     let entry = Entry {
         command: Step::Rotate,
-        inputs: record::refs(&input_files),
+        inputs,
         thumbprints: thumbprints.clone(),
         details: json!({
             "phase": "pending", "quorum": quorum, "custodians": new_certs.len(),
@@ -168,6 +171,7 @@ fn start(args: &StartArgs) -> Result<()> {
         let plan = rotation::Start {
             old_path: sd_path,
             old: &old,
+            old_sha256: &old_sha256,
             new_certs: &new_certs,
             quorum,
             profile,

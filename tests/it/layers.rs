@@ -102,3 +102,25 @@ fn the_cli_runs_no_workflow_of_its_own() {
         offenders.join("\n")
     );
 }
+
+/// One read, one hash: every workflow that reads a security domain or a
+/// restore blob records or reports it, so it reads it with the SHA-256 of the
+/// bytes parsed (`*_hashed`) and never fingerprints the path a second time:
+/// a file replaced between the two reads would be logged as proven by a
+/// check it never had.
+#[test]
+fn recorded_inputs_are_hashed_from_the_bytes_parsed() {
+    let unhashed = ["inputs::security_domain(", "inputs::restore_blob("];
+    let (checked, offenders) = util::src_lines_naming(|rel| rel != "src/inputs.rs", &unhashed);
+    assert!(checked > 30, "only {checked} source files found");
+    // (A step may fingerprint a file before parsing it, for a failure to name
+    // it, if `record::parsed` replaces that fingerprint once parsed.)
+    let rehashed = ["refs(&[sd_path", "refs(&[&args.restore_blob"];
+    let (_, rehashing) = util::src_lines_naming(|rel| rel.starts_with("src/cli/"), &rehashed);
+    let all: Vec<String> = offenders.into_iter().chain(rehashing).collect();
+    assert!(
+        all.is_empty(),
+        "read with inputs::*_hashed and record that hash (record::parsed, FileRef::parsed):\n{}",
+        all.join("\n")
+    );
+}
