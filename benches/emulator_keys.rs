@@ -53,7 +53,7 @@ struct Http {
 
 impl Http {
     fn new(s: &Served, principal: &str, roles: &[Role]) -> Http {
-        let token = emulator::issue_token(&s.dir, principal, roles).unwrap();
+        let token = emulator::issue_token(&s.dir, principal, roles).unwrap().reveal();
         let ca = std::fs::read(&s.ca).unwrap();
         let root = ureq::tls::Certificate::from_pem(&ca).unwrap();
         let tls = ureq::tls::TlsConfig::builder()
@@ -216,7 +216,9 @@ fn main() {
     // The original, activated, and a second instance recovered from its security domain.
     let source = serve(&tmp.path().join("source"));
     let admin = |s: &Served| {
-        let token = emulator::issue_token(&s.dir, "admin", &[Role::Administrator]).unwrap();
+        let token = emulator::issue_token(&s.dir, "admin", &[Role::Administrator])
+            .unwrap()
+            .reveal();
         InstanceClient::new(&s.url, token, Some(&s.ca))
             .unwrap()
             .with_polling(Duration::from_secs(60), Duration::from_millis(20))

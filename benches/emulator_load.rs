@@ -32,7 +32,7 @@ const MAX_POLLS: usize = 20_000;
 const POLL_BUDGET: Duration = Duration::from_secs(20);
 
 fn client(s: &Served, roles: &[Role]) -> InstanceClient {
-    let token = emulator::issue_token(&s.dir, "load", roles).unwrap();
+    let token = emulator::issue_token(&s.dir, "load", roles).unwrap().reveal();
     InstanceClient::new(&s.url, token, Some(&s.ca))
         .unwrap()
         .with_polling(Duration::from_secs(60), Duration::from_millis(20))
@@ -96,7 +96,9 @@ fn main() {
 
     // 2. Status-poll throughput and latency.
     let url = format!("{}/securitydomain/download/pending?api-version=7.5", source.url);
-    let token = emulator::issue_token(&source.dir, "poller", &[Role::Administrator]).unwrap();
+    let token = emulator::issue_token(&source.dir, "poller", &[Role::Administrator])
+        .unwrap()
+        .reveal();
     let ca = std::fs::read(&source.ca).unwrap();
     let deadline = Instant::now() + POLL_BUDGET;
     let poll_started = Instant::now();

@@ -118,7 +118,7 @@ fn run_in(dir: &Path) -> Result<()> {
     })?;
     let token = emulator::issue_token(&original_dir, "demo-admin", &[Role::Administrator, Role::CryptoUser])?;
     let token_file = dir.join("admin.token");
-    files::write_new(&token_file, token.as_bytes(), Mode::Private)?;
+    files::write_new(&token_file, token.expose().as_bytes(), Mode::Private)?;
     // `local:DIR` serves the instance inside this process: the demo opens no socket.
     let connect = Connect {
         url: format!("local:{}", original_dir.display()),

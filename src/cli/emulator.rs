@@ -141,7 +141,8 @@ pub fn run(cmd: EmulatorCommand) -> Result<(), Error> {
             roles,
         } => {
             let token = emulator::issue_token(&state, &principal, &roles)?;
-            crate::out!("{token}");
+            // The one place a token is printed: it is this command's output.
+            crate::out!("{}", token.expose());
             Ok(())
         }
         EmulatorCommand::AzSetup {

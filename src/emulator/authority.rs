@@ -527,17 +527,14 @@ impl Authority {
                 ),
             ));
         }
-        let token = Zeroizing::new(
-            super::rbac::issue_token_for(dir, &record.principal, &record.roles, Some(EXPIRES_IN)).map_err(|e| {
-                EntraError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, e.to_string())
-            })?,
-        );
+        let token = super::rbac::issue_token_for(dir, &record.principal, &record.roles, Some(EXPIRES_IN))
+            .map_err(|e| EntraError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, e.to_string()))?;
         let body = Zeroizing::new(
             json!({
                 "token_type": "Bearer",
                 "expires_in": EXPIRES_IN,
                 "ext_expires_in": EXPIRES_IN,
-                "access_token": token.as_str(),
+                "access_token": token.expose(),
             })
             .to_string(),
         );

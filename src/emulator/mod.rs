@@ -27,7 +27,7 @@ mod tls;
 
 pub use authority::{register_client, ServicePrincipal, CLIENTS_FILE, EXPIRES_IN, MAX_TOKEN_BODY};
 pub use az_setup::{az_setup, shell_quote, AzSetup, AZ_CONFIG_DIR, CLOUD_NAME, SECRET_FILE, URL_FILE};
-pub use rbac::{decide_in, issue_token, DataAction, Decision, Role};
+pub use rbac::{decide_in, issue_token, BearerToken, DataAction, Decision, Role};
 pub use request::{preflight, API_VERSIONS};
 pub use server::{serve_blocking, spawn, Config, InProcess, Ready, RunningEmulator, IN_PROCESS_ORIGIN};
 pub use state::{inspect, InstanceSummary, OpStatus, OperationStatus, Status};

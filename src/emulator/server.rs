@@ -244,7 +244,7 @@ impl InProcess {
     /// [`super::issue_token`] does.
     ///
     /// Errors: a bad principal name, or the token file cannot be written.
-    pub fn issue_token(&self, principal: &str, roles: &[super::Role]) -> Result<String> {
+    pub fn issue_token(&self, principal: &str, roles: &[super::Role]) -> Result<super::BearerToken> {
         match &self.state_dir {
             None => self.app.auth.issue(principal, roles),
             Some(dir) => super::issue_token(dir, principal, roles),

@@ -40,7 +40,7 @@ impl DrillInstance {
         let emu = emulator::InProcess::in_memory()?;
         let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoUser])?;
         Ok(DrillInstance::new(
-            InstanceClient::in_process(Arc::new(emu), token),
+            InstanceClient::in_process(Arc::new(emu), token.reveal()),
             LOCAL_LABEL,
         ))
     }

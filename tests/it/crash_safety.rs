@@ -294,7 +294,9 @@ fn kill_the_emulator_mid_download(rng: &mut rand::rngs::StdRng, kills: usize) ->
             .unwrap();
         let url = read_url(&mut child);
         let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let token = emulator::issue_token(&state, "crash", &[Role::Administrator]).unwrap();
+        let token = emulator::issue_token(&state, "crash", &[Role::Administrator])
+            .unwrap()
+            .reveal();
         let req = format!(
             "POST /securitydomain/download?api-version=7.5 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

@@ -452,7 +452,9 @@ fn bounded_emulator(dir: &Path) -> (emulator::RunningEmulator, String) {
     config.body_timeout = Duration::from_millis(800);
     config.max_connections = 4;
     let running = emulator::spawn(config).unwrap();
-    let token = emulator::issue_token(dir, "slow", &[Role::Administrator]).unwrap();
+    let token = emulator::issue_token(dir, "slow", &[Role::Administrator])
+        .unwrap()
+        .reveal();
     (running, token)
 }
 

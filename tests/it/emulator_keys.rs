@@ -323,13 +323,17 @@ fn purge_protection_off_is_an_instance_setting_chosen_before_activation() {
     let mut config = emulator::Config::new(&dir);
     config.purge_protection = Some(false);
     let running = emulator::spawn(config).unwrap();
-    let admin = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
+    let admin = emulator::issue_token(&dir, "admin", &[Role::Administrator])
+        .unwrap()
+        .reveal();
     let client =
         hsm_ceremony::instance::InstanceClient::new(running.url(), admin, Some(running.ca_pem_path().unwrap()))
             .unwrap();
     let certs: Vec<_> = custodians()[0..3].iter().map(|c| c.cert.clone()).collect();
     client.download(&certs, 2).unwrap();
-    let t = emulator::issue_token(&dir, "app", &[Role::CryptoUser, Role::CryptoOfficer]).unwrap();
+    let t = emulator::issue_token(&dir, "app", &[Role::CryptoUser, Role::CryptoOfficer])
+        .unwrap()
+        .reveal();
     let ca = running.ca_pem_path().unwrap().to_path_buf();
     let go =
         |m: &str, p: &str, b: Option<&str>| raw_at(running.url(), &ca, m, &format!("{p}?api-version=7.5"), Some(&t), b);

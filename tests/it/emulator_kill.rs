@@ -96,7 +96,9 @@ fn sigkill_during_recovery_never_half_activates() {
     let delays_ms = [0u64, 1, 2, 5, 10, 30];
     for (round, delay) in delays_ms.iter().enumerate() {
         let dir = tmp.path().join(format!("b{round}"));
-        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator, Role::CryptoUser]).unwrap();
+        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator, Role::CryptoUser])
+            .unwrap()
+            .reveal();
 
         // Kill while the exchange key may be being made.
         let s = serve(&dir);
@@ -188,7 +190,9 @@ fn sigkill_during_a_backup_leaves_its_job_answered_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, store) = (tmp.path().join("a"), tmp.path().join("store"));
     std::fs::create_dir(&store).unwrap();
-    let token = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
+    let token = emulator::issue_token(&dir, "admin", &[Role::Administrator])
+        .unwrap()
+        .reveal();
     let s = serve(&dir);
     client(&s, &token)
         .download(&custodians()[..3].iter().map(|c| c.cert.clone()).collect::<Vec<_>>(), 2)
@@ -233,7 +237,9 @@ fn sigkill_during_role_assignment_writes_loses_no_acknowledged_one() {
     let tmp = tempfile::tempdir().unwrap();
     for (round, delay) in [5u64, 40, 150, 400].into_iter().enumerate() {
         let dir = tmp.path().join(format!("r{round}"));
-        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
+        let token = emulator::issue_token(&dir, "admin", &[Role::Administrator])
+            .unwrap()
+            .reveal();
         let s = serve(&dir);
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = {

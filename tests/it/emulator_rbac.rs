@@ -54,7 +54,7 @@ fn each_role_is_allowed_exactly_its_operations_and_a_refusal_names_the_role() {
     ];
     for (principal, held, sd_allowed, keys_allowed) in roles {
         let emu = InProcess::in_memory().unwrap();
-        let token = emu.issue_token(principal, held).unwrap();
+        let token = emu.issue_token(principal, held).unwrap().reveal();
         for (method, path, body, security_domain) in OPERATIONS {
             let (status, answer) = call(&emu, method, path, &token, body);
             let allowed = if security_domain { sd_allowed } else { keys_allowed };
@@ -78,8 +78,9 @@ fn faults_are_reported_in_the_order_the_server_checks_them() {
     let emu = InProcess::in_memory().unwrap();
     let both = emu
         .issue_token("both", &[Role::Administrator, Role::CryptoOfficer])
-        .unwrap();
-    let officer = emu.issue_token("user", &[Role::CryptoUser]).unwrap();
+        .unwrap()
+        .reveal();
+    let officer = emu.issue_token("user", &[Role::CryptoUser]).unwrap().reveal();
     let message = |(status, body): (u16, String)| {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         (status, v["error"]["message"].as_str().unwrap().to_string())
@@ -92,7 +93,7 @@ fn faults_are_reported_in_the_order_the_server_checks_them() {
     let (status, _) = message(call(&emu, "POST", "/securitydomain/download", "", "{not json"));
     assert_eq!(status, 401);
     // ... and a principal without the role is refused before its name is looked at.
-    let admin = emu.issue_token("admin", &[Role::Administrator]).unwrap();
+    let admin = emu.issue_token("admin", &[Role::Administrator]).unwrap().reveal();
     let (status, m) = message(call(&emu, "POST", bad_name, &admin, "{not json"));
     assert_eq!(status, 403, "{m}");
 

@@ -450,7 +450,8 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
         "hostile",
         &[Role::Administrator, Role::CryptoOfficer, Role::CryptoUser],
     )
-    .unwrap();
+    .unwrap()
+    .reveal();
     // Activated, so key requests reach their body checks; one known key for the operations.
     let certs: Vec<_> = crate::common::custodians()[0..3]
         .iter()
@@ -539,7 +540,9 @@ fn hostile_restore_blobs_fail_the_upload_cleanly() {
     config.tls = false;
     let running = emulator::spawn(config).unwrap();
     let addr = running.local_addr();
-    let token = emulator::issue_token(&dir, "hostile", &[Role::Administrator]).unwrap();
+    let token = emulator::issue_token(&dir, "hostile", &[Role::Administrator])
+        .unwrap()
+        .reveal();
     let request = |method: &str, path: &str, body: &str| {
         let req = format!(
             "{method} {path}?api-version=7.5 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

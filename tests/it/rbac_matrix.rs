@@ -113,7 +113,9 @@ fn the_table_covers_every_action_once_and_names_real_actions() {
 fn each_built_in_role_is_allowed_exactly_its_table_row_at_the_decision_level() {
     let dir = tempfile::tempdir().unwrap();
     for role in Role::ALL {
-        let token = emulator::issue_token(dir.path(), &role.cli_name(), &[role]).unwrap();
+        let token = emulator::issue_token(dir.path(), &role.cli_name(), &[role])
+            .unwrap()
+            .reveal();
         for action in DataAction::ALL {
             let scope = scope_of(action);
             let decision = emulator::decide_in(dir.path(), &token, action, scope).unwrap();
@@ -129,7 +131,7 @@ fn each_built_in_role_is_allowed_exactly_its_table_row_at_the_decision_level() {
             assert_eq!(role.grants(action), want, "{role:?} {action:?}");
         }
     }
-    let none = emulator::issue_token(dir.path(), "nobody", &[]).unwrap();
+    let none = emulator::issue_token(dir.path(), "nobody", &[]).unwrap().reveal();
     for action in DataAction::ALL {
         let d = emulator::decide_in(dir.path(), &none, action, scope_of(action)).unwrap();
         assert!(matches!(d, Decision::Forbidden { .. }), "{action:?}: {d:?}");

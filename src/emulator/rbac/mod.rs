@@ -17,6 +17,7 @@ use crate::error::Result;
 use assignments::{RbacFile, RBAC_FILE};
 use persist::Persisted;
 use settings::{SettingsFile, SETTINGS_FILE};
+pub use tokens::BearerToken;
 use tokens::{Identity, TokenStore};
 
 pub use actions::DataAction;
@@ -90,7 +91,7 @@ impl Authenticator {
     /// and assigns `roles` to `principal` at `/`.
     ///
     /// Errors: a bad principal name.
-    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<String> {
+    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<BearerToken> {
         tokens::check_principal(principal)?;
         grant(&self.rbac, principal, roles)?;
         self.tokens.issue(principal, roles)
@@ -125,7 +126,7 @@ fn grant(rbac: &Persisted<RbacFile>, principal: &str, roles: &[Role]) -> Result<
 /// emulator serves the directory: the server rereads both files when they change.
 ///
 /// Errors: a bad principal name, or the state directory cannot be written.
-pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<String> {
+pub fn issue_token(state_dir: &Path, principal: &str, roles: &[Role]) -> Result<BearerToken> {
     issue_token_for(state_dir, principal, roles, None)
 }
 
@@ -136,7 +137,7 @@ pub(crate) fn issue_token_for(
     principal: &str,
     roles: &[Role],
     lifetime: Option<u64>,
-) -> Result<String> {
+) -> Result<BearerToken> {
     tokens::check_principal(principal)?;
     super::state::ensure_dir(state_dir)?;
     let rbac = Persisted::<RbacFile>::open(state_dir, RBAC_FILE)?;
@@ -189,10 +190,14 @@ mod tests {
     #[test]
     fn decisions_follow_the_assignments() {
         let dir = tempfile::tempdir().unwrap();
-        let admin = issue_token(dir.path(), "alice", &[Role::Administrator]).unwrap();
-        let user = issue_token(dir.path(), "bob", &[Role::CryptoUser]).unwrap();
-        let officer = issue_token(dir.path(), "olga", &[Role::CryptoOfficer]).unwrap();
-        let owner = issue_token(dir.path(), "owner", &[]).unwrap();
+        let admin = issue_token(dir.path(), "alice", &[Role::Administrator])
+            .unwrap()
+            .reveal();
+        let user = issue_token(dir.path(), "bob", &[Role::CryptoUser]).unwrap().reveal();
+        let officer = issue_token(dir.path(), "olga", &[Role::CryptoOfficer])
+            .unwrap()
+            .reveal();
+        let owner = issue_token(dir.path(), "owner", &[]).unwrap().reveal();
         let auth = Authenticator::open(dir.path()).unwrap();
         let (sd, create) = (DataAction::SecurityDomainDownload, DataAction::KeyCreate);
         let allowed = |t: &str, a, s| matches!(auth.decide(Some(&h(t)), a, s), Decision::Allowed { .. });
@@ -212,14 +217,14 @@ mod tests {
             }
         );
         // A token issued while the server runs brings its assignments along.
-        let late = issue_token(dir.path(), "carol", &[Role::CryptoUser]).unwrap();
+        let late = issue_token(dir.path(), "carol", &[Role::CryptoUser]).unwrap().reveal();
         assert!(allowed(&late, create, "/keys/k"));
     }
 
     #[test]
     fn an_older_state_folder_keeps_the_roles_its_tokens_recorded() {
         let dir = tempfile::tempdir().unwrap();
-        let user = issue_token(dir.path(), "bob", &[Role::CryptoUser]).unwrap();
+        let user = issue_token(dir.path(), "bob", &[Role::CryptoUser]).unwrap().reveal();
         std::fs::remove_file(dir.path().join(RBAC_FILE)).unwrap();
         let auth = Authenticator::open(dir.path()).unwrap();
         assert!(matches!(

@@ -35,13 +35,26 @@ impl Credentials {
     }
 }
 
-/// A bearer token as issued: secret until it is handed to its holder.
-pub(crate) struct BearerToken(Zeroizing<String>);
+/// A bearer token as issued: secret until it is handed to its holder, so
+/// it is wiped on drop and its `Debug` shows no part of it.
+pub struct BearerToken(Zeroizing<String>);
 
 impl BearerToken {
-    /// Gives the token to the caller, who hands it to the principal once.
+    /// The token's text, for the one place that hands it to its holder.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Gives the token to the caller (a client that sends it), who then
+    /// answers for it.
     pub fn reveal(mut self) -> String {
         std::mem::take(&mut *self.0)
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(redacted)")
     }
 }
 
@@ -131,7 +144,12 @@ pub(crate) fn check_principal(principal: &str) -> Result<()> {
 /// file when it changes.
 ///
 /// Errors: a bad principal name, or the state directory cannot be written.
-pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role], lifetime: Option<u64>) -> Result<String> {
+pub(super) fn record_token(
+    state_dir: &Path,
+    principal: &str,
+    roles: &[Role],
+    lifetime: Option<u64>,
+) -> Result<BearerToken> {
     check_principal(principal)?;
     // Serialises concurrent issuers so no record is lost.
     let lock_path = state_dir.join(".tokens.lock");
@@ -167,7 +185,7 @@ pub(super) fn record_token(state_dir: &Path, principal: &str, roles: &[Role], li
         .into());
     }
     files::replace(&path, &text, Mode::Private)?;
-    Ok(token.reveal())
+    Ok(token)
 }
 
 /// A fresh token and the record (its hash) that admits it. The roles are
@@ -250,11 +268,11 @@ impl TokenStore {
     /// Issues a token known only to this process (an in-memory instance's).
     ///
     /// Errors: a bad principal name.
-    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<String> {
+    pub fn issue(&self, principal: &str, roles: &[Role]) -> Result<BearerToken> {
         check_principal(principal)?;
         let (token, record) = new_token(principal, roles);
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.push(record);
-        Ok(token.reveal())
+        Ok(token)
     }
 
     pub fn identify(&self, credentials: Option<&Credentials>) -> Identity {
@@ -277,9 +295,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_issued_token_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = record_token(dir.path(), "alice", &[Role::Administrator], None).unwrap();
+        let in_memory = TokenStore::in_memory().issue("bob", &[Role::CryptoUser]).unwrap();
+        for token in [on_disk, in_memory] {
+            let secret = &token.expose()[TOKEN_PREFIX.len()..];
+            assert!(secret.len() >= 43, "{} characters", secret.len());
+            // Also inside a `Result`, as `unwrap` and `expect` print one.
+            let shown = format!("{token:?} {:?}", Ok::<_, ()>(&token));
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!shown.contains(TOKEN_PREFIX), "{shown}");
+        }
+    }
+
+    #[test]
     fn identification() {
         let dir = tempfile::tempdir().unwrap();
-        let admin = record_token(dir.path(), "alice", &[Role::Administrator], None).unwrap();
+        let admin = record_token(dir.path(), "alice", &[Role::Administrator], None)
+            .unwrap()
+            .reveal();
         let store = TokenStore::open(dir.path()).unwrap();
         let h = |t: &str| Credentials::from_header(format!("Bearer {t}").as_bytes());
         let raw = |t: &[u8]| Credentials::from_header(t);
@@ -298,7 +333,9 @@ mod tests {
             Identity::Unauthorized(_)
         ));
         // A token issued while the server runs is seen; the file holds no token in the clear.
-        let late = record_token(dir.path(), "carol", &[Role::CryptoOfficer], None).unwrap();
+        let late = record_token(dir.path(), "carol", &[Role::CryptoOfficer], None)
+            .unwrap()
+            .reveal();
         assert_eq!(store.identify(Some(&h(&late))), Identity::Principal("carol".into()));
         let stored = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&late) && !stored.contains(&admin));
@@ -309,8 +346,12 @@ mod tests {
     fn expired_tokens_are_refused_and_pruned_when_the_next_is_issued() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
-        let kept = record_token(dir.path(), "ops", &[Role::Administrator], None).unwrap();
-        let live = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600)).unwrap();
+        let kept = record_token(dir.path(), "ops", &[Role::Administrator], None)
+            .unwrap()
+            .reveal();
+        let live = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600))
+            .unwrap()
+            .reveal();
         // Sign-ins of an earlier hour: their tokens have expired.
         let mut file = read_file(&path).unwrap();
         let stale: Vec<TokenRecord> = (0..50)
@@ -331,7 +372,9 @@ mod tests {
             identify_with(&[record], Some(&h(&expired)), 1),
             Identity::Unauthorized("the token has expired; sign in again for a new one")
         );
-        let next = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600)).unwrap();
+        let next = record_token(dir.path(), "app", &[Role::CryptoUser], Some(3600))
+            .unwrap()
+            .reveal();
         let left = read_file(&path).unwrap().tokens;
         assert_eq!(left.len(), 3, "only the expired records are dropped");
         let store = TokenStore::open(dir.path()).unwrap();

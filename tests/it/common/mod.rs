@@ -76,7 +76,7 @@ impl Emu {
         self.running.ca_pem_path().unwrap()
     }
     pub fn token(&self, principal: &str, roles: &[Role]) -> String {
-        emulator::issue_token(&self.dir, principal, roles).unwrap()
+        emulator::issue_token(&self.dir, principal, roles).unwrap().reveal()
     }
     pub fn client(&self, roles: &[Role]) -> InstanceClient {
         let token = self.token("tester", roles);
