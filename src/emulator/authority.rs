@@ -27,7 +27,6 @@
 //! the AADSTS code, `error_codes`, `timestamp`, `trace_id`,
 //! `correlation_id`), so MSAL and az report them as they would Entra's.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ use super::rbac::tokens::sha256_hex;
 use super::rbac::Role;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
-use crate::error::{EmulatorError, Error, Result};
+use crate::error::{EmulatorError, Result};
 use crate::files::{self, Mode};
 
 pub const CLIENTS_FILE: &str = "clients.json";
@@ -131,19 +130,7 @@ pub fn register_client(state_dir: &Path, principal: &str, roles: &[Role]) -> Res
     super::rbac::tokens::check_principal(principal)?;
     super::state::ensure_dir(state_dir)?;
     let lock_path = state_dir.join(".clients.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| Error::Write {
-            path: lock_path.clone(),
-            source,
-        })?;
-    lock.lock().map_err(|source| Error::Write {
-        path: lock_path.clone(),
-        source,
-    })?;
+    let _lock = super::rbac::persist::lock_file(&lock_path)?;
     let path = state_dir.join(CLIENTS_FILE);
     let mut file = read_clients(&path)?;
     let mut raw = Zeroizing::new([0u8; 32]);
@@ -595,6 +582,7 @@ fn parse_form(body: &[u8]) -> std::result::Result<Vec<(String, Zeroizing<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn form_parsing_is_strict() {

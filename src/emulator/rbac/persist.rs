@@ -68,6 +68,26 @@ pub(crate) fn read<T: Document>(path: &Path) -> Result<T> {
     Ok(doc)
 }
 
+/// Takes the exclusive advisory lock on `lock_path` (created if absent), held
+/// until the returned file is dropped: what serialises the emulator with an
+/// `emulator token` or `az-setup` run beside it.
+pub(crate) fn lock_file(lock_path: &Path) -> Result<fs::File> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(|source| Error::Write {
+            path: lock_path.to_path_buf(),
+            source,
+        })?;
+    lock.lock().map_err(|source| Error::Write {
+        path: lock_path.to_path_buf(),
+        source,
+    })?;
+    Ok(lock)
+}
+
 pub(crate) struct Persisted<T> {
     /// The file and its lock; `None` for an in-memory instance.
     path: Option<(PathBuf, PathBuf)>,
@@ -131,19 +151,7 @@ impl<T: Document> Persisted<T> {
             return Ok(answer);
         };
         // Serialises this process with `emulator token` run alongside it.
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(lock_path)
-            .map_err(|source| Error::Write {
-                path: lock_path.clone(),
-                source,
-            })?;
-        lock.lock().map_err(|source| Error::Write {
-            path: lock_path.clone(),
-            source,
-        })?;
+        let _lock = lock_file(lock_path)?;
         let mut doc: T = read(path)?;
         let answer = match f(&mut doc) {
             Ok(r) => r,

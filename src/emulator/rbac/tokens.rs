@@ -2,7 +2,6 @@
 //! SHA-256 hashes (`tokens.json`, 0600, in the state directory); a token
 //! names its principal, whose role assignments (`rbac.json`) decide.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -14,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
 use crate::crypto::secret::SecretBytes;
-use crate::error::{EmulatorError, Error, Result};
+use crate::error::{EmulatorError, Result};
 use crate::files::{self, Mode};
 
 use super::persist::{stamp, Stamp};
@@ -153,19 +152,7 @@ pub(super) fn record_token(
     check_principal(principal)?;
     // Serialises concurrent issuers so no record is lost.
     let lock_path = state_dir.join(".tokens.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| Error::Write {
-            path: lock_path.clone(),
-            source,
-        })?;
-    lock.lock().map_err(|source| Error::Write {
-        path: lock_path.clone(),
-        source,
-    })?;
+    let _lock = super::persist::lock_file(&lock_path)?;
     let path = state_dir.join(TOKENS_FILE);
     let mut file = read_file(&path)?;
     let now = super::super::now_unix();
@@ -293,6 +280,7 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn an_issued_token_never_shows_in_debug() {
