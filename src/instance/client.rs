@@ -262,6 +262,47 @@ fn transport_error(url: &str, request: &str, e: ureq::Error) -> Error {
     }
 }
 
+/// The deadline, progress lines and pause every wait on a long-running
+/// operation shares.
+struct Wait<'a> {
+    client: &'a InstanceClient,
+    what: &'static str,
+    start: Instant,
+    next_report: Instant,
+}
+
+impl<'a> Wait<'a> {
+    fn new(client: &'a InstanceClient, what: &'static str) -> Wait<'a> {
+        let start = Instant::now();
+        Wait {
+            client,
+            what,
+            start,
+            next_report: start + PROGRESS_AFTER,
+        }
+    }
+
+    /// Reports progress when due, then sleeps one poll interval; past the
+    /// deadline the operation is still `status`, and the wait ends.
+    fn pause(&mut self, status: String) -> Result<()> {
+        let now = Instant::now();
+        if let (Some(progress), true) = (&self.client.progress, now >= self.next_report) {
+            progress(self.what, now - self.start);
+            self.next_report = now + PROGRESS_EVERY;
+        }
+        if now >= self.start + self.client.poll_timeout {
+            return Err(InstanceError::StillRunning {
+                what: self.what,
+                status,
+                waited: self.client.poll_timeout,
+            }
+            .into());
+        }
+        std::thread::sleep(self.client.poll_interval);
+        Ok(())
+    }
+}
+
 impl InstanceClient {
     /// A client for `url` (`https://...`; `http://` only for a loopback
     /// emulator). `ca_pem` is a CA certificate to trust instead of the public
@@ -425,28 +466,13 @@ impl InstanceClient {
     }
 
     fn poll(&self, path: &str, what: &'static str) -> Result<OperationStatus> {
-        let start = Instant::now();
-        let deadline = start + self.poll_timeout;
-        let mut next_report = start + PROGRESS_AFTER;
+        let mut wait = Wait::new(self, what);
         loop {
             let status = self.operation_status(path)?;
             if status.is_success() || status.is_failed() {
                 return Ok(status);
             }
-            let now = Instant::now();
-            if let (Some(progress), true) = (&self.progress, now >= next_report) {
-                progress(what, now - start);
-                next_report = now + PROGRESS_EVERY;
-            }
-            if now >= deadline {
-                return Err(InstanceError::StillRunning {
-                    what,
-                    status: status.status,
-                    waited: self.poll_timeout,
-                }
-                .into());
-            }
-            std::thread::sleep(self.poll_interval);
+            wait.pause(status.status)?;
         }
     }
 
@@ -863,9 +889,7 @@ impl InstanceClient {
                 )
             })?;
         let pending = format!("{path}/{id}/pending");
-        let start = Instant::now();
-        let deadline = start + self.poll_timeout;
-        let mut next_report = start + PROGRESS_AFTER;
+        let mut wait = Wait::new(self, what);
         let mut last = started;
         loop {
             if last.status.eq_ignore_ascii_case("succeeded") || last.status.eq_ignore_ascii_case("success") {
@@ -878,20 +902,7 @@ impl InstanceClient {
                 }
                 .into());
             }
-            let now = Instant::now();
-            if let (Some(progress), true) = (&self.progress, now >= next_report) {
-                progress(what, now - start);
-                next_report = now + PROGRESS_EVERY;
-            }
-            if now >= deadline {
-                return Err(InstanceError::StillRunning {
-                    what,
-                    status: last.status,
-                    waited: self.poll_timeout,
-                }
-                .into());
-            }
-            std::thread::sleep(self.poll_interval);
+            wait.pause(last.status)?;
             let (_, text) = self.request("GET", &pending, None)?;
             last = crate::format::json::from_str(&text)
                 .map_err(|e| bad_answer(format!("GET {pending}"), "the answer is not a job status", e))?;
