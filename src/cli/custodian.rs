@@ -17,9 +17,10 @@ use hsm_ceremony::ceremony::log::{Entry, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::custodian::{keygen, token};
+use hsm_ceremony::custodian::keygen::{self, Undone};
+use hsm_ceremony::custodian::token;
 use hsm_ceremony::error::{Error, Result};
-use hsm_ceremony::files::{self, Mode};
+use hsm_ceremony::files;
 use hsm_ceremony::{inputs, recovery};
 
 #[derive(Subcommand, Debug)]
@@ -121,13 +122,7 @@ pub fn run(cmd: CustodianCommand) -> Result<()> {
     }
 }
 
-/// A custodian's new files.
-pub struct Made {
-    pub name: String,
-    pub key_path: PathBuf,
-    pub cert_path: PathBuf,
-    pub cert: Certificate,
-}
+pub use keygen::Made;
 
 fn parse_bits(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
@@ -188,29 +183,7 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     };
 
     let generated = generate_parallel(&names, args.bits, args.days, &passphrases)?;
-    let mut written: Vec<PathBuf> = Vec::new();
-    let mut made = Vec::new();
-    for ((name, key_path, cert_path), keygen::NewKeyFile { pem: key_pem, cert }) in plans.into_iter().zip(generated) {
-        let outcome = files::write_new(&cert_path, cert.to_pem().as_bytes(), Mode::Public)
-            .and_then(|_| {
-                written.push(cert_path.clone());
-                files::write_new(&key_path, key_pem.as_bytes(), Mode::Private)
-            })
-            .map(|_| written.push(key_path.clone()));
-        if let Err(e) = outcome {
-            // All or nothing: a half-made custodian set is worse than none.
-            for p in &written {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e);
-        }
-        made.push(Made {
-            name,
-            key_path,
-            cert_path,
-            cert,
-        });
-    }
+    let made = keygen::write_all(plans, generated)?;
     // The record: files by fingerprint and thumbprints; never the key or its passphrase.
     let mut made_files: Vec<&Path> = Vec::new();
     for m in &made {
@@ -235,8 +208,6 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
     Ok(made)
 }
 
-/// `keygen --token`: the key pair is made on the token, the certificate is
-/// signed there and stored both on the token and as NAME.cer.
 /// The checks every keygen makes before any key is generated.
 fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
     if args.days == 0 || args.days > keygen::MAX_DAYS {
@@ -262,6 +233,8 @@ fn keygen_log_anchor(args: &KeygenArgs) -> PathBuf {
     args.out_dir.join(hsm_ceremony::ceremony::log::DEFAULT_NAME)
 }
 
+/// `keygen --token`: the key pair is made on the token, the certificate is
+/// signed there and stored both on the token and as NAME.cer.
 fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made> {
     let name = args
         .name
@@ -282,45 +255,42 @@ fn keygen_on_token(args: &KeygenArgs, module: &Path, token: &str) -> Result<Made
         days: args.days,
         oaep_on_host: args.oaep_on_host,
     };
-    let made = token::generate_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc())?;
+    let anchor = keygen_log_anchor(args);
+    // Logged like a key file's keygen (the README says every keygen is): the URI and certificate, never the PIN.
+    let record = |made: &token::Generated| {
+        record::step(
+            &anchor,
+            Entry {
+                command: Step::CustodianKeygen,
+                outputs: record::refs(&[&cert_path]),
+                thumbprints: vec![made.cert.x5t_256()],
+                outcome: Outcome::Ok,
+                details: json!({
+                    "names": [name], "bits": args.bits, "days": args.days, "token": token,
+                    "key": made.key.uri().to_string(),
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    let made = match keygen::on_token_with_rng(&mut os_rng(), &new, &pin, OffsetDateTime::now_utc(), &cert_path, record)
+    {
+        Ok(made) => made,
+        Err(failed) => {
+            if let Some(Undone {
+                x5t_256,
+                key_pair: Err(left),
+                ..
+            }) = failed.undone.as_deref()
+            {
+                warn(&format!(
+                    "the new key pair (certificate x5t#S256 {x5t_256}) is still on token '{token}': {left}"
+                ));
+            }
+            return Err(failed.error);
+        }
+    };
     let uri = made.key.uri().to_string();
-    // The bool: whether the certificate file was written (and so is to be removed again).
-    let finished = files::write_new(&cert_path, made.cert.to_pem().as_bytes(), Mode::Public)
-        .map_err(|e| (e, false))
-        .and_then(|()| {
-            hsm_ceremony::ceremony::kill::fail_point("keygen:certificate-written")
-                .map_err(Error::Usage)
-                .and_then(|()| {
-                    // Logged like a key file's keygen (the README says every keygen is): the URI and certificate, never the PIN.
-                    record::step(
-                        &keygen_log_anchor(args),
-                        Entry {
-                            command: Step::CustodianKeygen,
-                            outputs: record::refs(&[&cert_path]),
-                            thumbprints: vec![made.cert.x5t_256()],
-                            outcome: Outcome::Ok,
-                            details: json!({
-                                "names": [name], "bits": args.bits, "days": args.days, "token": token, "key": uri,
-                            }),
-                            ..Default::default()
-                        },
-                    )
-                })
-                .map_err(|e| (e, true))
-        });
-    if let Err((e, written)) = finished {
-        // A key pair whose keygen failed would block a retry under the same name: none is left behind.
-        if written {
-            let _ = std::fs::remove_file(&cert_path);
-        }
-        let thumbprint = made.cert.x5t_256();
-        if let Err(left) = made.discard() {
-            warn(&format!(
-                "the new key pair (certificate x5t#S256 {thumbprint}) is still on token '{token}': {left}"
-            ));
-        }
-        return Err(e);
-    }
     if args.json {
         print_json(&json!([{
             "name": name, "key": uri, "certificate": cert_path, "token": token, "bits": made.cert.bits,

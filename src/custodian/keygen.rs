@@ -1,10 +1,12 @@
 //! New custodian key pairs and their self-signed certificates (rcgen, with
-//! the signature made by our RSA key so no other crypto backend is involved).
+//! the signature made by our RSA key so no other crypto backend is involved),
+//! in key files or on a PKCS#11 token.
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm,
     SigningKey,
 };
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -14,10 +16,12 @@ use zeroize::Zeroizing;
 use super::cert::Certificate;
 use super::key as keyfile;
 use super::signer::{SignError, Signer};
+use super::token::{self, Generated, NewKey, TokenError};
 use super::CustodianError;
 use crate::crypto::rng::CryptoRng;
 use crate::crypto::secret::Passphrase;
 use crate::error::{Error, Result};
+use crate::files::{self, Mode};
 use crate::format::limits::MIN_RSA_BITS;
 
 /// Key sizes offered; 3072 is the default (128-bit security).
@@ -193,6 +197,111 @@ fn make_one<R: CryptoRng + ?Sized>(
     Ok(NewKeyFile { pem, cert })
 }
 
+/// A custodian's new files (or, for a key made on a token, its URI as the key's path).
+#[derive(Debug)]
+pub struct Made {
+    pub name: String,
+    pub key_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub cert: Certificate,
+}
+
+/// Writes each custodian's certificate, then key file (mode 0600), `made[i]`
+/// to `paths[i]` as (name, key path, certificate path). All or nothing: on
+/// any failure the files already written are removed again, since a
+/// half-made custodian set is worse than none.
+pub fn write_all(paths: Vec<(String, PathBuf, PathBuf)>, made: Vec<NewKeyFile>) -> Result<Vec<Made>> {
+    assert_eq!(paths.len(), made.len(), "one set of paths per key");
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut out = Vec::new();
+    for ((name, key_path, cert_path), NewKeyFile { pem, cert }) in paths.into_iter().zip(made) {
+        let outcome = files::write_new(&cert_path, cert.to_pem().as_bytes(), Mode::Public)
+            .and_then(|()| {
+                written.push(cert_path.clone());
+                files::write_new(&key_path, pem.as_bytes(), Mode::Private)
+            })
+            .map(|()| written.push(key_path.clone()));
+        if let Err(e) = outcome {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        out.push(Made {
+            name,
+            key_path,
+            cert_path,
+            cert,
+        });
+    }
+    Ok(out)
+}
+
+/// A keygen on a token that failed: the error to report, and what was
+/// undone of what it had made.
+#[derive(Debug)]
+pub struct TokenKeygenFailed {
+    pub error: Error,
+    /// `None` when the key pair was never made (a failure while making it
+    /// leaves nothing on the token: [`token::generate_with_rng`] cleans up).
+    pub undone: Option<Box<Undone>>,
+}
+
+/// What a failed keygen on a token had made, and whether each was removed.
+#[derive(Debug)]
+pub struct Undone {
+    /// The new certificate's x5t#S256, which names the key pair to a custodian.
+    pub x5t_256: String,
+    /// The certificate file, when it had been written, and its removal.
+    pub certificate_file: Option<(PathBuf, std::io::Result<()>)>,
+    /// `Ok` when the key pair and its certificate are gone from the token
+    /// again; otherwise they are still on it, and the token's reason.
+    pub key_pair: Result<(), TokenError>,
+}
+
+/// `keygen --token`: makes the key pair and its certificate on the token
+/// ([`token::generate_with_rng`]), writes the certificate to `cert_path` and
+/// has the step recorded by `record`. All or nothing: when the write or the
+/// record fails, the file and the key pair are removed again, since a key
+/// pair whose keygen failed would block a retry under the same name; the
+/// failure says what could not be removed.
+pub fn on_token_with_rng<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    new: &NewKey<'_>,
+    pin: &Passphrase,
+    now: OffsetDateTime,
+    cert_path: &Path,
+    record: impl FnOnce(&Generated) -> Result<()>,
+) -> Result<Generated, TokenKeygenFailed> {
+    let made = token::generate_with_rng(rng, new, pin, now).map_err(|e| TokenKeygenFailed {
+        error: e.into(),
+        undone: None,
+    })?;
+    let mut written = false;
+    let finished = files::write_new(cert_path, made.cert.to_pem().as_bytes(), Mode::Public)
+        .and_then(|()| {
+            written = true;
+            crate::ceremony::kill::fail_point("keygen:certificate-written").map_err(Error::Usage)
+        })
+        .and_then(|()| record(&made));
+    match finished {
+        Ok(()) => Ok(made),
+        Err(error) => {
+            let x5t_256 = made.cert.x5t_256();
+            let certificate_file = written.then(|| (cert_path.to_path_buf(), std::fs::remove_file(cert_path)));
+            let key_pair = made.discard();
+            Err(TokenKeygenFailed {
+                error,
+                undone: Some(Box::new(Undone {
+                    x5t_256,
+                    certificate_file,
+                    key_pair,
+                })),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +365,191 @@ mod tests {
             || {},
         );
         assert!(matches!(refused, Err(Error::Key { ref label, .. }) if label == "a.key"));
+    }
+
+    fn plain(i: usize) -> NewKeyFile {
+        let c = &crate::test_support::custodians()[i];
+        NewKeyFile {
+            pem: keyfile::to_plain_pem(&c.key).unwrap(),
+            cert: c.cert.clone(),
+        }
+    }
+
+    #[test]
+    fn a_custodian_set_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = |names: &[&str]| -> Vec<(String, PathBuf, PathBuf)> {
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        dir.path().join(format!("{n}.key")),
+                        dir.path().join(format!("{n}.cer")),
+                    )
+                })
+                .collect()
+        };
+        // b's key file is taken: a's files and b's certificate, written by then, go again.
+        std::fs::write(dir.path().join("b.key"), "someone else's").unwrap();
+        let refused = write_all(paths(&["a", "b"]), vec![plain(0), plain(1)]);
+        assert!(matches!(refused, Err(Error::OutputExists { ref path }) if path.ends_with("b.key")));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.key"]);
+        assert_eq!(std::fs::read(dir.path().join("b.key")).unwrap(), b"someone else's");
+
+        let made = write_all(paths(&["c", "d"]), vec![plain(0), plain(1)]).unwrap();
+        for (m, i) in made.iter().zip([0, 1]) {
+            let c = &crate::test_support::custodians()[i];
+            assert_eq!(
+                Certificate::from_bytes(&std::fs::read(&m.cert_path).unwrap())
+                    .unwrap()
+                    .der(),
+                c.cert.der()
+            );
+            assert!(keyfile::KeyFile::parse(&std::fs::read(&m.key_path).unwrap()).is_ok());
+        }
+        assert_eq!([&made[0].name, &made[1].name], ["c", "d"]);
+    }
+
+    #[test]
+    fn a_token_keygen_that_cannot_start_has_nothing_to_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = NewKey {
+            module_path: &dir.path().join("no-such-module.so"),
+            token: "alice",
+            name: "alice",
+            bits: 2048,
+            days: 30,
+            oaep_on_host: true,
+        };
+        let cert = dir.path().join("alice.cer");
+        let Err(failed) = on_token_with_rng(
+            &mut test_rng(3),
+            &new,
+            &Passphrase::new("1234".into()),
+            OffsetDateTime::now_utc(),
+            &cert,
+            |_| panic!("nothing made, nothing to record"),
+        ) else {
+            panic!("no module, no key pair")
+        };
+        assert!(
+            matches!(failed.error, Error::Token(TokenError::Module { .. })),
+            "{:?}",
+            failed.error
+        );
+        assert!(failed.undone.is_none());
+        assert!(!cert.exists());
+    }
+
+    /// With SoftHSM2 (the only test in this binary loading it, so its
+    /// configuration variable is set before the module is first loaded).
+    #[test]
+    fn a_token_keygen_that_cannot_finish_leaves_nothing_behind() {
+        const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+        assert!(
+            Path::new(MODULE).is_file(),
+            "SoftHSM2 is not installed ({MODULE} is missing): run `apt-get install softhsm2` (.ci/run does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let init = std::process::Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "keygen",
+                "--pin",
+                "1234",
+                "--so-pin",
+                "5678",
+            ])
+            .output()
+            .expect("softhsm2-util runs (apt-get install softhsm2)");
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        let new = NewKey {
+            module_path: Path::new(MODULE),
+            token: "keygen",
+            name: "alice",
+            bits: 2048,
+            days: 30,
+            // SoftHSM 2.6 has no OAEP with SHA-256.
+            oaep_on_host: true,
+        };
+        let pin = Passphrase::new("1234".into());
+        let cert = dir.path().join("alice.cer");
+        let run = |seed, record: &dyn Fn(&Generated) -> Result<()>| {
+            on_token_with_rng(
+                &mut test_rng(seed),
+                &new,
+                &pin,
+                OffsetDateTime::now_utc(),
+                &cert,
+                record,
+            )
+        };
+
+        // The record fails: the certificate file and the key pair go again.
+        let Err(failed) = run(4, &|_| Err(Error::Usage("the log is full".into()))) else {
+            panic!("an unrecorded keygen failed")
+        };
+        assert!(matches!(failed.error, Error::Usage(ref m) if m == "the log is full"));
+        let undone = failed.undone.expect("a key pair was made");
+        assert!(
+            matches!(&undone.certificate_file, Some((p, Ok(()))) if p == &cert),
+            "{undone:?}"
+        );
+        assert!(undone.key_pair.is_ok(), "{undone:?}");
+        assert!(!cert.exists());
+
+        // The certificate file is taken: it is left as it was, the key pair goes.
+        std::fs::write(&cert, "someone else's").unwrap();
+        let Err(failed) = run(5, &|_| panic!("not written, not recorded")) else {
+            panic!("a taken certificate file failed")
+        };
+        assert!(matches!(failed.error, Error::OutputExists { .. }), "{:?}", failed.error);
+        let undone = failed.undone.expect("a key pair was made");
+        assert!(
+            undone.certificate_file.is_none() && undone.key_pair.is_ok(),
+            "{undone:?}"
+        );
+        assert_eq!(std::fs::read(&cert).unwrap(), b"someone else's");
+        std::fs::remove_file(&cert).unwrap();
+
+        // Nothing was left under the name: the keygen runs through, once.
+        let made = run(6, &|g| {
+            assert!(cert.exists(), "recorded after the certificate file is written");
+            assert!(g.cert.subject.contains("CN=alice"));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            Certificate::from_bytes(&std::fs::read(&cert).unwrap()).unwrap().der(),
+            made.cert.der()
+        );
+        let Err(again) = run(7, &|_| panic!("refused before anything is made")) else {
+            panic!("a second key pair under the name was made")
+        };
+        assert!(
+            matches!(again.error, Error::Token(TokenError::LabelTaken { .. })) && again.undone.is_none(),
+            "{:?}",
+            again.error
+        );
     }
 }
