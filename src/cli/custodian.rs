@@ -21,7 +21,8 @@ use hsm_ceremony::custodian::keygen::{self, Undone};
 use hsm_ceremony::custodian::token;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
-use hsm_ceremony::{inputs, recovery};
+use hsm_ceremony::inputs;
+use hsm_ceremony::recovery::{self, Possession};
 
 #[derive(Subcommand, Debug)]
 pub enum CustodianCommand {
@@ -438,14 +439,6 @@ fn show(args: &ShowArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `verify` proved.
-pub struct Verified {
-    pub x: u8,
-    pub position: usize,
-    pub of: usize,
-    pub x5t_256: String,
-}
-
 /// What verify proves, and what it cannot (said in its output, help and README).
 pub const VERIFY_PROVES: &str = "This proves that this key opens a well-formed share addressed to it \
     (64 bytes, one x throughout, every value in the field). It cannot prove the share is genuine: \
@@ -455,7 +448,7 @@ pub const VERIFY_PROVES: &str = "This proves that this key opens a well-formed s
 /// Proves possession and records the attempt, failures included: rotation
 /// finalize and `sd health` count the successful ones. The proof is
 /// recorded before anything is printed, so a closed stdout cannot lose it.
-pub fn verify(args: &VerifyArgs) -> Result<Verified> {
+pub fn verify(args: &VerifyArgs) -> Result<Possession> {
     let mut input_files: Vec<&Path> = vec![&args.sd_file];
     input_files.extend(args.custodian.cert.as_deref());
     let entry = Entry {
@@ -464,21 +457,27 @@ pub fn verify(args: &VerifyArgs) -> Result<Verified> {
         details: json!({"key": inputs::label(&args.custodian.key)}),
         ..Default::default()
     };
-    let (v, who, required) = record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))?;
+    let v = record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))?;
     if args.json {
         print_json(&json!({
-            "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": required,
+            "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": v.required,
             "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
             "share_genuine": "not proven: run a drill", "proves": VERIFY_PROVES,
         }));
     } else {
-        crate::out!("share x={} of {} opens for {who} (x5t_256 {})", v.x, v.of, v.x5t_256);
+        crate::out!(
+            "share x={} of {} opens for {} (x5t_256 {})",
+            v.x,
+            v.of,
+            v.who,
+            v.x5t_256
+        );
         say!("{VERIFY_PROVES}");
     }
     Ok(v)
 }
 
-fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, String, usize)> {
+fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Possession> {
     let (sd, sha256) = inputs::security_domain_hashed(&args.sd_file)?;
     record::parsed(&mut entry.inputs, &args.sd_file, sha256);
     let pool = match &args.custodian.cert {
@@ -493,22 +492,17 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<(Verified, St
         entry.thumbprints = vec![c.x5t_256()];
     }
     // An explicit --cert must be the key's own; the .cer beside the key must not stand in for it.
-    if let (Some(p), Some((_, given))) = (&args.custodian.cert, pool.certificates().first()) {
-        if !given.matches(&ck.public_key) {
-            return Err(Error::KeyCertMismatch {
-                key: inputs::label(&args.custodian.key),
-                cert: inputs::label(p),
-            });
-        }
-    }
-    let opened = recovery::open_share(&sd, &ck)?;
-    entry.thumbprints = vec![opened.x5t_256.clone()];
-    entry.details["position"] = json!(opened.index + 1);
-    let v = Verified {
-        x: opened.x(),
-        position: opened.index + 1,
-        of: sd.share_count(),
-        x5t_256: opened.x5t_256.clone(),
+    let given = match (&args.custodian.cert, pool.certificates().first()) {
+        (Some(p), Some((_, c))) => Some((inputs::label(p), c)),
+        _ => None,
     };
-    Ok((v, ck.who(), sd.required()))
+    let proved = recovery::prove_possession(
+        &sd,
+        &ck,
+        &inputs::label(&args.custodian.key),
+        given.as_ref().map(|(label, c)| (label.as_str(), *c)),
+    )?;
+    entry.thumbprints = vec![proved.x5t_256.clone()];
+    entry.details["position"] = json!(proved.position);
+    Ok(proved)
 }

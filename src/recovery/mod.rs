@@ -8,12 +8,14 @@
 mod blob;
 mod custodian_set;
 mod items;
+mod possession;
 mod quorum;
 mod split;
 
 pub use blob::*;
 pub use custodian_set::*;
 pub use items::*;
+pub use possession::*;
 pub use quorum::*;
 pub use split::*;
 
