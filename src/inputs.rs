@@ -93,11 +93,19 @@ pub fn restore_blob_hashed(path: &Path) -> Result<(RestoreBlob, String)> {
 /// returned (so they can be shown); use [`Certificate::rsa_public_key`] to
 /// enforce the floor.
 pub fn certificate(path: &Path) -> Result<Certificate> {
+    Ok(certificate_hashed(path)?.0)
+}
+
+/// A certificate and the SHA-256 (hex) of the very bytes it was parsed from
+/// (the file's, PEM or DER: what the log fingerprints), for a step that
+/// records the certificates it used.
+pub fn certificate_hashed(path: &Path) -> Result<(Certificate, String)> {
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES, "certificate")?;
-    Certificate::from_bytes(&bytes).map_err(|source| Error::Certificate {
+    let cert = Certificate::from_bytes(&bytes).map_err(|source| Error::Certificate {
         label: label(path),
         source,
-    })
+    })?;
+    Ok((cert, hex::encode(Sha256::digest(&bytes))))
 }
 
 pub fn key_file(path: &Path) -> Result<KeyFile> {
@@ -165,6 +173,20 @@ mod tests {
         let (sd, sha) = security_domain_hashed(&path).unwrap();
         assert_eq!(sha, "38976a398607b702b614a786cbe23e0855c7ba8c31dbcc388c74c1f7eedf0eee");
         assert_eq!(sd.required(), 2);
+    }
+
+    /// PEM or DER, the fingerprint is of the file as read, not of the DER inside.
+    #[test]
+    fn a_certificate_comes_with_the_hash_of_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = &crate::test_support::custodians()[0].cert;
+        for (name, bytes) in [("c.cer", cert.to_pem().into_bytes()), ("c.der", cert.der().to_vec())] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let (read, sha) = certificate_hashed(&path).unwrap();
+            assert_eq!(read.der(), cert.der());
+            assert_eq!(sha, hex::encode(Sha256::digest(&bytes)), "{name}");
+        }
     }
 
     #[test]

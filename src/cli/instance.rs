@@ -17,7 +17,7 @@ use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::inputs;
-use hsm_ceremony::instance::InstanceClient;
+use hsm_ceremony::instance::{Download, InstanceClient};
 
 /// The variable read for the bearer token when no --token-file is given.
 pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
@@ -160,27 +160,18 @@ pub fn run(cmd: InstanceCommand) -> Result<()> {
 }
 
 pub fn download(args: &DownloadArgs) -> Result<()> {
-    files::ensure_absent(&args.out)?;
-    files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
-    let labelled: Vec<(String, Certificate)> = args
-        .certs
-        .iter()
-        .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
-        .collect::<Result<_>>()?;
-    // The instance would wrap shares to whatever it is given: one person's
-    // two certificates are refused here, by file.
-    hsm_ceremony::recovery::check_distinct_custodians(&labelled)?;
-    let certs: Vec<Certificate> = labelled.into_iter().map(|(_, c)| c).collect();
+    let download = Download::prepare(&args.certs, args.quorum, &args.out)?;
+    let certs = &download.certs;
     let signed = args.manifest.check(
         hsm_ceremony::ceremony::manifest::Purpose::Download,
-        &certs,
+        certs,
         args.quorum,
         record::log_path(&args.out).as_deref(),
     )?;
     let epoch = signed.as_ref().map_or(1, |s| s.epoch);
     let mut entry = Entry {
         command: Step::InstanceDownload,
-        inputs: record::refs(&args.certs.iter().map(PathBuf::as_path).collect::<Vec<_>>()),
+        inputs: download.files.clone(),
         thumbprints: certs.iter().map(Certificate::x5t_256).collect(),
         details: json!({"instance": args.connect.url, "quorum": args.quorum, "custodians": certs.len(), "epoch": epoch}),
         ..Default::default()
@@ -188,17 +179,16 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     if let Some(s) = &signed {
         entry.details["manifest_nonce"] = json!(s.nonce);
     }
-    record::logged(&args.out, entry, |entry| {
-        let sd = args.connect.client()?.download(&certs, args.quorum)?;
-        files::write_new(&args.out, sd.as_bytes(), Mode::Public)?;
-        entry.outputs = record::refs(&[&args.out]);
-        Ok(())
+    let done = record::logged(&args.out, entry, |entry| {
+        let done = download.run(&args.connect.client()?)?;
+        entry.outputs = vec![done.file.clone()];
+        Ok(done)
     })?;
     say!(
         "wrote {}: the instance is activated, {} of {} custodians.",
         args.out.display(),
-        args.quorum,
-        certs.len()
+        done.quorum,
+        done.custodians
     );
     say!(
         "Next: hsm-ceremony sd inspect {} --certs ..., then each custodian runs custodian verify.",

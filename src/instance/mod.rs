@@ -6,10 +6,12 @@
 //! the base URL rather than taken from the answers).
 
 mod client;
+mod download;
 mod target;
 
 pub use client::{
     base_url, is_emulator_url, Activation, BackupDone, InstanceClient, InstanceStatus, KeyInfo, ListedVersion, NewKey,
     OperationStatus, Progress, DEFAULT_API_VERSION,
 };
+pub use download::{Download, Downloaded};
 pub use target::{DrillInstance, LOCAL_LABEL};
