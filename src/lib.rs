@@ -18,8 +18,9 @@
 //! - [`ceremony`]: the ceremony log, manifests, rotations, drills, health.
 //! - `instance`: the HTTP client for a real or emulated instance.
 //! - `emulator`: the emulated Managed HSM (server, state, auth, key store).
+//! - `demo`: the whole story, each step one of the real commands.
 //!
-//! Those two, and the commands that use them, exist only with the `network`
+//! Those three, and the commands that use them, exist only with the `network`
 //! feature (the default); without it the build is the air-gapped laptop's.
 //!
 //! The command line (parsing, prompts, output) is the binary's, in src/cli/:
@@ -28,6 +29,8 @@
 pub mod ceremony;
 pub mod crypto;
 pub mod custodian;
+#[cfg(feature = "network")]
+pub mod demo;
 #[cfg(feature = "network")]
 pub mod emulator;
 pub mod error;

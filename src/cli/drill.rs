@@ -29,8 +29,6 @@ use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
 use hsm_ceremony::instance::{base_url, is_emulator_url, DrillInstance, Progress};
 
-pub use hsm_ceremony::ceremony::drill::REPORT_MD;
-
 /// `drill`'s manual text (the variant in `cli` carries it: a doc comment there would win).
 pub const LONG_ABOUT: &str =
     "Rehearse the recovery Microsoft's disaster-recovery guide describes, and leave evidence.\n\n\
