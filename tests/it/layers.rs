@@ -124,3 +124,74 @@ fn recorded_inputs_are_hashed_from_the_bytes_parsed() {
         all.join("\n")
     );
 }
+
+/// The workflows that moved out of the CLI, by what their code does, so it
+/// cannot grow back there: a token keygen's removal of what it made and a
+/// custodian set's all-or-nothing write (`custodian::keygen`), the proof of
+/// possession (`recovery::prove_possession`), the activation download with
+/// its wait and atomic write (`instance::Download`), and the demo's setup
+/// between its commands (`hsm_ceremony::demo`).
+#[test]
+fn the_moved_workflows_do_not_grow_back_in_the_cli() {
+    let moved = [
+        // Objects made on a token, and files made by a step, removed again.
+        "discard(",
+        "destroy_object",
+        "token::generate",
+        "remove_file",
+        // Opening a share, or pairing a key with its certificate by hand.
+        "open_share(",
+        ".matches(&",
+        // Asking an instance for its security domain, waiting on it, saving it.
+        ".download(&",
+        "download_status(",
+        "sd.as_bytes()",
+        "sleep(",
+        "Instant::",
+        "poll_",
+        ".poll(",
+        // Making folders and secrets.
+        "create_dir",
+        "symlink_metadata",
+        "fill_bytes(",
+    ];
+    // The man-page test replaces stale pages in man/ (`UPDATE_MAN=1`): a test, not a step.
+    let man_pages = "std::fs::remove_file(checked_in.join(stale)).unwrap();";
+    let (checked, offenders) = util::src_lines_naming(|rel| rel.starts_with("src/cli/"), &moved);
+    assert!(checked > 15, "only {checked} CLI files found");
+    let offenders: Vec<&String> = offenders.iter().filter(|l| !l.ends_with(man_pages)).collect();
+    assert!(
+        offenders.is_empty(),
+        "workflow code in the CLI (call the library's):\n{}",
+        offenders.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
+    // The scan sees the library's own code of each kind, so it would see it here.
+    let (_, in_library) = util::src_lines_naming(
+        |rel| {
+            [
+                "src/custodian/keygen.rs",
+                "src/recovery/possession.rs",
+                "src/instance/download.rs",
+                "src/instance/client.rs",
+                "src/demo.rs",
+            ]
+            .contains(&rel)
+        },
+        &moved,
+    );
+    for name in [
+        "discard(",
+        "remove_file",
+        "open_share(",
+        ".matches(&",
+        ".download(&",
+        "sleep(",
+        "create_dir",
+        "fill_bytes(",
+    ] {
+        assert!(
+            in_library.iter().any(|l| l.contains(&format!(": {name}: "))),
+            "{name} is no longer found where it moved: {in_library:#?}"
+        );
+    }
+}
