@@ -3,7 +3,7 @@
 
 use hsm_ceremony::ceremony::health::Verdict;
 use hsm_ceremony::custodian::signer::SignError;
-use hsm_ceremony::custodian::token::TokenError;
+use hsm_ceremony::custodian::token::{TokenError, UriPart, UriProblem, PATH_ATTRIBUTES, QUERY_ATTRIBUTES};
 use hsm_ceremony::custodian::CustodianError;
 use hsm_ceremony::error::{CertCause, CertProblem, EmulatorError, Error, InstanceError, LogError, RecoveryError};
 
@@ -367,12 +367,76 @@ fn module_advice(exists: bool, static_glibc: Option<String>) -> String {
     }
 }
 
+/// What to do about a `pkcs11:` URI that cannot be used (as a usage error's
+/// tip, or an error's advice).
+pub fn uri_advice(problem: &UriProblem) -> String {
+    use UriProblem as U;
+    const FORM: &str = "pkcs11:token=LABEL;object=KEY?module-path=/path/to/module.so";
+    const LIST_SLOTS: &str = "`pkcs11-tool --module MODULE --list-slots` shows the labels";
+    match problem {
+        U::NotPkcs11 => format!("Write it as {FORM}."),
+        U::NotText => "Write the URI in ASCII: any other byte as %XX (RFC 7512), e.g. é as %C3%A9.".into(),
+        U::NotNameValue { .. } => {
+            format!(
+                "Write each attribute as name=value, with ';' between them before the '?' and '&' after it: {FORM}."
+            )
+        }
+        U::Repeated { attribute } => format!("Give '{attribute}' once."),
+        U::BadEscape { .. } => "A % starts an escape: one byte as two hex digits (a space is %20, a % itself \
+            %25, an id byte 0a is %0a)."
+            .into(),
+        U::NotUtf8 { attribute } => {
+            format!("Give '{attribute}' as UTF-8 text, %-escaped (é is %C3%A9); only id= takes raw bytes.")
+        }
+        U::NotPrivate { .. } => {
+            "Leave type out or write type=private: the URI names the custodian's private key, and its \
+             certificate is found by itself."
+                .into()
+        }
+        U::PinSourceNotFile { .. } => "Only a file is read for the PIN: write pin-source=/absolute/path (or \
+            file:/absolute/path), or leave it out and give --pin-file or HSM_CEREMONY_PIN."
+            .into(),
+        U::BadOaep { .. } => "Write x-oaep=host for a token that cannot do RSA-OAEP with SHA-256 itself \
+            (SoftHSM 2.6), or leave x-oaep out."
+            .into(),
+        U::PinValue => "Take pin-value out of the URI and give the PIN at the prompt, with --pin-file, \
+            HSM_CEREMONY_PIN or the URI's pin-source=/path/to/file; a PIN on the command line is seen by \
+            every user of this machine."
+            .into(),
+        U::Unknown { attribute, part } => {
+            let (belongs, place) = match part {
+                UriPart::Path => (
+                    QUERY_ATTRIBUTES.contains(&attribute.as_str()),
+                    "after the '?', joined by '&'",
+                ),
+                UriPart::Query => (
+                    PATH_ATTRIBUTES.contains(&attribute.as_str()),
+                    "before the '?', joined by ';'",
+                ),
+            };
+            if belongs {
+                format!("Move '{attribute}' {place}: {FORM}.")
+            } else {
+                format!(
+                    "Remove '{attribute}': the attributes understood are {} before the '?', and {} after it.",
+                    PATH_ATTRIBUTES.join(", "),
+                    QUERY_ATTRIBUTES.join(", ")
+                )
+            }
+        }
+        U::NoToken => format!("Add token=LABEL, the token's label ({LIST_SLOTS}): {FORM}."),
+        U::EmptyToken => format!("Give the token's label as token=LABEL ({LIST_SLOTS})."),
+        U::NoModule => "Add ?module-path=/path/to/module.so, the token's PKCS#11 module \
+            (e.g. /usr/lib/softhsm/libsofthsm2.so)."
+            .into(),
+        _ => format!("Write it as {FORM}."),
+    }
+}
+
 fn token_advice(err: &TokenError) -> String {
     use TokenError as T;
     match err {
-        T::Uri { .. } => "Write it as pkcs11:token=LABEL;object=KEY?module-path=/path/to/module.so \
-            (the PIN comes from the prompt, --pin-file or HSM_CEREMONY_PIN)."
-            .into(),
+        T::Uri { problem, .. } => uri_advice(problem),
         T::Module { path, .. } => module_advice(path.is_file(), hsm_ceremony::custodian::token::static_glibc()),
         T::NoModuleLoading { .. } => "Use the glibc release binary (hsm-ceremony-ceremony-only-x86_64-linux-gnu), \
             which loads PKCS#11 modules, or give the custodian's key file instead of a pkcs11: URI."
@@ -433,6 +497,52 @@ mod tests {
 
     fn said(err: &Error) -> String {
         advice(err).unwrap_or_default()
+    }
+
+    /// Each way a URI is refused gets advice about that way: the attribute
+    /// it names, where a misplaced one goes, never the generic form alone.
+    #[test]
+    fn each_uri_problem_has_its_own_advice() {
+        use hsm_ceremony::custodian::token::TokenUri;
+        let advice_for = |uri: &str| match TokenUri::parse(uri) {
+            Err(e) => said(&Error::Token(e)),
+            Ok(u) => panic!("{u}"),
+        };
+        for (uri, says) in [
+            ("pkcs11:object=b?module-path=/m.so", "Add token=LABEL"),
+            ("pkcs11:token=a;object=b", "Add ?module-path=/path/to/module.so"),
+            ("pkcs11:token=;object=b?module-path=/m.so", "--list-slots"),
+            ("pkcs11:token=a?module-path=/m.so&pin-value=1", "--pin-file"),
+            (
+                "pkcs11:token=a?module-path=/m.so&pin-source=pin.txt",
+                "pin-source=/absolute/path",
+            ),
+            ("pkcs11:token=a;model=x;model=y?module-path=/m.so", "Give 'model' once."),
+            (
+                "pkcs11:token=a;object=%ff?module-path=/m.so",
+                "Give 'object' as UTF-8 text",
+            ),
+            (
+                "pkcs11:token=a?module-path=/m.so&model=x",
+                "Move 'model' before the '?'",
+            ),
+            (
+                "pkcs11:token=a;x-oaep=host?module-path=/m.so",
+                "Move 'x-oaep' after the '?'",
+            ),
+            (
+                "pkcs11:token=a;slot-id=1?module-path=/m.so",
+                "Remove 'slot-id': the attributes understood are token,",
+            ),
+            ("pkcs11:token=a;id=%g1?module-path=/m.so", "a % itself %25"),
+            ("pkcs11:token=a;type=cert?module-path=/m.so", "type=private"),
+            ("pkcs11:token=a;object?module-path=/m.so", "name=value"),
+            ("pkcs11:token=a?module-path=/m.so&x-oaep=sha1", "x-oaep=host"),
+            ("file.key", "Write it as pkcs11:token=LABEL"),
+        ] {
+            let tip = advice_for(uri);
+            assert!(tip.contains(says), "{uri}: {tip}");
+        }
     }
 
     /// A static binary's failed module load names its glibc, the likely cause;

@@ -20,13 +20,14 @@ use thiserror::Error;
 pub use generate::{generate_with_rng, Generated, NewKey};
 pub use key::TokenKey;
 pub use session::{check_oaep, static_glibc, OaepSupport, TokenFacts};
-pub use uri::TokenUri;
+pub use uri::{redacted, EscapeProblem, TokenUri, UriPart, UriProblem, PATH_ATTRIBUTES, QUERY_ATTRIBUTES};
 
 /// Why a token key could not be used. Each names the token or object.
 #[derive(Debug, Error)]
 pub enum TokenError {
-    #[error("'{uri}' is not a usable PKCS#11 URI: {why}")]
-    Uri { uri: String, why: String },
+    /// `uri` is as given, any PIN in it hidden ([`uri::redacted`]).
+    #[error("'{uri}' is not a usable PKCS#11 URI: {problem}")]
+    Uri { uri: String, problem: UriProblem },
     #[error("the PKCS#11 module {} cannot be loaded: {why}", path.display())]
     Module { path: PathBuf, why: String },
     /// A static musl binary has no dynamic loader: no module can ever load.
