@@ -454,14 +454,14 @@ pub fn verify(args: &VerifyArgs) -> Result<Possession> {
     let entry = Entry {
         command: Step::CustodianVerify,
         inputs: record::refs(&input_files),
-        details: json!({"key": inputs::label(&args.custodian.key)}),
+        details: json!({"key": args.custodian.key.to_string()}),
         ..Default::default()
     };
     let v = record::logged(&args.sd_file, entry, |entry| verify_unlogged(args, entry))?;
     if args.json {
         print_json(&json!({
             "opens": true, "x": v.x, "position": v.position, "shares": v.of, "required": v.required,
-            "x5t_256": v.x5t_256, "key": args.custodian.key, "sd_file": args.sd_file,
+            "x5t_256": v.x5t_256, "key": args.custodian.key.to_string(), "sd_file": args.sd_file,
             "share_genuine": "not proven: run a drill", "proves": VERIFY_PROVES,
         }));
     } else {
@@ -499,7 +499,7 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Possession> {
     let proved = recovery::prove_possession(
         &sd,
         &ck,
-        &inputs::label(&args.custodian.key),
+        &args.custodian.key.to_string(),
         given.as_ref().map(|(label, c)| (label.as_str(), *c)),
     )?;
     entry.thumbprints = vec![proved.x5t_256.clone()];

@@ -14,6 +14,7 @@ use super::passphrase::PassphraseArgs;
 use super::sd::{self, InspectArgs};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::keygen::Made;
+use hsm_ceremony::custodian::KeyRef;
 use hsm_ceremony::demo::{self, Commands, Event, Folder, Instance, STEPS};
 use hsm_ceremony::error::Result;
 
@@ -107,7 +108,7 @@ impl Commands for RealCommands {
         custodian::verify(&VerifyArgs {
             sd_file: sd.to_path_buf(),
             custodian: OneKey {
-                key: key.to_path_buf(),
+                key: KeyRef::File(key.to_path_buf()),
                 cert: None,
                 passphrases: from_files(&[passphrase_file.to_path_buf()]),
             },
@@ -132,7 +133,7 @@ impl Commands for RealCommands {
         let report = drill::drill(&DrillArgs {
             sd_file: Some(plan.sd.to_path_buf()),
             keys: QuorumKeys {
-                sd_wrapping_keys: plan.keys.to_vec(),
+                sd_wrapping_keys: plan.keys.iter().cloned().map(KeyRef::File).collect(),
                 certs: vec![],
             },
             instance: "local".into(),

@@ -3,13 +3,18 @@
 //! `pkcs11:` URI given where a key file is expected opens a token key
 //! instead, so every command taking keys takes token keys through here.
 
+use std::convert::Infallible;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+
+use clap::builder::TypedValueParser;
+use clap::error::{ContextKind, ContextValue};
 
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::custodian::pairing::{self, Beside, CertPool, Paired};
 use hsm_ceremony::custodian::signer::Signer;
-use hsm_ceremony::custodian::token::{TokenKey, TokenUri};
-use hsm_ceremony::custodian::CustodianError;
+use hsm_ceremony::custodian::token::{redacted, TokenError, TokenKey, TokenUri};
+use hsm_ceremony::custodian::{CustodianError, KeyRef};
 use hsm_ceremony::error::{Error, RecoveryError, Result};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::inputs;
@@ -24,8 +29,8 @@ pub struct QuorumKeys {
     /// Custodians' private key files or `pkcs11:` token URIs, tried in order
     /// until the quorum is met; only as many custodians as needed are asked
     /// for their passphrase or PIN.
-    #[arg(long, required = true, num_args = 1..)]
-    pub sd_wrapping_keys: Vec<PathBuf>,
+    #[arg(long, required = true, num_args = 1.., value_parser = KeyRefParser, value_hint = clap::ValueHint::AnyPath)]
+    pub sd_wrapping_keys: Vec<KeyRef>,
     /// Certificates to pair keys with. Default: the certificate beside each
     /// key (.cer) or on its token, else the share the key opens.
     #[arg(long = "cert", num_args = 1..)]
@@ -34,11 +39,11 @@ pub struct QuorumKeys {
 
 /// One custodian's key, for the commands a custodian runs alone (verify,
 /// manifest sign, log sign).
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct OneKey {
     /// The custodian's private key file, or the `pkcs11:` URI of their key on a token.
-    #[arg(long)]
-    pub key: PathBuf,
+    #[arg(long, value_parser = KeyRefParser, value_hint = clap::ValueHint::AnyPath)]
+    pub key: KeyRef,
     /// The custodian's certificate (default: the .cer beside the key, or the
     /// certificate on the token).
     #[arg(long)]
@@ -51,13 +56,13 @@ impl OneKey {
     /// The certificate known without opening the key: --cert, else the .cer
     /// beside a key file (a token's is only read after the PIN).
     pub fn known_certificate(&self) -> Result<Option<Certificate>> {
-        let path = match (&self.cert, token_uri(&self.key)) {
+        let path = match (&self.cert, &self.key) {
             (Some(p), _) => p.clone(),
-            (None, None) => match inputs::sibling_certificate(&self.key) {
+            (None, KeyRef::File(key)) => match inputs::sibling_certificate(key) {
                 Some(p) => p,
                 None => return Ok(None),
             },
-            (None, Some(_)) => return Ok(None),
+            (None, KeyRef::Token(_)) => return Ok(None),
         };
         inputs::certificate(&path).map(Some)
     }
@@ -75,11 +80,46 @@ impl OneKey {
     }
 }
 
+/// Reads a key argument where it is typed, so a malformed `pkcs11:` URI is
+/// a usage error naming its flag, with what to do. clap quotes the value
+/// back: it is given the URI with any PIN in it hidden.
+#[derive(Clone)]
+struct KeyRefParser;
+
+impl TypedValueParser for KeyRefParser {
+    type Value = KeyRef;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> std::result::Result<KeyRef, clap::Error> {
+        let (shown, problem, tip) = match KeyRef::parse(value) {
+            Ok(key) => return Ok(key),
+            Err(TokenError::Uri { uri, problem }) => {
+                (uri, problem.to_string(), Some(super::errors::uri_advice(&problem)))
+            }
+            Err(other) => (redacted(&value.to_string_lossy()), other.to_string(), None),
+        };
+        // clap words a refused value alike for every flag: have it refuse the value as shown.
+        let refuse = clap::builder::StringValueParser::new().try_map(move |_| Err::<Infallible, _>(problem.clone()));
+        let mut err = match refuse.parse_ref(cmd, arg, OsStr::new(&shown)) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        if let Some(tip) = tip {
+            err.insert(ContextKind::Suggested, ContextValue::StyledStrs(vec![tip.into()]));
+        }
+        Err(err)
+    }
+}
+
 /// A custodian's key in memory, for signing as well as unwrapping.
-pub struct OpenedKey {
-    pub label: String,
-    pub key: rsa::PrivateKey,
-    pub cert: Option<(String, Certificate)>,
+struct OpenedKey {
+    label: String,
+    key: rsa::PrivateKey,
+    cert: Option<(String, Certificate)>,
 }
 
 /// A custodian's key for signing (manifest, log): a key file in memory or
@@ -90,62 +130,64 @@ pub struct OpenedSigner {
     pub cert: Option<(String, Certificate)>,
 }
 
-/// The token URI `path` spells, if it is one.
-fn token_uri(path: &Path) -> Option<&str> {
-    path.to_str().filter(|s| TokenUri::is_uri(s))
+/// Opens `key` (a file, or a key on a token) for share unwrapping; see
+/// [`open_file`] and [`open_token`].
+pub fn open(key: &KeyRef, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<CustodianKey> {
+    match key {
+        KeyRef::Token(uri) => {
+            let t = open_token(uri, index, pool, pass)?;
+            let public_key = t.key.public_key();
+            Ok(CustodianKey {
+                label: t.label,
+                unwrapper: Box::new(t.key),
+                public_key,
+                cert: t.cert,
+            })
+        }
+        KeyRef::File(path) => {
+            let k = open_file(path, index, pool, pass)?;
+            Ok(CustodianKey::from_rsa(k.label, k.key, k.cert))
+        }
+    }
 }
 
-/// Opens the key at `path` (a file, or a `pkcs11:` URI) for share
-/// unwrapping; see [`open_rsa`] and [`open_token`].
-pub fn open(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<CustodianKey> {
-    if let Some(uri) = token_uri(path) {
-        let t = open_token(uri, index, pool, pass)?;
-        let public_key = t.key.public_key();
-        return Ok(CustodianKey {
-            label: t.label,
-            unwrapper: Box::new(t.key),
-            public_key,
-            cert: t.cert,
-        });
+/// Opens `key` (a file, or a key on a token) for signing.
+pub fn open_signer(key: &KeyRef, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedSigner> {
+    match key {
+        KeyRef::Token(uri) => {
+            let t = open_token(uri, index, pool, pass)?;
+            Ok(OpenedSigner {
+                label: t.label,
+                signer: Box::new(t.key),
+                cert: t.cert,
+            })
+        }
+        KeyRef::File(path) => {
+            let k = open_file(path, index, pool, pass)?;
+            Ok(OpenedSigner {
+                label: k.label,
+                signer: Box::new(k.key),
+                cert: k.cert,
+            })
+        }
     }
-    let k = open_rsa(path, index, pool, pass)?;
-    Ok(CustodianKey::from_rsa(k.label, k.key, k.cert))
-}
-
-/// Opens the key at `path` (a file, or a `pkcs11:` URI) for signing.
-pub fn open_signer(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedSigner> {
-    if let Some(uri) = token_uri(path) {
-        let t = open_token(uri, index, pool, pass)?;
-        return Ok(OpenedSigner {
-            label: t.label,
-            signer: Box::new(t.key),
-            cert: t.cert,
-        });
-    }
-    let k = open_rsa(path, index, pool, pass)?;
-    Ok(OpenedSigner {
-        label: k.label,
-        signer: Box::new(k.key),
-        cert: k.cert,
-    })
 }
 
 /// A key on a token, logged in, with the URI naming it and its certificate.
-pub struct OpenedToken {
-    pub label: String,
-    pub key: TokenKey,
-    pub cert: Option<(String, Certificate)>,
+struct OpenedToken {
+    label: String,
+    key: TokenKey,
+    cert: Option<(String, Certificate)>,
 }
 
 /// Opens the token key `uri` names (key `index` of the command's keys),
 /// logging in with its PIN. The certificate is the first of `pool` whose key
 /// matches, else the one stored on the token with the key's id or label,
 /// else none (the share is then found by trial).
-pub fn open_token(uri: &str, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedToken> {
-    let parsed = TokenUri::parse(uri)?;
+fn open_token(parsed: &TokenUri, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedToken> {
     let label = parsed.to_string();
     let pin = pass.pin_for(index, &format!("token '{}'", parsed.token), parsed.pin_source.as_ref())?;
-    let key = TokenKey::open(&parsed, &pin)?;
+    let key = TokenKey::open(parsed, &pin)?;
     let public = key.public_key();
     let beside = || {
         Ok::<_, Error>(key.certificate().map(|cert| Beside {
@@ -165,13 +207,7 @@ pub fn open_token(uri: &str, index: usize, pool: &CertPool, pass: &mut Passphras
 /// Opens the key file at `path` (key `index` of the command's keys). The
 /// certificate is the first of `pool` whose key matches, else the `.cer`
 /// beside the key (which must then match), else none.
-pub fn open_rsa(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedKey> {
-    if token_uri(path).is_some() {
-        return Err(Error::Usage(format!(
-            "{} is a token key; this step needs a key file",
-            path.display()
-        )));
-    }
+fn open_file(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases) -> Result<OpenedKey> {
     let label = inputs::label(path);
     let file = inputs::key_file(path)?;
     let weaknesses = file.warnings();
@@ -225,28 +261,28 @@ pub fn open_rsa(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphras
 /// the same key in two different files is caught when opened), at least M keys, and every
 /// certificate known now (a --cert, or the .cer beside a key) has a share.
 pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
-    let paths = &keys.sd_wrapping_keys;
-    recovery::check_distinct_keys(paths)?;
-    if paths.len() < sd.required() {
+    let given = &keys.sd_wrapping_keys;
+    recovery::check_distinct_keys(given)?;
+    if given.len() < sd.required() {
         return Err(RecoveryError::NotEnoughShares {
             opened: Vec::new(),
             needed: sd.required(),
             failures: vec![format!(
                 "only {} key(s) were given with --sd-wrapping-keys; nothing was asked",
-                paths.len()
+                given.len()
             )],
         }
         .into());
     }
-    check_certs_have_shares(sd, paths, &cert_pool(&keys.certs)?)
+    check_certs_have_shares(sd, given, &cert_pool(&keys.certs)?)
 }
 
 /// Refuses, before any secret is asked, a certificate that has no share in
 /// `sd`: each --cert, and (with none) the .cer beside each key file.
-pub fn check_certs_have_shares(sd: &SecurityDomain, key_paths: &[PathBuf], pool: &CertPool) -> Result<()> {
+pub fn check_certs_have_shares(sd: &SecurityDomain, keys: &[KeyRef], pool: &CertPool) -> Result<()> {
     let mut known = pool.certificates().to_vec();
     if pool.is_empty() {
-        for p in key_paths.iter().filter(|p| token_uri(p).is_none()) {
+        for p in keys.iter().filter_map(KeyRef::file) {
             if let Some(cer) = inputs::sibling_certificate(p) {
                 known.push((inputs::label(&cer), inputs::certificate(&cer)?));
             }
@@ -266,4 +302,59 @@ pub fn reencrypt_advice(label: &str) -> String {
         "Re-encrypt it with current parameters: openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter 600000 -in {label} -out NEW.key \
          (then check that NEW.key opens and replace {label} with it)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Args {
+        #[command(flatten)]
+        one: OneKey,
+    }
+
+    #[derive(Parser, Debug)]
+    struct Quorum {
+        #[command(flatten)]
+        keys: QuorumKeys,
+    }
+
+    #[test]
+    fn key_arguments_are_read_once_into_files_and_token_keys() {
+        let uri = "pkcs11:token=alice;object=a?module-path=/m.so";
+        let args = Quorum::try_parse_from(["t", "--sd-wrapping-keys", "a.key", uri]).unwrap();
+        assert_eq!(args.keys.sd_wrapping_keys[0], KeyRef::File("a.key".into()));
+        assert!(matches!(&args.keys.sd_wrapping_keys[1], KeyRef::Token(t) if t.token == "alice"));
+        let one = Args::try_parse_from(["t", "--key", "alice.key"]).unwrap();
+        assert_eq!(one.one.key, KeyRef::File("alice.key".into()));
+    }
+
+    /// A malformed URI is a usage error naming its flag and what is wrong,
+    /// with what to do as clap's tip, and the PIN it holds is not repeated.
+    #[test]
+    fn a_malformed_uri_is_a_usage_error_naming_the_flag_without_the_pin() {
+        let bad = "pkcs11:token=alice?module-path=/m.so&pin-value=4711";
+        let err = Args::try_parse_from(["t", "--key", bad]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), i32::from(super::super::errors::EXIT_USAGE));
+        let text = err.render().to_string();
+        assert!(!text.contains("4711"), "{text}");
+        for says in [
+            "invalid value 'pkcs11:token=alice?module-path=/m.so&pin-value=***' for '--key <KEY>'",
+            ": a PIN written in the URI (pin-value) is refused",
+            "tip: Take pin-value out of the URI",
+        ] {
+            assert!(text.contains(says), "{says}: {text}");
+        }
+        let err = Quorum::try_parse_from(["t", "--sd-wrapping-keys", "a.key", "pkcs11:token=alice"]).unwrap_err();
+        let text = err.render().to_string();
+        assert!(
+            text.contains("for '--sd-wrapping-keys <SD_WRAPPING_KEYS>...': it names no module"),
+            "{text}"
+        );
+        assert!(text.contains("tip: Add ?module-path="), "{text}");
+    }
 }

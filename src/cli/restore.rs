@@ -16,6 +16,7 @@ use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::log::{Entry, Step};
 use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::KeyRef;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::sdfile::SecurityDomain;
@@ -54,22 +55,22 @@ pub struct RestoreBlobArgs {
     pub json: bool,
 }
 
-/// Opens shares from `key_paths` in order until `sd`'s quorum is met
+/// Opens shares from `wrapping_keys` in order until `sd`'s quorum is met
 /// ([`recovery::gather_quorum`]), asking passphrases and PINs as it goes and
 /// saying what each key did.
 pub fn gather_quorum(
     sd: &SecurityDomain,
-    key_paths: &[PathBuf],
+    wrapping_keys: &[KeyRef],
     cert_paths: &[PathBuf],
     pass: &mut Passphrases,
 ) -> Result<Recovered> {
     let pool = keys::cert_pool(cert_paths)?;
     recovery::gather_quorum(
         sd,
-        key_paths.len(),
+        wrapping_keys.len(),
         // A passphrase or PIN option that cannot work fails for every key: stop, do not skip.
         |i| {
-            keys::open(&key_paths[i], i, &pool, pass).map_err(|e| match e {
+            keys::open(&wrapping_keys[i], i, &pool, pass).map_err(|e| match e {
                 Error::Usage(_) => OpenFailure::Stop(e),
                 e => e.into(),
             })

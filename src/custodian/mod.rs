@@ -4,12 +4,15 @@
 pub mod cert;
 pub mod key;
 pub mod keygen;
+mod keyref;
 pub mod pairing;
 pub mod pem;
 pub mod signer;
 pub mod token;
 
 use thiserror::Error;
+
+pub use keyref::KeyRef;
 
 /// Why a certificate or key file could not be used.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -1,12 +1,10 @@
 //! The checks a custodian set passes: one distinct person per certificate, the quorum within limits, every certificate in the security domain.
 
-use std::path::PathBuf;
-
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::custodian::cert::{rfc3339, CertIssue, Certificate, EXPIRY_NOTICE_DAYS};
-use crate::custodian::token::TokenUri;
+use crate::custodian::KeyRef;
 use crate::error::{CertCause, CertProblem, Error, RecoveryError, Result};
 use crate::files::read_limited;
 use crate::format::limits::{self, Profile, MAX_KEY_FILE_BYTES};
@@ -78,14 +76,15 @@ pub fn check_certs(
 /// (files or `pkcs11:` URIs): the same URI, the same file by another path,
 /// or a copy of the same file. (The same key in two different files is
 /// caught when they are opened.) One custodian must not count twice.
-pub fn check_distinct_keys(keys: &[PathBuf]) -> Result<()> {
+pub fn check_distinct_keys(keys: &[KeyRef]) -> Result<()> {
     let mut seen: Vec<(String, String)> = Vec::new();
-    for p in keys {
-        let label = p.display().to_string();
+    for key in keys {
+        let label = key.to_string();
         let mut ids: Vec<(String, &'static str)> = Vec::new();
-        match p.to_str().filter(|s| TokenUri::is_uri(s)) {
-            Some(uri) => ids.push((format!("uri:{}", TokenUri::parse(uri)?), "the same token key")),
-            None => {
+        match key {
+            // The canonical form: the same key however its attributes are ordered.
+            KeyRef::Token(uri) => ids.push((format!("uri:{uri}"), "the same token key")),
+            KeyRef::File(p) => {
                 if let Ok(real) = std::fs::canonicalize(p) {
                     ids.push((format!("path:{}", real.display()), "the same file"));
                 }
@@ -197,24 +196,25 @@ mod tests {
     #[test]
     fn a_key_given_twice_is_refused_by_path_copy_or_uri() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, copy) = (
-            dir.path().join("a.key"),
-            dir.path().join("b.key"),
-            dir.path().join("copy.key"),
-        );
-        std::fs::write(&a, b"key a").unwrap();
-        std::fs::write(&b, b"key b").unwrap();
-        std::fs::write(&copy, b"key a").unwrap();
+        let file = |name: &str| KeyRef::File(dir.path().join(name));
+        let (a, b, copy) = (file("a.key"), file("b.key"), file("copy.key"));
+        for (k, bytes) in [(&a, b"key a"), (&b, b"key b"), (&copy, b"key a")] {
+            std::fs::write(k.file().unwrap(), bytes).unwrap();
+        }
         assert!(check_distinct_keys(&[a.clone(), b.clone()]).is_ok());
-        let why = |keys: &[PathBuf]| match check_distinct_keys(keys) {
+        let why = |keys: &[KeyRef]| match check_distinct_keys(keys) {
             Err(Error::Recovery(RecoveryError::DuplicateKey { why, .. })) => why,
             other => panic!("{other:?}"),
         };
-        assert_eq!(why(&[a.clone(), dir.path().join(".").join("a.key")]), "the same file");
+        let again = KeyRef::File(dir.path().join(".").join("a.key"));
+        assert_eq!(why(&[a.clone(), again]), "the same file");
         assert_eq!(why(&[a.clone(), b, copy]), "a copy of the same file");
-        let uri = PathBuf::from("pkcs11:token=t;object=k?module-path=/m.so");
-        let same = PathBuf::from("pkcs11:object=k;token=t?module-path=/m.so");
-        assert_eq!(why(&[uri, same]), "the same token key");
+        let uri = |text: &str| KeyRef::parse(text.as_ref()).unwrap();
+        let (first, same) = (
+            uri("pkcs11:token=t;object=k?module-path=/m.so"),
+            uri("pkcs11:object=k;token=t?module-path=/m.so&pin-source=/run/pin"),
+        );
+        assert_eq!(why(&[first, same]), "the same token key");
     }
 
     #[test]

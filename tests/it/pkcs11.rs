@@ -755,8 +755,10 @@ fn pins_never_come_from_the_command_line() {
     ])
     .fails(EXIT_USAGE, &["--pin"]);
     let in_uri = format!("{}&pin-value={PIN}", uri("alice", "a"));
+    // Refused as the command line is read, and the PIN is not repeated back.
     hsm.run(&["custodian", "verify", "--sd-file", "sd.json", "--key", &in_uri])
-        .fails(EXIT_INPUT, &["pin-value", "refused"]);
+        .fails(EXIT_USAGE, &["'--key <KEY>'", "pin-value", "refused", "--pin-file"])
+        .stderr_lacks(PIN);
     // No PIN source and no terminal: told where a PIN can come from.
     hsm.run(&[
         "custodian",
