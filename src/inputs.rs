@@ -96,9 +96,9 @@ pub fn certificate(path: &Path) -> Result<Certificate> {
     Ok(certificate_hashed(path)?.0)
 }
 
-/// A certificate and the SHA-256 (hex) of the very bytes it was parsed from
-/// (the file's, PEM or DER: what the log fingerprints), for a step that
-/// records the certificates it used.
+/// A certificate and the SHA-256 (hex) of the very file bytes it was parsed
+/// from (PEM or DER as given, not the DER inside), for a step that records
+/// the file: a second read could log one certificate and pair keys with another.
 pub fn certificate_hashed(path: &Path) -> Result<(Certificate, String)> {
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES, "certificate")?;
     let cert = Certificate::from_bytes(&bytes).map_err(|source| Error::Certificate {
@@ -175,18 +175,20 @@ mod tests {
         assert_eq!(sd.required(), 2);
     }
 
-    /// PEM or DER, the fingerprint is of the file as read, not of the DER inside.
+    /// The file's hash, not the DER's: a PEM file is recorded as the bytes
+    /// on disk, the certificate as the DER they hold.
     #[test]
     fn a_certificate_comes_with_the_hash_of_its_file() {
-        let dir = tempfile::tempdir().unwrap();
         let cert = &crate::test_support::custodians()[0].cert;
-        for (name, bytes) in [("c.cer", cert.to_pem().into_bytes()), ("c.der", cert.der().to_vec())] {
-            let path = dir.path().join(name);
-            std::fs::write(&path, &bytes).unwrap();
-            let (read, sha) = certificate_hashed(&path).unwrap();
-            assert_eq!(read.der(), cert.der());
-            assert_eq!(sha, hex::encode(Sha256::digest(&bytes)), "{name}");
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cer");
+        std::fs::write(&path, cert.to_pem()).unwrap();
+        let (parsed, sha) = certificate_hashed(&path).unwrap();
+        assert_eq!(parsed.der(), cert.der());
+        assert_eq!(sha, hex::encode(Sha256::digest(cert.to_pem().as_bytes())));
+        assert_ne!(sha, cert.sha256_hex());
+        std::fs::write(&path, b"not a certificate").unwrap();
+        assert!(matches!(certificate_hashed(&path), Err(Error::Certificate { .. })));
     }
 
     #[test]

@@ -481,7 +481,13 @@ fn verify_unlogged(args: &VerifyArgs, entry: &mut Entry) -> Result<Possession> {
     let (sd, sha256) = inputs::security_domain_hashed(&args.sd_file)?;
     record::parsed(&mut entry.inputs, &args.sd_file, sha256);
     let pool = match &args.custodian.cert {
-        Some(p) => keys::cert_pool(std::slice::from_ref(p))?,
+        Some(p) => {
+            let (pool, hashes) = keys::cert_pool(std::slice::from_ref(p))?;
+            for sha256 in hashes {
+                record::parsed(&mut entry.inputs, p, sha256);
+            }
+            pool
+        }
         None => Default::default(),
     };
     // A certificate with no share here is refused before the passphrase is asked.

@@ -70,7 +70,7 @@ impl OneKey {
     /// Opens the key for signing, with its certificate (which a signature
     /// needs, to say whose it is).
     pub fn signer(&self) -> Result<(OpenedSigner, Certificate)> {
-        let pool = cert_pool(self.cert.as_slice())?;
+        let (pool, _) = cert_pool(self.cert.as_slice())?;
         let mut pass = Passphrases::new(&self.passphrases, None, 1)?;
         let mut opened = open_signer(&self.key, 0, &pool, &mut pass)?;
         let (_, cert) = opened.cert.take().ok_or_else(|| {
@@ -274,7 +274,7 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
         }
         .into());
     }
-    check_certs_have_shares(sd, given, &cert_pool(&keys.certs)?)
+    check_certs_have_shares(sd, given, &cert_pool(&keys.certs)?.0)
 }
 
 /// Refuses, before any secret is asked, a certificate that has no share in
@@ -291,10 +291,17 @@ pub fn check_certs_have_shares(sd: &SecurityDomain, keys: &[KeyRef], pool: &Cert
     recovery::check_certs_have_shares(sd, &known)
 }
 
-/// Loads `--cert` files for pairing.
-pub fn cert_pool(paths: &[PathBuf]) -> Result<CertPool> {
-    let certs = paths.iter().map(|p| Ok((inputs::label(p), inputs::certificate(p)?)));
-    Ok(CertPool::new(certs.collect::<Result<_>>()?))
+/// Loads `--cert` files for pairing, with the SHA-256 of each file's bytes
+/// as parsed (in `paths`' order), for a step that records them.
+pub fn cert_pool(paths: &[PathBuf]) -> Result<(CertPool, Vec<String>)> {
+    let mut certs = Vec::with_capacity(paths.len());
+    let mut hashes = Vec::with_capacity(paths.len());
+    for p in paths {
+        let (cert, sha256) = inputs::certificate_hashed(p)?;
+        certs.push((inputs::label(p), cert));
+        hashes.push(sha256);
+    }
+    Ok((CertPool::new(certs), hashes))
 }
 /// How to re-encrypt a weakly or oddly encrypted key file with current parameters.
 pub fn reencrypt_advice(label: &str) -> String {

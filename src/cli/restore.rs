@@ -64,7 +64,7 @@ pub fn gather_quorum(
     cert_paths: &[PathBuf],
     pass: &mut Passphrases,
 ) -> Result<Recovered> {
-    let pool = keys::cert_pool(cert_paths)?;
+    let (pool, _) = keys::cert_pool(cert_paths)?;
     recovery::gather_quorum(
         sd,
         wrapping_keys.len(),
@@ -101,7 +101,8 @@ pub fn run(args: &RestoreBlobArgs) -> Result<()> {
 fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
     let (sd, sha256) = inputs::security_domain_hashed(&args.sd_file)?;
     record::parsed(&mut entry.inputs, &args.sd_file, sha256);
-    let exchange = inputs::certificate(&args.sd_exchange_key)?;
+    let (exchange, exchange_sha256) = inputs::certificate_hashed(&args.sd_exchange_key)?;
+    record::parsed(&mut entry.inputs, &args.sd_exchange_key, exchange_sha256);
     exchange.rsa_public_key().map_err(|source| Error::Certificate {
         label: inputs::label(&args.sd_exchange_key),
         source,

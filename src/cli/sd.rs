@@ -1,7 +1,7 @@
 //! `hsm-ceremony sd …`: check certificates before the download, inspect a
 //! security domain, and split a new one for a local instance.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -12,7 +12,7 @@ use super::output::{date, print_json, warn};
 use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::health::{self, Verdict};
-use hsm_ceremony::ceremony::log::{self, Entry, Step};
+use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::Certificate;
@@ -137,11 +137,20 @@ pub fn run(cmd: SdCommand) -> Result<super::Done> {
     }
 }
 
-fn load_certs(paths: &[PathBuf]) -> Result<Vec<(String, Certificate)>> {
-    paths
-        .iter()
-        .map(|p| Ok((inputs::label(p), inputs::certificate(p)?)))
-        .collect()
+/// Certificates with the label each is named by.
+type Labelled = Vec<(String, Certificate)>;
+
+/// Certificates by label, each with its file's fingerprint as parsed, for a
+/// step that records them.
+fn load_certs(paths: &[PathBuf]) -> Result<(Labelled, Vec<FileRef>)> {
+    let mut certs = Vec::with_capacity(paths.len());
+    let mut refs = Vec::with_capacity(paths.len());
+    for p in paths {
+        let (cert, sha256) = inputs::certificate_hashed(p)?;
+        certs.push((inputs::label(p), cert));
+        refs.push(FileRef::parsed(p, sha256));
+    }
+    Ok((certs, refs))
 }
 
 fn check_certs(args: &CheckCertsArgs) -> Result<()> {
@@ -157,7 +166,10 @@ fn check_certs(args: &CheckCertsArgs) -> Result<()> {
 
 fn check_certs_unlogged(args: &CheckCertsArgs, entry: &mut Entry) -> Result<()> {
     let profile = if args.local { Profile::Local } else { Profile::Azure };
-    let certs = load_certs(&args.certs)?;
+    let (certs, parsed) = load_certs(&args.certs)?;
+    for f in parsed {
+        record::parsed(&mut entry.inputs, Path::new(&f.path), f.sha256);
+    }
     entry.thumbprints = certs.iter().map(|(_, c)| c.x5t_256()).collect();
     let check = recovery::check_certs(&certs, args.quorum, profile, OffsetDateTime::now_utc());
     let (problems, warnings) = (&check.problems, &check.warnings);
@@ -198,7 +210,7 @@ fn shell_word(s: &str) -> String {
 
 fn inspect(args: &InspectArgs) -> Result<()> {
     let (sd, fingerprint) = inputs::security_domain_hashed(&args.sd_file)?;
-    let certs = load_certs(&args.certs)?;
+    let (certs, _) = load_certs(&args.certs)?;
     let owner = |x5t: &str| certs.iter().find(|(_, c)| c.x5t_256() == x5t).map(|(l, _)| l.clone());
     let items: Vec<(String, usize)> = (0..sd.enc_data.data.len())
         .map(|i| {
@@ -283,13 +295,12 @@ pub fn split(args: &SplitArgs) -> Result<hsm_ceremony::format::sdfile::SecurityD
     files::ensure_absent(&args.out)?;
     files::ensure_writable_folder(&files::folder_of(&args.out), &args.out)?;
     let profile = if args.local { Profile::Local } else { Profile::Azure };
-    let certs = load_certs(&args.certs)?;
+    let (certs, mut recorded) = load_certs(&args.certs)?;
     let plain: Vec<Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
-    let mut cert_paths: Vec<&std::path::Path> = args.certs.iter().map(|p| p.as_path()).collect();
-    cert_paths.extend(args.manifest.manifest.as_deref());
+    recorded.extend(record::refs(args.manifest.manifest.as_deref().as_slice()));
     let entry = Entry {
         command: Step::SdSplit,
-        inputs: record::refs(&cert_paths),
+        inputs: recorded,
         thumbprints: plain.iter().map(Certificate::x5t_256).collect(),
         details: json!({"quorum": args.quorum, "custodians": certs.len(), "local": args.local}),
         ..Default::default()
@@ -349,7 +360,7 @@ fn split_unlogged(
 
 fn health(args: &HealthArgs) -> Result<super::Done> {
     let (sd, sha) = inputs::security_domain_hashed(&args.sd_file)?;
-    let certs = load_certs(&args.certs)?;
+    let (certs, _) = load_certs(&args.certs)?;
     let log_path = record::log_to_read(&args.sd_file);
     let lines = match &log_path {
         Some(p) => Some(log::verified(p)?),
