@@ -216,9 +216,7 @@ fn main() {
     // The original, activated, and a second instance recovered from its security domain.
     let source = serve(&tmp.path().join("source"));
     let admin = |s: &Served| {
-        let token = emulator::issue_token(&s.dir, "admin", &[Role::Administrator])
-            .unwrap()
-            .reveal();
+        let token = emulator::issue_token(&s.dir, "admin", &[Role::Administrator]).unwrap();
         InstanceClient::new(&s.url, token, Some(&s.ca))
             .unwrap()
             .with_polling(Duration::from_secs(60), Duration::from_millis(20))

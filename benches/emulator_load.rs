@@ -32,7 +32,7 @@ const MAX_POLLS: usize = 20_000;
 const POLL_BUDGET: Duration = Duration::from_secs(20);
 
 fn client(s: &Served, roles: &[Role]) -> InstanceClient {
-    let token = emulator::issue_token(&s.dir, "load", roles).unwrap().reveal();
+    let token = emulator::issue_token(&s.dir, "load", roles).unwrap();
     InstanceClient::new(&s.url, token, Some(&s.ca))
         .unwrap()
         .with_polling(Duration::from_secs(60), Duration::from_millis(20))

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::ceremony::manifest::Manifest;
 use crate::ceremony::rotation::Record;
+use crate::crypto::secret::BearerToken;
 use crate::custodian::cert::Certificate;
 use crate::custodian::key::KeyFile;
 use crate::custodian::CustodianError;
@@ -65,14 +66,14 @@ pub fn rotation_record(path: &Path) -> Result<Record> {
 
 /// A bearer token from a file: its first line, trimmed (a secret, so the
 /// file must be private). Empty when the file's first line is.
-pub fn bearer_token(path: &Path) -> Result<String> {
+pub fn bearer_token(path: &Path) -> Result<BearerToken> {
     let bytes = secret_file(path, MAX_TOKEN_FILE_BYTES, "token file")?;
     let text = std::str::from_utf8(&bytes).map_err(|_| Error::NotA {
         path: path.to_path_buf(),
         what: "token file",
         why: "it is not UTF-8 text".into(),
     })?;
-    Ok(text.lines().next().unwrap_or("").trim().to_string())
+    Ok(BearerToken::new(text.lines().next().unwrap_or("").trim().to_string()))
 }
 
 pub fn restore_blob(path: &Path) -> Result<RestoreBlob> {
@@ -216,6 +217,6 @@ mod tests {
             Err(Error::NotA { what: "token file", .. })
         ));
         std::fs::write(&token, b"  abc \nsecond\n").unwrap();
-        assert_eq!(bearer_token(&token).unwrap(), "abc");
+        assert_eq!(bearer_token(&token).unwrap().expose(), "abc");
     }
 }

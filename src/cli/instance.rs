@@ -13,11 +13,13 @@ use super::output::print_json;
 use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::log::{Entry, FileRef, Step};
+use hsm_ceremony::crypto::secret::BearerToken;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::error::{Error, InstanceError, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::inputs;
 use hsm_ceremony::instance::{Download, InstanceClient};
+use zeroize::Zeroizing;
 
 /// The variable read for the bearer token when no --token-file is given.
 pub const TOKEN_ENV: &str = "HSM_CEREMONY_TOKEN";
@@ -50,10 +52,13 @@ impl Connect {
     }
 }
 
-pub fn read_token(file: Option<&Path>) -> Result<String> {
+pub fn read_token(file: Option<&Path>) -> Result<BearerToken> {
     let token = match file {
         Some(path) => inputs::bearer_token(path)?,
-        None => std::env::var(TOKEN_ENV).unwrap_or_default().trim().to_string(),
+        None => {
+            let value = Zeroizing::new(std::env::var(TOKEN_ENV).unwrap_or_default());
+            BearerToken::new(value.trim().to_string())
+        }
     };
     if token.is_empty() {
         return Err(Error::Usage(format!(

@@ -78,12 +78,44 @@ impl Passphrase {
     }
 }
 
+/// A bearer token: issued by the emulator, read from a token file or the
+/// environment, sent by the instance client. It opens an HSM as surely as a
+/// key does, so it is wiped on drop, not `Clone`, and its `Debug` (which the
+/// structs holding it need) shows no part of it.
+pub struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    pub fn new(text: impl Into<Zeroizing<String>>) -> Self {
+        BearerToken(text.into())
+    }
+
+    /// The token's text, for the places that send it or hand it to its holder.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives the token to the caller as a plain `String`, who then answers for it.
+    pub fn reveal(mut self) -> String {
+        std::mem::take(&mut *self.0)
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(redacted)")
+    }
+}
+
 /// Compile-time proof that the secret wrappers are neither `Clone` nor
 /// `Debug`: naming `Probe::<_>::ITEM` is ambiguous for a type that has the
 /// trait, so adding a derive breaks the build here.
 #[allow(dead_code)]
 mod not_clone_nor_debug {
-    use super::{MasterKey, Passphrase, SecretBytes};
+    use super::{BearerToken, MasterKey, Passphrase, SecretBytes};
 
     trait IfClone<A> {
         const ITEM: () = ();
@@ -100,7 +132,22 @@ mod not_clone_nor_debug {
     const _: () = <SecretBytes as IfClone<_>>::ITEM;
     const _: () = <Passphrase as IfClone<_>>::ITEM;
     const _: () = <MasterKey as IfClone<_>>::ITEM;
+    const _: () = <BearerToken as IfClone<_>>::ITEM;
     const _: () = <SecretBytes as IfDebug<_>>::ITEM;
     const _: () = <Passphrase as IfDebug<_>>::ITEM;
     const _: () = <MasterKey as IfDebug<_>>::ITEM;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BearerToken;
+
+    #[test]
+    fn a_bearer_token_is_never_shown_by_debug() {
+        let token = BearerToken::new("hsmemu_s3cret".to_string());
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(token.expose(), "hsmemu_s3cret");
+        assert!(BearerToken::new(String::new()).is_empty());
+    }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
+use zeroize::Zeroizing;
 
+use crate::crypto::secret::BearerToken;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, InstanceError, Result};
 use crate::format::restore_blob::RestoreBlob;
@@ -92,7 +94,7 @@ pub struct KeyInfo {
 /// A client for one instance. The token is never shown by `Debug`.
 pub struct InstanceClient {
     base: String,
-    token: String,
+    token: BearerToken,
     transport: Transport,
     api_version: String,
     poll_timeout: Duration,
@@ -310,7 +312,7 @@ impl InstanceClient {
     ///
     /// Errors: a URL that is not http(s), plain HTTP to a non-loopback host,
     /// or an unreadable CA file.
-    pub fn new(url: &str, token: impl Into<String>, ca_pem: Option<&Path>) -> Result<InstanceClient> {
+    pub fn new(url: &str, token: BearerToken, ca_pem: Option<&Path>) -> Result<InstanceClient> {
         let base = base_url(url)?;
         let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
         if let Some(path) = ca_pem {
@@ -343,7 +345,7 @@ impl InstanceClient {
             .into();
         Ok(InstanceClient {
             base,
-            token: token.into(),
+            token,
             transport: Transport::Http(agent),
             api_version: DEFAULT_API_VERSION.into(),
             poll_timeout: Duration::from_secs(120),
@@ -354,10 +356,10 @@ impl InstanceClient {
 
     /// A client for an emulated instance inside this process: no socket is
     /// opened (see [`crate::emulator::InProcess`]).
-    pub fn in_process(emulator: Arc<crate::emulator::InProcess>, token: impl Into<String>) -> InstanceClient {
+    pub fn in_process(emulator: Arc<crate::emulator::InProcess>, token: BearerToken) -> InstanceClient {
         InstanceClient {
             base: crate::emulator::IN_PROCESS_ORIGIN.into(),
-            token: token.into(),
+            token,
             transport: Transport::InProcess(emulator),
             api_version: DEFAULT_API_VERSION.into(),
             poll_timeout: Duration::from_secs(120),
@@ -410,7 +412,7 @@ impl InstanceClient {
 
     /// Sends one request; returns the status and body of a 2xx answer.
     fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
-        let bearer = format!("Bearer {}", self.token);
+        let bearer = Zeroizing::new(format!("Bearer {}", self.token.expose()));
         let (status, text) = match &self.transport {
             Transport::InProcess(emulator) => {
                 let path_and_query = self.path_and_query(path);
@@ -421,18 +423,18 @@ impl InstanceClient {
                 let result = match method {
                     "GET" => agent
                         .get(&url)
-                        .header("Authorization", &bearer)
+                        .header("Authorization", bearer.as_str())
                         .header("Accept", "application/json")
                         .call(),
                     "PUT" => agent
                         .put(&url)
-                        .header("Authorization", &bearer)
+                        .header("Authorization", bearer.as_str())
                         .header("Accept", "application/json")
                         .content_type("application/json")
                         .send(body.unwrap_or_default()),
                     _ => agent
                         .post(&url)
-                        .header("Authorization", &bearer)
+                        .header("Authorization", bearer.as_str())
                         .header("Accept", "application/json")
                         .content_type("application/json")
                         .send(body.unwrap_or_default()),
@@ -996,7 +998,7 @@ mod tests {
 
     #[test]
     fn key_names_outside_the_rule_are_refused_before_any_request() {
-        let client = InstanceClient::new("http://127.0.0.1:9", "t", None).unwrap();
+        let client = InstanceClient::new("http://127.0.0.1:9", BearerToken::new("t".to_string()), None).unwrap();
         for name in ["a/b", "a?api-version=1", "a%2fb", "", "../restore", &"a".repeat(128)] {
             for result in [
                 client.create_rsa_key(name).map(|_| ()),

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::client::{InstanceClient, NewKey};
 use crate::ceremony::drill::{BackupLocation, CanaryKey, InventoryEntry, Target};
+use crate::crypto::secret::BearerToken;
 use crate::custodian::cert::Certificate;
 use crate::emulator::{self, Role};
 use crate::error::Result;
@@ -40,13 +41,13 @@ impl DrillInstance {
         let emu = emulator::InProcess::in_memory()?;
         let token = emu.issue_token("drill", &[Role::Administrator, Role::CryptoUser])?;
         Ok(DrillInstance::new(
-            InstanceClient::in_process(Arc::new(emu), token.reveal()),
+            InstanceClient::in_process(Arc::new(emu), token),
             LOCAL_LABEL,
         ))
     }
 
     /// The instance at `url` with `token`, trusting `ca` if given.
-    pub fn remote(url: &str, token: String, ca: Option<&Path>) -> Result<DrillInstance> {
+    pub fn remote(url: &str, token: BearerToken, ca: Option<&Path>) -> Result<DrillInstance> {
         Ok(DrillInstance::new(InstanceClient::new(url, token, ca)?, url))
     }
 }

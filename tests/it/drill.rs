@@ -305,8 +305,12 @@ fn assert_canary_holds_no_secret(dir: &Dir, served: &Served, state: &str, canary
         );
     }
     let token = dir.read_string(&format!("{state}.token"));
-    let client =
-        hsm_ceremony::instance::InstanceClient::new(&served.url, token.trim(), Some(&dir.join(&served.ca))).unwrap();
+    let client = hsm_ceremony::instance::InstanceClient::new(
+        &served.url,
+        hsm_ceremony::crypto::secret::BearerToken::new(token.trim().to_string()),
+        Some(&dir.join(&served.ca)),
+    )
+    .unwrap();
     let rsa = &canary["keys"]["rsa"];
     let wrapped = canary["wrapped_deks"]
         .as_array()

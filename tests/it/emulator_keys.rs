@@ -323,9 +323,7 @@ fn purge_protection_off_is_an_instance_setting_chosen_before_activation() {
     let mut config = emulator::Config::new(&dir);
     config.purge_protection = Some(false);
     let running = emulator::spawn(config).unwrap();
-    let admin = emulator::issue_token(&dir, "admin", &[Role::Administrator])
-        .unwrap()
-        .reveal();
+    let admin = emulator::issue_token(&dir, "admin", &[Role::Administrator]).unwrap();
     let client =
         hsm_ceremony::instance::InstanceClient::new(running.url(), admin, Some(running.ca_pem_path().unwrap()))
             .unwrap();

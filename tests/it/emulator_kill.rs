@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use hsm_ceremony::crypto::secret::BearerToken;
 use hsm_ceremony::emulator::{self, Role, Status};
 use hsm_ceremony::format::sdfile::SecurityDomain;
 use hsm_ceremony::instance::InstanceClient;
@@ -70,7 +71,7 @@ fn serve(dir: &Path) -> Served {
 }
 
 fn client(s: &Served, token: &str) -> InstanceClient {
-    InstanceClient::new(&s.url, token, Some(&s.ca))
+    InstanceClient::new(&s.url, BearerToken::new(token.to_string()), Some(&s.ca))
         .unwrap()
         .with_polling(Duration::from_secs(20), Duration::from_millis(20))
 }
@@ -106,7 +107,7 @@ fn sigkill_during_recovery_never_half_activates() {
         let ca_path = s.ca.clone();
         let t = token.clone();
         let getter = std::thread::spawn(move || {
-            InstanceClient::new(&url, t, Some(&ca_path))
+            InstanceClient::new(&url, BearerToken::new(t), Some(&ca_path))
                 .unwrap()
                 .transfer_key()
                 .is_ok()

@@ -457,10 +457,14 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
         .iter()
         .map(|c| c.cert.clone())
         .collect();
-    hsm_ceremony::instance::InstanceClient::new(&format!("http://{addr}"), token.clone(), None)
-        .unwrap()
-        .download(&certs, 2)
-        .unwrap();
+    hsm_ceremony::instance::InstanceClient::new(
+        &format!("http://{addr}"),
+        hsm_ceremony::crypto::secret::BearerToken::new(token.clone()),
+        None,
+    )
+    .unwrap()
+    .download(&certs, 2)
+    .unwrap();
     for (name, body) in [
         ("hostile-ec", r#"{"kty":"EC-HSM","crv":"P-256"}"#),
         (

@@ -17,9 +17,9 @@ use crate::error::Result;
 use assignments::{RbacFile, RBAC_FILE};
 use persist::Persisted;
 use settings::{SettingsFile, SETTINGS_FILE};
-pub use tokens::BearerToken;
 use tokens::{Identity, TokenStore};
 
+pub use crate::crypto::secret::BearerToken;
 pub use actions::DataAction;
 pub use roles::Role;
 pub(crate) use tokens::Credentials;

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::b64::b64u;
 use crate::crypto::rng::os_rng;
-use crate::crypto::secret::SecretBytes;
+use crate::crypto::secret::{BearerToken, SecretBytes};
 use crate::error::{EmulatorError, Result};
 use crate::files::{self, Mode};
 
@@ -31,29 +31,6 @@ pub(crate) struct Credentials(SecretBytes);
 impl Credentials {
     pub fn from_header(value: &[u8]) -> Credentials {
         Credentials(SecretBytes::new(value.to_vec()))
-    }
-}
-
-/// A bearer token as issued: secret until it is handed to its holder, so
-/// it is wiped on drop and its `Debug` shows no part of it.
-pub struct BearerToken(Zeroizing<String>);
-
-impl BearerToken {
-    /// The token's text, for the one place that hands it to its holder.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Gives the token to the caller (a client that sends it), who then
-    /// answers for it.
-    pub fn reveal(mut self) -> String {
-        std::mem::take(&mut *self.0)
-    }
-}
-
-impl std::fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerToken(redacted)")
     }
 }
 
@@ -192,7 +169,7 @@ fn new_token(principal: &str, roles: &[Role]) -> (BearerToken, TokenRecord) {
         issued: super::super::now_unix(),
         expires: None,
     };
-    (BearerToken(token), record)
+    (BearerToken::new(token), record)
 }
 
 /// Pure identification of one header against the known records at `now`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hsm_ceremony::crypto::secret::Passphrase;
+use hsm_ceremony::crypto::secret::{BearerToken, Passphrase};
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::custodian::key::KeyFile;
 use hsm_ceremony::emulator::{self, Role, RunningEmulator};
@@ -80,7 +80,7 @@ impl Emu {
     }
     pub fn client(&self, roles: &[Role]) -> InstanceClient {
         let token = self.token("tester", roles);
-        InstanceClient::new(self.url(), token, Some(self.ca()))
+        InstanceClient::new(self.url(), BearerToken::new(token), Some(self.ca()))
             .unwrap()
             .with_polling(Duration::from_secs(20), Duration::from_millis(20))
     }
