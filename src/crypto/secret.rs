@@ -112,18 +112,19 @@ impl std::fmt::Debug for BearerToken {
 
 /// Compile-time proof that the secret wrappers are neither `Clone` nor
 /// `Debug`: naming `Probe::<_>::ITEM` is ambiguous for a type that has the
-/// trait, so adding a derive breaks the build here.
+/// trait, so adding a derive breaks the build here. (The emulator pins its
+/// own secrets with the same probes.)
 #[allow(dead_code)]
-mod not_clone_nor_debug {
+pub(crate) mod not_clone_nor_debug {
     use super::{BearerToken, MasterKey, Passphrase, SecretBytes};
 
-    trait IfClone<A> {
+    pub(crate) trait IfClone<A> {
         const ITEM: () = ();
     }
     impl<T: ?Sized> IfClone<()> for T {}
     impl<T: Clone> IfClone<u8> for T {}
 
-    trait IfDebug<A> {
+    pub(crate) trait IfDebug<A> {
         const ITEM: () = ();
     }
     impl<T: ?Sized> IfDebug<()> for T {}

@@ -266,7 +266,7 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
 /// What key operations need from the instance: the sealing key for backups
 /// and whether the key store may be written.
 pub(crate) struct Active {
-    pub sealing: zeroize::Zeroizing<[u8; 32]>,
+    pub sealing: super::state::SealingKey,
     pub persist: bool,
 }
 
@@ -574,7 +574,7 @@ async fn execute(
             let Active { sealing, .. } = active(&state.instance)?;
             state
                 .keys
-                .backup(&mut os_rng(), &name, &sealing)
+                .backup(&mut os_rng(), &name, sealing.expose())
                 .map(|b| ok(json!({"value": b})))
         }
         Operation::Backup(op) => {
@@ -592,7 +592,7 @@ async fn execute(
             let mut state = app.state();
             let Active { sealing, persist } = active(&state.instance)?;
             let view = view(&state.instance, origin);
-            state.keys.restore(&view, &backup, &sealing, persist).map(ok)
+            state.keys.restore(&view, &backup, sealing.expose(), persist).map(ok)
         }
         Operation::ListDeletedKeys { page } => {
             let state = app.state();

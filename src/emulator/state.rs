@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::ApiError;
 use super::SecretText;
@@ -621,7 +621,7 @@ impl Instance {
 
     /// The AES-256 key that seals key backups, derived from the security
     /// domain's contents: only an instance holding the same contents opens them.
-    pub fn backup_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+    pub fn backup_key(&self) -> Option<SealingKey> {
         let domain = self.snap.domain.as_ref()?;
         let mut ki = Zeroizing::new(Vec::new());
         for item in &domain.items {
@@ -631,11 +631,28 @@ impl Instance {
             ki.extend_from_slice(item.plaintext.expose());
         }
         let k = sp108_kdf(&ki, BACKUP_KEY_LABEL, b"", 256);
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&k);
+        let mut out = SealingKey(Box::new([0u8; 32]));
+        out.0.copy_from_slice(&k);
         Some(out)
     }
 }
+
+/// The key that seals an instance's key backups ([`Instance::backup_key`]):
+/// whoever has it opens every backup of every key, so like the master key it
+/// derives from it is wiped on drop, not `Clone` and has no `Debug`.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct SealingKey(Box<[u8; 32]>);
+
+impl SealingKey {
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Compile-time proof that the sealing key has neither `Clone` nor `Debug`
+/// (see `crypto::secret`'s probe): adding a derive breaks the build here.
+const _: () = <SealingKey as crate::crypto::secret::not_clone_nor_debug::IfClone<_>>::ITEM;
+const _: () = <SealingKey as crate::crypto::secret::not_clone_nor_debug::IfDebug<_>>::ITEM;
 
 #[cfg(test)]
 mod tests {
@@ -736,8 +753,8 @@ mod tests {
         assert_eq!(b.status(), Status::Activated);
         assert_eq!(b.summary().contents_fingerprint, a.summary().contents_fingerprint);
         assert_eq!(
-            &b.backup_key().unwrap()[..],
-            &a.backup_key().unwrap()[..],
+            b.backup_key().unwrap().expose(),
+            a.backup_key().unwrap().expose(),
             "backups from A open on B"
         );
         assert!(!b.persists_keys(), "keys under uploaded contents stay in memory");

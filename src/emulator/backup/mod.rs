@@ -250,7 +250,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                         keys: super::SecretText::new(String::from_utf8(keys.to_vec()).map_err(ApiError::internal)?),
                         rbac: rbac_state,
                     };
-                    let blob = format::seal(&mut crate::crypto::rng::os_rng(), &contents, &sealing)?;
+                    let blob = format::seal(&mut crate::crypto::rng::os_rng(), &contents, sealing.expose())?;
                     if container.folder_exists(&folder)? {
                         return Err(ApiError::conflict(format!(
                             "the folder {folder} already exists in {}: something else wrote it; start the backup again",
@@ -283,14 +283,14 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
             tokio::task::spawn_blocking(move || {
                 let outcome = (|| {
                     let blob = container.get(&folder, BACKUP_BLOB)?;
-                    let contents = format::open(&blob, &sealing)?;
+                    let contents = format::open(&blob, sealing.expose())?;
                     if pre {
                         return Ok(());
                     }
                     let mut state = a.state();
                     // The instance's domain could have changed while the blob was fetched.
                     let active = super::handle::active(&state.instance)?;
-                    if active.sealing[..] != sealing[..] {
+                    if active.sealing.expose() != sealing.expose() {
                         return Err(ApiError::conflict(
                             "the instance's security domain changed during the restore",
                         ));
