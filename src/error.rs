@@ -73,9 +73,9 @@ pub enum Error {
     #[error("the self-test failed: {}; this binary must not be used for a ceremony", failed.join(", "))]
     SelfTestFailed { failed: Vec<&'static str> },
     /// A parameter outside what is accepted (a count, a size, a weak
-    /// passphrase), the message naming the flag or value it concerns.
-    #[error("{why}")]
-    Parameter { why: String },
+    /// passphrase), naming the flag or value it concerns.
+    #[error(transparent)]
+    Parameter(#[from] ParameterError),
     #[error(transparent)]
     Recovery(#[from] RecoveryError),
     #[error(transparent)]
@@ -91,15 +91,104 @@ pub enum Error {
 }
 
 impl Error {
-    /// [`Error::Parameter`] from its message.
-    pub fn parameter(why: impl Into<String>) -> Error {
-        Error::Parameter { why: why.into() }
-    }
-
     /// [`LogError::ManifestRefused`] from its reason.
     pub fn manifest_refused(reason: impl Into<String>) -> Error {
         LogError::ManifestRefused { reason: reason.into() }.into()
     }
+}
+
+/// Why a ceremony log's chain is broken at a line: one variant per check,
+/// so the advice can tell a killed append from an edit.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum LogBreak {
+    #[error("the last line is cut short (no newline): the log was truncated mid-line")]
+    CutShort,
+    /// The line is not JSON of a log line (`detail`: the parser's words).
+    #[error("not a log line: {detail}")]
+    NotALine { detail: String },
+    #[error(
+        "it is not the first line ever written (its prev hash is not the genesis value): lines were removed from the start"
+    )]
+    NotFirst,
+    #[error(
+        "its prev hash does not match line {previous}: line {previous} was edited, or a line was removed or moved here"
+    )]
+    PrevMismatch { previous: u64 },
+    #[error("it says it is line {says} but it is line {is}")]
+    WrongNumber { says: u64, is: u64 },
+    #[error("it is not in the canonical form the tool writes: it was edited")]
+    NotCanonical,
+    #[error("the log has {lines} lines but its .head file records {head}: lines were removed from the end")]
+    LinesRemovedFromEnd { lines: u64, head: u64 },
+    /// More lines than the head's count plus the one an interrupted append leaves.
+    #[error(
+        "the log has {lines} lines but its .head file records {head}: a head lags by one append at most, so {} not appended by this tool",
+        added_lines(*head, *lines)
+    )]
+    LinesAdded { lines: u64, head: u64 },
+    #[error("{} is not the one the .head file records: it was edited{}", if *last { "the last line".to_string() } else { format!("line {line}") }, if *last { " (or the head was)" } else { "" })]
+    HeadLineEdited { line: u64, last: bool },
+    #[error("the .head file beside the log is missing")]
+    HeadMissing,
+    /// A `log sign` line that does not hold what a countersignature needs.
+    #[error("{0}")]
+    Countersignature(CountersignatureFault),
+}
+
+fn added_lines(head: u64, lines: u64) -> String {
+    if head + 2 == lines {
+        format!("line {lines} was")
+    } else {
+        format!("lines {} to {lines} were", head + 2)
+    }
+}
+
+/// What is wrong with a countersignature line (`log sign`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CountersignatureFault {
+    #[error("a countersignature without a line number")]
+    NoLineNumber,
+    #[error("it countersigns a line that does not exist")]
+    NoSuchLine,
+    #[error("it carries no certificate")]
+    NoCertificate,
+    #[error("its certificate cannot be read")]
+    UnreadableCertificate,
+    #[error("it carries no signature")]
+    NoSignature,
+    #[error("its thumbprint is not its certificate's")]
+    ThumbprintMismatch,
+    #[error("the countersignature of line {line} does not verify")]
+    DoesNotVerify { line: u64 },
+}
+
+/// A value given that is outside what is accepted, one variant per rule so
+/// each gets its own advice.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ParameterError {
+    #[error("--days {days} is outside 1 to {max}")]
+    Days { days: u32, max: u32 },
+    /// Every passphrase typed at the prompt was refused.
+    #[error("no acceptable passphrase was chosen for {key}")]
+    NoPassphraseChosen { key: String },
+    #[error("the passphrase for {key} is too weak: {source}")]
+    WeakPassphrase {
+        key: String,
+        source: crate::custodian::key::PassphraseTooShort,
+    },
+    /// What a split would write is larger than any reader accepts.
+    #[error(
+        "the data items make a security domain of {bytes} bytes, more than the {max} any reader accepts; use smaller items"
+    )]
+    SecurityDomainTooLarge { bytes: u64, max: u64 },
+    #[error("--epoch {epoch} is not above epoch {highest}, already in the ceremony log; epochs only increase")]
+    EpochNotAbove { epoch: u64, highest: u64 },
+    /// A manifest's certificates are not one per custodian.
+    #[error("{}", .0.text)]
+    SameCustodian(CertProblem),
 }
 
 /// Opening shares, meeting the quorum, data items, custodian sets and
@@ -169,7 +258,7 @@ pub enum RecoveryError {
 #[non_exhaustive]
 pub enum LogError {
     #[error("the ceremony log {} is broken at line {line}: {reason}", path.display())]
-    Broken { path: PathBuf, line: u64, reason: String },
+    Broken { path: PathBuf, line: u64, reason: LogBreak },
     /// The last line has no newline: a writer died mid-line, or the file was cut.
     #[error("{} ends in a partial line", path.display())]
     PartialLine { path: PathBuf },

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 pub use super::step::{Outcome, Step};
-use crate::error::{Error, LogError, Result};
+use crate::error::{Error, LogBreak, LogError, Result};
 use crate::files::{self, Mode};
 
 /// `prev` of the first line.
@@ -216,36 +216,34 @@ fn checked_tail(file: &mut File, path: &Path) -> Result<(u64, Option<String>)> {
     let all = read_all(file, path)?;
     let lines: Vec<&[u8]> = all.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let count = lines.len() as u64;
-    let broken = |line: u64, reason: String| LogError::Broken {
+    let broken = |line: u64, reason: LogBreak| LogError::Broken {
         path: path.to_path_buf(),
         line,
         reason,
     };
     match read_head(path) {
-        None if count > 1 => return Err(broken(count + 1, "the .head file beside the log is missing".into()).into()),
+        None if count > 1 => return Err(broken(count + 1, LogBreak::HeadMissing).into()),
         None => {}
         Some(h) if h.lines > count => {
-            return Err(broken(
-                count + 1,
-                format!(
-                    "the log has {count} lines but its .head file records {}: lines were removed from the end",
-                    h.lines
-                ),
-            )
-            .into())
+            let reason = LogBreak::LinesRemovedFromEnd {
+                lines: count,
+                head: h.lines,
+            };
+            return Err(broken(count + 1, reason).into());
         }
         Some(h) if count > h.lines + 1 => {
-            return Err(broken(
-                h.lines + 2,
-                format!(
-                    "the log has {count} lines but its .head file records {}: a head lags by one append at most",
-                    h.lines
-                ),
-            )
-            .into())
+            let reason = LogBreak::LinesAdded {
+                lines: count,
+                head: h.lines,
+            };
+            return Err(broken(h.lines + 2, reason).into());
         }
         Some(h) if h.lines > 0 && sha256_hex(lines[h.lines as usize - 1]) != h.last => {
-            return Err(broken(h.lines, "the line the .head file records was edited".into()).into())
+            let reason = LogBreak::HeadLineEdited {
+                line: h.lines,
+                last: h.lines == count,
+            };
+            return Err(broken(h.lines, reason).into());
         }
         Some(_) => {}
     }
@@ -317,7 +315,7 @@ pub fn append_at(path: &Path, entry: Entry, now: OffsetDateTime) -> Result<Line>
 #[derive(Debug, PartialEq)]
 pub struct Broken {
     pub line: u64,
-    pub reason: String,
+    pub reason: LogBreak,
 }
 
 /// The lines of a log that must verify to be used (for proofs, epochs,
@@ -367,34 +365,27 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
     }
     for (i, raw) in raw_lines.iter().enumerate() {
         let n = i as u64 + 1;
-        let broken = |reason: String| Broken { line: n, reason };
+        let broken = |reason: LogBreak| Broken { line: n, reason };
         if i + 1 == raw_lines.len() && !complete {
-            return Err(broken(
-                "the last line is cut short (no newline): the log was truncated mid-line".into(),
-            ));
+            return Err(broken(LogBreak::CutShort));
         }
-        let line: Line = crate::format::json::from_slice(raw).map_err(|e| broken(format!("not a log line: {e}")))?;
+        let line: Line =
+            crate::format::json::from_slice(raw).map_err(|detail| broken(LogBreak::NotALine { detail }))?;
         if line.prev != prev {
             return Err(broken(if n == 1 {
-                "it is not the first line ever written (its prev hash is not the genesis value): lines were removed from the start".into()
+                LogBreak::NotFirst
             } else {
-                format!(
-                    "its prev hash does not match line {}: line {} was edited, or a line was removed or moved here",
-                    n - 1,
-                    n - 1
-                )
+                LogBreak::PrevMismatch { previous: n - 1 }
             }));
         }
         if line.seq != n {
-            return Err(broken(format!("it says it is line {} but it is line {n}", line.seq)));
+            return Err(broken(LogBreak::WrongNumber { says: line.seq, is: n }));
         }
         if !serde_json::to_string(&line)
             .map(|t| t.as_bytes() == *raw)
             .unwrap_or(false)
         {
-            return Err(broken(
-                "it is not in the canonical form the tool writes: it was edited".into(),
-            ));
+            return Err(broken(LogBreak::NotCanonical));
         }
         prev = sha256_hex(raw);
         hashes.push(prev.clone());
@@ -404,39 +395,32 @@ fn check_chain(bytes: &[u8], head: Option<&Head>) -> std::result::Result<Vec<Lin
     match head {
         Some(h) if h.lines > count => Err(Broken {
             line: count + 1,
-            reason: format!(
-                "the log has {count} lines but its .head file records {}: lines were removed from the end",
-                h.lines
-            ),
+            reason: LogBreak::LinesRemovedFromEnd {
+                lines: count,
+                head: h.lines,
+            },
         }),
         // The head lags by one when an append was killed between writing its
         // line and the head; more than one is lines added by other means.
         Some(h) if count > h.lines + 1 => Err(Broken {
             line: h.lines + 2,
-            reason: format!(
-                "the log has {count} lines but its .head file records {}: a head lags by one append at most, \
-                 so {} not appended by this tool",
-                h.lines,
-                if h.lines + 2 == count {
-                    format!("line {count} was")
-                } else {
-                    format!("lines {} to {count} were", h.lines + 2)
-                }
-            ),
+            reason: LogBreak::LinesAdded {
+                lines: count,
+                head: h.lines,
+            },
         }),
         Some(h) if h.lines > 0 && hashes[h.lines as usize - 1] != h.last => Err(Broken {
             line: h.lines,
-            reason: if h.lines == count {
-                "the last line is not the one the .head file records: it was edited (or the head was)".into()
-            } else {
-                format!("line {} is not the one the .head file records: it was edited", h.lines)
+            reason: LogBreak::HeadLineEdited {
+                line: h.lines,
+                last: h.lines == count,
             },
         }),
         // The appender tolerates a first line without its head (a kill
         // between the two); `log verify` does not vouch for such a log.
         None if count > 0 => Err(Broken {
             line: count + 1,
-            reason: "the .head file beside the log is missing".into(),
+            reason: LogBreak::HeadMissing,
         }),
         _ => Ok(lines),
     }
@@ -588,10 +572,10 @@ mod tests {
         let swapped = join(vec![lines[0], lines[2], lines[1], lines[3]]);
         assert_eq!(check_chain(swapped.as_bytes(), Some(&head)).unwrap_err().line, 2);
         let truncated = join(vec![lines[0], lines[1], lines[2]]);
-        assert!(check_chain(truncated.as_bytes(), Some(&head))
-            .unwrap_err()
-            .reason
-            .contains("removed from the end"));
+        assert_eq!(
+            check_chain(truncated.as_bytes(), Some(&head)).unwrap_err().reason,
+            LogBreak::LinesRemovedFromEnd { lines: 3, head: 4 }
+        );
         let cut = &text[..text.len() - 10];
         assert!(check_chain(cut.as_bytes(), Some(&head)).is_err());
         assert!(check_chain(b"", Some(&head)).is_err(), "emptied log");
@@ -636,7 +620,14 @@ mod tests {
         std::fs::write(head_path(&path), &old_head).unwrap();
         let broken = verify(&path).unwrap().unwrap_err();
         assert_eq!(broken.line, 4, "{broken:?}");
-        assert!(broken.reason.contains("lags by one append at most"), "{broken:?}");
+        assert_eq!(broken.reason, LogBreak::LinesAdded { lines: 4, head: 2 });
+        assert!(
+            broken
+                .reason
+                .to_string()
+                .ends_with("so line 4 was not appended by this tool"),
+            "{broken:?}"
+        );
         assert!(matches!(
             append(&path, entry(4)),
             Err(Error::Log(LogError::Broken { .. }))
@@ -660,11 +651,10 @@ mod tests {
             check_appendable(&path),
             Err(Error::Log(LogError::Broken { .. }))
         ));
-        assert!(verify(&path)
-            .unwrap()
-            .unwrap_err()
-            .reason
-            .contains("removed from the end"));
+        assert_eq!(
+            verify(&path).unwrap().unwrap_err().reason,
+            LogBreak::LinesRemovedFromEnd { lines: 2, head: 4 }
+        );
     }
 
     #[cfg(unix)]

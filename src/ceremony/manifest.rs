@@ -12,7 +12,7 @@ use crate::crypto::b64::b64u;
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::custodian::signer::Signer;
-use crate::error::{Error, LogError, Result};
+use crate::error::{CertProblem, LogError, ParameterError, Result};
 
 /// What the custodians agree to. Its compact JSON is what they sign.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -89,7 +89,7 @@ impl Manifest {
         epoch: u64,
         now: OffsetDateTime,
     ) -> Result<Manifest> {
-        distinct(certs).map_err(|why| Error::Parameter { why })?;
+        distinct(certs).map_err(ParameterError::SameCustodian)?;
         let mut nonce = [0u8; 32];
         rng.fill_bytes(&mut nonce);
         Ok(Manifest {
@@ -170,8 +170,8 @@ impl Manifest {
             ));
         }
         // Signatures are counted per certificate: one person's two would count twice.
-        if let Err(why) = distinct(certs) {
-            return refuse(why);
+        if let Err(problem) = distinct(certs) {
+            return refuse(problem.text);
         }
         let given: Vec<String> = certs.iter().map(Certificate::x5t_256).collect();
         if given != t.certificates {
@@ -205,16 +205,13 @@ impl Manifest {
 }
 
 /// The shared identity check, certificates named by position and thumbprint.
-fn distinct(certs: &[Certificate]) -> std::result::Result<(), String> {
+fn distinct(certs: &[Certificate]) -> std::result::Result<(), CertProblem> {
     let labelled: Vec<(String, Certificate)> = certs
         .iter()
         .enumerate()
         .map(|(i, c)| (format!("certificate {} ({})", i + 1, c.x5t_256()), c.clone()))
         .collect();
-    match crate::recovery::custodian_identity_problems(&labelled)
-        .into_iter()
-        .next()
-    {
+    match crate::recovery::custodian_identity_causes(&labelled).into_iter().next() {
         Some(why) => Err(why),
         None => Ok(()),
     }

@@ -19,7 +19,7 @@ use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::cert::Certificate;
 use hsm_ceremony::custodian::keygen::{self, Undone};
 use hsm_ceremony::custodian::token;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, ParameterError, Result};
 use hsm_ceremony::files;
 use hsm_ceremony::inputs;
 use hsm_ceremony::recovery::{self, Possession};
@@ -212,11 +212,11 @@ pub fn keygen_cmd(args: &KeygenArgs) -> Result<Vec<Made>> {
 /// The checks every keygen makes before any key is generated.
 fn check_validity_and_folder(args: &KeygenArgs) -> Result<()> {
     if args.days == 0 || args.days > keygen::MAX_DAYS {
-        return Err(Error::parameter(format!(
-            "--days {} is outside 1 to {}",
-            args.days,
-            keygen::MAX_DAYS
-        )));
+        return Err(ParameterError::Days {
+            days: args.days,
+            max: keygen::MAX_DAYS,
+        }
+        .into());
     }
     if !args.out_dir.is_dir() {
         return Err(Error::Usage(format!(

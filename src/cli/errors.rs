@@ -2,10 +2,13 @@
 //! what to do next, and a distinct exit code per family.
 
 use hsm_ceremony::ceremony::health::Verdict;
+use hsm_ceremony::custodian::key::MIN_PASSPHRASE_CHARS;
 use hsm_ceremony::custodian::signer::SignError;
 use hsm_ceremony::custodian::token::{TokenError, UriPart, UriProblem, PATH_ATTRIBUTES, QUERY_ATTRIBUTES};
 use hsm_ceremony::custodian::CustodianError;
-use hsm_ceremony::error::{CertCause, CertProblem, EmulatorError, Error, InstanceError, LogError, RecoveryError};
+use hsm_ceremony::error::{
+    CertCause, CertProblem, EmulatorError, Error, InstanceError, LogBreak, LogError, ParameterError, RecoveryError,
+};
 
 /// Exit codes, documented in the README and every man page.
 pub const EXIT_USAGE: u8 = 2;
@@ -213,10 +216,7 @@ pub fn advice(err: &Error) -> Option<String> {
              which files are genuine against the paper record, and start the rotation again if in doubt."
                 .into()
         }
-        Error::Log(LogError::Broken { .. }) => {
-            "Keep the log as evidence and compare it with the paper record and other copies; do not append to it until the break is explained."
-                .into()
-        }
+        Error::Log(LogError::Broken { path, reason, .. }) => broken_log_advice(path, reason),
         Error::Log(LogError::ManifestRefused { .. }) => {
             "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
                 .into()
@@ -225,7 +225,7 @@ pub fn advice(err: &Error) -> Option<String> {
             fetch it again), compare its SHA-256 with SHA256SUMS, and run `hsm-ceremony self-test` again; if it still \
             fails, use another laptop."
             .into(),
-        Error::Parameter { .. } => "Change what the message names; see --help for what is accepted.".into(),
+        Error::Parameter(p) => parameter_advice(p),
         Error::Recovery(RecoveryError::CertsNotReady(problems)) => certs_advice(problems),
         Error::Instance(InstanceError::Url { .. }) => "Give the instance's base URL and nothing else: https://NAME.managedhsm.azure.net, \
             or an emulator's https://127.0.0.1:PORT (http:// only to a loopback address); the token goes in --token-file \
@@ -318,6 +318,46 @@ pub fn advice(err: &Error) -> Option<String> {
 }
 
 /// One piece of advice per distinct cause, in the order they were found.
+fn broken_log_advice(path: &std::path::Path, reason: &LogBreak) -> String {
+    let keep = "Keep the log as evidence and compare it with the paper record and other copies; do not append to it \
+        until the break is explained.";
+    match reason {
+        LogBreak::HeadMissing => format!(
+            "{keep} Its head ({}.head) records how many lines it has and the last one's hash: restore it from a copy \
+             of the ceremony folder, never by hand.",
+            path.display()
+        ),
+        LogBreak::CutShort => format!(
+            "{keep} A last line cut short is what a full disk, a crash or a copy stopped midway leaves; a complete \
+             copy shows which."
+        ),
+        LogBreak::Countersignature(_) => format!(
+            "{keep} A countersignature that does not hold vouches for nothing: the line it names may have been \
+             changed after it was signed, so check that line against the paper record first."
+        ),
+        _ => keep.into(),
+    }
+}
+
+fn parameter_advice(p: &ParameterError) -> String {
+    use ParameterError as P;
+    match p {
+        P::Days { max, .. } => format!("Give --days from 1 to {max}; a custodian set is renewed by a rotation, not a longer validity."),
+        P::NoPassphraseChosen { .. } | P::WeakPassphrase { .. } => format!(
+            "Choose a passphrase of at least {MIN_PASSPHRASE_CHARS} characters (a few unrelated words are easy to \
+             remember and hard to guess) and run the command again."
+        ),
+        P::SecurityDomainTooLarge { .. } => {
+            "Give fewer or smaller --item files: a security domain larger than this could not be read back or uploaded.".into()
+        }
+        P::EpochNotAbove { highest, .. } => format!(
+            "Give an epoch above {highest}: each custodian set takes the next epoch, so a manifest signed for an old set cannot be replayed."
+        ),
+        P::SameCustodian(problem) => certs_advice(std::slice::from_ref(problem)),
+        _ => "Change what the message names; see --help for what is accepted.".into(),
+    }
+}
+
 fn certs_advice(problems: &[CertProblem]) -> String {
     let mut causes: Vec<CertCause> = Vec::new();
     for p in problems {
@@ -588,6 +628,56 @@ mod tests {
             problem(CertCause::NotValid),
         ])));
         assert_eq!(both, format!("{} {}", texts[4], texts[2]));
+    }
+
+    /// Each rule a parameter breaks, and each way a log is broken that a
+    /// custodian can act on, has its own advice; the exit codes stay their
+    /// family's (3 for a parameter, 4 for a broken log).
+    #[test]
+    fn parameters_and_log_breaks_get_advice_per_case() {
+        use hsm_ceremony::custodian::key::PassphraseTooShort;
+        use hsm_ceremony::error::CountersignatureFault;
+        let params = [
+            ParameterError::Days { days: 0, max: 3650 },
+            ParameterError::WeakPassphrase {
+                key: "c0".into(),
+                source: PassphraseTooShort { chars: 3 },
+            },
+            ParameterError::SecurityDomainTooLarge { bytes: 10, max: 5 },
+            ParameterError::EpochNotAbove { epoch: 1, highest: 3 },
+            ParameterError::SameCustodian(CertProblem {
+                cause: CertCause::Duplicate,
+                text: "x".into(),
+            }),
+        ];
+        let breaks = [
+            LogBreak::NotCanonical,
+            LogBreak::HeadMissing,
+            LogBreak::CutShort,
+            LogBreak::Countersignature(CountersignatureFault::DoesNotVerify { line: 2 }),
+        ];
+        let mut texts: Vec<String> = Vec::new();
+        for p in params {
+            let e = Error::from(p);
+            assert_eq!(exit_code(&e), EXIT_INPUT, "{e}");
+            texts.push(said(&e));
+        }
+        for reason in breaks {
+            let e = Error::from(LogError::Broken {
+                path: "ceremony-log.jsonl".into(),
+                line: 2,
+                reason,
+            });
+            assert_eq!(exit_code(&e), EXIT_INTEGRITY, "{e}");
+            texts.push(said(&e));
+        }
+        for (i, t) in texts.iter().enumerate() {
+            assert!(
+                !t.is_empty() && !texts[..i].contains(t),
+                "advice {i} is empty or shared: {t}"
+            );
+        }
+        assert!(texts[6].contains("ceremony-log.jsonl.head"), "{}", texts[6]);
     }
 
     /// Every instance failure says what to do, and a refused token is not

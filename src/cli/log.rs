@@ -11,7 +11,7 @@ use crate::say;
 use hsm_ceremony::ceremony::log::{self, Entry, Outcome, Step};
 use hsm_ceremony::ceremony::signing;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, LogError, Result};
+use hsm_ceremony::error::{CountersignatureFault, Error, LogBreak, LogError, Result};
 
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
@@ -76,11 +76,11 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     // Countersignatures must verify against the certificate they carry.
     for l in &lines {
         if l.entry.command == Step::LogSign {
-            check_countersignature(&lines, l).map_err(|reason| {
+            check_countersignature(&lines, l).map_err(|fault| {
                 Error::from(LogError::Broken {
                     path: args.log.clone(),
                     line: l.seq,
-                    reason,
+                    reason: LogBreak::Countersignature(fault),
                 })
             })?;
         }
@@ -102,33 +102,25 @@ fn verify(args: &LogFileArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_countersignature(lines: &[log::Line], l: &log::Line) -> std::result::Result<(), String> {
+fn check_countersignature(lines: &[log::Line], l: &log::Line) -> std::result::Result<(), CountersignatureFault> {
+    use CountersignatureFault as F;
     let d = &l.entry.details;
-    let seq = d
-        .get("line")
-        .and_then(|v| v.as_u64())
-        .ok_or("a countersignature without a line number")?;
+    let seq = d.get("line").and_then(|v| v.as_u64()).ok_or(F::NoLineNumber)?;
     let target = lines
         .get(seq.saturating_sub(1) as usize)
         .filter(|t| t.seq == seq)
-        .ok_or("it countersigns a line that does not exist")?;
-    let cert_der = d
-        .get("certificate")
-        .and_then(|v| v.as_str())
-        .ok_or("it carries no certificate")?;
+        .ok_or(F::NoSuchLine)?;
+    let cert_der = d.get("certificate").and_then(|v| v.as_str()).ok_or(F::NoCertificate)?;
     let cert = hsm_ceremony::crypto::b64::b64u_decode(cert_der, "certificate")
         .ok()
         .and_then(|der| Certificate::from_bytes(&der).ok())
-        .ok_or("its certificate cannot be read")?;
-    let signature = d
-        .get("signature")
-        .and_then(|v| v.as_str())
-        .ok_or("it carries no signature")?;
+        .ok_or(F::UnreadableCertificate)?;
+    let signature = d.get("signature").and_then(|v| v.as_str()).ok_or(F::NoSignature)?;
     if !l.entry.thumbprints.contains(&cert.x5t_256()) {
-        return Err("its thumbprint is not its certificate's".into());
+        return Err(F::ThumbprintMismatch);
     }
     if !signing::verify(&cert, log::line_hash(target).as_bytes(), signature) {
-        return Err(format!("the countersignature of line {seq} does not verify"));
+        return Err(F::DoesNotVerify { line: seq });
     }
     Ok(())
 }

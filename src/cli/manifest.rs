@@ -12,7 +12,7 @@ use hsm_ceremony::ceremony::log;
 use hsm_ceremony::ceremony::manifest::{Manifest, Purpose};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, ParameterError, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::inputs;
 
@@ -145,9 +145,7 @@ pub fn highest_epoch(lines: &[log::Line]) -> Option<u64> {
 /// Refuses an epoch given without a manifest that does not exceed the log's.
 pub fn check_epoch_increases(epoch: u64, log: Option<&Path>) -> Result<()> {
     match highest_epoch(&recorded_lines(log)?) {
-        Some(highest) if epoch <= highest => Err(Error::parameter(format!(
-            "--epoch {epoch} is not above epoch {highest}, already in the ceremony log; epochs only increase"
-        ))),
+        Some(highest) if epoch <= highest => Err(ParameterError::EpochNotAbove { epoch, highest }.into()),
         _ => Ok(()),
     }
 }

@@ -12,7 +12,7 @@ use clap::Args;
 
 use hsm_ceremony::crypto::secret::Passphrase;
 use hsm_ceremony::custodian::key::check_passphrase_strength;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, ParameterError, Result};
 use hsm_ceremony::inputs;
 
 /// The variable read when no other passphrase source is given (automation).
@@ -195,17 +195,17 @@ impl Passphrases {
                 }
                 return Ok(pass);
             }
-            return Err(Error::parameter(format!(
-                "no acceptable passphrase was chosen for {name}"
-            )));
+            return Err(ParameterError::NoPassphraseChosen { key: name.to_string() }.into());
         }
         let given = self.for_key(index, name, 0)?.ok_or_else(|| {
             Error::Usage(format!(
                 "an empty passphrase was given for {name}; use --insecure-unencrypted-key to mean no passphrase"
             ))
         })?;
-        check_passphrase_strength(&given.passphrase)
-            .map_err(|why| Error::parameter(format!("the passphrase for {name} is too weak: {why}")))?;
+        check_passphrase_strength(&given.passphrase).map_err(|source| ParameterError::WeakPassphrase {
+            key: name.to_string(),
+            source,
+        })?;
         Ok(given.passphrase)
     }
 

@@ -16,7 +16,7 @@ use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Step};
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, ParameterError, Result};
 use hsm_ceremony::files::{self, Mode};
 use hsm_ceremony::format::limits::{Profile, MAX_SD_FILE_BYTES};
 use hsm_ceremony::inputs;
@@ -342,10 +342,11 @@ fn split_unlogged(
     let json = sd.to_json();
     // Never write a file that no reader (this tool included) would accept.
     if json.len() as u64 > MAX_SD_FILE_BYTES {
-        return Err(Error::parameter(format!(
-            "the data items make a security domain of {} bytes, more than the {MAX_SD_FILE_BYTES} any reader accepts; use smaller items",
-            json.len()
-        )));
+        return Err(ParameterError::SecurityDomainTooLarge {
+            bytes: json.len() as u64,
+            max: MAX_SD_FILE_BYTES,
+        }
+        .into());
     }
     files::write_new(&args.out, json.as_bytes(), Mode::Public)?;
     say!(

@@ -222,13 +222,19 @@ fn checked(key: rsa::PrivateKey) -> Result<rsa::PrivateKey, CustodianError> {
     Ok(key)
 }
 
+/// A passphrase refused for being too short to resist an offline guess
+/// (length is the one rule: a custodian can meet it with words they remember).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})")]
+pub struct PassphraseTooShort {
+    pub chars: usize,
+}
+
 /// Refuses passphrases too short to resist an offline guess.
-pub fn check_passphrase_strength(pass: &Passphrase) -> Result<(), String> {
+pub fn check_passphrase_strength(pass: &Passphrase) -> Result<(), PassphraseTooShort> {
     let chars = pass.expose().chars().count();
     if chars < MIN_PASSPHRASE_CHARS {
-        return Err(format!(
-            "a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (this one has {chars})"
-        ));
+        return Err(PassphraseTooShort { chars });
     }
     Ok(())
 }
@@ -316,7 +322,10 @@ mod tests {
 
     #[test]
     fn short_passphrases_are_refused() {
-        assert!(check_passphrase_strength(&Passphrase::new("short".into())).is_err());
+        assert_eq!(
+            check_passphrase_strength(&Passphrase::new("short".into())),
+            Err(PassphraseTooShort { chars: 5 })
+        );
         assert!(check_passphrase_strength(&Passphrase::new("twelve chars".into())).is_ok());
     }
 }
