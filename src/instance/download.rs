@@ -76,6 +76,7 @@ impl Download {
 mod tests {
     use super::*;
     use crate::emulator::{InProcess, Role};
+    use crate::crypto::secret::BearerToken;
     use crate::error::{Error, RecoveryError};
     use crate::format::sdfile::SecurityDomain;
     use crate::test_support::custodians;
@@ -104,10 +105,10 @@ mod tests {
         let hsm = std::sync::Arc::new(InProcess::in_memory().unwrap());
         let token = hsm.issue_token("admin", &[Role::Administrator]).unwrap();
         // A refused request writes nothing.
-        let stranger = InstanceClient::in_process(hsm.clone(), "not-a-token");
+        let stranger = InstanceClient::in_process(hsm.clone(), BearerToken::new("not-a-token".to_string()));
         assert!(matches!(d.run(&stranger), Err(Error::Instance(_))));
         assert!(!out.exists());
-        let client = InstanceClient::in_process(hsm, token.expose());
+        let client = InstanceClient::in_process(hsm, token);
         let done = d.run(&client).unwrap();
         assert_eq!(done.file, FileRef::of(&out).unwrap());
         assert_eq!((done.quorum, done.custodians), (2, 3));
