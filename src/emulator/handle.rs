@@ -16,6 +16,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTI
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
+use super::backup::Answer;
 use super::error::ApiError;
 use super::keys::{self, KeyStore, Material, View};
 use super::rbac::{self, Authenticator, Credentials, Decision};
@@ -127,10 +128,23 @@ fn error_response(err: &ApiError, challenge: Option<&str>) -> Response<Full<Byte
     resp
 }
 
+/// The service's answer to a request with no Authorization header: 401, the
+/// challenge and an empty body (its recorded answers have content-length 0;
+/// the SDKs read only the header).
+fn challenge_response(challenge: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let mut resp = match handle_inner(&app, req).await {
         Ok(resp) => resp,
-        Err((err, challenge)) => error_response(&err, challenge.as_deref()),
+        Err(Failure::Refused(err, challenge)) => error_response(&err, challenge.as_deref()),
+        Err(Failure::Challenge(challenge)) => challenge_response(&challenge),
     };
     service_headers(&mut resp);
     resp
@@ -157,10 +171,17 @@ fn service_headers(resp: &mut Response<Full<Bytes>>) {
     }
 }
 
-type Failure = (ApiError, Option<String>);
+/// Why a request was not served.
+enum Failure {
+    /// Key Vault's error body; a 401 for a token that was sent but is not
+    /// valid also carries the challenge.
+    Refused(ApiError, Option<String>),
+    /// No token at all: the bare challenge.
+    Challenge(String),
+}
 
 fn plain(err: ApiError) -> Failure {
-    (err, None)
+    Failure::Refused(err, None)
 }
 
 async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
@@ -199,11 +220,17 @@ fn status_json(op: &OperationStatus) -> String {
     json!({"status": op.status, "status_details": op.status_details}).to_string()
 }
 
-/// A pending status; while `InProgress` it carries `Retry-After`, which the
-/// SDK's poller waits instead of its own (much longer) default interval.
+/// A security-domain pending status.
 fn pending_response(op: &OperationStatus) -> Response<Full<Bytes>> {
-    let mut resp = json_response(StatusCode::OK, status_json(op));
-    if op.status == super::state::OpStatus::InProgress {
+    status_response(status_json(op), op.status == super::state::OpStatus::InProgress)
+}
+
+/// A pending status (security domain, backup or restore); while the work
+/// runs it carries `Retry-After`, which the SDK's poller waits instead of
+/// its own (much longer) default interval.
+fn status_response(body: String, in_progress: bool) -> Response<Full<Bytes>> {
+    let mut resp = json_response(StatusCode::OK, body);
+    if in_progress {
         resp.headers_mut().insert(
             hyper::header::RETRY_AFTER,
             HeaderValue::from_static(RETRY_AFTER_SECONDS),
@@ -237,13 +264,8 @@ async fn handle_inner(app: &Arc<App>, req: Request<Incoming>) -> Result<Response
     let (action, scope) = (head.route.action(), head.route.scope());
     match app.auth.decide(credentials.as_ref(), action, &scope) {
         Decision::Allowed { .. } => {}
-        Decision::Challenge => {
-            return Err((
-                ApiError::unauthorized("a bearer token is required; this answer carries the challenge"),
-                Some(challenge),
-            ))
-        }
-        Decision::Unauthorized(why) => return Err((ApiError::unauthorized(why), Some(challenge))),
+        Decision::Challenge => return Err(Failure::Challenge(challenge)),
+        Decision::Unauthorized(why) => return Err(Failure::Refused(ApiError::unauthorized(why), Some(challenge))),
         Decision::Forbidden { principal } => return Err(plain(rbac::refusal(&principal, action, &scope))),
     }
 
@@ -580,12 +602,12 @@ async fn execute(
         Operation::Backup(op) => {
             let a = app.clone();
             match blocking(move || super::backup::execute(&a, op)).await? {
-                Ok(started) => {
+                Answer::Started(started) => {
                     let mut resp = json_response(StatusCode::ACCEPTED, started.body);
                     async_header(&mut resp, origin, &started.status_path, api_version);
                     Ok(resp)
                 }
-                Err(status) => Ok(json_response(StatusCode::OK, status)),
+                Answer::Status(polled) => Ok(status_response(polled.body, polled.in_progress)),
             }
         }
         Operation::RestoreKey { backup } => {

@@ -176,8 +176,9 @@ fn challenge_auth_and_roles() {
         challenge.contains(&format!("resource=\"{}\"", emu.url())),
         "{challenge}"
     );
-    assert!(r.body.contains("\"Unauthorized\""));
-    // Wrong token: 401.
+    // As the service: the bare challenge, no body.
+    assert_eq!(r.body, "", "no token: an empty body");
+    // Wrong token: 401 with the challenge and Key Vault's error body naming the fault.
     let r = raw(
         &emu,
         "GET",
@@ -186,6 +187,14 @@ fn challenge_auth_and_roles() {
         None,
     );
     assert_eq!(r.status, 401);
+    assert!(r.www_authenticate.is_some(), "a refused token is challenged too");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"]["code"], "Unauthorized", "{}", r.body);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("not issued by this instance"),
+        "{}",
+        r.body
+    );
     // Missing api-version: 400.
     let owner = emu.token("subscription-owner", &[]);
     assert_eq!(

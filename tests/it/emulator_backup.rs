@@ -85,8 +85,10 @@ fn run_job(emu: &Emu, token: &str, method: &str, path: &str, body: Value) -> Val
         assert_eq!(s.body["jobId"], job.as_str());
         if s.body["status"] != "InProgress" {
             assert!(s.body["endTime"].is_u64());
+            assert_eq!(s.retry_after, None, "no Retry-After once the job has ended");
             return s.body;
         }
+        assert_eq!(s.retry_after.as_deref(), Some("1"), "Retry-After while the job runs");
         assert!(Instant::now() < deadline, "job {job} still in progress");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -321,6 +323,39 @@ fn jobs_survive_a_restart_and_back_to_back_backups_get_their_own_folders() {
         assert_eq!((after.status, &after.body), (200, before), "{kind} job {id}");
     }
     assert_eq!(common_mode(&state.join("jobs.json")), 0o600);
+}
+
+#[test]
+fn a_running_job_asks_for_retry_after_on_every_poll_as_its_202_did() {
+    // A storage account that takes connections and never answers keeps the job running.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/devstoreaccount1/stalled", stalled.local_addr().unwrap());
+    let a = common::start();
+    let token = a.token("admin", &[Role::Administrator]);
+    a.client(&[Role::Administrator]).download(&certs(), 2).unwrap();
+    let body = json!({"storageResourceUri": uri, "token": account_sas()});
+    let started = call(&a, &token, "POST", "/backup", Some(body));
+    assert_eq!(started.status, 202, "{}", started.body);
+    let status = format!("/backup/{}/pending", started.body["jobId"].as_str().unwrap());
+    for _ in 0..3 {
+        let s = call(&a, &token, "GET", &status, None);
+        assert_eq!((s.status, s.body["status"].as_str()), (200, Some("InProgress")), "{}", s.body);
+        assert_eq!(s.retry_after.as_deref(), Some("1"), "Retry-After on an InProgress poll");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Closing the listener resets the waiting connection: the job fails, and says so without Retry-After.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        let s = call(&a, &token, "GET", &status, None);
+        if s.body["status"] != "InProgress" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the stalled backup never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ended.body["status"], "Failed", "{}", ended.body);
+    assert_eq!(ended.retry_after, None);
 }
 
 #[test]

@@ -415,6 +415,12 @@ fn body_of(spec: &Option<Value>) -> Vec<u8> {
 /// the status (0 when the connection closed without one) and the body.
 #[cfg(feature = "network")]
 fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let (status, _, body) = send_raw_with_head(addr, bytes);
+    (status, body)
+}
+
+/// [`send_raw`], with the response head (status line and headers) too.
+fn send_raw_with_head(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("the emulator accepts connections");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     // The server may answer and close before reading a large body.
@@ -428,11 +434,11 @@ fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
         .and_then(|t| t.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
 }
 
 #[cfg(feature = "network")]
@@ -499,14 +505,32 @@ fn hostile_emulator_requests_get_4xx_json_and_the_server_stays_up() {
             .replace("{len}", &body.len().to_string());
         let mut bytes = head.replace('\n', "\r\n").into_bytes();
         bytes.extend_from_slice(&body);
-        let (status, resp) = send_raw(addr, &bytes);
+        let (status, resp_head, resp) = send_raw_with_head(addr, &bytes);
         // Key Vault's error shape, or for the sign-in paths Entra's (AADSTS code first).
         let json_error = serde_json::from_str::<Value>(&resp).is_ok_and(|v| {
             v["error"]["message"].is_string()
                 || (v["error"].is_string() && v["error_description"].as_str().is_some_and(|d| d.starts_with("AADSTS")))
         });
         let header_level = status == 400 && resp.is_empty();
-        if status != case.status || !(json_error || header_level) {
+        // A request with no Authorization header gets the service's bare
+        // challenge: 401, WWW-Authenticate and an empty body; one with a
+        // header that fails gets the challenge and a JSON body.
+        let tokenless = !head.to_ascii_lowercase().contains("\nauthorization:");
+        let challenged = resp_head
+            .to_ascii_lowercase()
+            .contains("\r\nwww-authenticate: bearer authorization=\"https://login.microsoftonline.com/");
+        let bare_challenge = status == 401 && tokenless && resp.is_empty() && challenged;
+        if status == 401 && !challenged {
+            failures.push(format!("{}: 401 without the Bearer challenge", case.name));
+        }
+        if status == 401 && tokenless && !bare_challenge {
+            failures.push(format!(
+                "{}: no token, but not the bare challenge (body {:?})",
+                case.name,
+                resp.chars().take(300).collect::<String>()
+            ));
+        }
+        if status != case.status || !(json_error || header_level || bare_challenge) {
             failures.push(format!(
                 "{}: status {status} (expected {}), body {:?}",
                 case.name,

@@ -39,6 +39,14 @@ struct JobError {
     message: String,
 }
 
+/// A job's status as a poll answers it.
+#[derive(Debug)]
+pub(crate) struct Polled {
+    pub body: String,
+    /// The job still runs: the answer asks for `Retry-After`, as the 202 did.
+    pub in_progress: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Job {
@@ -275,11 +283,15 @@ impl Jobs {
         }
     }
 
-    /// `GET /backup/{id}/pending` (or `/restore/...`): the job's body.
-    pub fn status_json(&self, id: &str, restore: bool) -> Result<String, ApiError> {
+    /// `GET /backup/{id}/pending` (or `/restore/...`): the job's body, and
+    /// whether it still runs (read together, so they cannot disagree).
+    pub fn status(&self, id: &str, restore: bool) -> Result<Polled, ApiError> {
         self.find(id)
             .filter(|j| (j.kind != Kind::Backup) == restore)
-            .map(|j| j.to_json())
+            .map(|j| Polled {
+                body: j.to_json(),
+                in_progress: j.status == "InProgress",
+            })
             .ok_or_else(|| {
                 ApiError::not_found(
                     "NotFound",
@@ -297,7 +309,7 @@ mod tests {
     use super::*;
 
     fn body(jobs: &Jobs, id: &str, restore: bool) -> serde_json::Value {
-        serde_json::from_str(&jobs.status_json(id, restore).unwrap()).unwrap()
+        serde_json::from_str(&jobs.status(id, restore).unwrap().body).unwrap()
     }
 
     #[test]
@@ -316,8 +328,10 @@ mod tests {
         // As the service: no details and no folder until the backup is written.
         assert_eq!(b0["statusDetails"], serde_json::Value::Null);
         assert_eq!(b0["azureStorageBlobContainerUri"], serde_json::Value::Null);
-        assert!(jobs.status_json(&a, true).is_err(), "a backup job is not a restore job");
+        assert!(jobs.status(&a, true).is_err(), "a backup job is not a restore job");
+        assert!(jobs.status(&a, false).unwrap().in_progress, "a running job asks for Retry-After");
         jobs.finish(&a, Ok(()));
+        assert!(!jobs.status(&a, false).unwrap().in_progress, "a finished job does not");
         let b1 = body(&jobs, &a, false);
         assert_eq!(b1["status"], "Succeeded");
         assert_eq!(b1["statusDetails"], serde_json::Value::Null);
@@ -325,6 +339,7 @@ mod tests {
         assert!(b1["endTime"].is_u64());
         let b = jobs.start(Kind::Restore, None).unwrap();
         jobs.finish(&b, Err(ApiError::bad_request("nope")));
+        assert!(!jobs.status(&b, true).unwrap().in_progress);
         let b2 = body(&jobs, &b, true);
         assert_eq!(
             (b2["status"].as_str(), b2["error"]["code"].as_str()),
@@ -332,7 +347,7 @@ mod tests {
         );
         assert!(b2.get("azureStorageBlobContainerUri").is_none());
         assert_eq!(
-            jobs.status_json("0123", true).unwrap_err().status,
+            jobs.status("0123", true).unwrap_err().status,
             hyper::StatusCode::NOT_FOUND
         );
         assert!(check_id("abc123").is_ok() && check_id("a/b").is_err() && check_id("").is_err());
@@ -389,8 +404,8 @@ mod tests {
                 id
             })
             .collect();
-        assert!(jobs.status_json(&ids[2], false).is_err(), "the oldest are dropped");
-        assert!(jobs.status_json(&ids[3], false).is_ok());
+        assert!(jobs.status(&ids[2], false).is_err(), "the oldest are dropped");
+        assert!(jobs.status(&ids[3], false).is_ok());
         drop(jobs);
         std::fs::write(dir.path().join(JOBS_FILE), b"{\"format\":1,").unwrap();
         assert!(Jobs::open(dir.path()).is_err(), "refused, not reset");

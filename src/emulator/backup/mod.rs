@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::handle::App;
 use super::rbac::DataAction;
 use super::storage::{Container, SasParameter, BACKUP_BLOB};
-pub(crate) use jobs::Jobs;
+pub(crate) use jobs::{Jobs, Polled};
 use jobs::Kind;
 
 /// The backup and restore request lines.
@@ -217,10 +217,18 @@ pub(crate) struct Started {
     pub status_path: String,
 }
 
+/// What a backup operation answers.
+pub(crate) enum Answer {
+    /// A job started: 202.
+    Started(Started),
+    /// A job's status: 200.
+    Status(Polled),
+}
+
 /// Runs one backup operation: starts a job (answered at once) or reports one.
-pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, String>, ApiError> {
+pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Answer, ApiError> {
     match op {
-        BackupOp::Status { job_id, restore } => app.jobs.status_json(&job_id, restore).map(Err),
+        BackupOp::Status { job_id, restore } => app.jobs.status(&job_id, restore).map(Answer::Status),
         BackupOp::Backup { container, pre } => {
             let (sealing, keys) = {
                 let state = app.state();
@@ -261,7 +269,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 })();
                 a.jobs.finish(&id, outcome);
             });
-            Ok(Ok(started))
+            Ok(Answer::Started(started))
         }
         BackupOp::Restore {
             container,
@@ -307,7 +315,7 @@ pub(crate) fn execute(app: &Arc<App>, op: BackupOp) -> Result<Result<Started, St
                 })();
                 a.jobs.finish(&id, outcome);
             });
-            Ok(Ok(started))
+            Ok(Answer::Started(started))
         }
     }
 }
