@@ -91,9 +91,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// [`LogError::ManifestRefused`] from its reason.
-    pub fn manifest_refused(reason: impl Into<String>) -> Error {
-        LogError::ManifestRefused { reason: reason.into() }.into()
+    /// [`LogError::ManifestRefused`] for `reason`.
+    pub fn manifest_refused(reason: ManifestRefusal) -> Error {
+        LogError::ManifestRefused { reason }.into()
     }
 }
 
@@ -189,6 +189,17 @@ pub enum ParameterError {
     /// A manifest's certificates are not one per custodian.
     #[error("{}", .0.text)]
     SameCustodian(CertProblem),
+    /// A rotate manifest made without the set that opens the old file.
+    #[error("a rotate manifest names the current custodians (who open the old file) and their quorum too")]
+    NoCurrentSet,
+    /// Current custodians given for a split or download manifest.
+    #[error("only a rotate manifest names current custodians, not a {purpose} manifest")]
+    CurrentSetNotRotation { purpose: crate::ceremony::manifest::Purpose },
+    #[error("the current quorum {quorum} is not between 1 and the {custodians} current custodians")]
+    CurrentQuorum { quorum: usize, custodians: usize },
+    /// The current set's certificates are not one per custodian.
+    #[error("current custodians: {}", .0.text)]
+    SameCurrentCustodian(CertProblem),
 }
 
 /// Opening shares, meeting the quorum, data items, custodian sets and
@@ -292,13 +303,83 @@ pub enum LogError {
         log: String,
     },
     #[error("the manifest is refused: {reason}")]
-    ManifestRefused { reason: String },
+    ManifestRefused { reason: ManifestRefusal },
     #[error("the key does not belong to the certificate given")]
     SignerKeyMismatch,
     #[error("the certificate {x5t_256} is not one of this manifest's custodians")]
     NotACustodian { x5t_256: String },
     #[error("the custodian {x5t_256} has already signed this manifest")]
     AlreadySigned { x5t_256: String },
+}
+
+/// Why a signed manifest does not cover the step it is given to: each names
+/// the custodian, number or field that differs.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ManifestRefusal {
+    #[error("it was signed for a {signed}, not a {step}")]
+    Purpose {
+        signed: crate::ceremony::manifest::Purpose,
+        step: crate::ceremony::manifest::Purpose,
+    },
+    #[error("it says {signed_quorum} of {signed_custodians} custodians, but this {step} is {quorum} of {custodians}")]
+    Parameters {
+        step: crate::ceremony::manifest::Purpose,
+        signed_quorum: usize,
+        signed_custodians: usize,
+        quorum: usize,
+        custodians: usize,
+    },
+    /// One person's two certificates (the same modulus), so their signatures would count twice.
+    #[error("{0}")]
+    Identity(String),
+    #[error("its certificates (or their order) differ from the ones given: {why}")]
+    Certificates { why: String },
+    #[error("it carries a signature by {x5t_256}, who is in none of its custodian sets")]
+    Outsider { x5t_256: String },
+    #[error("the signature of {x5t_256} does not verify: the terms were changed after signing")]
+    BadSignature { x5t_256: String },
+    #[error("the signature of current custodian {x5t_256} {why}")]
+    SignerCertificate { x5t_256: String, why: &'static str },
+    #[error("{signed} custodian(s) signed it; {needed} are required (not signed: {})", .unsigned.join(", "))]
+    TooFewSignatures {
+        signed: usize,
+        needed: usize,
+        unsigned: Vec<String>,
+    },
+    #[error(
+        "it is a rotate manifest that does not name the current custodians (who open the old file) and their quorum"
+    )]
+    NoCurrentSet,
+    #[error("it names current custodians, but a {step} has none")]
+    UnexpectedCurrentSet { step: crate::ceremony::manifest::Purpose },
+    #[error(
+        "its current custodians are not the security domain's:{}{}",
+        list("in the security domain but not the manifest", .missing),
+        list("in the manifest but not the security domain", .extra)
+    )]
+    CurrentSetDiffers { missing: Vec<String>, extra: Vec<String> },
+    #[error("it says the current quorum is {signed}, but the security domain's is {sd}")]
+    CurrentQuorumDiffers { signed: usize, sd: usize },
+    #[error(
+        "{} current custodian(s) signed it; the security domain's quorum of {needed} must (not signed: {})",
+        .signed.len(), .unsigned.join(", ")
+    )]
+    TooFewCurrentSignatures {
+        signed: Vec<String>,
+        needed: usize,
+        unsigned: Vec<String>,
+    },
+    #[error(
+        "its nonce was already used by line {line} of the ceremony log ({command}); a manifest is signed for one step"
+    )]
+    NonceUsed { line: u64, command: String },
+    #[error(
+        "it is for custodian-set epoch {epoch}, but the ceremony log already has epoch {highest}; epochs only increase"
+    )]
+    EpochNotAbove { epoch: u64, highest: u64 },
+    #[error("it was signed for custodian-set epoch {signed}, but --epoch {given} was given")]
+    EpochDiffers { signed: u64, given: u64 },
 }
 
 /// The instance client: what an instance (or emulator) answered, or why no

@@ -46,12 +46,19 @@ pub fn security_domain_hashed(path: &Path) -> Result<(SecurityDomain, String)> {
 
 /// A signed manifest (`manifest create`'s output).
 pub fn manifest(path: &Path) -> Result<Manifest> {
+    Ok(manifest_hashed(path)?.0)
+}
+
+/// A manifest and the SHA-256 (hex) of the very bytes it was parsed from,
+/// for the log line of the step it is checked for.
+pub fn manifest_hashed(path: &Path) -> Result<(Manifest, String)> {
     let bytes = read_limited(path, MAX_DOCUMENT_BYTES, "manifest")?;
-    Manifest::from_json(&bytes).map_err(|why| Error::NotA {
+    let m = Manifest::from_json(&bytes).map_err(|why| Error::NotA {
         path: path.to_path_buf(),
         what: "manifest",
         why,
-    })
+    })?;
+    Ok((m, hex::encode(Sha256::digest(&bytes))))
 }
 
 /// A rotation's record (`<new>.rotation.json`).

@@ -7,7 +7,8 @@ use hsm_ceremony::custodian::signer::SignError;
 use hsm_ceremony::custodian::token::{TokenError, UriPart, UriProblem, PATH_ATTRIBUTES, QUERY_ATTRIBUTES};
 use hsm_ceremony::custodian::CustodianError;
 use hsm_ceremony::error::{
-    CertCause, CertProblem, EmulatorError, Error, InstanceError, LogBreak, LogError, ParameterError, RecoveryError,
+    CertCause, CertProblem, EmulatorError, Error, InstanceError, LogBreak, LogError, ManifestRefusal, ParameterError,
+    RecoveryError,
 };
 
 /// Exit codes, documented in the README and every man page.
@@ -217,10 +218,7 @@ pub fn advice(err: &Error) -> Option<String> {
                 .into()
         }
         Error::Log(LogError::Broken { path, reason, .. }) => broken_log_advice(path, reason),
-        Error::Log(LogError::ManifestRefused { .. }) => {
-            "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have every custodian sign it."
-                .into()
-        }
+        Error::Log(LogError::ManifestRefused { reason }) => manifest_advice(reason),
         Error::SelfTestFailed { .. } => "Do not run the ceremony with this binary or on this machine: rebuild it (or \
             fetch it again), compare its SHA-256 with SHA256SUMS, and run `hsm-ceremony self-test` again; if it still \
             fails, use another laptop."
@@ -353,7 +351,16 @@ fn parameter_advice(p: &ParameterError) -> String {
         P::EpochNotAbove { highest, .. } => format!(
             "Give an epoch above {highest}: each custodian set takes the next epoch, so a manifest signed for an old set cannot be replayed."
         ),
-        P::SameCustodian(problem) => certs_advice(std::slice::from_ref(problem)),
+        P::SameCustodian(problem) | P::SameCurrentCustodian(problem) => certs_advice(std::slice::from_ref(problem)),
+        P::NoCurrentSet => "Give the certificates of the custodians who open the old file with --current-certs, \
+            and the old file's quorum with --current-quorum."
+            .into(),
+        P::CurrentSetNotRotation { .. } => {
+            "Leave out --current-certs and --current-quorum: only a rotation hands the master key from one set to another.".into()
+        }
+        P::CurrentQuorum { custodians, .. } => format!(
+            "Give --current-quorum as the old file's quorum (`hsm-ceremony sd inspect` shows it), from 1 to {custodians}."
+        ),
         _ => "Change what the message names; see --help for what is accepted.".into(),
     }
 }
@@ -528,6 +535,35 @@ fn token_advice(err: &TokenError) -> String {
         T::Refused { .. } | T::SignFailed { .. } => {
             "Check the token with `pkcs11-tool --module MODULE --list-token-slots` and try again.".into()
         }
+    }
+}
+
+/// What to do about a refused manifest: more signatures where that is all
+/// that is missing, a new manifest where the terms themselves are wrong.
+fn manifest_advice(reason: &ManifestRefusal) -> String {
+    use ManifestRefusal as M;
+    match reason {
+        M::NoCurrentSet => "Make the rotate manifest again with this version, naming the current custodians: \
+            hsm-ceremony manifest create --purpose rotate ... --current-certs OLD_0.cer OLD_1.cer ... --current-quorum M; \
+            then every new and current custodian signs it."
+            .into(),
+        M::CurrentSetDiffers { .. } | M::CurrentQuorumDiffers { .. } => "Do not proceed: the manifest was made for \
+            another security domain's custodians. Check --sd-file is the current file (`hsm-ceremony sd inspect` lists its \
+            custodians and quorum), then make a new manifest with those --current-certs and --current-quorum and have \
+            every custodian sign it."
+            .into(),
+        M::TooFewSignatures { .. } => "More new custodians sign it (hsm-ceremony manifest sign --manifest FILE \
+            --key THEIR.key), then run again; nothing was changed."
+            .into(),
+        M::TooFewCurrentSignatures { .. } => "More current custodians (who open the old file) sign it \
+            (hsm-ceremony manifest sign --manifest FILE --key THEIR.key), then run again; nothing was changed."
+            .into(),
+        M::NonceUsed { .. } | M::EpochNotAbove { .. } => "A manifest serves one step: make a new manifest (the next \
+            epoch) and have every custodian sign it."
+            .into(),
+        _ => "Do not proceed: the parameters differ from what the custodians signed. Make a new manifest and have \
+            every custodian sign it."
+            .into(),
     }
 }
 

@@ -167,16 +167,19 @@ pub fn run(cmd: InstanceCommand) -> Result<()> {
 pub fn download(args: &DownloadArgs) -> Result<()> {
     let download = Download::prepare(&args.certs, args.quorum, &args.out)?;
     let certs = &download.certs;
+    let mut inputs = download.files.clone();
     let signed = args.manifest.check(
         hsm_ceremony::ceremony::manifest::Purpose::Download,
         certs,
         args.quorum,
+        None,
         record::log_path(&args.out).as_deref(),
+        &mut inputs,
     )?;
     let epoch = signed.as_ref().map_or(1, |s| s.epoch);
     let mut entry = Entry {
         command: Step::InstanceDownload,
-        inputs: download.files.clone(),
+        inputs,
         thumbprints: certs.iter().map(Certificate::x5t_256).collect(),
         details: json!({"instance": args.connect.url, "quorum": args.quorum, "custodians": certs.len(), "epoch": epoch}),
         ..Default::default()

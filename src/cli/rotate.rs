@@ -15,10 +15,11 @@ use super::record;
 use super::restore::gather_quorum;
 use crate::say;
 use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Step};
+use hsm_ceremony::ceremony::manifest::{CurrentSet, Purpose};
 use hsm_ceremony::ceremony::rotation;
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::custodian::cert::Certificate;
-use hsm_ceremony::error::{Error, Result};
+use hsm_ceremony::error::{Error, ManifestRefusal, Result};
 use hsm_ceremony::format::limits::Profile;
 use hsm_ceremony::{inputs, recovery};
 
@@ -144,17 +145,18 @@ fn start(args: &StartArgs) -> Result<()> {
     record::logged(out, entry, |entry| {
         // One person's two certificates are named by file before the manifest is read.
         recovery::check_distinct_custodians(&new_certs)?;
+        // The current set is the old file's: whoever signed as current custodians must be its.
         let signed = args.manifest.check(
-            hsm_ceremony::ceremony::manifest::Purpose::Rotate,
+            Purpose::Rotate,
             &plain,
             quorum,
+            Some(&CurrentSet::of(&old)),
             log_path.as_deref(),
+            &mut entry.inputs,
         )?;
         let epoch = match (signed.as_ref().map(|s| s.epoch), args.epoch) {
             (Some(signed), Some(given)) if signed != given => {
-                return Err(Error::manifest_refused(format!(
-                    "it was signed for custodian-set epoch {signed}, but --epoch {given} was given"
-                )))
+                return Err(Error::manifest_refused(ManifestRefusal::EpochDiffers { signed, given }))
             }
             (Some(signed), _) => signed,
             (None, Some(given)) => {

@@ -313,7 +313,9 @@ pub fn split(args: &SplitArgs) -> Result<hsm_ceremony::format::sdfile::SecurityD
             hsm_ceremony::ceremony::manifest::Purpose::Split,
             &plain,
             args.quorum,
+            None,
             record::log_path(&args.out).as_deref(),
+            &mut entry.inputs,
         )?;
         entry.details["epoch"] = json!(signed.as_ref().map_or(1, |s| s.epoch));
         if let Some(s) = signed {

@@ -491,11 +491,22 @@ fn rotate_manifest_and_log_take_token_keys() {
         inputs::certificate(&hsm.dir.join("c0.cer")).unwrap(),
         inputs::certificate(&hsm.dir.join("c1.cer")).unwrap(),
     ];
-    m.check(hsm_ceremony::ceremony::manifest::Purpose::Split, &certs, 2, 1)
-        .unwrap();
-    assert!(m
-        .check(hsm_ceremony::ceremony::manifest::Purpose::Split, &certs, 2, 2)
-        .is_err());
+    // One valid signature counted: short of the quorum of two, but not refused as forged.
+    let expected = hsm_ceremony::ceremony::manifest::Expected {
+        purpose: hsm_ceremony::ceremony::manifest::Purpose::Split,
+        certs: &certs,
+        quorum: 2,
+        signatures: 1,
+        current: None,
+    };
+    let refused = m.check(&expected, &[]).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            hsm_ceremony::error::ManifestRefusal::TooFewSignatures { signed: 1, .. }
+        ),
+        "{refused}"
+    );
 
     // A rotation opened by two token keys is logged; a token countersigns the line.
     let bob = hsm.keygen("bob");

@@ -442,34 +442,63 @@ fn cancel_leaves_everything_as_it_was() {
     log_verifies(&dir);
 }
 
-/// A signed manifest for `rotate` to n0..n2 with quorum `m`, signed by `signers`.
+/// A signed manifest for `rotate` from sd.json (c0..c2, quorum 2) to n0..n2
+/// with quorum `m`, signed by new custodians `signers` and current c0, c1.
 fn manifest(dir: &Dir, name: &str, m: usize, signers: &[usize]) {
     manifest_at(dir, name, m, signers, 7)
 }
 
 fn manifest_at(dir: &Dir, name: &str, m: usize, signers: &[usize], epoch: u64) {
-    let epoch = epoch.to_string();
-    dir.run(&[
+    let new = ["n0.cer", "n1.cer", "n2.cer"];
+    rotation_manifest(dir, name, &new, m, &["c0.cer", "c1.cer", "c2.cer"], epoch);
+    for i in signers {
+        dir.run(&["manifest", "sign", "--manifest", name, "--key", &format!("n{i}.key")])
+            .ok();
+    }
+    current_signs(dir, name, &[0, 1]);
+}
+
+/// `manifest create --purpose rotate` to `new` (quorum `m`) from `current` (quorum 2).
+fn rotation_manifest(dir: &Dir, name: &str, new: &[&str], m: usize, current: &[&str], epoch: u64) {
+    let (m, epoch) = (m.to_string(), epoch.to_string());
+    let mut args = vec![
         "manifest",
         "create",
         "--purpose",
         "rotate",
         "--quorum",
-        &m.to_string(),
+        &m,
         "--epoch",
         &epoch,
-        "--certs",
-        "n0.cer",
-        "n1.cer",
-        "n2.cer",
-        "--out",
-        name,
-    ])
-    .ok();
-    for i in signers {
-        dir.run(&["manifest", "sign", "--manifest", name, "--key", &format!("n{i}.key")])
-            .ok();
+    ];
+    args.push("--certs");
+    args.extend(new);
+    args.push("--current-certs");
+    args.extend(current);
+    args.extend(["--current-quorum", "2", "--out", name]);
+    dir.run(&args).ok();
+}
+
+/// Current custodians `who` (cI.key, with their passphrase files) sign `name`.
+fn current_signs(dir: &Dir, name: &str, who: &[usize]) {
+    for i in who {
+        let (key, pass) = (format!("c{i}.key"), format!("c{i}.pass"));
+        dir.run(&[
+            "manifest",
+            "sign",
+            "--manifest",
+            name,
+            "--key",
+            &key,
+            "--passphrase-file",
+            &pass,
+        ])
+        .ok();
     }
+}
+
+fn thumbprint(dir: &Dir, cert: &str) -> String {
+    inputs::certificate(&dir.join(cert)).unwrap().x5t_256()
 }
 
 #[test]
@@ -544,6 +573,188 @@ fn a_rotation_follows_its_signed_manifest_or_is_refused() {
     a.extend(["--manifest", "m-two.json", "--manifest-signatures", "2"].map(String::from));
     dir.run(&strs(&a)).ok();
     log_verifies(&dir);
+}
+
+/// Both sets sign a rotation's manifest: the current custodians it names
+/// must be the old file's, and a quorum of them must have signed.
+#[test]
+fn a_rotation_needs_the_current_custodians_signatures() {
+    let dir = Dir::new("rotate-manifest-current");
+    dir.ceremony();
+    dir.custodian(3);
+    copy_new(&dir);
+    let new_certs = ["n0.cer", "n1.cer", "n2.cer"];
+    let rotate_with = |m: &str| {
+        let mut a = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd2.json");
+        a.extend(["--manifest".to_string(), m.to_string()]);
+        dir.run(&strs(&a))
+    };
+    let nothing_written = || {
+        for f in ["sd2.json", "sd2.json.pending", "sd2.json.rotation.json"] {
+            dir.assert_absent(f);
+        }
+    };
+    // A rotate manifest names the current set; no other manifest does.
+    let base = [
+        "manifest", "create", "--quorum", "2", "--epoch", "3", "--certs", "n0.cer", "n1.cer", "n2.cer",
+    ];
+    let mut no_current = base.to_vec();
+    no_current.extend(["--purpose", "rotate", "--out", "m0.json"]);
+    dir.run(&no_current).fails(
+        util::EXIT_USAGE,
+        &["a rotate manifest needs --current-certs", "--current-quorum"],
+    );
+    dir.assert_absent("m0.json");
+    let mut split_current = base.to_vec();
+    split_current.extend(["--purpose", "split", "--current-certs", "c0.cer", "--out", "m0.json"]);
+    dir.run(&split_current).fails(
+        util::EXIT_USAGE,
+        &["for --purpose rotate only; a split has no current custodians"],
+    );
+    dir.assert_absent("m0.json");
+
+    // Every new custodian signed, but only one current custodian of the two needed.
+    rotation_manifest(
+        &dir,
+        "m-one-old.json",
+        &new_certs,
+        2,
+        &["c0.cer", "c1.cer", "c2.cer"],
+        3,
+    );
+    for i in 0..3 {
+        dir.run(&[
+            "manifest",
+            "sign",
+            "--manifest",
+            "m-one-old.json",
+            "--key",
+            &format!("n{i}.key"),
+        ])
+        .ok();
+    }
+    current_signs(&dir, "m-one-old.json", &[2]);
+    // Someone in neither set cannot sign.
+    dir.run(&[
+        "manifest",
+        "sign",
+        "--manifest",
+        "m-one-old.json",
+        "--key",
+        "c3.key",
+        "--passphrase-file",
+        "c3.pass",
+    ])
+    .fails(util::EXIT_USAGE, &["is not one of this manifest's custodians"]);
+    rotate_with("m-one-old.json").fails(
+        EXIT_INTEGRITY,
+        &[
+            "1 current custodian(s) signed it; the security domain's quorum of 2 must",
+            &thumbprint(&dir, "c0.cer"),
+            "More current custodians (who open the old file) sign it",
+        ],
+    );
+    nothing_written();
+
+    // Current custodians that are not the old file's (c3 named, c2 left out): refused by name.
+    rotation_manifest(&dir, "m-other.json", &new_certs, 2, &["c0.cer", "c1.cer", "c3.cer"], 3);
+    rotate_with("m-other.json").fails(
+        EXIT_INTEGRITY,
+        &[
+            &format!(
+                "in the security domain but not the manifest: {}",
+                thumbprint(&dir, "c2.cer")
+            ),
+            &format!(
+                "in the manifest but not the security domain: {}",
+                thumbprint(&dir, "c3.cer")
+            ),
+            "sd inspect",
+        ],
+    );
+    nothing_written();
+
+    // A rotate manifest as earlier versions made it (the new set only): recreate it.
+    let mut old_style = util::read_json(&dir.join("m-other.json"));
+    let terms = old_style["terms"].as_object_mut().unwrap();
+    terms.remove("current_certificates");
+    terms.remove("current_quorum");
+    dir.write("m-old-style.json", serde_json::to_string_pretty(&old_style).unwrap());
+    rotate_with("m-old-style.json").fails(
+        EXIT_INTEGRITY,
+        &["does not name the current custodians", "--current-certs"],
+    );
+    nothing_written();
+
+    // The same terms with a second current signature: accepted.
+    current_signs(&dir, "m-one-old.json", &[0]);
+    rotate_with("m-one-old.json")
+        .ok()
+        .stdout_has("3 signatures (3 required), 2 current custodians (2 required)");
+    let sha = hex(&<sha2::Sha256 as sha2::Digest>::digest(
+        fs::read(dir.join("m-one-old.json")).unwrap(),
+    ));
+    let log = dir.read_string("ceremony-log.jsonl");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"command\":\"rotate\"")).collect();
+    assert_eq!(lines.len(), 4, "three refusals and the rotation, each recorded:\n{log}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("failed: the manifest is refused"))
+            .count(),
+        3
+    );
+    assert!(
+        lines[3].contains(&sha),
+        "the manifest recorded by the bytes checked: {}",
+        lines[3]
+    );
+    log_verifies(&dir);
+}
+
+/// One custodian in both sets signs once and counts for both.
+#[test]
+fn a_custodian_in_both_sets_signs_once() {
+    let dir = Dir::new("rotate-manifest-both");
+    dir.ceremony();
+    copy_new(&dir);
+    let new_certs = ["n0.cer", "n1.cer", "c2.cer"];
+    rotation_manifest(&dir, "m.json", &new_certs, 2, &["c0.cer", "c1.cer", "c2.cer"], 3);
+    for i in 0..2 {
+        dir.run(&[
+            "manifest",
+            "sign",
+            "--manifest",
+            "m.json",
+            "--key",
+            &format!("n{i}.key"),
+        ])
+        .ok();
+    }
+    current_signs(&dir, "m.json", &[2]);
+    dir.run(&[
+        "manifest",
+        "sign",
+        "--manifest",
+        "m.json",
+        "--key",
+        "c2.key",
+        "--passphrase-file",
+        "c2.pass",
+    ])
+    .fails(util::EXIT_USAGE, &["has already signed this manifest"]);
+    current_signs(&dir, "m.json", &[0]);
+    let signatures = util::read_json(&dir.join("m.json"))["signatures"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(signatures, 4, "n0, n1, c2 once, c0");
+    let mut a = rotate_args("sd.json", &[0, 1], &new_certs, 2, "sd2.json");
+    a.extend(["--manifest".to_string(), "m.json".to_string()]);
+    dir.run(&strs(&a))
+        .ok()
+        .stdout_has("3 signatures (3 required), 2 current custodians (2 required)");
+    assert!(dir.exists("sd2.json.pending"));
 }
 
 #[test]
