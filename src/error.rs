@@ -304,6 +304,11 @@ pub enum LogError {
     },
     #[error("the manifest is refused: {reason}")]
     ManifestRefused { reason: ManifestRefusal },
+    /// `log destroyed` given the current security domain, not an old copy.
+    #[error(
+        "{copy} is the current security domain (line {line} of the ceremony log, {step}, made it), not an old copy"
+    )]
+    DestroyingCurrent { copy: String, line: u64, step: String },
     #[error("the key does not belong to the certificate given")]
     SignerKeyMismatch,
     #[error("the certificate {x5t_256} is not one of this manifest's custodians")]

@@ -1,6 +1,7 @@
 //! The ceremony's records: the hash-chained log, the manifest custodians sign
-//! before a split, rotations, drill reports and quorum health.
+//! before a split, rotations, old copies destroyed, drill reports and quorum health.
 
+pub mod destruction;
 pub mod drill;
 pub mod health;
 pub mod kill;

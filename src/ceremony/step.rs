@@ -58,6 +58,7 @@ steps! {
     RotateFinalize => "rotate finalize", "A pending rotation made the security domain.";
     RotateCancel => "rotate cancel", "A pending rotation withdrawn.";
     LogSign => "log sign", "A line countersigned by a custodian.";
+    LogDestroyed => "log destroyed", "An old copy of a security domain destroyed.";
     InstanceDownload => "instance download", "A security domain downloaded from an instance.";
     InstanceUpload => "instance upload", "A restore blob uploaded to an instance.";
     Drill => "drill", "A recovery drill against an emulated instance.";

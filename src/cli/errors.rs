@@ -219,6 +219,10 @@ pub fn advice(err: &Error) -> Option<String> {
         }
         Error::Log(LogError::Broken { path, reason, .. }) => broken_log_advice(path, reason),
         Error::Log(LogError::ManifestRefused { reason }) => manifest_advice(reason),
+        Error::Log(LogError::DestroyingCurrent { .. }) => "Do not destroy it: it is the file that recovers the HSM now. \
+            Destroy only old copies (OLD.json.retired and the old copies in the safes), each recorded first with \
+            `hsm-ceremony log destroyed`; `hsm-ceremony log show` lists the file each step made."
+            .into(),
         Error::SelfTestFailed { .. } => "Do not run the ceremony with this binary or on this machine: rebuild it (or \
             fetch it again), compare its SHA-256 with SHA256SUMS, and run `hsm-ceremony self-test` again; if it still \
             fails, use another laptop."

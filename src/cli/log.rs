@@ -8,6 +8,7 @@ use serde_json::json;
 use super::keys;
 use super::output::print_json;
 use crate::say;
+use hsm_ceremony::ceremony::destruction::{self, Copy};
 use hsm_ceremony::ceremony::log::{self, Entry, Outcome, Step};
 use hsm_ceremony::ceremony::signing;
 use hsm_ceremony::custodian::cert::Certificate;
@@ -32,6 +33,33 @@ pub enum LogCommand {
     /// Countersign a line with a custodian's wrapping key (who was present).
     #[command(after_help = "Example:\n  hsm-ceremony log sign ceremony-log.jsonl --line 7 --key alice.key")]
     Sign(SignArgs),
+    /// Record that an old copy of a security domain is destroyed (its SHA-256, read before it is).
+    ///
+    /// Run it just before the copy is destroyed, in front of the witness, who
+    /// then countersigns the line with `log sign`. A copy not at hand (a
+    /// stick destroyed where it is kept) is named with --copy and its SHA-256
+    /// from the paper record. The current security domain is refused.
+    #[command(
+        after_help = "Examples:\n  hsm-ceremony log destroyed ceremony-log.jsonl --file sd.json.retired\n  \
+        hsm-ceremony log destroyed ceremony-log.jsonl --copy \"safe B stick\" --sha256 38976a39...0eee"
+    )]
+    Destroyed(DestroyedArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["file", "sha256"])))]
+pub struct DestroyedArgs {
+    /// The ceremony log.
+    pub log_file: PathBuf,
+    /// The copy, at hand: read once, before it is destroyed.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The SHA-256 (hex) of a copy not at hand, from the paper record.
+    #[arg(long, requires = "copy")]
+    pub sha256: Option<String>,
+    /// What and where the copy not at hand is (with --sha256).
+    #[arg(long, requires = "sha256")]
+    pub copy: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +87,7 @@ pub fn run(cmd: LogCommand) -> Result<()> {
         LogCommand::Verify(args) => verify(&args),
         LogCommand::Show(args) => show(&args),
         LogCommand::Sign(args) => sign(&args),
+        LogCommand::Destroyed(args) => destroyed(&args),
     }
 }
 
@@ -194,5 +223,55 @@ fn sign(args: &SignArgs) -> Result<()> {
         },
     )?;
     crate::out!("line {} countersigned by {} ({})", args.line, ck.label, cert.x5t_256());
+    Ok(())
+}
+
+fn destroyed(args: &DestroyedArgs) -> Result<()> {
+    // The line is the record: the log must take it before anything is read.
+    log::check_appendable(&args.log_file)?;
+    // Without the log that made the current file, the current file could not be refused.
+    if !args.log_file.exists() {
+        return Err(Error::Usage(format!(
+            "{} does not exist: give the ceremony log of the rotation that retired this copy",
+            args.log_file.display()
+        )));
+    }
+    let lines = verified(&args.log_file)?;
+    let at_hand = args
+        .file
+        .as_deref()
+        .map(hsm_ceremony::inputs::security_domain_hashed)
+        .transpose()?;
+    let copy = match (&args.file, &at_hand, &args.sha256, &args.copy) {
+        (Some(path), Some((sd, sha256)), _, _) => Copy::File { path, sd, sha256 },
+        (_, _, Some(sha256), Some(name)) => {
+            if !destruction::is_sha256(sha256) {
+                return Err(Error::Usage(format!(
+                    "--sha256 {sha256:?} is not a SHA-256: give the 64 lowercase hex digits of the copy, as the paper record \
+                     or `sha256sum` shows them"
+                )));
+            }
+            if name.trim().is_empty() {
+                return Err(Error::Usage("--copy is empty: say what and where the copy is".into()));
+            }
+            Copy::Declared { name, sha256 }
+        }
+        _ => {
+            return Err(Error::Usage(
+                "give --file PATH, or --copy NAME with --sha256 HEX".into(),
+            ))
+        }
+    };
+    let line = log::append(&args.log_file, destruction::entry(&copy, &lines)?)?;
+    let f = &line.entry.inputs[0];
+    crate::out!(
+        "line {}: {} (sha256 {}) recorded as destroyed. Destroy it now; the witness countersigns: \
+         hsm-ceremony log sign {} --line {} --key THEIR.key",
+        line.seq,
+        super::output::one_line(&f.path),
+        f.sha256,
+        args.log_file.display(),
+        line.seq
+    );
     Ok(())
 }

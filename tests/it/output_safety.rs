@@ -557,6 +557,18 @@ fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
         (s(&["log", "verify", "ceremony-log.jsonl"]), true),
         (s(&["log", "show", "ceremony-log.jsonl"]), true),
         (
+            s(&[
+                "log",
+                "destroyed",
+                "ceremony-log.jsonl",
+                "--copy",
+                "safe B",
+                "--sha256",
+                &"ab".repeat(32),
+            ]),
+            true,
+        ),
+        (
             [
                 s(&["log", "sign", "ceremony-log.jsonl", "--line", "1", "--key", "c0.key"]),
                 pass(&["c0.key"]),

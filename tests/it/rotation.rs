@@ -1208,3 +1208,76 @@ fn finalize_retires_only_the_file_it_started_from() {
     dir.run(&finalize).ok();
     assert_eq!(dir.read("sd.json.retired"), old);
 }
+
+/// After finalize, every old copy's destruction is logged (its SHA-256 read
+/// before it goes) and countersigned; the current file is refused.
+#[test]
+fn old_copies_are_logged_as_destroyed_and_the_current_one_is_refused() {
+    let dir = started_with_one_proof("rotate-destroyed");
+    verify(&dir, "sd2.json.pending", "n1.key").ok();
+    dir.run(&["rotate", "finalize", "--record", "sd2.json.rotation.json"])
+        .ok();
+    let log = "ceremony-log.jsonl";
+    let lines = |dir: &Dir| dir.read_string(log).lines().count();
+    let before = lines(&dir);
+    let destroyed = |args: &[&str]| {
+        let mut a = vec!["log", "destroyed", log];
+        a.extend(args);
+        dir.run(&a)
+    };
+    // Refusals: the current file, a file that is no security domain, a bad SHA-256, no log.
+    destroyed(&["--file", "sd2.json"]).fails(
+        EXIT_INPUT,
+        &[
+            "sd2.json is the current security domain",
+            "rotate finalize",
+            "Do not destroy it",
+        ],
+    );
+    destroyed(&["--file", "c0.cer"]).fails(EXIT_INPUT, &["c0.cer is not a valid security-domain file"]);
+    destroyed(&["--copy", "safe A", "--sha256", "abc"]).fails(util::EXIT_USAGE, &["is not a SHA-256"]);
+    destroyed(&["--sha256", &"ab".repeat(32)]).fails(util::EXIT_USAGE, &["--copy"]);
+    destroyed(&[]).fails(util::EXIT_USAGE, &[]);
+    dir.run(&["log", "destroyed", "other-log.jsonl", "--file", "sd.json.retired"])
+        .fails(util::EXIT_USAGE, &["other-log.jsonl does not exist"]);
+    assert_eq!(lines(&dir), before, "a refusal appends nothing");
+    dir.assert_absent("other-log.jsonl");
+
+    let sha = hex(&util::sha256(&dir.read("sd.json.retired")));
+    destroyed(&["--file", "sd.json.retired"]).ok().stdout_has(&format!(
+        "line {}: sd.json.retired (sha256 {sha}) recorded as destroyed",
+        before + 1
+    ));
+    destroyed(&["--copy", "safe A: stick 1", "--sha256", &sha]).ok();
+    let text = dir.read_string(log);
+    let recorded: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["command"] == "log destroyed")
+        .collect();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0]["inputs"][0]["sha256"], sha.as_str());
+    assert_eq!(recorded[0]["details"]["declared"], false);
+    assert_eq!(
+        recorded[0]["thumbprints"].as_array().unwrap().len(),
+        3,
+        "the old file's custodians"
+    );
+    assert_eq!(recorded[1]["inputs"][0]["path"], "safe A: stick 1");
+    assert_eq!(recorded[1]["details"]["declared"], true);
+    // An old custodian countersigns the line, before their key is destroyed too.
+    let line = (before + 1).to_string();
+    dir.run(&[
+        "log",
+        "sign",
+        log,
+        "--line",
+        &line,
+        "--key",
+        "c0.key",
+        "--passphrase-file",
+        "c0.pass",
+    ])
+    .ok();
+    log_verifies(&dir);
+}
