@@ -188,6 +188,7 @@ pub fn assess(
             if let Some(why) = superseded(lines, sd_sha256) {
                 reasons.push(why);
             }
+            reasons.extend(undestroyed(lines, sd_sha256));
         }
         if !reasons.is_empty() {
             verdict = Verdict::AtRisk;
@@ -227,6 +228,48 @@ fn superseded(lines: &[Line], sd_sha256: &str) -> Option<String> {
         .max()?;
     (newest > ours)
         .then(|| format!("this security domain is of custodian-set epoch {ours}, superseded by epoch {newest}"))
+}
+
+/// The files rotations retired on the way to this security domain (each
+/// `rotate finalize` back from it) that no `log destroyed` line records:
+/// any copy of one still recovers the HSM with a quorum of its old keys.
+fn undestroyed(lines: &[Line], sd_sha256: &str) -> Vec<String> {
+    let ok = |l: &&Line, step: &Step| l.entry.outcome.is_ok() && l.entry.command == *step;
+    let destroyed = |sha: &str| {
+        lines
+            .iter()
+            .filter(|l| ok(l, &Step::LogDestroyed))
+            .any(|l| l.entry.inputs.iter().any(|f| f.sha256 == sha))
+    };
+    let mut reasons = Vec::new();
+    let mut seen = vec![sd_sha256.to_string()];
+    let mut current = sd_sha256.to_string();
+    // Each step goes one rotation back; a file seen twice ends the walk (a forged loop).
+    while let Some(finalize) = lines
+        .iter()
+        .rev()
+        .filter(|l| ok(l, &Step::RotateFinalize))
+        .find(|l| l.entry.outputs.iter().any(|f| f.sha256 == current))
+    {
+        let Some(old) = finalize.entry.inputs.first() else {
+            break;
+        };
+        if !destroyed(&old.sha256) {
+            reasons.push(format!(
+                "the file retired by line {} ({}, sha256 {}) has no `log destroyed` line: a copy of it and a quorum \
+                 of its old keys still recover the HSM; destroy every copy and record each with `hsm-ceremony log destroyed`",
+                finalize.seq,
+                old.path,
+                old.sha256.get(..16).unwrap_or(&old.sha256)
+            ));
+        }
+        if seen.contains(&old.sha256) {
+            break;
+        }
+        seen.push(old.sha256.clone());
+        current = old.sha256.clone();
+    }
+    reasons
 }
 
 #[cfg(test)]
@@ -365,5 +408,51 @@ mod tests {
             "{:?}",
             h.reasons
         );
+    }
+
+    fn line(seq: u64, command: Step, input: &str, output: &str) -> Line {
+        let file = |sha: &str| FileRef {
+            path: format!("{sha}.json"),
+            sha256: sha.into(),
+        };
+        Line {
+            seq,
+            time: "2026-11-01T00:00:00Z".into(),
+            prev: String::new(),
+            entry: Entry {
+                command,
+                inputs: vec![file(input)],
+                outputs: if output.is_empty() { vec![] } else { vec![file(output)] },
+                outcome: Outcome::Ok,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Two rotations (e1 → e2 → abc): each retired file must have a destroyed line.
+    #[test]
+    fn retired_files_without_a_destroyed_line_are_at_risk() {
+        let sd = sd(3, 2);
+        let mut log: Vec<Line> = sd
+            .shared_keys
+            .enc_shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| proof(&s.x5t_256, i as u64 + 1))
+            .collect();
+        log.push(line(4, Step::RotateFinalize, "e1", "e2"));
+        log.push(line(5, Step::RotateFinalize, "e2", "abc"));
+        let h = assess(&sd, "abc", &certs(3), Some(&log), OffsetDateTime::now_utc());
+        assert_eq!(h.verdict, Verdict::AtRisk);
+        let named: Vec<&String> = h.reasons.iter().filter(|r| r.contains("log destroyed")).collect();
+        assert_eq!(named.len(), 2, "{:?}", h.reasons);
+        assert!(
+            named[0].contains("line 5 (e2.json") && named[1].contains("line 4 (e1.json"),
+            "{named:?}"
+        );
+        log.push(line(6, Step::LogDestroyed, "e2", ""));
+        log.push(line(7, Step::LogDestroyed, "e1", ""));
+        let h = assess(&sd, "abc", &certs(3), Some(&log), OffsetDateTime::now_utc());
+        assert_eq!(h.verdict, Verdict::Healthy, "{:?}", h.reasons);
     }
 }

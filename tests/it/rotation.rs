@@ -1243,12 +1243,25 @@ fn old_copies_are_logged_as_destroyed_and_the_current_one_is_refused() {
     assert_eq!(lines(&dir), before, "a refusal appends nothing");
     dir.assert_absent("other-log.jsonl");
 
+    // Until then, the new file's health names the retired one.
+    let health = || dir.run(&["sd", "health", "sd2.json", "--certs", "n0.cer", "n1.cer", "n2.cer"]);
+    let out = health();
+    assert_eq!(out.code, 8, "at risk: {out:?}");
+    assert!(
+        out.stderr.contains("sd.json") && out.stderr.contains("has no `log destroyed` line"),
+        "{out:?}"
+    );
     let sha = hex(&util::sha256(&dir.read("sd.json.retired")));
     destroyed(&["--file", "sd.json.retired"]).ok().stdout_has(&format!(
         "line {}: sd.json.retired (sha256 {sha}) recorded as destroyed",
         before + 1
     ));
     destroyed(&["--copy", "safe A: stick 1", "--sha256", &sha]).ok();
+    let out = health();
+    assert!(
+        !out.stderr.contains("log destroyed") && !out.stdout.contains("log destroyed"),
+        "{out:?}"
+    );
     let text = dir.read_string(log);
     let recorded: Vec<serde_json::Value> = text
         .lines()
