@@ -73,7 +73,7 @@ pub struct ManifestCheck {
     /// Refuse unless this signed manifest's terms are exactly this command's.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// How many custodians must have signed it (default: all N).
+    /// How many custodians must have signed it (default: all N; a rotation's current custodians: the old file's quorum).
     #[arg(long, requires = "manifest")]
     pub manifest_signatures: Option<usize>,
 }
