@@ -135,7 +135,7 @@ const INPUTS_BY_PATH: [(&str, &str); 5] = [
     ),
     // Replaced by record::parsed: the certificates.
     ("src/cli/sd.rs", "inputs: record::refs(&args.certs"),
-    // Second reads: the manifest, read by ManifestCheck::check.
+    // Replaced by record::parsed in ManifestCheck::check (inputs::manifest_hashed): the manifest.
     ("src/cli/sd.rs", "recorded.extend(record::refs(args.manifest.manifest"),
     ("src/cli/rotate.rs", "inputs.extend(record::refs("),
 ];
