@@ -18,6 +18,7 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
+use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::ceremony::drill::{
     self, canary_names, load_canary_set, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
@@ -372,7 +373,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
         }
         None => None,
     };
-    super::keys::check_quorum_keys(&sd, &args.keys)?;
+    let pool = super::keys::check_quorum_keys(&sd, &args.keys)?;
     record::preflight(sd_path)?;
     paths.create()?;
 
@@ -390,6 +391,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     let outcome = run_steps(
         args,
         &sd,
+        &pool,
         canary.as_ref(),
         sas.as_deref().map(|s| s.as_str()),
         &mut report,
@@ -431,6 +433,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
 fn run_steps(
     args: &DrillArgs,
     sd: &SecurityDomain,
+    pool: &CertPool,
     canary: Option<&Canary>,
     sas: Option<&str>,
     report: &mut Report,
@@ -443,7 +446,7 @@ fn run_steps(
     };
     let quorum = || {
         let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
-        Ok(move || gather_quorum(sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass))
+        Ok(move || gather_quorum(sd, &args.keys.sd_wrapping_keys, pool, &mut pass))
     };
     drill::run_steps_with_rng(&mut os_rng(), report, connect, quorum, canary, sas)
 }

@@ -260,7 +260,7 @@ fn open_file(path: &Path, index: usize, pool: &CertPool, pass: &mut Passphrases)
 /// PIN: no key given twice (same path, same file content, same token key;
 /// the same key in two different files is caught when opened), at least M keys, and every
 /// certificate known now (a --cert, or the .cer beside a key) has a share.
-pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
+pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<CertPool> {
     let given = &keys.sd_wrapping_keys;
     recovery::check_distinct_keys(given)?;
     if given.len() < sd.required() {
@@ -274,7 +274,10 @@ pub fn check_quorum_keys(sd: &SecurityDomain, keys: &QuorumKeys) -> Result<()> {
         }
         .into());
     }
-    check_certs_have_shares(sd, given, &cert_pool(&keys.certs)?.0)
+    // The pool checked here is the one the keys are then opened with: one read of each --cert.
+    let (pool, _) = cert_pool(&keys.certs)?;
+    check_certs_have_shares(sd, given, &pool)?;
+    Ok(pool)
 }
 
 /// Refuses, before any secret is asked, a certificate that has no share in

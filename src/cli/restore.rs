@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::keys;
 use super::keys::QuorumKeys;
+use hsm_ceremony::custodian::pairing::CertPool;
 use super::output::{print_json, warn};
 use super::passphrase::{CommandLineSecret, PassphraseArgs, Passphrases};
 use super::record;
@@ -61,16 +62,15 @@ pub struct RestoreBlobArgs {
 pub fn gather_quorum(
     sd: &SecurityDomain,
     wrapping_keys: &[KeyRef],
-    cert_paths: &[PathBuf],
+    pool: &CertPool,
     pass: &mut Passphrases,
 ) -> Result<Recovered> {
-    let (pool, _) = keys::cert_pool(cert_paths)?;
     recovery::gather_quorum(
         sd,
         wrapping_keys.len(),
         // A passphrase or PIN option that cannot work fails for every key: stop, do not skip.
         |i| {
-            keys::open(&wrapping_keys[i], i, &pool, pass).map_err(|e| match e {
+            keys::open(&wrapping_keys[i], i, pool, pass).map_err(|e| match e {
                 Error::Usage(_) => OpenFailure::Stop(e),
                 e => e.into(),
             })
@@ -107,13 +107,13 @@ fn run_unlogged(args: &RestoreBlobArgs, entry: &mut Entry) -> Result<()> {
         label: inputs::label(&args.sd_exchange_key),
         source,
     })?;
-    keys::check_quorum_keys(&sd, &args.keys)?;
+    let pool = keys::check_quorum_keys(&sd, &args.keys)?;
     let mut pass = Passphrases::new(
         &args.passphrases,
         args.passwords.clone(),
         args.keys.sd_wrapping_keys.len(),
     )?;
-    let recovered = gather_quorum(&sd, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)?;
+    let recovered = gather_quorum(&sd, &args.keys.sd_wrapping_keys, &pool, &mut pass)?;
     entry.thumbprints = recovered.custodians.iter().map(|(x5t, _)| x5t.clone()).collect();
     entry.details = json!({"exchange_key_x5t_256": exchange.x5t_256(), "items": recovered.items.len()});
     let blob = recovery::build_restore_blob_with_rng(&mut os_rng(), &recovered.items, &exchange)?;

@@ -184,9 +184,9 @@ fn start(args: &StartArgs) -> Result<()> {
         };
         // The new set is refused before any custodian types a passphrase.
         let open_quorum = || {
-            keys::check_quorum_keys(&old, &args.keys)?;
+            let pool = keys::check_quorum_keys(&old, &args.keys)?;
             let mut pass = Passphrases::new(&args.passphrases, None, args.keys.sd_wrapping_keys.len())?;
-            gather_quorum(&old, &args.keys.sd_wrapping_keys, &args.keys.certs, &mut pass)
+            gather_quorum(&old, &args.keys.sd_wrapping_keys, &pool, &mut pass)
         };
         // The pending file is the step's output as soon as it exists, even if its record then fails.
         rotation::start_with_rng(&mut os_rng(), &plan, open_quorum, |pending| {
