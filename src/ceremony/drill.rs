@@ -683,6 +683,35 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
         report.canary = e.to_string();
         return Err(e);
     }
+    prove_canary(rng, report, &target, c)
+}
+
+/// The canary proofs alone, against an instance recovered by hand (new
+/// HSM, init-recovery, restore blob, upload, full restore from the latest
+/// backup): reach it, compare its inventory with the canary file's and run
+/// the HSM-side proofs. No quorum, no upload, no restore: `report` (made by
+/// [`Report::proofs_only`]) says so.
+pub fn run_proofs_with_rng<T: Target, R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    report: &mut Report,
+    connect: impl FnOnce() -> Result<(T, String)>,
+    canary: &Canary,
+) -> Result<()> {
+    let (target, label) = report.step(STEP_CONNECT, connect)?;
+    report.instance = label;
+    report.emulated = target.is_emulated();
+    report.inventory_before = canary.inventory.clone();
+    prove_canary(rng, report, &target, canary)
+}
+
+/// The inventory compare and the HSM-side proofs, each timed into `report`,
+/// whether the drill restored the backup itself or the team did.
+fn prove_canary<T: Target, R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    report: &mut Report,
+    target: &T,
+    c: &Canary,
+) -> Result<()> {
     let compared = report.step(STEP_INVENTORY, || {
         let got = target.inventory()?;
         compare_inventory(&c.inventory, &got).map(|()| got)
@@ -697,7 +726,7 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
         return Err(e);
     }
     let start = Instant::now();
-    let proofs = proofs_with_rng(rng, &target, c);
+    let proofs = proofs_with_rng(rng, target, c);
     let failed: Vec<String> = proofs
         .iter()
         .filter(|p| !p.passed())
@@ -711,6 +740,12 @@ pub fn run_steps_with_rng<T: Target, Q: FnOnce() -> Result<Recovered>, R: Crypto
     };
     report.record(STEP_PROOFS, start, &result);
     report.canary = match &result {
+        Ok(()) if report.proofs_only => format!(
+            "the canary set made on {} is on this instance as recorded ({} key versions) and passed {} HSM-side proofs",
+            c.instance,
+            c.inventory.len(),
+            report.proofs.len()
+        ),
         Ok(()) => format!(
             "the canary set made on {} restored with the full backup {} ({} key versions) and passed {} HSM-side proofs",
             c.instance,
@@ -770,6 +805,10 @@ pub struct Report {
     pub proven: Vec<String>,
     pub not_proven: Vec<String>,
     pub outcome: String,
+    /// A `drill proofs` run: the canary proofs alone, against an instance
+    /// recovered by hand; no quorum, upload or restore was part of it.
+    #[serde(default)]
+    pub proofs_only: bool,
 }
 
 impl Report {
@@ -802,6 +841,16 @@ impl Report {
             proven: Vec::new(),
             not_proven: Vec::new(),
             outcome: "failed".into(),
+            proofs_only: false,
+        }
+    }
+
+    /// The report of a `drill proofs` run against `instance`: no security
+    /// domain or quorum is part of it.
+    pub fn proofs_only(date: String, instance: String) -> Self {
+        Report {
+            proofs_only: true,
+            ..Report::new(date, instance, String::new(), String::new(), 0, 0)
         }
     }
 
@@ -839,6 +888,9 @@ impl Report {
     /// Sets the outcome and states exactly what the drill did and did not prove.
     pub fn conclude(&mut self, passed: bool) {
         self.outcome = if passed { "passed" } else { "failed" }.into();
+        if self.proofs_only {
+            return self.conclude_proofs();
+        }
         let mut proven = Vec::new();
         let mut not = Vec::new();
         if self.step_ok(STEP_QUORUM) {
@@ -914,6 +966,54 @@ impl Report {
         self.not_proven = not;
     }
 
+    /// What a `drill proofs` run proved: the instance as found, never the
+    /// recovery that made it.
+    fn conclude_proofs(&mut self) {
+        let mut proven = Vec::new();
+        let mut not = vec![
+            "the quorum and the restore blob: no share was opened and nothing was uploaded in this run; the \
+             instance was recovered before it (init-recovery, restore blob, upload)"
+                .to_string(),
+            "the full restore: no backup was restored in this run; the inventory compare checks the instance as found"
+                .to_string(),
+        ];
+        let original = self.original.clone().unwrap_or_else(|| "the original".into());
+        if self.step_ok(STEP_INVENTORY) {
+            proven.push(format!(
+                "the instance's inventory ({} key versions: names, versions, tags, enabled) matches the canary \
+                 file's, made on {original}",
+                self.inventory_before.len()
+            ));
+        } else {
+            not.push("that the instance holds the canary file's inventory: it was not reached or it differs".into());
+        }
+        if self.step_ok(STEP_PROOFS) {
+            proven.push(format!(
+                "the instance's canary keys are the original's, HSM-side: the DEK wrapped with {WRAP_RSA} and \
+                 {WRAP_AES} unwrapped to the recorded SHA-256, the original's {SIGN_EC} signature verified, and a \
+                 new signature was made and verified"
+            ));
+        } else {
+            not.push("that the instance's canary keys are the original's: the HSM-side proofs did not all pass".into());
+        }
+        if self.inventory_before.len() > 3 {
+            not.push(
+                "that every other key works: keys other than the three canaries were compared by name, version, \
+                 tags and enabled state, not used"
+                    .into(),
+            );
+        }
+        if self.emulated {
+            not.push("that Azure holds these keys: the instance is an emulated one".into());
+        }
+        not.push(
+            "the applications: repointing them to the new instance's URI and its role assignments were not exercised"
+                .into(),
+        );
+        self.proven = proven;
+        self.not_proven = not;
+    }
+
     pub fn passed(&self) -> bool {
         self.outcome == "passed"
     }
@@ -924,24 +1024,32 @@ impl Report {
 
     pub fn to_markdown(&self) -> String {
         let cell = |s: &str| s.replace('|', "/").replace('\n', " ");
+        let (title, sd, quorum) = if self.proofs_only {
+            let none = "not part of this run (proofs only)".to_string();
+            ("Canary proofs", none.clone(), none)
+        } else {
+            (
+                "Recovery drill",
+                format!("`{}` |\n| SHA-256 | `{}`", cell(&self.sd_file), self.sd_sha256),
+                format!("{} of {}", self.quorum, self.custodians),
+            )
+        };
         let mut md = format!(
-            "# Recovery drill: {}\n\n\
+            "# {title}: {}\n\n\
              | | |\n|---|---|\n\
-             | date | {} |\n| instance | {}{} |\n| security domain | `{}` |\n| SHA-256 | `{}` |\n\
-             | quorum | {} of {} |\n| canary | {} |\n\n\
-             ## Custodians who took part\n\n",
+             | date | {} |\n| instance | {}{} |\n| security domain | {sd} |\n\
+             | quorum | {quorum} |\n| canary | {} |\n\n",
             self.outcome.to_uppercase(),
             self.date,
             cell(&self.instance),
             if self.emulated { " (emulated)" } else { "" },
-            cell(&self.sd_file),
-            self.sd_sha256,
-            self.quorum,
-            self.custodians,
             cell(&self.canary)
         );
-        if self.participants.is_empty() {
-            md.push_str("(none: the quorum was not reached)\n");
+        if !self.proofs_only {
+            md.push_str("## Custodians who took part\n\n");
+            if self.participants.is_empty() {
+                md.push_str("(none: the quorum was not reached)\n");
+            }
         }
         for p in &self.participants {
             md.push_str(&format!("- `{}` ({})\n", p.x5t_256, cell(&p.who)));
@@ -1407,6 +1515,72 @@ mod tests {
             "file:///backups/mhsm-other did NOT restore",
         );
         assert!(report.not_proven.iter().any(|n| n.contains("was not restored")));
+    }
+
+    /// `drill proofs`: an instance recovered by hand (here: the original's
+    /// backup restored into a fresh fake) against the canary file alone.
+    fn proofs_only(canary: &Canary, fault: impl FnOnce(&mut Toy)) -> (Result<()>, Report) {
+        let target = Fake::default();
+        target.full_restore(&canary.backup, None).unwrap();
+        fault(&mut target.0.borrow_mut());
+        let mut report = Report::proofs_only("d".into(), "?".into());
+        report.with_canary(Path::new("canary.json"), canary);
+        let t = target.clone();
+        let result = run_proofs_with_rng(&mut test_rng(42), &mut report, || Ok((t, "fake".into())), canary);
+        report.conclude(result.is_ok());
+        assert_eq!(target.0.borrow().uploads, 0, "no upload in proofs mode");
+        (result, report)
+    }
+
+    #[test]
+    fn proofs_only_passes_and_says_the_recovery_was_not_part_of_it() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report) = proofs_only(&canary, |_| {});
+        result.unwrap();
+        assert!(report.passed());
+        let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [STEP_CONNECT, STEP_INVENTORY, STEP_PROOFS]);
+        assert_eq!(report.proofs.len(), 4);
+        assert_eq!(report.proven.len(), 2, "{:?}", report.proven);
+        assert!(report.not_proven[0].contains("no share was opened and nothing was uploaded in this run"));
+        assert!(report.not_proven[1].contains("no backup was restored in this run"));
+        assert!(report.participants.is_empty());
+        let md = report.to_markdown();
+        assert!(md.starts_with("# Canary proofs: PASSED"), "{md}");
+        assert!(md.contains("| quorum | not part of this run (proofs only) |"), "{md}");
+        assert!(!md.contains("Custodians who took part"), "{md}");
+        let back: Report = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn proofs_only_with_a_canary_key_missing_proves_nothing_of_the_keys() {
+        let (_, canary) = prepared(&mut test_rng(40));
+        let (result, report) = proofs_only(&canary, |t| t.gone = Some("drill-canary-ec".into()));
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("missing: drill-canary-ec/v2"), "{e}");
+        assert!(!report.passed());
+        assert!(report.proven.is_empty(), "{:?}", report.proven);
+        assert!(report.proofs.is_empty());
+        assert!(report
+            .not_proven
+            .iter()
+            .any(|n| n.contains("HSM-side proofs did not all pass")));
+        let (result, _) = proofs_only(&canary, |t| t.bad_unwrap = Some("drill-canary-rsa".into()));
+        assert!(result
+            .unwrap_err()
+            .to_string()
+            .contains("drill-canary-rsa/v1 unwrapped a DEK"));
+    }
+
+    /// A report from before `proofs_only` existed still reads.
+    #[test]
+    fn an_older_report_reads_as_a_full_drill() {
+        let r = Report::new("d".into(), "i".into(), "sd".into(), "ab".into(), 2, 3);
+        let mut v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("proofs_only");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert!(!back.proofs_only);
     }
 
     #[test]

@@ -62,6 +62,7 @@ steps! {
     InstanceDownload => "instance download", "A security domain downloaded from an instance.";
     InstanceUpload => "instance upload", "A restore blob uploaded to an instance.";
     Drill => "drill", "A recovery drill against an emulated instance.";
+    DrillProofs => "drill proofs", "The canary proofs against an instance recovered by hand.";
 }
 
 /// An `Entry` not yet filled in has an empty name.

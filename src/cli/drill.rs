@@ -88,6 +88,52 @@ pub enum DrillSub {
         hsm-ceremony drill prepare --url https://NAME.managedhsm.azure.net --token-file az.token \\\n      \
         --storage https://ACCOUNT.blob.core.windows.net/CONTAINER --sas-file backup.sas --out canary.json")]
     Prepare(PrepareArgs),
+    /// Run the canary proofs alone against an instance already recovered by hand: compare its
+    /// inventory with the canary file's and prove HSM-side that its canary keys are the originals.
+    #[command(long_about = PROOFS_ABOUT)]
+    #[command(after_help = "Examples:\n  \
+        hsm-ceremony drill proofs --url https://127.0.0.1:8444 --ca b/ca.pem --token-file b.token \\\n      \
+        --canary canary.json --report proofs\n  \
+        # After a real recovery (asks first; --yes without a terminal)\n  \
+        hsm-ceremony drill proofs --url https://NAME.managedhsm.azure.net --token-file az.token \\\n      \
+        --canary canary.json --report recovery-proofs")]
+    Proofs(ProofsArgs),
+}
+
+/// `drill proofs`' manual text.
+pub const PROOFS_ABOUT: &str =
+    "Run the canary proofs alone against an instance that was already recovered by hand (a new HSM, \
+    init-recovery, restore-blob, upload, a full restore from the latest backup), as the emergency-recovery runbook \
+    does.\n\n\
+    No quorum is gathered, nothing is uploaded and nothing is restored: the command lists the instance's keys and \
+    compares that inventory (every key version, its tags and enabled state) with the canary file's, then proves \
+    HSM-side that the canary keys there are the originals: both DEKs unwrap to the recorded SHA-256, the original's \
+    signature verifies, a new signature is made and verified. The latest backup must therefore hold the canary set \
+    and nothing the canary file does not list: make the canary set (`drill prepare`) before the backup that will \
+    be restored, with no key changed in between.\n\n\
+    The report (drill-report.json and drill-report.md in --report, written even when a proof fails) is the drill's, \
+    with proofs_only set: its proven and not_proven lists say that the quorum, the upload and the restore were not \
+    part of this run. A line `drill proofs` goes to the ceremony log beside the canary file (it names no custodian, \
+    so it never counts as a custodian's drill).\n\n\
+    On a URL that is not an emulator it says what it will do with the canary keys and asks first (--yes to go on \
+    without asking), before the token is read.";
+
+#[derive(Args, Debug)]
+pub struct ProofsArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The canary file made by `drill prepare` on the original instance.
+    #[arg(long)]
+    pub canary: PathBuf,
+    /// Folder for the report (drill-report.json and drill-report.md); created if missing.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// Use the canary keys on an instance that is not an emulator without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the report as JSON (what drill-report.json holds), for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +193,7 @@ pub struct DrillArgs {
 pub fn run(cmd: DrillCmd) -> Result<()> {
     match cmd.sub {
         Some(DrillSub::Prepare(a)) => prepare(&a).map(|_| ()),
+        Some(DrillSub::Proofs(a)) => proofs(&a).map(|_| ()),
         None => drill(&cmd.run).map(|_| ()),
     }
 }
@@ -239,25 +286,91 @@ fn confirm_production(args: &PrepareArgs, storage: &str) -> Result<()> {
          This is the production variant: delete the three keys after the drill (see the recovery-drill runbook).",
         names.join(", ")
     );
-    if args.yes {
+    confirm(args.yes, "Create them?", || {
+        format!("{url} is not an emulator: confirm creating the canary keys there with --yes")
+    })
+}
+
+/// Goes on with `yes`, or a "y" typed at a terminal; otherwise `refused`.
+fn confirm(yes: bool, prompt: &str, refused: impl Fn() -> String) -> Result<()> {
+    if yes {
         return Ok(());
     }
-    let refused = || {
-        Error::Usage(format!(
-            "{url} is not an emulator: confirm creating the canary keys there with --yes"
-        ))
-    };
     if !std::io::stdin().is_terminal() {
-        return Err(refused());
+        return Err(Error::Usage(refused()));
     }
-    match dialoguer::Confirm::new()
-        .with_prompt("Create them?")
-        .default(false)
-        .interact()
-    {
+    match dialoguer::Confirm::new().with_prompt(prompt).default(false).interact() {
         Ok(true) => Ok(()),
-        _ => Err(refused()),
+        _ => Err(Error::Usage(refused())),
     }
+}
+
+/// `drill proofs`: the canary proofs against an instance recovered by hand.
+pub fn proofs(args: &ProofsArgs) -> Result<Report> {
+    let url = &args.connect.url;
+    // Everything checkable offline is checked before the instance is reached or a token read.
+    let paths = ReportPaths::check(&args.report)?;
+    let canary = load_canary_set(&args.canary)?;
+    if !url.starts_with("local:") {
+        base_url(url)?;
+    }
+    record::preflight(&args.canary)?;
+    if !is_emulator_url(url) {
+        let k = &canary.keys;
+        crate::note!(
+            "drill proofs uses the canary keys on {url}: it lists the instance's keys, unwraps the canary DEKs with {} \
+             and {}, and verifies and makes a signature with {}. It creates, changes and deletes nothing.",
+            k.rsa.name,
+            k.aes.name,
+            k.ec.name
+        );
+        confirm(args.yes, "Run the proofs there?", || {
+            format!("{url} is not an emulator: confirm running the canary proofs there with --yes")
+        })?;
+    }
+    paths.create()?;
+    let mut report = Report::proofs_only(now_text(), url.clone());
+    report.with_canary(&args.canary, &canary);
+    let connect = || {
+        let client = args.connect.client()?.with_progress(progress());
+        Ok((DrillInstance::new(client, url.clone()), url.clone()))
+    };
+    let outcome = drill::run_proofs_with_rng(&mut os_rng(), &mut report, connect, &canary);
+    report.conclude(outcome.is_ok());
+    paths.write(&report)?;
+    record::step(
+        &args.canary,
+        Entry {
+            command: Step::DrillProofs,
+            inputs: record::refs(&[&args.canary]),
+            outputs: record::refs(&[&paths.json, &paths.md]),
+            outcome: Outcome::of(&outcome),
+            details: json!({"instance": report.instance, "canary": report.canary}),
+            ..Default::default()
+        },
+    )?;
+    print_report(&report, &paths, args.json, "drill proofs");
+    outcome.map(|_| report)
+}
+
+/// The report on standard output: as JSON, or its steps and proofs and where it is.
+fn print_report(report: &Report, paths: &ReportPaths, json: bool, what: &str) {
+    if json {
+        super::output::stdout_bytes(format!("{}\n", report.to_json()).as_bytes());
+        return;
+    }
+    for s in &report.steps {
+        say!("  {:<44} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
+    }
+    for p in &report.proofs {
+        say!("  proof: {}: {}", p.name, p.outcome);
+    }
+    crate::out!(
+        "{what} {}: report in {} and {}",
+        report.outcome.to_uppercase(),
+        paths.json.display(),
+        paths.md.display()
+    );
 }
 
 pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
@@ -411,22 +524,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
             ..Default::default()
         },
     )?;
-    if args.json {
-        super::output::stdout_bytes(format!("{}\n", report.to_json()).as_bytes());
-        return outcome.map(|_| report);
-    }
-    for s in &report.steps {
-        say!("  {:<44} {:>6} ms  {}", s.name, s.duration_ms, s.outcome);
-    }
-    for p in &report.proofs {
-        say!("  proof: {}: {}", p.name, p.outcome);
-    }
-    crate::out!(
-        "drill {}: report in {} and {}",
-        report.outcome.to_uppercase(),
-        paths.json.display(),
-        paths.md.display()
-    );
+    print_report(&report, &paths, args.json, "drill");
     outcome.map(|_| report)
 }
 

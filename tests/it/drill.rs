@@ -588,3 +588,191 @@ fn instance_commands_need_a_token_and_never_take_one_as_a_flag() {
         &["plain http is only allowed to a local emulator", "what to do"],
     );
 }
+
+/// `drill proofs`: the canary proofs alone against an instance that holds
+/// the canary set (here the original itself, as a recovered instance would
+/// after its full restore): no quorum, no upload, no restore.
+#[test]
+fn drill_proofs_against_an_instance_recovered_by_hand() {
+    let dir = Dir::new("drill-proofs");
+    dir.ceremony();
+    util::admin_token(&dir, "orig", "orig.token");
+    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
+    dir.run(&args(&[
+        &s(&["--no-log", "instance", "download"]),
+        &local,
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "orig-sd.json",
+        ]),
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &local,
+        &s(&["--out", "canary.json"]),
+    ]))
+    .ok();
+    let proofs = |canary: &str, report: &str| {
+        dir.run(&args(&[
+            &s(&["drill", "proofs"]),
+            &local,
+            &s(&["--canary", canary, "--report", report]),
+        ]))
+    };
+    proofs("canary.json", "ok")
+        .ok()
+        .stdout_has("proof: sign anew with drill-canary-ec and verify (ES256): ok")
+        .stdout_has("drill proofs PASSED: report in ok/drill-report.json");
+    let report = util::read_json(&dir.join("ok/drill-report.json"));
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["proofs_only"], true);
+    assert_eq!(report["instance"], "local:orig");
+    assert_eq!(report["participants"], json!([]));
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "start or reach the target instance",
+            "compare the inventory with the canary file",
+            "HSM-side proofs with the restored keys"
+        ]
+    );
+    assert!(report["proofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["outcome"] == "ok"));
+    let not = report["not_proven"].to_string();
+    assert!(
+        not.contains("no share was opened and nothing was uploaded in this run"),
+        "{not}"
+    );
+    assert!(not.contains("no backup was restored in this run"), "{not}");
+    let md = dir.read_string("ok/drill-report.md");
+    assert!(md.starts_with("# Canary proofs: PASSED"), "{md}");
+    let log = dir.read_string("ceremony-log.jsonl");
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"command\":\"drill proofs\""))
+        .expect("a drill proofs line");
+    assert!(
+        line.contains("\"outcome\":\"ok\"") && !line.contains("\"thumbprints\""),
+        "{line}"
+    );
+
+    // The EC canary at a version the instance does not have: missing, nothing proven of the keys.
+    let mut other = util::read_json(&dir.join("canary.json"));
+    let v = "0123456789abcdef0123456789abcdef";
+    let ec = other["keys"]["ec"]["version"].as_str().unwrap().to_string();
+    other["keys"]["ec"]["version"] = v.into();
+    for e in other["inventory"].as_array_mut().unwrap() {
+        if e["version"] == ec.as_str() {
+            e["version"] = v.into();
+        }
+    }
+    dir.write("missing.json", serde_json::to_vec(&other).unwrap());
+    proofs("missing.json", "missing")
+        .fails(
+            7,
+            &[
+                "inventory differs from the canary file's",
+                &format!("drill-canary-ec/{v}"),
+            ],
+        )
+        .stdout_has("drill proofs FAILED");
+    let report = util::read_json(&dir.join("missing/drill-report.json"));
+    assert_eq!(report["outcome"], "failed");
+    assert_eq!(report["proven"], json!([]));
+    assert!(report["proofs"].as_array().unwrap().is_empty());
+    assert!(report["not_proven"]
+        .to_string()
+        .contains("the HSM-side proofs did not all pass"));
+
+    // A URL where no instance answers: the report says so, and the exit is non-zero.
+    let out = dir.run(&s(&[
+        "drill",
+        "proofs",
+        "--url",
+        "https://127.0.0.1:9",
+        "--token-file",
+        "orig.token",
+        "--canary",
+        "canary.json",
+        "--report",
+        "nowhere",
+    ]));
+    assert_ne!(out.code, 0);
+    out.stdout_has("drill proofs FAILED");
+    let report = util::read_json(&dir.join("nowhere/drill-report.json"));
+    assert_eq!(report["proven"], json!([]));
+    assert!(
+        report["steps"][1]["outcome"].as_str().unwrap().starts_with("failed"),
+        "{report}"
+    );
+}
+
+/// On a real Managed HSM, `drill proofs` says what it will do with the
+/// canary keys and asks first, before any token is read.
+#[test]
+fn drill_proofs_on_a_real_managed_hsm_asks_first() {
+    let dir = Dir::new("drill-proofs-real");
+    dir.ceremony();
+    util::admin_token(&dir, "orig", "orig.token");
+    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
+    dir.run(&args(&[
+        &s(&["--no-log", "instance", "download"]),
+        &local,
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "orig-sd.json",
+        ]),
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &local,
+        &s(&["--out", "canary.json"]),
+    ]))
+    .ok();
+    let out = dir.run_with(
+        &s(&[
+            "drill",
+            "proofs",
+            "--url",
+            "https://contoso.managedhsm.azure.net",
+            "--canary",
+            "canary.json",
+            "--report",
+            "r",
+        ]),
+        |c| {
+            c.env_remove("HSM_CEREMONY_TOKEN");
+        },
+    );
+    // Refused for want of --yes, not for want of a token: nothing was read or sent.
+    out.fails(
+        EXIT_USAGE,
+        &["https://contoso.managedhsm.azure.net is not an emulator: confirm running the canary proofs there with --yes"],
+    )
+    .stderr_has("drill proofs uses the canary keys on https://contoso.managedhsm.azure.net")
+    .stderr_has("It creates, changes and deletes nothing.");
+    dir.assert_absent("r");
+}
