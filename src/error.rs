@@ -309,6 +309,15 @@ pub enum LogError {
         "{copy} is the current security domain (line {line} of the ceremony log, {step}, made it), not an old copy"
     )]
     DestroyingCurrent { copy: String, line: u64, step: String },
+    /// The manifest names a certificate that was not given, so its
+    /// custodian's signature cannot be verified.
+    #[error(
+        "the manifest's certificate {position} ({x5t_256}) was not given: its signature cannot be verified without it"
+    )]
+    ManifestCertificateMissing { position: usize, x5t_256: String },
+    /// A security domain holds other parameters than the manifest signed.
+    #[error("the security domain differs from the signed manifest:\n  - {}", .differences.join("\n  - "))]
+    DiffersFromManifest { differences: Vec<String> },
     #[error("the key does not belong to the certificate given")]
     SignerKeyMismatch,
     #[error("the certificate {x5t_256} is not one of this manifest's custodians")]

@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod rotation;
 pub mod signing;
 pub mod step;
+pub mod witness;

@@ -97,6 +97,8 @@ impl Commands for RealCommands {
 
     fn inspect(&mut self, sd: &Path, certs: &[PathBuf]) -> Result<()> {
         sd::run(sd::SdCommand::Inspect(InspectArgs {
+            manifest: None,
+            manifest_signatures: None,
             sd_file: sd.to_path_buf(),
             certs: certs.to_vec(),
             json: false,

@@ -56,6 +56,7 @@ pub fn exit_code(err: &Error) -> u8 {
         Error::Log(
             LogError::PartialLine { .. }
             | LogError::NotACustodian { .. }
+            | LogError::ManifestCertificateMissing { .. }
             | LogError::AlreadySigned { .. }
             | LogError::SignerKeyMismatch
             | LogError::RotationCancelled
@@ -96,9 +97,12 @@ pub fn exit_code(err: &Error) -> u8 {
             | R::WrongExchangeKey { .. },
         )
         | Error::SelfTestFailed { .. }
-        | Error::Log(LogError::ManifestRefused { .. } | LogError::RecordRefused { .. } | LogError::Broken { .. }) => {
-            EXIT_INTEGRITY
-        }
+        | Error::Log(
+            LogError::ManifestRefused { .. }
+            | LogError::DiffersFromManifest { .. }
+            | LogError::RecordRefused { .. }
+            | LogError::Broken { .. },
+        ) => EXIT_INTEGRITY,
         Error::Recovery(R::NotEnoughShares { .. }) | Error::Log(LogError::NotEnoughProofs { .. }) => EXIT_QUORUM,
         Error::Instance(InstanceError::Url { .. } | InstanceError::CaNotPem { .. } | InstanceError::KeyName { .. }) => {
             EXIT_INPUT
@@ -256,6 +260,15 @@ pub fn advice(err: &Error) -> Option<String> {
             "A writer stopped mid-line. Run `hsm-ceremony log verify {}` and compare the log with the paper record before appending.",
             path.display()
         ),
+        Error::Log(LogError::ManifestCertificateMissing { .. }) => {
+            "Give every certificate the manifest names with --certs (the custodians' .cer files), then run it again."
+                .into()
+        }
+        Error::Log(LogError::DiffersFromManifest { .. }) => {
+            "Do not accept this security domain: it is not what the custodians signed. Record the differences, keep the \
+             file as evidence, and download again with the manifest's certificates and quorum."
+                .into()
+        }
         Error::Log(LogError::NotACustodian { .. }) => {
             "Only the custodians the manifest names sign it: give one of their keys.".into()
         }

@@ -13,6 +13,7 @@ use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::health::{self, Verdict};
 use hsm_ceremony::ceremony::log::{self, Entry, FileRef, Step};
+use hsm_ceremony::ceremony::witness;
 use hsm_ceremony::crypto::rng::os_rng;
 use hsm_ceremony::crypto::secret::{MasterKey, SecretBytes};
 use hsm_ceremony::custodian::cert::Certificate;
@@ -28,7 +29,12 @@ pub enum SdCommand {
     #[command(after_help = "Example:\n  hsm-ceremony sd check-certs --quorum 2 cert_0.cer cert_1.cer cert_2.cer")]
     CheckCerts(CheckCertsArgs),
     /// Show what a security-domain file holds: quorum, shares, items.
-    #[command(after_help = "Example:\n  hsm-ceremony sd inspect sd.json --certs cert_0.cer cert_1.cer cert_2.cer")]
+    #[command(
+        after_help = "Examples:\n  hsm-ceremony sd inspect sd.json --certs cert_0.cer cert_1.cer cert_2.cer\n  \
+        hsm-ceremony sd inspect sd.json --certs cert_0.cer cert_1.cer cert_2.cer --manifest manifest.json\n\n\
+        With --manifest, one line per compared value (N, M, each share's certificate thumbprint) says match or\n\
+        DIFFERS; any difference, a signature that does not verify or a certificate missing from --certs fails."
+    )]
     Inspect(InspectArgs),
     /// Make a new security domain (Azure format) for a local instance.
     #[command(
@@ -65,9 +71,16 @@ pub struct CheckCertsArgs {
 pub struct InspectArgs {
     /// The security-domain file.
     pub sd_file: PathBuf,
-    /// Certificates to match against the shares.
+    /// Certificates to match against the shares (with --manifest: every certificate it names).
     #[arg(long, num_args = 1..)]
     pub certs: Vec<PathBuf>,
+    /// The signed manifest of the download: verify its signatures with --certs, compare its N, M
+    /// and certificate thumbprints (in order) with the file's, and fail on any difference.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// With --manifest: how many custodians must have signed it (default: all N; never fewer than M).
+    #[arg(long, requires = "manifest", value_name = "COUNT")]
+    pub manifest_signatures: Option<usize>,
     /// Print the result as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
@@ -211,6 +224,20 @@ fn shell_word(s: &str) -> String {
 fn inspect(args: &InspectArgs) -> Result<()> {
     let (sd, fingerprint) = inputs::security_domain_hashed(&args.sd_file)?;
     let (certs, _) = load_certs(&args.certs)?;
+    let compared = match &args.manifest {
+        None => None,
+        Some(_) if certs.is_empty() => {
+            return Err(Error::Usage(
+                "--manifest: give the custodians' certificates with --certs, so its signatures can be verified".into(),
+            ))
+        }
+        Some(path) => {
+            let m = inputs::manifest(path)?;
+            let given: Vec<Certificate> = certs.iter().map(|(_, c)| c.clone()).collect();
+            let c = witness::compare(&m, &given, args.manifest_signatures, &sd)?;
+            Some((path, m, c))
+        }
+    };
     let owner = |x5t: &str| certs.iter().find(|(_, c)| c.x5t_256() == x5t).map(|(l, _)| l.clone());
     let items: Vec<(String, usize)> = (0..sd.enc_data.data.len())
         .map(|i| {
@@ -240,8 +267,15 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             })).collect::<Vec<_>>(),
             "items": items.iter().map(|(t, n)| json!({"tag": t, "ciphertext_bytes": n})).collect::<Vec<_>>(),
             "certificates_without_share": unmatched,
+            "manifest": compared.as_ref().map(|(path, m, c)| json!({
+                "file": path, "purpose": m.terms.purpose, "epoch": m.terms.epoch,
+                "signatures": m.signatures.len(),
+                "comparisons": c.iter().map(|c| json!({
+                    "what": c.what, "manifest": c.manifest, "security_domain": c.found, "matches": c.matches(),
+                })).collect::<Vec<_>>(),
+            })),
         }));
-        return Ok(());
+        return compared.map_or(Ok(()), |(_, _, c)| witness::differences(&c));
     }
     crate::out!("security domain {}", args.sd_file.display());
     crate::out!("  SHA-256       {fingerprint}");
@@ -263,7 +297,29 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     for l in unmatched {
         warn(&format!("{l} has no share in this security domain"));
     }
-    Ok(())
+    let Some((path, m, compared)) = compared else {
+        return Ok(());
+    };
+    crate::out!(
+        "  manifest {} ({}, epoch {}): {} signatures verified",
+        path.display(),
+        m.terms.purpose,
+        m.terms.epoch,
+        m.signatures.len()
+    );
+    for c in &compared {
+        if c.matches() {
+            crate::out!("    match    {:<22} {}", c.what, c.found);
+        } else {
+            crate::out!(
+                "    DIFFERS  {:<22} manifest {}, security domain {}",
+                c.what,
+                c.manifest,
+                c.found
+            );
+        }
+    }
+    witness::differences(&compared)
 }
 
 /// Reads `TAG=FILE` items. Each is a security domain's plaintext (in a real

@@ -130,3 +130,129 @@ fn certs_name_which_share_each_owns() {
         .collect();
     assert_eq!(sizes, [8192, 880, 2960]);
 }
+
+/// A manifest for `quorum` of `certs` (download, epoch 1), signed by every custodian.
+fn signed_manifest(dir: &Dir, out: &str, quorum: &str, certs: &[usize]) {
+    let mut create = vec![
+        "manifest",
+        "create",
+        "--purpose",
+        "download",
+        "--quorum",
+        quorum,
+        "--epoch",
+        "1",
+        "--out",
+        out,
+    ];
+    let names: Vec<String> = certs.iter().map(|i| format!("c{i}.cer")).collect();
+    create.push("--certs");
+    create.extend(names.iter().map(String::as_str));
+    dir.run(&create).ok();
+    for i in certs {
+        let (key, pass) = (format!("c{i}.key"), format!("c{i}.pass"));
+        dir.run(&[
+            "manifest",
+            "sign",
+            "--manifest",
+            out,
+            "--key",
+            &key,
+            "--passphrase-file",
+            &pass,
+        ])
+        .ok();
+    }
+}
+
+/// The witness's check: the downloaded security domain against the signed
+/// manifest, line by line, failing on any difference and naming it.
+#[test]
+fn inspect_compares_the_file_with_the_signed_manifest() {
+    let dir = Dir::new("inspect-manifest");
+    dir.ceremony();
+    dir.custodian(3);
+    let inspect = |manifest: &str, certs: &[&str]| {
+        let mut a = vec!["--no-log", "sd", "inspect", "sd.json", "--manifest", manifest];
+        if !certs.is_empty() {
+            a.push("--certs");
+            a.extend_from_slice(certs);
+        }
+        dir.run(&a)
+    };
+    let all = ["c0.cer", "c1.cer", "c2.cer", "c3.cer"];
+    signed_manifest(&dir, "same.json", "2", &[0, 1, 2]);
+    let out = inspect("same.json", &all[..3]);
+    out.ok()
+        .stdout_has("manifest same.json (download, epoch 1): 3 signatures verified")
+        .stdout_has("    match    custodians (N)         3\n")
+        .stdout_has("    match    quorum (M)             2\n");
+    for i in 1..=3 {
+        out.stdout_has(&format!("    match    share {i} certificate    "));
+    }
+    assert!(!out.stdout.contains("DIFFERS"), "{}", out.stdout);
+    let v = dir
+        .run(&[
+            "--no-log",
+            "sd",
+            "inspect",
+            "sd.json",
+            "--json",
+            "--manifest",
+            "same.json",
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["manifest"]["comparisons"].as_array().unwrap().len(), 5);
+    assert!(v["manifest"]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["matches"] == true));
+
+    // Another quorum.
+    signed_manifest(&dir, "quorum.json", "3", &[0, 1, 2]);
+    let out = inspect("quorum.json", &all[..3]);
+    out.fails(
+        4,
+        &[
+            "the security domain differs from the signed manifest",
+            "quorum (M): manifest 3, security domain 2",
+        ],
+    )
+    .stdout_has("    DIFFERS  quorum (M)             manifest 3, security domain 2")
+    .stdout_has("    match    custodians (N)");
+    assert!(!out.stderr.contains("share 1"), "{}", out.stderr);
+    // Another order: shares 2 and 3 differ, share 1 matches.
+    signed_manifest(&dir, "order.json", "2", &[0, 2, 1]);
+    let out = inspect("order.json", &all[..3]);
+    out.fails(4, &["share 2 certificate: manifest", "share 3 certificate: manifest"])
+        .stdout_has("    match    share 1 certificate")
+        .stdout_has("    DIFFERS  share 2 certificate");
+    // Another custodian set: N differs, and the manifest's fourth certificate has no share.
+    signed_manifest(&dir, "four.json", "2", &[0, 1, 2, 3]);
+    inspect("four.json", &all)
+        .fails(
+            4,
+            &[
+                "custodians (N): manifest 4, security domain 3",
+                "share 4 certificate: manifest",
+            ],
+        )
+        .stdout_has("security domain (none)");
+
+    // A signature that does not verify: refused before any comparison.
+    let mut m = util::read_json(&dir.join("same.json"));
+    m["signatures"][1]["signature"] = m["signatures"][0]["signature"].clone();
+    dir.write("forged.json", serde_json::to_vec(&m).unwrap());
+    let out = inspect("forged.json", &all[..3]);
+    out.fails(4, &["the manifest is refused", "does not verify"]);
+    assert!(!out.stdout.contains("match"), "{}", out.stdout);
+    // A certificate the manifest names and --certs lacks, or no --certs at all.
+    inspect("same.json", &["c0.cer", "c1.cer"]).fails(2, &["the manifest's certificate 3 (", "--certs"]);
+    inspect("same.json", &[]).fails(2, &["--manifest: give the custodians' certificates with --certs"]);
+}
