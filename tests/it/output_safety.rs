@@ -471,6 +471,14 @@ fn table(d: &Dir, b: &Served) -> Vec<(Vec<String>, bool)> {
         ),
         (
             [
+                s(&["drill", "proofs", "--canary", "canary.json", "--report", "proofs"]),
+                local("A"),
+            ]
+            .concat(),
+            true,
+        ),
+        (
+            [
                 s(&[
                     "drill",
                     "--sd-file",
