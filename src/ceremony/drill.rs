@@ -138,6 +138,34 @@ pub struct Canary {
     /// The RSA canary's own key backup (sealed by the instance under its
     /// security domain), for `instance restore-key`.
     pub rsa_key_backup: String,
+    /// With [`InventoryRecord::Digests`]: every key version's [`entry_digest`]
+    /// (keyed by the DEK, which only the HSM's canary keys give back),
+    /// sorted; `inventory` then lists the canary keys alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory_digests: Vec<String>,
+}
+
+/// How `drill prepare` records the original's inventory in the canary file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InventoryRecord {
+    /// Every key version by name, version, tags and enabled state.
+    All,
+    /// The canary keys by name; every key version (canaries included) as
+    /// an HMAC-SHA256 under the DEK, so the file does not name the
+    /// production keys and the compare stays exact.
+    Digests,
+}
+
+/// An inventory entry as the canary file's digests record it: HMAC-SHA256,
+/// keyed by the DEK, of the entry's JSON (name, version, enabled, tags).
+/// Key names are guessable, so a plain hash would not hide them; without
+/// the DEK nobody can test a guess.
+pub fn entry_digest(dek: &[u8], e: &InventoryEntry) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(dek).expect("HMAC takes any key length");
+    mac.update(&serde_json::to_vec(e).expect("plain data serialises"));
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The single-key canary of earlier versions (`version` 1): what
@@ -289,6 +317,12 @@ impl Canary {
         if self.rsa_key_backup.is_empty() {
             return Err("rsa_key_backup is empty".into());
         }
+        if let Some(bad) = self.inventory_digests.iter().position(|d| !is_hex32(d)) {
+            return Err(format!("inventory_digests[{bad}] is not 64 lower-case hex digits"));
+        }
+        if !self.inventory_digests.is_empty() && self.inventory_digests.len() < self.inventory.len() {
+            return Err("inventory_digests has fewer entries than the canary keys it must include".into());
+        }
         Ok(())
     }
 
@@ -390,6 +424,7 @@ pub struct PrepareOptions<'a> {
     pub storage: &'a str,
     pub sas: Option<&'a str>,
     pub created: String,
+    pub inventory: InventoryRecord,
 }
 
 /// The canary key names for `prefix`, checked before anything is created.
@@ -461,6 +496,7 @@ pub fn prepare_with_rng<T: Target, R: CryptoRng + ?Sized>(
         },
         inventory: Vec::new(),
         rsa_key_backup: String::new(),
+        inventory_digests: Vec::new(),
     };
     let failed: Vec<String> = proofs_with_rng(rng, original, &canary)
         .into_iter()
@@ -472,6 +508,18 @@ pub fn prepare_with_rng<T: Target, R: CryptoRng + ?Sized>(
     }
     progress("taking the inventory");
     canary.inventory = original.inventory()?;
+    if opts.inventory == InventoryRecord::Digests {
+        let mut digests: Vec<String> = canary.inventory.iter().map(|e| entry_digest(&dek[..], e)).collect();
+        digests.sort();
+        canary.inventory_digests = digests;
+        let k = &canary.keys;
+        let own = |e: &InventoryEntry| {
+            [&k.rsa, &k.ec, &k.aes]
+                .iter()
+                .any(|c| c.name == e.name && c.version == e.version)
+        };
+        canary.inventory.retain(own);
+    }
     progress("making the full backup");
     canary.backup = original.full_backup(opts.storage, opts.sas)?;
     canary.rsa_key_backup = original.key_backup(&canary.keys.rsa.name)?;
@@ -627,6 +675,62 @@ fn compare_inventory(want: &[InventoryEntry], got: &[InventoryEntry]) -> Result<
     }
 }
 
+/// The inventory compare for a canary file that records digests: the DEK
+/// comes back from the HSM's RSA canary (the one proof that it is the
+/// original's), then every key version found is matched by its digest.
+/// A changed entry shows as a recorded digest missing and a found entry
+/// unexpected; the missing ones are named only if they are canary keys.
+fn compare_digests<T: Target>(target: &T, c: &Canary, got: &[InventoryEntry]) -> Result<()> {
+    let (w, wrapped) = c.wrapped("rsa").ok_or_else(|| InstanceError::ProofsFailed {
+        failed: vec!["the canary file holds no DEK wrapped under keys.rsa, which its inventory digests need".into()],
+    })?;
+    let dek = target.unwrap_key(&c.keys.rsa, &w.alg, &wrapped)?;
+    let got_sha = hex::encode(Sha256::digest(&dek[..]));
+    if !bool::from(got_sha.as_bytes().ct_eq(c.dek_sha256.as_bytes())) {
+        return Err(InstanceError::ProofsFailed {
+            failed: vec![format!(
+                "{}/{} unwrapped a DEK whose SHA-256 is {got_sha}, not the recorded {}: the inventory digests cannot \
+                 be compared, and it is not the key that wrapped it",
+                c.keys.rsa.name, c.keys.rsa.version, c.dek_sha256
+            )],
+        }
+        .into());
+    }
+    let found: Vec<(String, &InventoryEntry)> = got.iter().map(|e| (entry_digest(&dek[..], e), e)).collect();
+    let unexpected: Vec<String> = found
+        .iter()
+        .filter(|(d, _)| c.inventory_digests.binary_search(d).is_err())
+        .map(|(_, e)| e.to_string())
+        .collect();
+    let mut missing: Vec<String> = c
+        .inventory
+        .iter()
+        .filter(|e| !got.contains(e))
+        .map(|e| e.to_string())
+        .collect();
+    let unnamed = c
+        .inventory_digests
+        .iter()
+        .filter(|d| !found.iter().any(|(f, _)| f == *d))
+        .count()
+        .saturating_sub(missing.len());
+    if unnamed > 0 {
+        missing.push(format!(
+            "{unnamed} key version(s) the canary file records as digests only (drill prepare --inventory digests)"
+        ));
+    }
+    if missing.is_empty() && unexpected.is_empty() {
+        Ok(())
+    } else {
+        Err(InstanceError::InventoryMismatch {
+            missing,
+            unexpected,
+            changed: Vec::new(),
+        }
+        .into())
+    }
+}
+
 /// The drill's steps, each timed into `report`: reach the target
 /// (`connect`, which gives it and its label), fetch its exchange key, open a
 /// quorum, build and upload the restore blob; then, with a canary set,
@@ -714,7 +818,12 @@ fn prove_canary<T: Target, R: CryptoRng + ?Sized>(
 ) -> Result<()> {
     let compared = report.step(STEP_INVENTORY, || {
         let got = target.inventory()?;
-        compare_inventory(&c.inventory, &got).map(|()| got)
+        if c.inventory_digests.is_empty() {
+            compare_inventory(&c.inventory, &got)
+        } else {
+            compare_digests(target, c, &got)
+        }
+        .map(|()| got)
     });
     // The inventory found is evidence even when it differs.
     report.inventory_after = match &compared {
@@ -743,14 +852,14 @@ fn prove_canary<T: Target, R: CryptoRng + ?Sized>(
         Ok(()) if report.proofs_only => format!(
             "the canary set made on {} is on this instance as recorded ({} key versions) and passed {} HSM-side proofs",
             c.instance,
-            c.inventory.len(),
+            c.inventory.len().max(c.inventory_digests.len()),
             report.proofs.len()
         ),
         Ok(()) => format!(
             "the canary set made on {} restored with the full backup {} ({} key versions) and passed {} HSM-side proofs",
             c.instance,
             c.backup.folder_url,
-            c.inventory.len(),
+            c.inventory.len().max(c.inventory_digests.len()),
             report.proofs.len()
         ),
         Err(e) => e.to_string(),
@@ -809,6 +918,9 @@ pub struct Report {
     /// recovered by hand; no quorum, upload or restore was part of it.
     #[serde(default)]
     pub proofs_only: bool,
+    /// Key versions the canary file records as digests only (0: all by name).
+    #[serde(default)]
+    pub inventory_digests: usize,
 }
 
 impl Report {
@@ -842,6 +954,7 @@ impl Report {
             not_proven: Vec::new(),
             outcome: "failed".into(),
             proofs_only: false,
+            inventory_digests: 0,
         }
     }
 
@@ -859,6 +972,12 @@ impl Report {
         self.canary_file = Some(path.display().to_string());
         self.original = Some(c.instance.clone());
         self.backup = Some(c.backup.folder_url.clone());
+        self.inventory_digests = c.inventory_digests.len();
+    }
+
+    /// How many key versions the canary file records, by name or digest.
+    fn recorded_versions(&self) -> usize {
+        self.inventory_before.len().max(self.inventory_digests)
     }
 
     /// Runs one step, timing it and recording its outcome.
@@ -920,7 +1039,7 @@ impl Report {
                     proven.push(format!(
                         "the full backup {backup} made on {original} restored on the recovered instance, and its \
                          inventory ({} key versions: names, versions, tags, enabled) matches the canary file's",
-                        self.inventory_before.len()
+                        self.recorded_versions()
                     ));
                 } else {
                     not.push(format!(
@@ -936,7 +1055,7 @@ impl Report {
                 } else {
                     not.push("that the restored keys are the original's: the HSM-side proofs did not all pass".into());
                 }
-                if self.inventory_before.len() > 3 {
+                if self.recorded_versions() > 3 {
                     not.push(
                         "that every other restored key works: keys other than the three canaries were compared by \
                          name, version, tags and enabled state, not used"
@@ -982,7 +1101,7 @@ impl Report {
             proven.push(format!(
                 "the instance's inventory ({} key versions: names, versions, tags, enabled) matches the canary \
                  file's, made on {original}",
-                self.inventory_before.len()
+                self.recorded_versions()
             ));
         } else {
             not.push("that the instance holds the canary file's inventory: it was not reached or it differs".into());
@@ -996,7 +1115,7 @@ impl Report {
         } else {
             not.push("that the instance's canary keys are the original's: the HSM-side proofs did not all pass".into());
         }
-        if self.inventory_before.len() > 3 {
+        if self.recorded_versions() > 3 {
             not.push(
                 "that every other key works: keys other than the three canaries were compared by name, version, \
                  tags and enabled state, not used"
@@ -1071,6 +1190,14 @@ impl Report {
                 cell(self.original.as_deref().unwrap_or("?")),
                 cell(self.backup.as_deref().unwrap_or("?"))
             ));
+            if self.inventory_digests > 0 {
+                md.push_str(&format!(
+                    "The canary file names the canary keys only and records all {} key versions as digests \
+                     (`drill prepare --inventory digests`): \"before\" says no for the others, which were matched \
+                     by digest.\n\n",
+                    self.inventory_digests
+                ));
+            }
             let mut all: Vec<&InventoryEntry> = self.inventory_before.iter().chain(&self.inventory_after).collect();
             all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
             all.dedup_by(|a, b| a.name == b.name && a.version == b.version);
@@ -1315,7 +1442,17 @@ mod tests {
     }
 
     fn prepared(rng: &mut impl CryptoRng) -> (Fake, Canary) {
+        prepared_with(rng, InventoryRecord::All, |_| {})
+    }
+
+    /// A canary prepared on an original that `setup` gave its own keys first.
+    fn prepared_with(
+        rng: &mut impl CryptoRng,
+        inventory: InventoryRecord,
+        setup: impl FnOnce(&Fake),
+    ) -> (Fake, Canary) {
         let original = Fake::default();
+        setup(&original);
         ORIGINAL.with(|o| *o.borrow_mut() = Some(original.clone()));
         let canary = prepare_with_rng(
             rng,
@@ -1326,6 +1463,7 @@ mod tests {
                 storage: "file:///backups",
                 sas: None,
                 created: "2026-12-02T00:00:00Z".into(),
+                inventory,
             },
             &mut |_| {},
         )
@@ -1571,6 +1709,57 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("drill-canary-rsa/v1 unwrapped a DEK"));
+    }
+
+    /// `--inventory digests`: the canary file names no production key, and
+    /// the compare still catches a key missing, added or changed.
+    #[test]
+    fn an_inventory_of_digests_hides_the_names_and_still_compares_exactly() {
+        let payroll = |f: &Fake| {
+            let tags = BTreeMap::from([("owner".to_string(), "payroll-team".to_string())]);
+            f.create_key("payroll-signing", "EC-HSM", &tags).unwrap();
+        };
+        let (_, canary) = prepared_with(&mut test_rng(40), InventoryRecord::Digests, payroll);
+        let text = canary.to_json();
+        assert!(!text.contains("payroll"), "{text}");
+        assert_eq!(canary.inventory.len(), 3, "the canary keys by name");
+        assert_eq!(canary.inventory_digests.len(), 4);
+        let back: Canary = serde_json::from_str(&text).unwrap();
+        back.check().unwrap();
+        let (result, report) = proofs_only(&canary, |_| {});
+        result.unwrap();
+        assert!(report.proven[0].contains("(4 key versions"), "{:?}", report.proven);
+        assert!(report.to_markdown().contains("records all 4 key versions as digests"));
+        let (result, _, _) = drill(&canary, |_| {});
+        result.unwrap();
+        // A production key gone: counted, not named (the file does not know its name).
+        let (result, _) = proofs_only(&canary, |t| t.gone = Some("payroll-signing".into()));
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("1 key version(s) the canary file records as digests only"),
+            "{e}"
+        );
+        // A canary key gone: named.
+        let (result, _) = proofs_only(&canary, |t| t.gone = Some("drill-canary-aes".into()));
+        assert!(result.unwrap_err().to_string().contains("drill-canary-aes/v4"));
+        // A version added: named, it is on the instance.
+        let (result, _) = proofs_only(&canary, |t| t.extra_version = true);
+        assert!(result.unwrap_err().to_string().contains("drill-canary-ec/v99"));
+        // A tag changed: the recorded digest is missing and the entry unexpected.
+        let (result, _) = proofs_only(&canary, |t| {
+            t.inventory[0].tags.insert("owner".into(), "someone-else".into());
+        });
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("payroll-signing/v1") && e.contains("digests only"), "{e}");
+        // The wrong DEK: no digest can be compared, and it says why.
+        let (result, _) = proofs_only(&canary, |t| t.bad_unwrap = Some("drill-canary-rsa".into()));
+        assert!(result
+            .unwrap_err()
+            .to_string()
+            .contains("the inventory digests cannot be compared"));
+        let mut edited = canary.clone();
+        edited.inventory_digests[0] = "x".into();
+        assert!(edited.check().unwrap_err().contains("inventory_digests[0]"));
     }
 
     /// A report from before `proofs_only` existed still reads.

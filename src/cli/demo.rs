@@ -127,6 +127,7 @@ impl Commands for RealCommands {
             storage: None,
             sas_file: None,
             yes: false,
+            inventory: "all".into(),
         })
         .map(|_| ())
     }

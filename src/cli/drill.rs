@@ -20,7 +20,7 @@ use super::restore::gather_quorum;
 use crate::say;
 use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::ceremony::drill::{
-    self, canary_names, load_canary_set, Canary, PrepareOptions, Report, ReportPaths, CANARY_TAG,
+    self, canary_names, load_canary_set, Canary, InventoryRecord, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
 use hsm_ceremony::ceremony::log::{Entry, FileRef, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
@@ -77,6 +77,12 @@ pub enum DrillSub {
         holds public material only: key ids and versions, the wrapped DEKs, the signature and digest, the DEK's \
         SHA-256 (never the DEK), the backup's location (never its SAS), the inventory, and the RSA key's sealed \
         backup for `instance restore-key`.\n\n\
+        The inventory names every key of the original by default, which on a real HSM is production metadata. \
+        --inventory digests keeps the canary keys by name and every key version (name, version, tags, enabled) \
+        as an HMAC-SHA256 keyed by the canary DEK: the file then names no other key, and a guess at a name \
+        cannot be tested without the HSM. The compare stays exact: the drill unwraps the DEK HSM-side and matches \
+        every key version found; one missing is counted (its name is not in the file), one added or changed is \
+        named.\n\n\
         Production variant: on a URL that is not an emulator (https://NAME.managedhsm.azure.net with an az-provided \
         token) it says what it will create and asks first (--yes to go on without asking); --storage and \
         --sas-file are required. Delete the three canary keys after the drill."
@@ -153,6 +159,11 @@ pub struct PrepareArgs {
     /// A file holding the storage container's SAS token (read, write, list, create).
     #[arg(long, value_name = "FILE")]
     pub sas_file: Option<PathBuf>,
+    /// How the canary file records the inventory: `all` names every key version (name, version,
+    /// tags, enabled); `digests` names the canary keys only and records every key version as an
+    /// HMAC-SHA256 under the canary DEK, so the file holds no production key's name or tags.
+    #[arg(long, value_parser = ["all", "digests"], default_value = "all")]
+    pub inventory: String,
     /// Create the canary keys on an instance that is not an emulator without asking.
     #[arg(long)]
     pub yes: bool,
@@ -418,6 +429,11 @@ pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
             storage: &storage,
             sas: sas.as_deref().map(|s| s.as_str()),
             created: now_text(),
+            inventory: if args.inventory == "digests" {
+                InventoryRecord::Digests
+            } else {
+                InventoryRecord::All
+            },
         },
         &mut |what| say!("  {what}"),
     )

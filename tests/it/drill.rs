@@ -776,3 +776,70 @@ fn drill_proofs_on_a_real_managed_hsm_asks_first() {
     .stderr_has("It creates, changes and deletes nothing.");
     dir.assert_absent("r");
 }
+
+/// `drill prepare --inventory digests`: the canary file names no key but
+/// its own, and `drill proofs` still matches every key version.
+#[test]
+fn a_canary_of_digests_names_no_production_key() {
+    let dir = Dir::new("drill-digests");
+    dir.ceremony();
+    util::admin_token(&dir, "orig", "orig.token");
+    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
+    dir.run(&args(&[
+        &s(&["--no-log", "instance", "download"]),
+        &local,
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "orig-sd.json",
+        ]),
+    ]))
+    .ok();
+    // A first canary set stands in for the production keys.
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &local,
+        &s(&["--name", "payroll", "--out", "first.json"]),
+    ]))
+    .ok();
+    dir.run(&args(&[
+        &s(&["drill", "prepare"]),
+        &local,
+        &s(&["--inventory", "digests", "--out", "canary.json"]),
+    ]))
+    .ok();
+    let text = dir.read_string("canary.json");
+    assert!(!text.contains("payroll"), "{text}");
+    let canary = util::read_json(&dir.join("canary.json"));
+    assert_eq!(canary["inventory"].as_array().unwrap().len(), 3);
+    assert_eq!(canary["inventory_digests"].as_array().unwrap().len(), 6);
+    let out = dir.run(&args(&[
+        &s(&["drill", "proofs"]),
+        &local,
+        &s(&["--canary", "canary.json", "--report", "r", "--json"]),
+    ]));
+    out.ok();
+    let report = out.json();
+    assert_eq!(report["outcome"], "passed");
+    assert_eq!(report["inventory_digests"], 6);
+    assert!(
+        report["proven"][0].as_str().unwrap().contains("(6 key versions"),
+        "{report}"
+    );
+    dir.run(&s(&[
+        "drill",
+        "prepare",
+        "--url",
+        "local:orig",
+        "--inventory",
+        "names",
+        "--out",
+        "x.json",
+    ]))
+    .fails(EXIT_USAGE, &["--inventory", "names"]);
+}
