@@ -127,7 +127,7 @@ impl Commands for RealCommands {
             storage: None,
             sas_file: None,
             yes: false,
-            inventory: "all".into(),
+            inventory: drill::InventoryArg::All,
         })
         .map(|_| ())
     }

@@ -162,11 +162,27 @@ pub struct PrepareArgs {
     /// How the canary file records the inventory: `all` names every key version (name, version,
     /// tags, enabled); `digests` names the canary keys only and records every key version as an
     /// HMAC-SHA256 under the canary DEK, so the file holds no production key's name or tags.
-    #[arg(long, value_parser = ["all", "digests"], default_value = "all")]
-    pub inventory: String,
+    #[arg(long, value_enum, default_value_t = InventoryArg::All)]
+    pub inventory: InventoryArg,
     /// Create the canary keys on an instance that is not an emulator without asking.
     #[arg(long)]
     pub yes: bool,
+}
+
+/// `--inventory`'s values: the library's [`InventoryRecord`], which knows no clap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InventoryArg {
+    All,
+    Digests,
+}
+
+impl From<InventoryArg> for InventoryRecord {
+    fn from(arg: InventoryArg) -> InventoryRecord {
+        match arg {
+            InventoryArg::All => InventoryRecord::All,
+            InventoryArg::Digests => InventoryRecord::Digests,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -429,11 +445,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<Canary> {
             storage: &storage,
             sas: sas.as_deref().map(|s| s.as_str()),
             created: now_text(),
-            inventory: if args.inventory == "digests" {
-                InventoryRecord::Digests
-            } else {
-                InventoryRecord::All
-            },
+            inventory: args.inventory.into(),
         },
         &mut |what| say!("  {what}"),
     )
