@@ -483,7 +483,7 @@ mod tests {
             lines[4].entry.outcome,
             Outcome::Failed("wrong passphrase for c1.key".into())
         );
-        assert_eq!(lines.iter().filter(|l| l.entry.outcome.is_ok()).count(), 12);
+        assert_eq!(lines.iter().filter(|l| l.entry.outcome.is_ok()).count(), 13);
     }
 
     fn log_with(n: usize) -> (tempfile::TempDir, PathBuf) {
