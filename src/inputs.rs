@@ -1,6 +1,6 @@
 //! Loading ceremony inputs from files, with errors that name the file:
 //! security domains, restore blobs, certificates, custodian keys, manifests,
-//! rotation records and bearer-token files. Each file is read once, size-limited;
+//! rotation records, canary files and bearer-token files. Each file is read once, size-limited;
 //! what is reported about it (its SHA-256) comes from the bytes parsed.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::ceremony::drill::{self, Canary, KeyCanary, MAX_CANARY_BYTES};
 use crate::ceremony::manifest::Manifest;
 use crate::ceremony::rotation::Record;
 use crate::crypto::secret::BearerToken;
@@ -59,6 +60,25 @@ pub fn manifest_hashed(path: &Path) -> Result<(Manifest, String)> {
         why,
     })?;
     Ok((m, hex::encode(Sha256::digest(&bytes))))
+}
+
+/// The canary set `drill prepare` wrote, and the SHA-256 (hex) of the bytes
+/// it was parsed from, for the step that records it.
+pub fn canary_set_hashed(path: &Path) -> Result<(Canary, String)> {
+    let bytes = read_limited(path, MAX_CANARY_BYTES, "canary file")?;
+    let canary = drill::parse_canary_set(path, &bytes)?;
+    Ok((canary, hex::encode(Sha256::digest(&bytes))))
+}
+
+pub fn canary_set(path: &Path) -> Result<Canary> {
+    Ok(canary_set_hashed(path)?.0)
+}
+
+/// The canary `instance restore-key` proves: a single-key canary, or a
+/// canary set's RSA key.
+pub fn key_canary(path: &Path) -> Result<KeyCanary> {
+    let bytes = read_limited(path, MAX_CANARY_BYTES, "canary file")?;
+    drill::parse_key_canary(path, &bytes)
 }
 
 /// A rotation's record (`<new>.rotation.json`).

@@ -22,7 +22,7 @@ use crate::crypto::b64::{b64u, b64u_decode};
 use crate::crypto::rng::CryptoRng;
 use crate::custodian::cert::Certificate;
 use crate::error::{Error, InstanceError, Result};
-use crate::files::{self, read_limited, Mode};
+use crate::files::{self, Mode};
 use crate::format::restore_blob::RestoreBlob;
 use crate::recovery::{self, Recovered};
 
@@ -350,16 +350,12 @@ impl Canary {
     }
 }
 
-fn read_canary_value(path: &Path) -> Result<Value> {
-    let bytes = read_limited(path, MAX_CANARY_BYTES, "canary file")?;
-    crate::format::json::from_slice::<Value>(&bytes).map_err(|e| refused(path, e))
-}
-
-/// Reads and checks the canary set `drill prepare` wrote. A single-key
+/// Parses and checks the canary set `drill prepare` wrote, from the bytes
+/// of `path` as read ([`crate::inputs::canary_set_hashed`]). A single-key
 /// canary of an earlier version, a secret-looking field, or anything the
 /// set must hold and does not is refused, naming the culprit.
-pub fn load_canary_set(path: &Path) -> Result<Canary> {
-    let v = read_canary_value(path)?;
+pub fn parse_canary_set(path: &Path, bytes: &[u8]) -> Result<Canary> {
+    let v = crate::format::json::from_slice::<Value>(bytes).map_err(|e| refused(path, e))?;
     if let Some(what) = secret_looking(&v, "") {
         return Err(refused(
             path,
@@ -381,14 +377,14 @@ pub fn load_canary_set(path: &Path) -> Result<Canary> {
     Ok(canary)
 }
 
-/// Reads a canary for `instance restore-key`: a single-key canary (version
-/// 1) as it is, or a canary set's RSA key.
-pub fn load_canary(path: &Path) -> Result<KeyCanary> {
-    let v = read_canary_value(path)?;
+/// Parses a canary for `instance restore-key`: a single-key canary
+/// (version 1) as it is, or a canary set's RSA key.
+pub fn parse_key_canary(path: &Path, bytes: &[u8]) -> Result<KeyCanary> {
+    let v = crate::format::json::from_slice::<Value>(bytes).map_err(|e| refused(path, e))?;
     if v.get("version").and_then(Value::as_u64) == Some(1) {
         return serde_path_to_error::deserialize(v).map_err(|e| refused(path, e.to_string()));
     }
-    load_canary_set(path).map(|c| c.key_canary())
+    parse_canary_set(path, bytes).map(|c| c.key_canary())
 }
 
 /// An instance as the drill and `prepare` use it: the instance client for

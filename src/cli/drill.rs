@@ -20,7 +20,7 @@ use super::restore::gather_quorum;
 use crate::say;
 use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::ceremony::drill::{
-    self, canary_names, load_canary_set, Canary, InventoryRecord, PrepareOptions, Report, ReportPaths, CANARY_TAG,
+    self, canary_names, Canary, InventoryRecord, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
 use hsm_ceremony::ceremony::log::{Entry, FileRef, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
@@ -337,7 +337,7 @@ pub fn proofs(args: &ProofsArgs) -> Result<Report> {
     let url = &args.connect.url;
     // Everything checkable offline is checked before the instance is reached or a token read.
     let paths = ReportPaths::check(&args.report)?;
-    let canary = load_canary_set(&args.canary)?;
+    let (canary, canary_sha256) = inputs::canary_set_hashed(&args.canary)?;
     if !url.starts_with("local:") {
         base_url(url)?;
     }
@@ -369,7 +369,7 @@ pub fn proofs(args: &ProofsArgs) -> Result<Report> {
         &args.canary,
         Entry {
             command: Step::DrillProofs,
-            inputs: record::refs(&[&args.canary]),
+            inputs: vec![FileRef::parsed(&args.canary, canary_sha256)],
             outputs: record::refs(&[&paths.json, &paths.md]),
             outcome: Outcome::of(&outcome),
             details: json!({"instance": report.instance, "canary": report.canary}),
@@ -500,7 +500,7 @@ pub fn drill(args: &DrillArgs) -> Result<Report> {
     // the files, the keys, where the report goes, and that the log takes a line.
     let paths = ReportPaths::check(report_dir)?;
     let (sd, sd_sha256) = inputs::security_domain_hashed(sd_path)?;
-    let canary = args.canary.as_deref().map(load_canary_set).transpose()?;
+    let canary = args.canary.as_deref().map(inputs::canary_set).transpose()?;
     let sas = match &canary {
         Some(c) => sas_for(
             &c.backup.storage,

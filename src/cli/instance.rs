@@ -236,7 +236,7 @@ pub fn upload(args: &UploadArgs) -> Result<()> {
 }
 
 fn restore_key(args: &RestoreKeyArgs) -> Result<()> {
-    let canary = hsm_ceremony::ceremony::drill::load_canary(&args.canary)?;
+    let canary = inputs::key_canary(&args.canary)?;
     let key = args.connect.client()?.restore_key(&canary.backup)?;
     if key.name != canary.name || key.version != canary.key_version {
         return Err(InstanceError::WrongKeyRestored {
