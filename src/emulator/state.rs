@@ -637,7 +637,7 @@ impl Instance {
     }
 }
 
-/// The key that seals an instance's key backups ([`Instance::backup_key`]):
+/// The key that seals an instance's key backups (`Instance::backup_key`):
 /// whoever has it opens every backup of every key, so like the master key it
 /// derives from it is wiped on drop, not `Clone` and has no `Debug`.
 #[derive(Zeroize, ZeroizeOnDrop)]
