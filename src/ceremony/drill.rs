@@ -671,6 +671,40 @@ fn compare_inventory(want: &[InventoryEntry], got: &[InventoryEntry]) -> Result<
     }
 }
 
+/// `drill proofs` checks an instance recovered from the latest backup, which
+/// is newer than the canary file: differences in the canary keys still fail,
+/// differences in the other keys are listed for review (a key made, rotated
+/// or retagged since is no sign of a bad recovery).
+fn split_canary_differences(
+    c: &Canary,
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    changed: Vec<String>,
+) -> (Result<()>, Vec<String>) {
+    let prefixes = [&c.keys.rsa.name, &c.keys.ec.name, &c.keys.aes.name].map(|n| format!("{n}/"));
+    let is_canary = |e: &String| prefixes.iter().any(|p| e.starts_with(p.as_str()));
+    let mut others = Vec::new();
+    let mut split = |list: Vec<String>, label: &str| -> Vec<String> {
+        let (canary, rest): (Vec<String>, Vec<String>) = list.into_iter().partition(is_canary);
+        others.extend(rest.into_iter().map(|e| format!("{label}: {e}")));
+        canary
+    };
+    let missing = split(missing, "missing");
+    let unexpected = split(unexpected, "not in the canary file");
+    let changed = split(changed, "changed");
+    let strict = if missing.is_empty() && unexpected.is_empty() && changed.is_empty() {
+        Ok(())
+    } else {
+        Err(InstanceError::InventoryMismatch {
+            missing,
+            unexpected,
+            changed,
+        }
+        .into())
+    };
+    (strict, others)
+}
+
 /// The inventory compare for a canary file that records digests: the DEK
 /// comes back from the HSM's RSA canary (the one proof that it is the
 /// original's), then every key version found is matched by its digest.
@@ -812,15 +846,30 @@ fn prove_canary<T: Target, R: CryptoRng + ?Sized>(
     target: &T,
     c: &Canary,
 ) -> Result<()> {
+    let proofs_only = report.proofs_only;
+    let mut since = Vec::new();
     let compared = report.step(STEP_INVENTORY, || {
         let got = target.inventory()?;
-        if c.inventory_digests.is_empty() {
+        let compared = if c.inventory_digests.is_empty() {
             compare_inventory(&c.inventory, &got)
         } else {
             compare_digests(target, c, &got)
+        };
+        match compared {
+            Err(Error::Instance(InstanceError::InventoryMismatch {
+                missing,
+                unexpected,
+                changed,
+            })) if proofs_only => {
+                let (strict, others) = split_canary_differences(c, missing, unexpected, changed);
+                since = others;
+                strict
+            }
+            other => other,
         }
         .map(|()| got)
     });
+    report.inventory_differences = since;
     // The inventory found is evidence even when it differs.
     report.inventory_after = match &compared {
         Ok(got) => got.clone(),
@@ -917,6 +966,10 @@ pub struct Report {
     /// Key versions the canary file records as digests only (0: all by name).
     #[serde(default)]
     pub inventory_digests: usize,
+    /// `drill proofs` only: how the instance's keys other than the canaries
+    /// differ from the canary file (a later backup was restored), for review.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory_differences: Vec<String>,
 }
 
 impl Report {
@@ -951,6 +1004,7 @@ impl Report {
             outcome: "failed".into(),
             proofs_only: false,
             inventory_digests: 0,
+            inventory_differences: Vec::new(),
         }
     }
 
@@ -1093,7 +1147,18 @@ impl Report {
                 .to_string(),
         ];
         let original = self.original.clone().unwrap_or_else(|| "the original".into());
-        if self.step_ok(STEP_INVENTORY) {
+        if self.step_ok(STEP_INVENTORY) && !self.inventory_differences.is_empty() {
+            proven.push(format!(
+                "the instance holds the canary keys as the canary file made on {original} records them (names, \
+                 versions, tags, enabled)"
+            ));
+            not.push(format!(
+                "that the instance's other keys are the canary file's: {} difference(s) since it was made, listed \
+                 under \"Inventory differences\"; expected when the backup restored is newer than the canary file, \
+                 each is for the key owners to review",
+                self.inventory_differences.len()
+            ));
+        } else if self.step_ok(STEP_INVENTORY) {
             proven.push(format!(
                 "the instance's inventory ({} key versions: names, versions, tags, enabled) matches the canary \
                  file's, made on {original}",
@@ -1217,6 +1282,15 @@ impl Report {
                     has(&self.inventory_before, e),
                     has(&self.inventory_after, e)
                 ));
+            }
+            if !self.inventory_differences.is_empty() {
+                md.push_str(
+                    "\n## Inventory differences\n\nKeys other than the canaries that differ from the canary file \
+                     (the canary keys themselves match):\n\n",
+                );
+                for d in &self.inventory_differences {
+                    md.push_str(&format!("- {}\n", cell(d)));
+                }
             }
             md.push_str("\n## HSM-side proofs\n\n");
             if self.proofs.is_empty() {
@@ -1707,6 +1781,45 @@ mod tests {
             .contains("drill-canary-rsa/v1 unwrapped a DEK"));
     }
 
+    /// drill proofs checks an instance restored from a backup newer than the
+    /// canary file: other keys made or changed since are listed for review,
+    /// while any difference in a canary key still fails.
+    #[test]
+    fn proofs_only_lists_other_keys_changed_since_the_canary_file() {
+        let payroll = |f: &Fake| {
+            f.create_key("payroll-signing", "EC-HSM", &BTreeMap::new()).unwrap();
+        };
+        let (_, canary) = prepared_with(&mut test_rng(40), InventoryRecord::All, payroll);
+        let later = |t: &mut Toy| {
+            t.inventory.retain(|e| e.name != "payroll-signing");
+            t.inventory.push(InventoryEntry {
+                name: "orders-wrapping".into(),
+                version: "v7".into(),
+                enabled: true,
+                tags: BTreeMap::new(),
+            });
+        };
+        let (result, report) = proofs_only(&canary, later);
+        result.unwrap();
+        assert!(report.passed());
+        assert_eq!(
+            report.inventory_differences,
+            ["missing: payroll-signing/v1", "not in the canary file: orders-wrapping/v7"]
+        );
+        assert!(report.proven[0].contains("holds the canary keys as the canary file"), "{:?}", report.proven);
+        assert!(report.not_proven.iter().any(|n| n.contains("2 difference(s) since it was made")));
+        assert_eq!(report.proofs.len(), 4);
+        let md = report.to_markdown();
+        assert!(md.contains("## Inventory differences") && md.contains("- missing: payroll-signing/v1"), "{md}");
+        // The full drill restores the canary file's own backup: a key gone from it fails it.
+        let (result, _, _) = drill(&canary, |t| t.gone = Some("payroll-signing".into()));
+        assert!(result.unwrap_err().to_string().contains("missing: payroll-signing/v1"));
+        // A canary key's new version still fails drill proofs.
+        let (result, report) = proofs_only(&canary, |t| t.extra_version = true);
+        assert!(result.unwrap_err().to_string().contains("drill-canary-ec/v99"));
+        assert!(report.inventory_differences.is_empty());
+    }
+
     /// `--inventory digests`: the canary file names no production key, and
     /// the compare still catches a key missing, added or changed.
     #[test]
@@ -1729,11 +1842,18 @@ mod tests {
         let (result, _, _) = drill(&canary, |_| {});
         result.unwrap();
         // A production key gone: counted, not named (the file does not know its name).
-        let (result, _) = proofs_only(&canary, |t| t.gone = Some("payroll-signing".into()));
+        let (result, _, _) = drill(&canary, |t| t.gone = Some("payroll-signing".into()));
         let e = result.unwrap_err().to_string();
         assert!(
             e.contains("1 key version(s) the canary file records as digests only"),
             "{e}"
+        );
+        // drill proofs lists it for review: the canary keys are as recorded.
+        let (result, report) = proofs_only(&canary, |t| t.gone = Some("payroll-signing".into()));
+        result.unwrap();
+        assert_eq!(
+            report.inventory_differences,
+            ["missing: 1 key version(s) the canary file records as digests only (drill prepare --inventory digests)"]
         );
         // A canary key gone: named.
         let (result, _) = proofs_only(&canary, |t| t.gone = Some("drill-canary-aes".into()));
@@ -1742,11 +1862,26 @@ mod tests {
         let (result, _) = proofs_only(&canary, |t| t.extra_version = true);
         assert!(result.unwrap_err().to_string().contains("drill-canary-ec/v99"));
         // A tag changed: the recorded digest is missing and the entry unexpected.
-        let (result, _) = proofs_only(&canary, |t| {
+        let retag = |t: &mut Toy| {
             t.inventory[0].tags.insert("owner".into(), "someone-else".into());
-        });
-        let e = result.unwrap_err().to_string();
-        assert!(e.contains("payroll-signing/v1") && e.contains("digests only"), "{e}");
+        };
+        let (result, report) = proofs_only(&canary, retag);
+        result.unwrap();
+        assert!(
+            report
+                .inventory_differences
+                .iter()
+                .any(|d| d.contains("digests only")),
+            "{:?}",
+            report.inventory_differences
+        );
+        assert!(
+            report
+                .inventory_differences
+                .contains(&"not in the canary file: payroll-signing/v1".to_string()),
+            "{:?}",
+            report.inventory_differences
+        );
         // The wrong DEK: no digest can be compared, and it says why.
         let (result, _) = proofs_only(&canary, |t| t.bad_unwrap = Some("drill-canary-rsa".into()));
         assert!(result

@@ -114,9 +114,11 @@ pub const PROOFS_ABOUT: &str =
     No quorum is gathered, nothing is uploaded and nothing is restored: the command lists the instance's keys and \
     compares that inventory (every key version, its tags and enabled state) with the canary file's, then proves \
     HSM-side that the canary keys there are the originals: both DEKs unwrap to the recorded SHA-256, the original's \
-    signature verifies, a new signature is made and verified. The latest backup must therefore hold the canary set \
-    and nothing the canary file does not list: make the canary set (`drill prepare`) before the backup that will \
-    be restored, with no key changed in between.\n\n\
+    signature verifies, a new signature is made and verified. The latest backup must hold the canary set, so make \
+    it (`drill prepare`) before the backups that may be restored. The canary keys must be exactly as the canary \
+    file records them; the other keys may have changed since (a backup newer than the canary file): each key \
+    version missing, added or changed is listed under \"Inventory differences\" in the report for the key owners \
+    to review, and does not fail the proofs.\n\n\
     The report (drill-report.json and drill-report.md in --report, written even when a proof fails) is the drill's, \
     with proofs_only set: its proven and not_proven lists say that the quorum, the upload and the restore were not \
     part of this run. A line `drill proofs` goes to the ceremony log beside the canary file (it names no custodian, \
