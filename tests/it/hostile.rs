@@ -420,6 +420,7 @@ fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
 }
 
 /// [`send_raw`], with the response head (status line and headers) too.
+#[cfg(feature = "network")]
 fn send_raw_with_head(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("the emulator accepts connections");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
