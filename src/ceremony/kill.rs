@@ -18,10 +18,13 @@ pub fn kill_point(point: &str) {
                 Ok("INT") => libc::SIGINT,
                 _ => libc::SIGKILL,
             };
-            // SAFETY: signals this very process; with the default
-            // dispositions (this program installs no handler) it ends it.
+            // SAFETY: signals this very thread; with the default
+            // dispositions (this program installs no handler) it ends the
+            // process. raise, not kill(getpid()): a process-directed signal
+            // may be taken by another thread after kill returns, and the
+            // SIGKILL below would then win the race (seen under load).
             unsafe {
-                libc::kill(libc::getpid(), signal);
+                libc::raise(signal);
                 libc::kill(libc::getpid(), libc::SIGKILL);
             }
         }
