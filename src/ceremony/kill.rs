@@ -18,12 +18,13 @@ pub fn kill_point(point: &str) {
                 Ok("INT") => libc::SIGINT,
                 _ => libc::SIGKILL,
             };
-            // SAFETY: signals this very thread; with the default
-            // dispositions (this program installs no handler) it ends the
-            // process. raise, not kill(getpid()): a process-directed signal
-            // may be taken by another thread after kill returns, and the
-            // SIGKILL below would then win the race (seen under load).
+            // SAFETY: signals this very thread with the default disposition,
+            // which ends the process. The disposition is reset first: one
+            // inherited as ignored (nohup ignores SIGHUP) would leave only
+            // the SIGKILL below. raise, not kill(getpid()): another thread
+            // may take a process-directed signal after kill returns.
             unsafe {
+                libc::signal(signal, libc::SIG_DFL);
                 libc::raise(signal);
                 libc::kill(libc::getpid(), libc::SIGKILL);
             }
