@@ -659,6 +659,11 @@ fn compare_inventory(want: &[InventoryEntry], got: &[InventoryEntry]) -> Result<
             (!what.is_empty()).then(|| format!("{w}: {}", what.join(", ")))
         })
         .collect();
+    mismatch(missing, unexpected, changed)
+}
+
+/// Ok when nothing differs, else the inventory mismatch naming each entry.
+fn mismatch(missing: Vec<String>, unexpected: Vec<String>, changed: Vec<String>) -> Result<()> {
     if missing.is_empty() && unexpected.is_empty() && changed.is_empty() {
         Ok(())
     } else {
@@ -692,17 +697,7 @@ fn split_canary_differences(
     let missing = split(missing, "missing");
     let unexpected = split(unexpected, "not in the canary file");
     let changed = split(changed, "changed");
-    let strict = if missing.is_empty() && unexpected.is_empty() && changed.is_empty() {
-        Ok(())
-    } else {
-        Err(InstanceError::InventoryMismatch {
-            missing,
-            unexpected,
-            changed,
-        }
-        .into())
-    };
-    (strict, others)
+    (mismatch(missing, unexpected, changed), others)
 }
 
 /// The inventory compare for a canary file that records digests: the DEK
@@ -749,16 +744,8 @@ fn compare_digests<T: Target>(target: &T, c: &Canary, got: &[InventoryEntry]) ->
             "{unnamed} key version(s) the canary file records as digests only (drill prepare --inventory digests)"
         ));
     }
-    if missing.is_empty() && unexpected.is_empty() {
-        Ok(())
-    } else {
-        Err(InstanceError::InventoryMismatch {
-            missing,
-            unexpected,
-            changed: Vec::new(),
-        }
-        .into())
-    }
+    // A changed entry is a recorded digest missing and an entry unexpected.
+    mismatch(missing, unexpected, Vec::new())
 }
 
 /// The drill's steps, each timed into `report`: reach the target
