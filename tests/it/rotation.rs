@@ -451,10 +451,7 @@ fn manifest(dir: &Dir, name: &str, m: usize, signers: &[usize]) {
 fn manifest_at(dir: &Dir, name: &str, m: usize, signers: &[usize], epoch: u64) {
     let new = ["n0.cer", "n1.cer", "n2.cer"];
     rotation_manifest(dir, name, &new, m, &["c0.cer", "c1.cer", "c2.cer"], epoch);
-    for i in signers {
-        dir.run(&["manifest", "sign", "--manifest", name, "--key", &format!("n{i}.key")])
-            .ok();
-    }
+    new_signs(dir, name, signers.iter().copied());
     current_signs(dir, name, &[0, 1]);
 }
 
@@ -494,6 +491,14 @@ fn current_signs(dir: &Dir, name: &str, who: &[usize]) {
             &pass,
         ])
         .ok();
+    }
+}
+
+/// New custodians `who` (nI.key, unencrypted) sign `name`.
+fn new_signs(dir: &Dir, name: &str, who: impl IntoIterator<Item = usize>) {
+    for i in who {
+        dir.run(&["manifest", "sign", "--manifest", name, "--key", &format!("n{i}.key")])
+            .ok();
     }
 }
 
@@ -622,17 +627,7 @@ fn a_rotation_needs_the_current_custodians_signatures() {
         &["c0.cer", "c1.cer", "c2.cer"],
         3,
     );
-    for i in 0..3 {
-        dir.run(&[
-            "manifest",
-            "sign",
-            "--manifest",
-            "m-one-old.json",
-            "--key",
-            &format!("n{i}.key"),
-        ])
-        .ok();
-    }
+    new_signs(&dir, "m-one-old.json", 0..3);
     current_signs(&dir, "m-one-old.json", &[2]);
     // Someone in neither set cannot sign.
     dir.run(&[
@@ -720,17 +715,7 @@ fn a_custodian_in_both_sets_signs_once() {
     copy_new(&dir);
     let new_certs = ["n0.cer", "n1.cer", "c2.cer"];
     rotation_manifest(&dir, "m.json", &new_certs, 2, &["c0.cer", "c1.cer", "c2.cer"], 3);
-    for i in 0..2 {
-        dir.run(&[
-            "manifest",
-            "sign",
-            "--manifest",
-            "m.json",
-            "--key",
-            &format!("n{i}.key"),
-        ])
-        .ok();
-    }
+    new_signs(&dir, "m.json", 0..2);
     current_signs(&dir, "m.json", &[2]);
     dir.run(&[
         "manifest",
@@ -779,17 +764,7 @@ fn a_split_follows_its_signed_manifest_or_is_refused() {
         "m.json",
     ])
     .ok();
-    for i in 0..3 {
-        dir.run(&[
-            "manifest",
-            "sign",
-            "--manifest",
-            "m.json",
-            "--key",
-            &format!("n{i}.key"),
-        ])
-        .ok();
-    }
+    new_signs(&dir, "m.json", 0..3);
     let split = |certs: &[&str], m: &str, out: &str| {
         let mut a = vec!["sd", "split", "--certs"];
         a.extend(certs);
