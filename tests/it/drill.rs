@@ -332,31 +332,30 @@ fn assert_canary_holds_no_secret(dir: &Dir, served: &Served, state: &str, canary
     }
 }
 
-/// `--instance local` after a local original (`local:DIR`): the full backup
-/// goes to a folder beside the canary file and restores into the in-memory
-/// instance; a --sas-file for that folder, and an old canary file, are
-/// refused before anyone is asked anything.
-#[test]
-fn a_local_drill_restores_the_full_backup_of_a_local_original() {
-    let dir = Dir::new("drill-local");
+/// A ceremony folder whose original is the in-process instance `local:orig`
+/// (admin token `orig.token`), activated 2 of 3 into `orig-sd.json`; with
+/// the `--url … --token-file …` arguments that reach it.
+fn local_original(name: &str) -> (Dir, Vec<String>) {
+    let dir = Dir::new(name);
     dir.ceremony();
     util::admin_token(&dir, "orig", "orig.token");
     let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
     dir.run(&args(&[
         &s(&["--no-log", "instance", "download"]),
         &local,
-        &s(&[
-            "--certs",
-            "c0.cer",
-            "c1.cer",
-            "c2.cer",
-            "--quorum",
-            "2",
-            "--out",
-            "orig-sd.json",
-        ]),
+        &s(&["--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--out", "orig-sd.json"]),
     ]))
     .ok();
+    (dir, local)
+}
+
+/// `--instance local` after a local original (`local:DIR`): the full backup
+/// goes to a folder beside the canary file and restores into the in-memory
+/// instance; a --sas-file for that folder, and an old canary file, are
+/// refused before anyone is asked anything.
+#[test]
+fn a_local_drill_restores_the_full_backup_of_a_local_original() {
+    let (dir, local) = local_original("drill-local");
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
         &local,
@@ -594,25 +593,7 @@ fn instance_commands_need_a_token_and_never_take_one_as_a_flag() {
 /// after its full restore): no quorum, no upload, no restore.
 #[test]
 fn drill_proofs_against_an_instance_recovered_by_hand() {
-    let dir = Dir::new("drill-proofs");
-    dir.ceremony();
-    util::admin_token(&dir, "orig", "orig.token");
-    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
-    dir.run(&args(&[
-        &s(&["--no-log", "instance", "download"]),
-        &local,
-        &s(&[
-            "--certs",
-            "c0.cer",
-            "c1.cer",
-            "c2.cer",
-            "--quorum",
-            "2",
-            "--out",
-            "orig-sd.json",
-        ]),
-    ]))
-    .ok();
+    let (dir, local) = local_original("drill-proofs");
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
         &local,
@@ -727,25 +708,7 @@ fn drill_proofs_against_an_instance_recovered_by_hand() {
 /// canary keys and asks first, before any token is read.
 #[test]
 fn drill_proofs_on_a_real_managed_hsm_asks_first() {
-    let dir = Dir::new("drill-proofs-real");
-    dir.ceremony();
-    util::admin_token(&dir, "orig", "orig.token");
-    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
-    dir.run(&args(&[
-        &s(&["--no-log", "instance", "download"]),
-        &local,
-        &s(&[
-            "--certs",
-            "c0.cer",
-            "c1.cer",
-            "c2.cer",
-            "--quorum",
-            "2",
-            "--out",
-            "orig-sd.json",
-        ]),
-    ]))
-    .ok();
+    let (dir, local) = local_original("drill-proofs-real");
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
         &local,
@@ -781,25 +744,7 @@ fn drill_proofs_on_a_real_managed_hsm_asks_first() {
 /// its own, and `drill proofs` still matches every key version.
 #[test]
 fn a_canary_of_digests_names_no_production_key() {
-    let dir = Dir::new("drill-digests");
-    dir.ceremony();
-    util::admin_token(&dir, "orig", "orig.token");
-    let local = s(&["--url", "local:orig", "--token-file", "orig.token"]);
-    dir.run(&args(&[
-        &s(&["--no-log", "instance", "download"]),
-        &local,
-        &s(&[
-            "--certs",
-            "c0.cer",
-            "c1.cer",
-            "c2.cer",
-            "--quorum",
-            "2",
-            "--out",
-            "orig-sd.json",
-        ]),
-    ]))
-    .ok();
+    let (dir, local) = local_original("drill-digests");
     // A first canary set stands in for the production keys.
     dir.run(&args(&[
         &s(&["drill", "prepare"]),
