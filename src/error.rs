@@ -194,7 +194,9 @@ pub enum ParameterError {
     NoCurrentSet,
     /// Current custodians given for a split or download manifest.
     #[error("only a rotate manifest names current custodians, not a {purpose} manifest")]
-    CurrentSetNotRotation { purpose: crate::ceremony::manifest::Purpose },
+    CurrentSetNotRotation {
+        purpose: crate::ceremony::manifest::Purpose,
+    },
     #[error("the current quorum {quorum} is not between 1 and the {custodians} current custodians")]
     CurrentQuorum { quorum: usize, custodians: usize },
     /// The current set's certificates are not one per custodian.

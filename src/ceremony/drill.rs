@@ -1791,13 +1791,26 @@ mod tests {
         assert!(report.passed());
         assert_eq!(
             report.inventory_differences,
-            ["missing: payroll-signing/v1", "not in the canary file: orders-wrapping/v7"]
+            [
+                "missing: payroll-signing/v1",
+                "not in the canary file: orders-wrapping/v7"
+            ]
         );
-        assert!(report.proven[0].contains("holds the canary keys as the canary file"), "{:?}", report.proven);
-        assert!(report.not_proven.iter().any(|n| n.contains("2 difference(s) since it was made")));
+        assert!(
+            report.proven[0].contains("holds the canary keys as the canary file"),
+            "{:?}",
+            report.proven
+        );
+        assert!(report
+            .not_proven
+            .iter()
+            .any(|n| n.contains("2 difference(s) since it was made")));
         assert_eq!(report.proofs.len(), 4);
         let md = report.to_markdown();
-        assert!(md.contains("## Inventory differences") && md.contains("- missing: payroll-signing/v1"), "{md}");
+        assert!(
+            md.contains("## Inventory differences") && md.contains("- missing: payroll-signing/v1"),
+            "{md}"
+        );
         // The full drill restores the canary file's own backup: a key gone from it fails it.
         let (result, _, _) = drill(&canary, |t| t.gone = Some("payroll-signing".into()));
         assert!(result.unwrap_err().to_string().contains("missing: payroll-signing/v1"));
@@ -1855,10 +1868,7 @@ mod tests {
         let (result, report) = proofs_only(&canary, retag);
         result.unwrap();
         assert!(
-            report
-                .inventory_differences
-                .iter()
-                .any(|d| d.contains("digests only")),
+            report.inventory_differences.iter().any(|d| d.contains("digests only")),
             "{:?}",
             report.inventory_differences
         );

@@ -151,9 +151,7 @@ impl Manifest {
     ) -> Result<Manifest> {
         distinct(certs).map_err(ParameterError::SameCustodian)?;
         let (current_certificates, current_quorum) = match (purpose, current) {
-            (Purpose::Rotate, None) => {
-                return Err(ParameterError::NoCurrentSet.into())
-            }
+            (Purpose::Rotate, None) => return Err(ParameterError::NoCurrentSet.into()),
             (Purpose::Rotate, Some((set, m))) => {
                 distinct(set).map_err(ParameterError::SameCurrentCustodian)?;
                 if m == 0 || m > set.len() {
@@ -165,9 +163,7 @@ impl Manifest {
                 }
                 (set.iter().map(Certificate::x5t_256).collect(), Some(m))
             }
-            (_, Some(_)) => {
-                return Err(ParameterError::CurrentSetNotRotation { purpose }.into())
-            }
+            (_, Some(_)) => return Err(ParameterError::CurrentSetNotRotation { purpose }.into()),
             (_, None) => (Vec::new(), None),
         };
         let mut nonce = [0u8; 32];

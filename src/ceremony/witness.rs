@@ -136,7 +136,8 @@ mod tests {
 
     fn signed(idx: &[usize], quorum: usize) -> Manifest {
         let now = OffsetDateTime::now_utc();
-        let mut m = Manifest::new_with_rng(&mut test_rng(61), Purpose::Download, &certs(idx), quorum, None, 1, now).unwrap();
+        let mut m =
+            Manifest::new_with_rng(&mut test_rng(61), Purpose::Download, &certs(idx), quorum, None, 1, now).unwrap();
         for &i in idx {
             m.sign(&custodians()[i].key, &custodians()[i].cert).unwrap();
         }

@@ -18,12 +18,12 @@ use super::passphrase::{PassphraseArgs, Passphrases};
 use super::record;
 use super::restore::gather_quorum;
 use crate::say;
-use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::ceremony::drill::{
     self, canary_names, Canary, InventoryRecord, PrepareOptions, Report, ReportPaths, CANARY_TAG,
 };
 use hsm_ceremony::ceremony::log::{Entry, FileRef, Outcome, Step};
 use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files;
 use hsm_ceremony::format::sdfile::SecurityDomain;

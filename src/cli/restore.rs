@@ -10,13 +10,13 @@ use serde_json::json;
 
 use super::keys;
 use super::keys::QuorumKeys;
-use hsm_ceremony::custodian::pairing::CertPool;
 use super::output::{print_json, warn};
 use super::passphrase::{CommandLineSecret, PassphraseArgs, Passphrases};
 use super::record;
 use crate::say;
 use hsm_ceremony::ceremony::log::{Entry, Step};
 use hsm_ceremony::crypto::rng::os_rng;
+use hsm_ceremony::custodian::pairing::CertPool;
 use hsm_ceremony::custodian::KeyRef;
 use hsm_ceremony::error::{Error, Result};
 use hsm_ceremony::files::{self, Mode};

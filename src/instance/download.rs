@@ -75,8 +75,8 @@ impl Download {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{InProcess, Role};
     use crate::crypto::secret::BearerToken;
+    use crate::emulator::{InProcess, Role};
     use crate::error::{Error, RecoveryError};
     use crate::format::sdfile::SecurityDomain;
     use crate::test_support::custodians;

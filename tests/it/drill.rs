@@ -343,7 +343,16 @@ fn local_original(name: &str) -> (Dir, Vec<String>) {
     dir.run(&args(&[
         &s(&["--no-log", "instance", "download"]),
         &local,
-        &s(&["--certs", "c0.cer", "c1.cer", "c2.cer", "--quorum", "2", "--out", "orig-sd.json"]),
+        &s(&[
+            "--certs",
+            "c0.cer",
+            "c1.cer",
+            "c2.cer",
+            "--quorum",
+            "2",
+            "--out",
+            "orig-sd.json",
+        ]),
     ]))
     .ok();
     (dir, local)

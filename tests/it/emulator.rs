@@ -191,7 +191,10 @@ fn challenge_auth_and_roles() {
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["error"]["code"], "Unauthorized", "{}", r.body);
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("not issued by this instance"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not issued by this instance"),
         "{}",
         r.body
     );

@@ -339,7 +339,12 @@ fn a_running_job_asks_for_retry_after_on_every_poll_as_its_202_did() {
     let status = format!("/backup/{}/pending", started.body["jobId"].as_str().unwrap());
     for _ in 0..3 {
         let s = call(&a, &token, "GET", &status, None);
-        assert_eq!((s.status, s.body["status"].as_str()), (200, Some("InProgress")), "{}", s.body);
+        assert_eq!(
+            (s.status, s.body["status"].as_str()),
+            (200, Some("InProgress")),
+            "{}",
+            s.body
+        );
         assert_eq!(s.retry_after.as_deref(), Some("1"), "Retry-After on an InProgress poll");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(b0["statusDetails"], serde_json::Value::Null);
         assert_eq!(b0["azureStorageBlobContainerUri"], serde_json::Value::Null);
         assert!(jobs.status(&a, true).is_err(), "a backup job is not a restore job");
-        assert!(jobs.status(&a, false).unwrap().in_progress, "a running job asks for Retry-After");
+        assert!(
+            jobs.status(&a, false).unwrap().in_progress,
+            "a running job asks for Retry-After"
+        );
         jobs.finish(&a, Ok(()));
         assert!(!jobs.status(&a, false).unwrap().in_progress, "a finished job does not");
         let b1 = body(&jobs, &a, false);

@@ -23,8 +23,8 @@ use super::error::ApiError;
 use super::handle::App;
 use super::rbac::DataAction;
 use super::storage::{Container, SasParameter, BACKUP_BLOB};
-pub(crate) use jobs::{Jobs, Polled};
 use jobs::Kind;
+pub(crate) use jobs::{Jobs, Polled};
 
 /// The backup and restore request lines.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -837,11 +837,27 @@ mod tests {
             let Material::Rsa(key) = &k else { unreachable!() };
             let public = key.to_public_key();
             for message in [&b"m"[..], b"another message"] {
-                let (d256, d384, d512) = (Sha256::digest(message), Sha384::digest(message), Sha512::digest(message));
+                let (d256, d384, d512) = (
+                    Sha256::digest(message),
+                    Sha384::digest(message),
+                    Sha512::digest(message),
+                );
                 for (alg, digest, blinded) in [
-                    ("RS256", &d256[..], key.pkcs1v15_sign_prehash_with_rng::<Sha256, _>(&mut test_rng(9), &d256)),
-                    ("RS384", &d384[..], key.pkcs1v15_sign_prehash_with_rng::<Sha384, _>(&mut test_rng(9), &d384)),
-                    ("RS512", &d512[..], key.pkcs1v15_sign_prehash_with_rng::<Sha512, _>(&mut test_rng(9), &d512)),
+                    (
+                        "RS256",
+                        &d256[..],
+                        key.pkcs1v15_sign_prehash_with_rng::<Sha256, _>(&mut test_rng(9), &d256),
+                    ),
+                    (
+                        "RS384",
+                        &d384[..],
+                        key.pkcs1v15_sign_prehash_with_rng::<Sha384, _>(&mut test_rng(9), &d384),
+                    ),
+                    (
+                        "RS512",
+                        &d512[..],
+                        key.pkcs1v15_sign_prehash_with_rng::<Sha512, _>(&mut test_rng(9), &d512),
+                    ),
                 ] {
                     let sig = k.sign(&mut test_rng(1), alg, digest).unwrap();
                     assert_eq!(sig.len(), bits / 8, "{alg} {bits}");
