@@ -1200,7 +1200,7 @@ fn old_copies_are_logged_as_destroyed_and_the_current_one_is_refused() {
         a.extend(args);
         dir.run(&a)
     };
-    // Refusals: the current file, a file that is no security domain, a bad SHA-256, no log.
+    // Refusals: the current file, a file that is no security domain, a bad SHA-256, an empty --copy, no log.
     destroyed(&["--file", "sd2.json"]).fails(
         EXIT_INPUT,
         &[
@@ -1212,6 +1212,7 @@ fn old_copies_are_logged_as_destroyed_and_the_current_one_is_refused() {
     destroyed(&["--file", "c0.cer"]).fails(EXIT_INPUT, &["c0.cer is not a valid security-domain file"]);
     destroyed(&["--copy", "safe A", "--sha256", "abc"]).fails(util::EXIT_USAGE, &["is not a SHA-256"]);
     destroyed(&["--sha256", &"ab".repeat(32)]).fails(util::EXIT_USAGE, &["--copy"]);
+    destroyed(&["--copy", " ", "--sha256", &"ab".repeat(32)]).fails(util::EXIT_USAGE, &["--copy is empty"]);
     destroyed(&[]).fails(util::EXIT_USAGE, &[]);
     dir.run(&["log", "destroyed", "other-log.jsonl", "--file", "sd.json.retired"])
         .fails(util::EXIT_USAGE, &["other-log.jsonl does not exist"]);
